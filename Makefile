@@ -1,0 +1,61 @@
+# Ballast — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+OUT      ?= _out
+BIN      := $(OUT)/bin
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo v0.0.0-dev)
+COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS  := -s -w -X github.com/ballast-os/ballast/pkg/version.Version=$(VERSION) \
+            -X github.com/ballast-os/ballast/pkg/version.GitCommit=$(COMMIT)
+GO       ?= go
+FUZZTIME ?= 15s
+export CGO_ENABLED ?= 0
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build nodectl and machined into _out/bin
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/nodectl ./cmd/nodectl
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/machined ./cmd/machined
+
+.PHONY: deps
+deps: ## Install the Debian packages the build and tests need
+	hack/install-deps.sh all
+
+.PHONY: test
+test: deps verify-generate lint test-unit test-e2e fuzz ## Run every check and test (what CI runs)
+
+.PHONY: test-unit
+test-unit: ## Unit tests (fast, no root)
+	$(GO) test -race -count=1 ./pkg/... ./machined/...
+
+.PHONY: test-e2e
+test-e2e: build ## End-to-end tests with real machined and nodectl binaries
+	BALLAST_BIN_DIR=$(abspath $(BIN)) $(GO) test -count=1 -timeout 20m ./hack/e2e/...
+
+.PHONY: fuzz
+fuzz: ## Fuzz config decoding for FUZZTIME (default 15s)
+	$(GO) test ./pkg/config -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
+
+.PHONY: generate
+generate: ## Regenerate the API's Go code from api/**/*.proto with pinned tools
+	hack/generate.sh
+
+.PHONY: verify-generate
+verify-generate: ## Fail when the committed generated code drifts from the .proto files
+	hack/verify-generate.sh
+
+.PHONY: lint
+lint: ## gofmt, go vet and the import-direction check
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './_out/*')); \
+		if [[ -n $$out ]]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) test -count=1 -run TestImportDirection ./hack/lint/...
+
+.PHONY: clean
+clean: ## Remove build outputs
+	rm -rf $(OUT)

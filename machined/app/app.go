@@ -1,0 +1,152 @@
+// Package app is machined's entry point: it parses the command line, sets up
+// logging, opens the API listener and runs the node, then carries out the
+// action the node asks for (re-exec on reboot, exit on shutdown).
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/ballast-os/ballast/machined/logs"
+	"github.com/ballast-os/ballast/machined/node"
+	"github.com/ballast-os/ballast/pkg/client"
+	"github.com/ballast-os/ballast/pkg/version"
+)
+
+// Main runs machined and exits the process.
+func Main() {
+	if err := Run(context.Background(), os.Args[1:], os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "machined:", err)
+		os.Exit(1)
+	}
+}
+
+type flags struct {
+	mode      string
+	stateDir  string
+	apiListen string
+	logFormat string
+	logLevel  string
+	version   bool
+}
+
+func parse(args []string, stderr io.Writer) (*flags, error) {
+	f := &flags{}
+	fs := flag.NewFlagSet("machined", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.mode, "mode", "", "how machined runs: container (a process in a network namespace, state under --state-dir)")
+	fs.StringVar(&f.stateDir, "state-dir", "", "directory holding STATE and EPHEMERAL in container mode")
+	fs.StringVar(&f.apiListen, "api-listen", "0.0.0.0:50000", "machine API address, host or host:port (port 50000 by default)")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.BoolVar(&f.version, "version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "machined is the Ballast node agent.\n\nUsage:\n  machined --mode container --state-dir DIR [--api-listen ADDR:PORT]\n\nExample:\n  machined --mode container --state-dir /tmp/n1 --api-listen 127.0.0.2:50000\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q (see --help)", fs.Args())
+	}
+	return f, nil
+}
+
+// Run runs machined until it is told to stop.
+func Run(ctx context.Context, args []string, stderr io.Writer) error {
+	f, err := parse(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if f.version {
+		fmt.Fprintf(stderr, "machined %s (%s, %s)\n", version.Version, version.GitCommit, version.GoVersion())
+		return nil
+	}
+	if f.mode == "" {
+		return errors.New("--mode is required (container)")
+	}
+	if f.mode == node.ModeContainer && f.stateDir == "" {
+		return errors.New("--state-dir is required in container mode")
+	}
+	stateDir, err := filepath.Abs(f.stateDir)
+	if err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	addr, err := client.HostPort(f.apiListen)
+	if err != nil {
+		return fmt.Errorf("--api-listen: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(stateDir, "var", "log"), 0o700); err != nil {
+		return fmt.Errorf("create state dir: %w", err)
+	}
+	agentLog, err := logs.NewBuffer(logs.Options{File: filepath.Join(stateDir, "var", "log", node.AgentLogID+".log")})
+	if err != nil {
+		return err
+	}
+	defer agentLog.Close()
+	logger, err := newLogger(io.MultiWriter(stderr, agentLog), f.logFormat, f.logLevel)
+	if err != nil {
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	defer ln.Close()
+	logger.Info("machined starting", "version", version.Version, "mode", f.mode, "state_dir", stateDir, "pid", os.Getpid())
+	n, err := node.New(node.Options{Mode: f.mode, StateDir: stateDir, Listener: ln, Logger: logger, AgentLog: agentLog})
+	if err != nil {
+		return err
+	}
+	action, err := n.Run(ctx)
+	if err != nil {
+		return err
+	}
+	switch action {
+	case node.ActionReboot:
+		logger.Info("rebooting: re-executing machined")
+		ln.Close()
+		agentLog.Close()
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("reboot: %w", err)
+		}
+		// Same PID, fresh process image: the container-mode reboot.
+		return syscall.Exec(exe, os.Args, os.Environ())
+	case node.ActionShutdown:
+		logger.Info("shut down")
+	}
+	return nil
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}

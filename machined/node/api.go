@@ -1,0 +1,106 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+
+	"github.com/ballast-os/ballast/api/machine"
+	"github.com/ballast-os/ballast/machined/errdefs"
+	"github.com/ballast-os/ballast/machined/logs"
+	"github.com/ballast-os/ballast/machined/server"
+	"github.com/ballast-os/ballast/machined/state"
+	"github.com/ballast-os/ballast/machined/supervisor"
+	"github.com/ballast-os/ballast/pkg/version"
+)
+
+// AgentLogID is the log name of machined's own output.
+const AgentLogID = "machined"
+
+var _ server.Machine = (*Node)(nil)
+
+// Version implements server.Machine.
+func (n *Node) Version() *machine.VersionResponse {
+	cfg, _ := n.Config()
+	return &machine.VersionResponse{
+		Version:     version.Version,
+		GitCommit:   version.GitCommit,
+		GoVersion:   version.GoVersion(),
+		Os:          runtime.GOOS,
+		Arch:        runtime.GOARCH,
+		Mode:        n.opts.Mode,
+		Maintenance: n.creds.Maintenance(),
+		Hostname:    hostname(cfg),
+	}
+}
+
+// Configuration implements server.Machine.
+func (n *Node) Configuration() (active, staged []byte) {
+	n.mu.Lock()
+	active = n.cfgBytes
+	n.mu.Unlock()
+	staged, err := n.store.Staged()
+	if err != nil && !errors.Is(err, state.ErrNoConfig) {
+		n.log.Warn("cannot read staged config", "error", err)
+	}
+	return active, staged
+}
+
+// Services implements server.Machine.
+func (n *Node) Services() server.Services { return protectedServices{n.sup} }
+
+// Logs implements server.Machine.
+func (n *Node) Logs(id string) (*logs.Buffer, error) {
+	if id == AgentLogID {
+		if n.opts.AgentLog == nil {
+			return nil, fmt.Errorf("%w: machined's own log is not captured", errdefs.ErrNotFound)
+		}
+		return n.opts.AgentLog, nil
+	}
+	b, err := n.sup.Logs(id)
+	if err != nil {
+		return nil, fmt.Errorf("logs of %q: %w", id, err)
+	}
+	return b, nil
+}
+
+// Reboot implements server.Machine: services stop after the call returns.
+func (n *Node) Reboot(context.Context) error {
+	n.request(ActionReboot)
+	return nil
+}
+
+// Shutdown implements server.Machine.
+func (n *Node) Shutdown(context.Context) error {
+	n.request(ActionShutdown)
+	return nil
+}
+
+// Reset implements server.Machine: it wipes STATE and EPHEMERAL once every
+// service has stopped and boots again into maintenance mode.
+func (n *Node) Reset(_ context.Context, graceful, force bool) error {
+	n.log.Info("reset requested", "graceful", graceful, "force", force)
+	n.mu.Lock()
+	n.resetWanted = true
+	n.mu.Unlock()
+	n.request(ActionReboot)
+	return nil
+}
+
+// protectedServices refuses to stop the service that carries the API itself.
+type protectedServices struct{ *supervisor.Supervisor }
+
+func (p protectedServices) Stop(ctx context.Context, id string) error {
+	if id == apidService {
+		return fmt.Errorf("%w: %s serves this API and cannot be stopped through it (use reboot or shutdown)", errdefs.ErrFailedPrecondition, id)
+	}
+	return p.Supervisor.Stop(ctx, id)
+}
+
+func (p protectedServices) Restart(ctx context.Context, id string) error {
+	if id == apidService {
+		return fmt.Errorf("%w: %s serves this API and cannot be restarted through it (use reboot)", errdefs.ErrFailedPrecondition, id)
+	}
+	return p.Supervisor.Restart(ctx, id)
+}

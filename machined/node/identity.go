@@ -1,0 +1,134 @@
+package node
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+
+	"github.com/ballast-os/ballast/machined/server"
+	"github.com/ballast-os/ballast/pkg/config"
+	"github.com/ballast-os/ballast/pkg/pki"
+)
+
+// enterMaintenance serves a fresh self-signed certificate and tells the
+// operator how to pin it.
+func (n *Node) enterMaintenance() error {
+	dns, ips := n.localNames(nil)
+	ck, err := pki.SelfSigned("ballast-maintenance", dns, ips)
+	if err != nil {
+		return fmt.Errorf("maintenance certificate: %w", err)
+	}
+	cert, err := ck.TLSCertificate()
+	if err != nil {
+		return err
+	}
+	n.creds = server.NewMaintenanceCredentials(cert)
+	fp := pki.Fingerprint(cert.Leaf)
+	addr := n.opts.Listener.Addr().String()
+	host, _, _ := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		if len(ips) > 0 {
+			host = ips[len(ips)-1].String()
+		}
+	}
+	n.log.Info("maintenance mode: waiting for a machine config", "address", addr, "fingerprint", fp)
+	n.log.Info("apply a config with: nodectl apply-config --insecure -n " + host + " --cert-fingerprint " + fp + " --file controlplane.yaml")
+	return nil
+}
+
+// serverIdentity returns the configured API certificate and client CA pool.
+// Control-plane nodes mint their own certificate with the OS CA key.
+func (n *Node) serverIdentity(cfg *config.Config) (tls.Certificate, *x509.CertPool, error) {
+	caCrt, err := pki.DecodeB64(cfg.Machine.CA.Crt)
+	if err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("machine.ca.crt: %w", err)
+	}
+	pool, err := pki.Pool(caCrt)
+	if err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("machine.ca.crt: %w", err)
+	}
+	if cfg.Machine.CA.Key == "" {
+		// Workers hold no CA key; a control-plane node issues their
+		// certificate (the join flow). Until then the node requires client
+		// certificates but serves a self-signed one, which clients reject:
+		// nothing is ever served without mTLS once configured.
+		n.log.Warn("worker has no machine-API certificate from a control-plane node yet; serving a placeholder that clients will not trust")
+		dns, ips := n.localNames(cfg)
+		ck, err := pki.SelfSigned(hostname(cfg), dns, ips)
+		if err != nil {
+			return tls.Certificate{}, nil, fmt.Errorf("placeholder certificate: %w", err)
+		}
+		cert, err := ck.TLSCertificate()
+		return cert, pool, err
+	}
+	caKey, err := pki.DecodeB64(cfg.Machine.CA.Key)
+	if err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("machine.ca.key: %w", err)
+	}
+	dns, ips := n.localNames(cfg)
+	ck, err := pki.Issue(&pki.CertAndKey{Crt: caCrt, Key: caKey}, pki.Request{
+		CommonName: hostname(cfg),
+		DNSNames:   dns,
+		IPs:        ips,
+		Usage:      pki.UsageServer | pki.UsageClient,
+	})
+	if err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("machine API certificate: %w", err)
+	}
+	cert, err := ck.TLSCertificate()
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	return cert, pool, nil
+}
+
+// localNames lists the names and addresses the API certificate must cover:
+// hostname, the listen address, every local interface address, and the
+// config's certSANs and static addresses.
+func (n *Node) localNames(cfg *config.Config) ([]string, []net.IP) {
+	dns := []string{"localhost"}
+	var ips []net.IP
+	addIP := func(ip net.IP) {
+		if ip == nil || ip.IsUnspecified() {
+			return
+		}
+		if !slices.ContainsFunc(ips, ip.Equal) {
+			ips = append(ips, ip)
+		}
+	}
+	addName := func(s string) {
+		if s == "" {
+			return
+		}
+		if ip := net.ParseIP(s); ip != nil {
+			addIP(ip)
+		} else if !slices.Contains(dns, s) {
+			dns = append(dns, s)
+		}
+	}
+	addName(hostname(cfg))
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok {
+				addIP(ipn.IP)
+			}
+		}
+	}
+	if host, _, err := net.SplitHostPort(n.opts.Listener.Addr().String()); err == nil {
+		addIP(net.ParseIP(host))
+	}
+	if cfg != nil {
+		for _, s := range cfg.Machine.CertSANs {
+			addName(s)
+		}
+		for _, iface := range cfg.Machine.Network.Interfaces {
+			for _, a := range iface.Addresses {
+				addName(strings.SplitN(a, "/", 2)[0])
+			}
+		}
+	}
+	return dns, ips
+}

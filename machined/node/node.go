@@ -1,0 +1,213 @@
+// Package node is the agent's core: it loads the persisted machine config,
+// serves the machine API (maintenance mode until a config arrives, mTLS with
+// roles afterwards), supervises the node's services, applies new configs in
+// the requested mode, and carries out reboot, shutdown and reset.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+
+	"github.com/ballast-os/ballast/machined/clock"
+	"github.com/ballast-os/ballast/machined/logs"
+	"github.com/ballast-os/ballast/machined/server"
+	"github.com/ballast-os/ballast/machined/state"
+	"github.com/ballast-os/ballast/machined/supervisor"
+	"github.com/ballast-os/ballast/pkg/config"
+)
+
+// Modes machined runs in.
+const (
+	ModeContainer = "container"
+	ModeMetal     = "metal"
+)
+
+// Action is what the process must do once Run returns.
+type Action int
+
+// Actions.
+const (
+	ActionExit     Action = iota // the context ended: exit
+	ActionReboot                 // re-execute (container) or reboot (metal)
+	ActionShutdown               // exit (container) or power off (metal)
+)
+
+func (a Action) String() string {
+	return [...]string{"exit", "reboot", "shutdown"}[a]
+}
+
+// Options configure a Node.
+type Options struct {
+	Mode     string
+	StateDir string
+	// Listener is the machine API listener (passed in, not created here).
+	Listener net.Listener
+	Logger   *slog.Logger
+	// AgentLog captures the agent's own log for `nodectl logs machined`.
+	AgentLog *logs.Buffer
+	Clock    clock.Clock
+	// MetricsListen is the metrics address; "" derives it from the API
+	// listener (same host, port MetricsPort).
+	MetricsListen string
+}
+
+// Node is one running machined.
+type Node struct {
+	opts  Options
+	log   *slog.Logger
+	clock clock.Clock
+	store *state.Store
+	sup   *supervisor.Supervisor
+	creds *server.Credentials
+
+	applyMu sync.Mutex // serializes ApplyConfiguration
+
+	mu          sync.Mutex
+	cfg         *config.Config // active (possibly a try config)
+	cfgBytes    []byte
+	try         *tryState
+	configured  chan struct{} // closed when the node leaves maintenance mode
+	changed     chan struct{} // closed and replaced on every config change
+	actions     chan Action
+	resetWanted bool
+}
+
+// New prepares a node; Run starts it.
+func New(opts Options) (*Node, error) {
+	if opts.Mode != ModeContainer {
+		return nil, fmt.Errorf("mode %q is not supported here: run machined with --mode container (metal mode runs as PID 1 from the Ballast image)", opts.Mode)
+	}
+	if opts.Listener == nil {
+		return nil, errors.New("node: a machine API listener is required")
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.Real()
+	}
+	store, err := state.Open(opts.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{
+		opts:       opts,
+		log:        opts.Logger,
+		clock:      opts.Clock,
+		store:      store,
+		configured: make(chan struct{}),
+		changed:    make(chan struct{}),
+		actions:    make(chan Action, 1),
+	}
+	n.sup = supervisor.New(supervisor.Options{Clock: opts.Clock, Logger: opts.Logger.With("component", "supervisor"), LogDir: store.LogDir()})
+	return n, nil
+}
+
+// Run boots the node and serves until ctx ends or an action (reboot,
+// shutdown, reset) is requested. Services are stopped in reverse dependency
+// order before it returns.
+func (n *Node) Run(ctx context.Context) (Action, error) {
+	if promoted, err := n.store.PromoteStaged(); err != nil {
+		return ActionExit, err
+	} else if promoted {
+		n.log.Info("staged config promoted at boot")
+	}
+	if err := n.loadPersisted(); err != nil {
+		return ActionExit, err
+	}
+	if err := n.registerServices(); err != nil {
+		return ActionExit, err
+	}
+
+	supCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	supDone := make(chan error, 1)
+	go func() { supDone <- n.sup.Run(supCtx) }()
+
+	action := ActionExit
+	select {
+	case <-ctx.Done():
+	case action = <-n.actions:
+		n.log.Info("node action requested", "action", action.String())
+	case err := <-supDone:
+		return ActionExit, fmt.Errorf("supervisor: %w", err)
+	}
+	n.stopTry()
+	stop()
+	if err := <-supDone; err != nil && !errors.Is(err, context.Canceled) {
+		n.log.Warn("supervisor stopped with error", "error", err)
+	}
+	n.log.Info("all services stopped")
+	n.mu.Lock()
+	reset := n.resetWanted
+	n.mu.Unlock()
+	if reset {
+		if err := n.store.Wipe(); err != nil {
+			return ActionExit, fmt.Errorf("reset: %w", err)
+		}
+		n.log.Info("node state wiped; the node returns to maintenance mode")
+	}
+	return action, nil
+}
+
+// loadPersisted reads STATE and sets up the API credentials for the mode the
+// node starts in.
+func (n *Node) loadPersisted() error {
+	data, err := n.store.Config()
+	if errors.Is(err, state.ErrNoConfig) {
+		return n.enterMaintenance()
+	}
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Load(data)
+	if err != nil {
+		// Never overwrite what the operator applied; make them fix it.
+		n.log.Error("persisted config is invalid; serving maintenance mode so a valid one can be applied", "path", n.store.ConfigPath(), "error", err)
+		return n.enterMaintenance()
+	}
+	cert, pool, err := n.serverIdentity(cfg)
+	if err != nil {
+		return err
+	}
+	n.creds = server.NewConfiguredCredentials(cert, pool)
+	n.setActive(cfg, data)
+	close(n.configured)
+	n.log.Info("machine config loaded", "type", cfg.Machine.Type, "cluster", cfg.Cluster.Name)
+	return nil
+}
+
+// Version identity for Machine.
+func hostname(cfg *config.Config) string {
+	if cfg != nil && cfg.Machine.Network.Hostname != "" {
+		return cfg.Machine.Network.Hostname
+	}
+	h, _ := os.Hostname()
+	return h
+}
+
+// setActive makes cfg the active config and wakes everything that follows it.
+func (n *Node) setActive(cfg *config.Config, data []byte) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.cfg, n.cfgBytes = cfg, data
+	close(n.changed)
+	n.changed = make(chan struct{})
+}
+
+// Config returns the active config (nil in maintenance mode) and a channel
+// closed at the next change: controllers loop on it.
+func (n *Node) Config() (*config.Config, <-chan struct{}) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cfg, n.changed
+}
+
+func (n *Node) request(a Action) {
+	select {
+	case n.actions <- a:
+	default: // an action is already pending; the first one wins
+	}
+}

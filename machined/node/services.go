@@ -1,0 +1,81 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+
+	"github.com/ballast-os/ballast/machined/metrics"
+	"github.com/ballast-os/ballast/machined/runner"
+	"github.com/ballast-os/ballast/machined/server"
+	"github.com/ballast-os/ballast/machined/supervisor"
+)
+
+// Service IDs.
+const (
+	apidService    = "apid"
+	metricsService = "metrics"
+)
+
+// MetricsPort is the Prometheus metrics port on the API address.
+const MetricsPort = 50001
+
+// registerServices adds the services every node runs.
+func (n *Node) registerServices() error {
+	api := server.New(n.creds, n, n.log.With("component", apidService))
+	specs := []supervisor.Spec{
+		{
+			ID:          apidService,
+			Description: "machine API (gRPC, TLS) on " + n.opts.Listener.Addr().String(),
+			Runner: runner.Goroutine(apidService, func(ctx context.Context, _ io.Writer) error {
+				return api.Run(ctx, n.opts.Listener)
+			}),
+			Restart: supervisor.Once,
+		},
+		{
+			ID:          metricsService,
+			Description: "Prometheus metrics on " + n.metricsAddr(),
+			Conditions:  []supervisor.Condition{{Name: "machine config applied", Wait: n.waitConfigured}},
+			Runner: runner.Goroutine(metricsService, func(ctx context.Context, out io.Writer) error {
+				ln, err := net.Listen("tcp", n.metricsAddr())
+				if err != nil {
+					return fmt.Errorf("listen for metrics: %w", err)
+				}
+				fmt.Fprintf(out, "serving metrics on http://%s/metrics\n", ln.Addr())
+				return metrics.Serve(ctx, ln, n.sup)
+			}),
+			Restart: supervisor.Always,
+			Health: &supervisor.HealthCheck{
+				Check: func(ctx context.Context) error { return metrics.Probe(ctx, n.metricsAddr()) },
+			},
+		},
+	}
+	for _, s := range specs {
+		if err := n.sup.Add(s); err != nil {
+			return fmt.Errorf("register service %s: %w", s.ID, err)
+		}
+	}
+	return nil
+}
+
+func (n *Node) waitConfigured(ctx context.Context) error {
+	select {
+	case <-n.configured:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (n *Node) metricsAddr() string {
+	if n.opts.MetricsListen != "" {
+		return n.opts.MetricsListen
+	}
+	host, _, err := net.SplitHostPort(n.opts.Listener.Addr().String())
+	if err != nil {
+		host = ""
+	}
+	return net.JoinHostPort(host, strconv.Itoa(MetricsPort))
+}

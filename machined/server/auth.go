@@ -1,0 +1,96 @@
+package server
+
+import (
+	"context"
+	"slices"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/ballast-os/ballast/pkg/pki"
+)
+
+type rolesKey struct{}
+
+// Roles returns the caller's roles as established by the interceptor.
+func Roles(ctx context.Context) []string {
+	r, _ := ctx.Value(rolesKey{}).([]string)
+	return r
+}
+
+// IsAdmin reports whether the caller holds os:admin.
+func IsAdmin(ctx context.Context) bool { return slices.Contains(Roles(ctx), pki.RoleAdmin) }
+
+// authorize decides whether the call may proceed and returns the context
+// carrying the caller's roles.
+func (s *Server) authorize(ctx context.Context, method string) (context.Context, error) {
+	if s.creds.Maintenance() {
+		if !maintenanceMethods[method] {
+			return nil, status.Errorf(codes.FailedPrecondition,
+				"node is in maintenance mode: only ApplyConfiguration and Version are served until a config is applied")
+		}
+		return ctx, nil
+	}
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil, status.Error(codes.Unauthenticated, "no peer information")
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
+		return nil, status.Error(codes.Unauthenticated,
+			"node is configured: a client certificate from its OS CA is required (use a nodeconfig; --insecure works only in maintenance mode)")
+	}
+	roles := info.State.VerifiedChains[0][0].Subject.Organization
+	allowed := methodRoles[method]
+	for _, r := range roles {
+		if slices.Contains(allowed, r) {
+			s.log.Debug("rpc authorized", "method", method, "roles", roles)
+			return context.WithValue(ctx, rolesKey{}, roles), nil
+		}
+	}
+	s.log.Info("rpc denied", "method", method, "roles", roles, "peer", p.Addr.String())
+	return nil, status.Errorf(codes.PermissionDenied, "%s requires one of the roles %s; the client certificate has %s",
+		shortMethod(method), strings.Join(allowed, ", "), describeRoles(roles))
+}
+
+func describeRoles(roles []string) string {
+	if len(roles) == 0 {
+		return "none"
+	}
+	return strings.Join(roles, ", ")
+}
+
+func shortMethod(full string) string {
+	if i := strings.LastIndex(full, "/"); i >= 0 {
+		return full[i+1:]
+	}
+	return full
+}
+
+func (s *Server) unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	ctx, err := s.authorize(ctx, info.FullMethod)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := handler(ctx, req)
+	return resp, toStatus(err)
+}
+
+func (s *Server) streamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	ctx, err := s.authorize(ss.Context(), info.FullMethod)
+	if err != nil {
+		return err
+	}
+	return toStatus(handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx}))
+}
+
+type wrappedStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (w *wrappedStream) Context() context.Context { return w.ctx }

@@ -1,0 +1,142 @@
+package server
+
+import (
+	"context"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/ballast-os/ballast/api/machine"
+	"github.com/ballast-os/ballast/machined/supervisor"
+	"github.com/ballast-os/ballast/pkg/config"
+)
+
+// Version implements the RPC.
+func (s *Server) Version(context.Context, *machine.VersionRequest) (*machine.VersionResponse, error) {
+	return s.node.Version(), nil
+}
+
+// ApplyConfiguration implements the RPC.
+func (s *Server) ApplyConfiguration(ctx context.Context, req *machine.ApplyConfigurationRequest) (*machine.ApplyConfigurationResponse, error) {
+	return s.node.ApplyConfiguration(ctx, req)
+}
+
+// GetConfiguration implements the RPC; secrets are redacted unless the caller is os:admin.
+func (s *Server) GetConfiguration(ctx context.Context, _ *machine.GetConfigurationRequest) (*machine.GetConfigurationResponse, error) {
+	active, staged := s.node.Configuration()
+	resp := &machine.GetConfigurationResponse{Data: active, Staged: staged}
+	if IsAdmin(ctx) {
+		return resp, nil
+	}
+	var err error
+	resp.Redacted = true
+	if resp.Data, err = redact(active); err != nil {
+		return nil, err
+	}
+	if resp.Staged, err = redact(staged); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+func redact(data []byte) ([]byte, error) {
+	if data == nil {
+		return nil, nil
+	}
+	c, err := config.Decode(data)
+	if err != nil {
+		return nil, err
+	}
+	return c.Redact().Bytes()
+}
+
+// ServiceList implements the RPC.
+func (s *Server) ServiceList(context.Context, *machine.ServiceListRequest) (*machine.ServiceListResponse, error) {
+	resp := &machine.ServiceListResponse{}
+	for _, st := range s.node.Services().List() {
+		resp.Services = append(resp.Services, serviceInfo(st))
+	}
+	return resp, nil
+}
+
+func serviceInfo(st supervisor.Status) *machine.ServiceInfo {
+	info := &machine.ServiceInfo{
+		Id:          st.ID,
+		Description: st.Description,
+		State:       string(st.State),
+		Restarts:    uint32(st.Restarts),
+		Health:      &machine.ServiceHealth{Unknown: st.Healthy == nil, LastMessage: st.HealthMessage},
+	}
+	if st.Healthy != nil {
+		info.Health.Healthy = *st.Healthy
+	}
+	if !st.Since.IsZero() {
+		info.Since = timestamppb.New(st.Since)
+	}
+	for _, e := range st.Events {
+		info.Events = append(info.Events, &machine.ServiceEvent{Time: timestamppb.New(e.Time), State: string(e.State), Message: e.Message})
+	}
+	return info
+}
+
+// ServiceStart implements the RPC.
+func (s *Server) ServiceStart(_ context.Context, req *machine.ServiceActionRequest) (*machine.ServiceActionResponse, error) {
+	if err := s.node.Services().Start(req.GetId()); err != nil {
+		return nil, err
+	}
+	return &machine.ServiceActionResponse{Message: "service " + req.GetId() + " started"}, nil
+}
+
+// ServiceStop implements the RPC.
+func (s *Server) ServiceStop(ctx context.Context, req *machine.ServiceActionRequest) (*machine.ServiceActionResponse, error) {
+	if err := s.node.Services().Stop(ctx, req.GetId()); err != nil {
+		return nil, err
+	}
+	return &machine.ServiceActionResponse{Message: "service " + req.GetId() + " stopped"}, nil
+}
+
+// ServiceRestart implements the RPC.
+func (s *Server) ServiceRestart(ctx context.Context, req *machine.ServiceActionRequest) (*machine.ServiceActionResponse, error) {
+	if err := s.node.Services().Restart(ctx, req.GetId()); err != nil {
+		return nil, err
+	}
+	return &machine.ServiceActionResponse{Message: "service " + req.GetId() + " restarted"}, nil
+}
+
+// Logs implements the RPC.
+func (s *Server) Logs(req *machine.LogsRequest, stream machine.MachineService_LogsServer) error {
+	buf, err := s.node.Logs(req.GetId())
+	if err != nil {
+		return err
+	}
+	tail := int(req.GetTailLines())
+	if !req.GetFollow() {
+		for _, line := range buf.Tail(tail) {
+			if err := stream.Send(&machine.LogLine{Line: line}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	ctx := stream.Context()
+	for line := range buf.Follow(ctx, tail) {
+		if err := stream.Send(&machine.LogLine{Line: line}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Reboot implements the RPC.
+func (s *Server) Reboot(ctx context.Context, _ *machine.RebootRequest) (*machine.RebootResponse, error) {
+	return &machine.RebootResponse{}, s.node.Reboot(ctx)
+}
+
+// Shutdown implements the RPC.
+func (s *Server) Shutdown(ctx context.Context, _ *machine.ShutdownRequest) (*machine.ShutdownResponse, error) {
+	return &machine.ShutdownResponse{}, s.node.Shutdown(ctx)
+}
+
+// Reset implements the RPC.
+func (s *Server) Reset(ctx context.Context, req *machine.ResetRequest) (*machine.ResetResponse, error) {
+	return &machine.ResetResponse{}, s.node.Reset(ctx, req.GetGraceful(), req.GetForce())
+}

@@ -1,0 +1,38 @@
+package server
+
+import (
+	"github.com/ballast-os/ballast/api/machine"
+	"github.com/ballast-os/ballast/pkg/pki"
+)
+
+var (
+	everyone = []string{pki.RoleAdmin, pki.RoleOperator, pki.RoleReader, pki.RoleEtcdBackup}
+	readers  = []string{pki.RoleAdmin, pki.RoleOperator, pki.RoleReader}
+	changers = []string{pki.RoleAdmin, pki.RoleOperator}
+	admins   = []string{pki.RoleAdmin}
+)
+
+// methodRoles names the roles allowed to call each RPC. A method missing here
+// is refused for everyone (fail closed); a test checks every RPC has a row.
+var methodRoles = map[string][]string{
+	machine.MachineService_Version_FullMethodName:            everyone,
+	machine.MachineService_ApplyConfiguration_FullMethodName: admins,
+	machine.MachineService_GetConfiguration_FullMethodName:   readers,
+	machine.MachineService_ServiceList_FullMethodName:        readers,
+	machine.MachineService_ServiceStart_FullMethodName:       changers,
+	machine.MachineService_ServiceStop_FullMethodName:        changers,
+	machine.MachineService_ServiceRestart_FullMethodName:     changers,
+	machine.MachineService_Logs_FullMethodName:               readers,
+	machine.MachineService_Reboot_FullMethodName:             changers,
+	machine.MachineService_Shutdown_FullMethodName:           changers,
+	machine.MachineService_Reset_FullMethodName:              admins,
+}
+
+// maintenanceMethods are the only RPCs served before the node has a config.
+var maintenanceMethods = map[string]bool{
+	machine.MachineService_Version_FullMethodName:            true,
+	machine.MachineService_ApplyConfiguration_FullMethodName: true,
+}
+
+// RolesFor returns the roles allowed to call fullMethod (nil: nobody).
+func RolesFor(fullMethod string) []string { return methodRoles[fullMethod] }

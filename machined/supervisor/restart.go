@@ -1,0 +1,119 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/ballast-os/ballast/machined/clock"
+	"github.com/ballast-os/ballast/machined/runner"
+)
+
+// restarter is a runner.Runner that runs its inner Runner again according to
+// a restart policy, waiting with exponential back-off between runs.
+type restarter struct {
+	inner   runner.Runner
+	policy  RestartPolicy
+	backoff Backoff // with defaults applied
+	clock   clock.Clock
+	// onBackoff is called before waiting delay after a run that returned err.
+	onBackoff func(delay time.Duration, err error)
+	// onRestart is called when the back-off is over, before the next run.
+	onRestart func()
+}
+
+var _ runner.Runner = (*restarter)(nil)
+
+func (r *restarter) String() string {
+	return fmt.Sprintf("restart(%s, %s)", r.policy, r.inner)
+}
+
+func (r *restarter) shouldRestart(err error) bool {
+	switch r.policy {
+	case Always:
+		return true
+	case OnFailure:
+		return err != nil
+	default:
+		return false
+	}
+}
+
+// Run returns nil when ctx is cancelled, otherwise the result of the last
+// run that is not restarted.
+func (r *restarter) Run(ctx context.Context, out io.Writer) error {
+	attempt := 0
+	for {
+		started := r.clock.Now()
+		err := r.inner.Run(ctx, out)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !r.shouldRestart(err) {
+			return err
+		}
+		if r.clock.Now().Sub(started) >= r.backoff.ResetAfter {
+			attempt = 0
+		}
+		delay := r.backoff.delay(attempt)
+		attempt++
+		r.onBackoff(delay, err)
+		t := r.clock.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C():
+		}
+		r.onRestart()
+	}
+}
+
+// monitor is a runner.Runner that reports Starting/Running for each run of
+// the service's own Runner and runs its health check meanwhile.
+type monitor struct {
+	sup *Supervisor
+	svc *service
+}
+
+func (m *monitor) String() string { return m.svc.spec.Runner.String() }
+
+func (m *monitor) Run(ctx context.Context, out io.Writer) error {
+	inner := m.svc.spec.Runner
+	m.sup.setState(m.svc, Starting, "starting")
+	m.sup.setState(m.svc, Running, "started "+inner.String())
+	hctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	if hc := m.svc.spec.Health; hc != nil {
+		wg.Go(func() { m.sup.healthLoop(hctx, m.svc, *hc) })
+	}
+	err := inner.Run(ctx, out)
+	stop()
+	wg.Wait()
+	m.sup.clearHealth(m.svc)
+	return err
+}
+
+// compose builds the Runner the lifecycle runs: restart(monitor(spec.Runner)).
+func (s *Supervisor) compose(svc *service) runner.Runner {
+	return &restarter{
+		inner:   &monitor{sup: s, svc: svc},
+		policy:  svc.spec.Restart,
+		backoff: svc.spec.Backoff,
+		clock:   s.clock,
+		onBackoff: func(delay time.Duration, err error) {
+			why := "exited successfully"
+			if err != nil {
+				why = err.Error()
+			}
+			s.setState(svc, BackingOff, fmt.Sprintf("%s; restarting in %s", why, delay))
+		},
+		onRestart: func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			svc.restarts++
+		},
+	}
+}

@@ -1,0 +1,147 @@
+// Package client dials the machine API of a Ballast node, either with mutual
+// TLS (a nodeconfig context) or insecurely for a node in maintenance mode,
+// optionally pinning the maintenance certificate's fingerprint.
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/ballast-os/ballast/api/machine"
+	"github.com/ballast-os/ballast/pkg/nodeconfig"
+	"github.com/ballast-os/ballast/pkg/pki"
+)
+
+// DefaultPort is the machine API port.
+const DefaultPort = 50000
+
+// ErrFingerprintMismatch is returned when a pinned fingerprint does not match.
+var ErrFingerprintMismatch = errors.New("server certificate fingerprint does not match")
+
+// Options say how to reach and trust a node.
+type Options struct {
+	// Address is host or host:port (default port 50000).
+	Address string
+	// CA, Crt and Key are PEM: the OS CA and a client certificate.
+	CA, Crt, Key []byte
+	// Insecure skips server verification (maintenance mode only); with
+	// Fingerprint set, the server's SPKI fingerprint must match instead.
+	Insecure    bool
+	Fingerprint string
+}
+
+// Client is a connection to one node's machine API.
+type Client struct {
+	machine.MachineServiceClient
+	Address string
+	conn    *grpc.ClientConn
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// Conn returns the underlying connection for other services on the same port.
+func (c *Client) Conn() *grpc.ClientConn { return c.conn }
+
+// New creates a client; the connection is established on the first call.
+func New(opts Options) (*Client, error) {
+	addr, err := HostPort(opts.Address)
+	if err != nil {
+		return nil, err
+	}
+	tlsConf, err := TLSConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)))
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", addr, err)
+	}
+	return &Client{MachineServiceClient: machine.NewMachineServiceClient(conn), Address: addr, conn: conn}, nil
+}
+
+// TLSConfig builds the client TLS configuration for opts.
+func TLSConfig(opts Options) (*tls.Config, error) {
+	conf := &tls.Config{MinVersion: tls.VersionTLS13}
+	if opts.Insecure {
+		conf.InsecureSkipVerify = true // verified below by fingerprint when pinned
+		if fp := strings.ToLower(strings.TrimSpace(opts.Fingerprint)); fp != "" {
+			conf.VerifyConnection = func(cs tls.ConnectionState) error {
+				if len(cs.PeerCertificates) == 0 {
+					return ErrFingerprintMismatch
+				}
+				if got := pki.Fingerprint(cs.PeerCertificates[0]); got != fp {
+					return fmt.Errorf("%w: got %s, want %s", ErrFingerprintMismatch, got, fp)
+				}
+				return nil
+			}
+		}
+		return conf, nil
+	}
+	if len(opts.CA) == 0 || len(opts.Crt) == 0 || len(opts.Key) == 0 {
+		return nil, errors.New("a CA and a client certificate are required (use a nodeconfig, or --insecure for a node in maintenance mode)")
+	}
+	pool, err := pki.Pool(opts.CA)
+	if err != nil {
+		return nil, fmt.Errorf("OS CA: %w", err)
+	}
+	cert, err := tls.X509KeyPair(opts.Crt, opts.Key)
+	if err != nil {
+		return nil, fmt.Errorf("client certificate: %w", err)
+	}
+	conf.RootCAs = pool
+	conf.Certificates = []tls.Certificate{cert}
+	if host, _, err := net.SplitHostPort(opts.Address); err == nil {
+		conf.ServerName = host
+	} else {
+		conf.ServerName = strings.Trim(opts.Address, "[]")
+	}
+	return conf, nil
+}
+
+// FromContext builds options for address from a nodeconfig context.
+func FromContext(c *nodeconfig.Context, address string) (Options, error) {
+	ca, err := pki.DecodeB64(c.CA)
+	if err != nil {
+		return Options{}, fmt.Errorf("nodeconfig ca: %w", err)
+	}
+	crt, err := pki.DecodeB64(c.Crt)
+	if err != nil {
+		return Options{}, fmt.Errorf("nodeconfig crt: %w", err)
+	}
+	key, err := pki.DecodeB64(c.Key)
+	if err != nil {
+		return Options{}, fmt.Errorf("nodeconfig key: %w", err)
+	}
+	return Options{Address: address, CA: ca, Crt: crt, Key: key}, nil
+}
+
+// HostPort accepts host, host:port, [v6] or [v6]:port and returns host:port.
+func HostPort(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return "", errors.New("empty node address")
+	}
+	if host, port, err := net.SplitHostPort(s); err == nil {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return "", fmt.Errorf("invalid port in %q", s)
+		}
+		return net.JoinHostPort(host, port), nil
+	}
+	host := strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")
+	return net.JoinHostPort(host, strconv.Itoa(DefaultPort)), nil
+}
+
+// Ping calls Version to check reachability.
+func (c *Client) Ping(ctx context.Context) error {
+	_, err := c.Version(ctx, &machine.VersionRequest{})
+	return err
+}

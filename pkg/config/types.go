@@ -1,0 +1,188 @@
+package config
+
+import (
+	"fmt"
+	"time"
+)
+
+// Version is the only config document version this package understands.
+const Version = "v1alpha1"
+
+// Machine types.
+const (
+	TypeControlPlane = "controlplane"
+	TypeWorker       = "worker"
+)
+
+// Config is a machine config document: the desired state of one node.
+//
+// Field tags are the YAML names users write; every field is documented in
+// docs/config.md. Secrets (keys, tokens) are redacted by Redact.
+type Config struct {
+	Version string  `yaml:"version" json:"version"`
+	Machine Machine `yaml:"machine" json:"machine"`
+	Cluster Cluster `yaml:"cluster" json:"cluster"`
+
+	// lines maps every field path seen by Decode (as used in error messages,
+	// e.g. "machine.network.interfaces[0].mtu") to its line in the source
+	// document, so that validation problems can point at the right line.
+	lines map[string]int
+}
+
+// Machine is the node-local part of the config.
+type Machine struct {
+	// Type is controlplane or worker.
+	Type string `yaml:"type" json:"type"`
+	// Token is the machine token: workers present it to a control-plane node
+	// to obtain their machine-API certificate.
+	Token string `yaml:"token" json:"token"`
+	// CA is the OS (machine API) CA. Workers carry only the certificate.
+	CA *CertAndKey `yaml:"ca" json:"ca"`
+	// CertSANs are extra names and addresses for the machine-API certificate.
+	CertSANs []string `yaml:"certSANs,omitempty" json:"certSANs,omitempty"`
+	Network  Network  `yaml:"network,omitempty" json:"network,omitempty"`
+	Install  Install  `yaml:"install,omitempty" json:"install,omitempty"`
+}
+
+// Network is the node's network configuration.
+type Network struct {
+	Hostname    string      `yaml:"hostname,omitempty" json:"hostname,omitempty"`
+	Nameservers []string    `yaml:"nameservers,omitempty" json:"nameservers,omitempty"`
+	Interfaces  []Interface `yaml:"interfaces,omitempty" json:"interfaces,omitempty"`
+}
+
+// Interface configures one network link.
+type Interface struct {
+	// Interface is the link name (eth0, enp1s0 …).
+	Interface string `yaml:"interface" json:"interface"`
+	// DHCP enables DHCPv4 on the link.
+	DHCP bool `yaml:"dhcp,omitempty" json:"dhcp,omitempty"`
+	// Addresses are static addresses in CIDR notation.
+	Addresses []string `yaml:"addresses,omitempty" json:"addresses,omitempty"`
+	Routes    []Route  `yaml:"routes,omitempty" json:"routes,omitempty"`
+	MTU       int      `yaml:"mtu,omitempty" json:"mtu,omitempty"`
+	// VIP is a shared virtual IP held by one healthy control-plane node.
+	VIP *VIP `yaml:"vip,omitempty" json:"vip,omitempty"`
+}
+
+// Route is a static route; an empty Network means the default route.
+type Route struct {
+	Network string `yaml:"network,omitempty" json:"network,omitempty"`
+	Gateway string `yaml:"gateway,omitempty" json:"gateway,omitempty"`
+	Metric  int    `yaml:"metric,omitempty" json:"metric,omitempty"`
+}
+
+// VIP is a virtual IP shared by the control-plane nodes.
+type VIP struct {
+	IP string `yaml:"ip" json:"ip"`
+}
+
+// Install says where the OS image is installed on bare metal.
+type Install struct {
+	Disk  string `yaml:"disk,omitempty" json:"disk,omitempty"`
+	Image string `yaml:"image,omitempty" json:"image,omitempty"`
+	Wipe  bool   `yaml:"wipe,omitempty" json:"wipe,omitempty"`
+}
+
+// Cluster is the part of the config shared by all nodes of a cluster.
+type Cluster struct {
+	Name         string       `yaml:"name" json:"name"`
+	ControlPlane ControlPlane `yaml:"controlPlane" json:"controlPlane"`
+	Network      ClusterNet   `yaml:"network,omitempty" json:"network,omitempty"`
+	// KubernetesVersion is the version of the control-plane components.
+	KubernetesVersion string `yaml:"kubernetesVersion,omitempty" json:"kubernetesVersion,omitempty"`
+	// Token is the Kubernetes bootstrap token (abcdef.0123456789abcdef).
+	Token string `yaml:"token" json:"token"`
+	// SecretboxEncryptionSecret encrypts Secrets at rest (base64, 32 bytes).
+	SecretboxEncryptionSecret string `yaml:"secretboxEncryptionSecret,omitempty" json:"secretboxEncryptionSecret,omitempty"`
+	// CA is the Kubernetes CA. Workers carry only the certificate.
+	CA *CertAndKey `yaml:"ca" json:"ca"`
+	// AggregatorCA is the front-proxy CA (control plane only).
+	AggregatorCA *CertAndKey `yaml:"aggregatorCA,omitempty" json:"aggregatorCA,omitempty"`
+	// ServiceAccount is the key that signs service-account tokens (control plane only).
+	ServiceAccount *Key `yaml:"serviceAccount,omitempty" json:"serviceAccount,omitempty"`
+
+	Etcd              Etcd      `yaml:"etcd,omitempty" json:"etcd,omitempty"`
+	APIServer         Component `yaml:"apiServer,omitempty" json:"apiServer,omitempty"`
+	ControllerManager Component `yaml:"controllerManager,omitempty" json:"controllerManager,omitempty"`
+	Scheduler         Component `yaml:"scheduler,omitempty" json:"scheduler,omitempty"`
+}
+
+// ControlPlane describes how to reach the Kubernetes API.
+type ControlPlane struct {
+	// Endpoint is the URL of the highly available API endpoint (https://VIP:6443).
+	Endpoint string `yaml:"endpoint" json:"endpoint"`
+}
+
+// ClusterNet holds the Kubernetes network ranges.
+type ClusterNet struct {
+	DNSDomain      string   `yaml:"dnsDomain,omitempty" json:"dnsDomain,omitempty"`
+	PodSubnets     []string `yaml:"podSubnets,omitempty" json:"podSubnets,omitempty"`
+	ServiceSubnets []string `yaml:"serviceSubnets,omitempty" json:"serviceSubnets,omitempty"`
+}
+
+// Etcd configures the embedded etcd member on control-plane nodes.
+type Etcd struct {
+	// CA is the etcd CA (control plane only).
+	CA *CertAndKey `yaml:"ca,omitempty" json:"ca,omitempty"`
+	// Peers is an optional static list of peer addresses (host or host:port
+	// of existing members' machine API) used to find the cluster when joining.
+	Peers             []string   `yaml:"peers,omitempty" json:"peers,omitempty"`
+	HeartbeatInterval Duration   `yaml:"heartbeatInterval,omitempty" json:"heartbeatInterval,omitempty"`
+	ElectionTimeout   Duration   `yaml:"electionTimeout,omitempty" json:"electionTimeout,omitempty"`
+	QuotaBackendBytes int64      `yaml:"quotaBackendBytes,omitempty" json:"quotaBackendBytes,omitempty"`
+	SnapshotCount     uint64     `yaml:"snapshotCount,omitempty" json:"snapshotCount,omitempty"`
+	Snapshots         *Snapshots `yaml:"snapshots,omitempty" json:"snapshots,omitempty"`
+}
+
+// Snapshots schedules etcd snapshots kept on the node.
+type Snapshots struct {
+	Interval Duration `yaml:"interval" json:"interval"`
+	Keep     int      `yaml:"keep" json:"keep"`
+}
+
+// Component configures one control-plane component.
+type Component struct {
+	Image     string            `yaml:"image,omitempty" json:"image,omitempty"`
+	ExtraArgs map[string]string `yaml:"extraArgs,omitempty" json:"extraArgs,omitempty"`
+	CertSANs  []string          `yaml:"certSANs,omitempty" json:"certSANs,omitempty"`
+}
+
+// CertAndKey is a PEM certificate and (optionally) its PEM private key, both
+// base64-encoded so that they fit on one YAML line.
+type CertAndKey struct {
+	Crt string `yaml:"crt" json:"crt"`
+	Key string `yaml:"key,omitempty" json:"key,omitempty"`
+}
+
+// Key is a base64-encoded PEM private key.
+type Key struct {
+	Key string `yaml:"key" json:"key"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("100ms", "1h").
+type Duration time.Duration
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) {
+	return []byte(time.Duration(d).String()), nil
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("invalid duration %q (want e.g. 100ms, 5s, 1h)", string(b))
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// IsZero lets omitempty drop unset durations.
+func (d Duration) IsZero() bool { return d == 0 }
+
+// Std returns the value as a time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }
+
+// IsControlPlane reports whether the config is for a control-plane node.
+func (c *Config) IsControlPlane() bool { return c.Machine.Type == TypeControlPlane }

@@ -1,0 +1,130 @@
+package nodectl
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/ballast-os/ballast/api/machine"
+	"github.com/ballast-os/ballast/pkg/client"
+	"github.com/ballast-os/ballast/pkg/version"
+)
+
+func newVersionCmd(g *globals) *cobra.Command {
+	var clientOnly, insecure bool
+	cmd := &cobra.Command{
+		Use:   "version",
+		Short: "Show the client version and the version of machined on each node",
+		Example: `  nodectl version --client
+  nodectl -n 10.5.0.2 version
+  nodectl version --insecure -n 10.5.0.2   # a node in maintenance mode`,
+		Args: exactArgs(0, ""),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := g.checkOutput(); err != nil {
+				return err
+			}
+			if g.output == "table" {
+				fmt.Fprintf(g.stdout, "Client:\n\tnodectl %s (%s, %s)\n", version.Version, version.GitCommit, version.GoVersion())
+			}
+			if clientOnly {
+				return nil
+			}
+			call := func(ctx context.Context, c *client.Client) (*machine.VersionResponse, error) {
+				return c.Version(ctx, &machine.VersionRequest{})
+			}
+			var results []result[*machine.VersionResponse]
+			var err error
+			if insecure {
+				results, err = insecureFanOut(cmd.Context(), g, "", call)
+			} else {
+				results, err = fanOut(cmd, g, call)
+			}
+			if err != nil {
+				return err
+			}
+			if g.output != "table" {
+				if err := printResults(g, results); err != nil {
+					return err
+				}
+				return reportErrors(g, results)
+			}
+			for _, r := range results {
+				if r.err != nil {
+					continue
+				}
+				v := r.value
+				state := "configured"
+				if v.GetMaintenance() {
+					state = "maintenance mode"
+				}
+				fmt.Fprintf(g.stdout, "Node %s:\n\tmachined %s (%s, %s) %s/%s, %s mode, %s\n",
+					r.node, v.GetVersion(), v.GetGitCommit(), v.GetGoVersion(), v.GetOs(), v.GetArch(), v.GetMode(), state)
+			}
+			return reportErrors(g, results)
+		},
+	}
+	cmd.Flags().BoolVar(&clientOnly, "client", false, "show only the client version")
+	cmd.Flags().BoolVarP(&insecure, "insecure", "i", false, "ask a node in maintenance mode (no client certificate)")
+	return cmd
+}
+
+func newGetCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "get",
+		Short: "Show node resources",
+	}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "config",
+		Short: "Show the active machine config (secrets redacted unless you are os:admin)",
+		Example: `  nodectl -n 10.5.0.2 get config
+  nodectl -n 10.5.0.2 get config -o json`,
+		Args: exactArgs(0, ""),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := g.checkOutput(); err != nil {
+				return err
+			}
+			results, err := fanOut(cmd, g, func(ctx context.Context, c *client.Client) (*machine.GetConfigurationResponse, error) {
+				return c.GetConfiguration(ctx, &machine.GetConfigurationRequest{})
+			})
+			if err != nil {
+				return err
+			}
+			if g.output != "table" {
+				out := []map[string]any{}
+				for _, r := range results {
+					entry := map[string]any{"node": r.node}
+					if r.err != nil {
+						entry["error"] = oneLine(explain(r.err, r.node))
+					} else {
+						var doc any
+						if err := yaml.Unmarshal(r.value.GetData(), &doc); err != nil {
+							return fmt.Errorf("%s: decode config: %w", r.node, err)
+						}
+						entry["config"], entry["redacted"] = doc, r.value.GetRedacted()
+					}
+					out = append(out, entry)
+				}
+				if err := g.printStructured(out); err != nil {
+					return err
+				}
+				return reportErrors(g, results)
+			}
+			for _, r := range results {
+				if r.err != nil {
+					continue
+				}
+				if len(results) > 1 {
+					fmt.Fprintf(g.stdout, "# node %s\n", r.node)
+				}
+				if r.value.GetStaged() != nil {
+					fmt.Fprintln(g.stdout, "# a staged config waits for the next reboot")
+				}
+				fmt.Fprint(g.stdout, string(r.value.GetData()))
+			}
+			return reportErrors(g, results)
+		},
+	})
+	return cmd
+}

@@ -1,0 +1,184 @@
+// Package nodectl implements the nodectl command line: one file per command
+// group, sharing the global flags, target resolution and fan-out in this file.
+package nodectl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ballast-os/ballast/pkg/client"
+	"github.com/ballast-os/ballast/pkg/nodeconfig"
+)
+
+// globals are the flags every command shares.
+type globals struct {
+	nodes      []string
+	endpoints  []string
+	nodeconfig string
+	context    string
+	output     string
+	stdout     io.Writer
+	stderr     io.Writer
+}
+
+// Execute runs nodectl with os.Args and exits with its status.
+func Execute() {
+	os.Exit(Run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// Run runs nodectl with args and returns the exit code. Errors are printed as
+// one line on stderr.
+func Run(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	g := &globals{stdout: stdout, stderr: stderr}
+	root := newRoot(g)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(stderr, "error:", oneLine(err))
+		return 1
+	}
+	return 0
+}
+
+func newRoot(g *globals) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "nodectl",
+		Short: "nodectl manages Ballast nodes through their machine API",
+		Long: `nodectl manages Ballast nodes through their machine API (gRPC with mutual TLS on port 50000).
+
+Nodes are chosen with -n/--nodes (several nodes fan out; results are labelled by node).
+Without -n, the context's nodes, then its endpoints, are used. nodectl dials every
+node directly; -e/--endpoints sets the addresses used when no node is named.`,
+		Example: `  nodectl gen config demo https://10.5.0.2:6443
+  nodectl apply-config --insecure -n 10.5.0.2 --file controlplane.yaml
+  nodectl --nodeconfig ./nodeconfig -n 10.5.0.2 services`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	pf := root.PersistentFlags()
+	pf.StringSliceVarP(&g.nodes, "nodes", "n", nil, "target nodes, host or host:port (comma-separated or repeated)")
+	pf.StringSliceVarP(&g.endpoints, "endpoints", "e", nil, "endpoints to use when no node is given (overrides the context)")
+	pf.StringVar(&g.nodeconfig, "nodeconfig", "", "client config file (default $NODECONFIG or ~/.nodectl/config)")
+	pf.StringVar(&g.context, "context", "", "context to use instead of the current one")
+	pf.StringVarP(&g.output, "output", "o", "table", "output format: table, json or yaml")
+	root.AddCommand(
+		newGenCmd(g), newApplyConfigCmd(g), newVersionCmd(g), newGetCmd(g),
+		newServicesCmd(g), newServiceCmd(g), newLogsCmd(g),
+		newRebootCmd(g), newShutdownCmd(g), newResetCmd(g), newConfigCmd(g),
+	)
+	root.InitDefaultCompletionCmd()
+	return root
+}
+
+func (g *globals) nodeconfigPath() string {
+	if g.nodeconfig != "" {
+		return g.nodeconfig
+	}
+	return nodeconfig.DefaultPath()
+}
+
+// loadContext returns the selected nodeconfig context.
+func (g *globals) loadContext() (*nodeconfig.Context, error) {
+	path := g.nodeconfigPath()
+	cfg, err := nodeconfig.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	_, ctx, err := cfg.Current(g.context)
+	if err != nil {
+		return nil, fmt.Errorf("nodeconfig %s: %w", path, err)
+	}
+	return ctx, nil
+}
+
+// targets returns the nodes to act on: -n, else the context's nodes, else
+// the endpoints (-e, else the context's).
+func (g *globals) targets(ctx *nodeconfig.Context) ([]string, error) {
+	switch {
+	case len(g.nodes) > 0:
+		return g.nodes, nil
+	case ctx != nil && len(ctx.Nodes) > 0:
+		return ctx.Nodes, nil
+	case len(g.endpoints) > 0:
+		return g.endpoints, nil
+	case ctx != nil && len(ctx.Endpoints) > 0:
+		return ctx.Endpoints, nil
+	}
+	return nil, errors.New("no nodes: pass -n/--nodes or set them with 'nodectl config node'")
+}
+
+// result is one node's outcome in a fan-out.
+type result[T any] struct {
+	node  string
+	value T
+	err   error
+}
+
+// fanOut dials every target with the nodeconfig's credentials and calls fn
+// concurrently; results keep the order of the targets.
+func fanOut[T any](cmd *cobra.Command, g *globals, fn func(ctx context.Context, c *client.Client) (T, error)) ([]result[T], error) {
+	nctx, err := g.loadContext()
+	if err != nil {
+		return nil, err
+	}
+	nodes, err := g.targets(nctx)
+	if err != nil {
+		return nil, err
+	}
+	results := make([]result[T], len(nodes))
+	var wg sync.WaitGroup
+	for i, node := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = result[T]{node: node}
+			opts, err := client.FromContext(nctx, node)
+			if err != nil {
+				results[i].err = err
+				return
+			}
+			c, err := client.New(opts)
+			if err != nil {
+				results[i].err = err
+				return
+			}
+			defer c.Close()
+			results[i].value, results[i].err = fn(cmd.Context(), c)
+		}()
+	}
+	wg.Wait()
+	return results, nil
+}
+
+// reportErrors prints each failed node's error and returns a summary error
+// when any node failed.
+func reportErrors[T any](g *globals, results []result[T]) error {
+	failed := 0
+	for _, r := range results {
+		if r.err != nil {
+			failed++
+			if len(results) > 1 {
+				fmt.Fprintf(g.stderr, "%s: %s\n", r.node, oneLine(explain(r.err, r.node)))
+			}
+		}
+	}
+	switch {
+	case failed == 0:
+		return nil
+	case len(results) == 1:
+		return fmt.Errorf("%s: %s", results[0].node, oneLine(explain(results[0].err, results[0].node)))
+	default:
+		return fmt.Errorf("%d of %d nodes failed", failed, len(results))
+	}
+}

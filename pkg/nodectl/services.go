@@ -1,0 +1,208 @@
+package nodectl
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ballast-os/ballast/api/machine"
+	"github.com/ballast-os/ballast/pkg/client"
+)
+
+func newServicesCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:     "services",
+		Short:   "List the services of each node with their state and health",
+		Example: "  nodectl -n 10.5.0.2,10.5.0.3 services",
+		Args:    exactArgs(0, ""),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := g.checkOutput(); err != nil {
+				return err
+			}
+			results, err := fanOut(cmd, g, func(ctx context.Context, c *client.Client) (*machine.ServiceListResponse, error) {
+				return c.ServiceList(ctx, &machine.ServiceListRequest{})
+			})
+			if err != nil {
+				return err
+			}
+			if g.output != "table" {
+				if err := printResults(g, results); err != nil {
+					return err
+				}
+				return reportErrors(g, results)
+			}
+			tw := newTable(g.stdout)
+			fmt.Fprintln(tw, "NODE\tSERVICE\tSTATE\tHEALTH\tRESTARTS\tSINCE")
+			for _, r := range results {
+				if r.err != nil {
+					continue
+				}
+				for _, s := range r.value.GetServices() {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", r.node, s.GetId(), s.GetState(), health(s.GetHealth()), s.GetRestarts(), since(s))
+				}
+			}
+			tw.Flush()
+			return reportErrors(g, results)
+		},
+	}
+}
+
+func health(h *machine.ServiceHealth) string {
+	switch {
+	case h == nil || h.GetUnknown():
+		return "?"
+	case h.GetHealthy():
+		return "OK"
+	}
+	return "Fail"
+}
+
+func since(s *machine.ServiceInfo) string {
+	if s.GetSince() == nil {
+		return "-"
+	}
+	return time.Since(s.GetSince().AsTime()).Round(time.Second).String()
+}
+
+func newServiceCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "service ID [start|stop|restart]",
+		Short: "Show one service's details and events, or start, stop or restart it",
+		Example: `  nodectl -n 10.5.0.2 service metrics
+  nodectl -n 10.5.0.2 service metrics restart`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) < 1 || len(args) > 2 {
+				return fmt.Errorf("%s needs ID and optionally start, stop or restart; see --help", cmd.CommandPath())
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := g.checkOutput(); err != nil {
+				return err
+			}
+			id := args[0]
+			if len(args) == 1 {
+				return showService(cmd, g, id)
+			}
+			var call func(context.Context, *client.Client) (*machine.ServiceActionResponse, error)
+			req := &machine.ServiceActionRequest{Id: id}
+			switch args[1] {
+			case "start":
+				call = func(ctx context.Context, c *client.Client) (*machine.ServiceActionResponse, error) { return c.ServiceStart(ctx, req) }
+			case "stop":
+				call = func(ctx context.Context, c *client.Client) (*machine.ServiceActionResponse, error) { return c.ServiceStop(ctx, req) }
+			case "restart":
+				call = func(ctx context.Context, c *client.Client) (*machine.ServiceActionResponse, error) { return c.ServiceRestart(ctx, req) }
+			default:
+				return fmt.Errorf("unknown action %q: use start, stop or restart", args[1])
+			}
+			results, err := fanOut(cmd, g, call)
+			if err != nil {
+				return err
+			}
+			for _, r := range results {
+				if r.err == nil {
+					fmt.Fprintf(g.stdout, "%s: %s\n", r.node, r.value.GetMessage())
+				}
+			}
+			return reportErrors(g, results)
+		},
+	}
+	return cmd
+}
+
+func showService(cmd *cobra.Command, g *globals, id string) error {
+	results, err := fanOut(cmd, g, func(ctx context.Context, c *client.Client) (*machine.ServiceInfo, error) {
+		resp, err := c.ServiceList(ctx, &machine.ServiceListRequest{})
+		if err != nil {
+			return nil, err
+		}
+		var names []string
+		for _, s := range resp.GetServices() {
+			if s.GetId() == id {
+				return s, nil
+			}
+			names = append(names, s.GetId())
+		}
+		return nil, fmt.Errorf("no service %q (services: %s)", id, strings.Join(names, ", "))
+	})
+	if err != nil {
+		return err
+	}
+	if g.output != "table" {
+		if err := printResults(g, results); err != nil {
+			return err
+		}
+		return reportErrors(g, results)
+	}
+	for _, r := range results {
+		if r.err != nil {
+			continue
+		}
+		printService(g.stdout, r.node, r.value)
+	}
+	return reportErrors(g, results)
+}
+
+func printService(w io.Writer, node string, s *machine.ServiceInfo) {
+	tw := newTable(w)
+	fmt.Fprintf(tw, "NODE\t%s\n", node)
+	fmt.Fprintf(tw, "ID\t%s\n", s.GetId())
+	fmt.Fprintf(tw, "DESCRIPTION\t%s\n", s.GetDescription())
+	fmt.Fprintf(tw, "STATE\t%s\n", s.GetState())
+	fmt.Fprintf(tw, "HEALTH\t%s %s\n", health(s.GetHealth()), s.GetHealth().GetLastMessage())
+	fmt.Fprintf(tw, "RESTARTS\t%d\n", s.GetRestarts())
+	fmt.Fprintf(tw, "EVENTS\t\n")
+	for _, e := range s.GetEvents() {
+		fmt.Fprintf(tw, "\t[%s] %s: %s\n", e.GetTime().AsTime().Local().Format(time.DateTime), e.GetState(), e.GetMessage())
+	}
+	tw.Flush()
+}
+
+func newLogsCmd(g *globals) *cobra.Command {
+	var follow bool
+	var tail int32
+	cmd := &cobra.Command{
+		Use:   "logs ID",
+		Short: "Show a service's log (ID machined is the agent itself)",
+		Example: `  nodectl -n 10.5.0.2 logs machined --tail 20
+  nodectl -n 10.5.0.2 logs metrics -f`,
+		Args: exactArgs(1, "ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			results, err := fanOut(cmd, g, func(ctx context.Context, c *client.Client) (struct{}, error) {
+				stream, err := c.Logs(ctx, &machine.LogsRequest{Id: args[0], Follow: follow, TailLines: tail})
+				if err != nil {
+					return struct{}{}, err
+				}
+				for {
+					line, err := stream.Recv()
+					if err == io.EOF {
+						return struct{}{}, nil
+					}
+					if err != nil {
+						if ctx.Err() != nil {
+							return struct{}{}, nil // interrupted while following
+						}
+						return struct{}{}, err
+					}
+					if len(g.nodes) > 1 {
+						fmt.Fprintf(g.stdout, "%s: %s\n", c.Address, line.GetLine())
+					} else {
+						fmt.Fprintln(g.stdout, line.GetLine())
+					}
+				}
+			})
+			if err != nil {
+				return err
+			}
+			return reportErrors(g, results)
+		},
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep streaming new lines")
+	cmd.Flags().Int32Var(&tail, "tail", -1, "lines of history to show first (-1: all kept)")
+	return cmd
+}
