@@ -31,7 +31,7 @@ func TestStartInDependencyOrder(t *testing.T) {
 	for len(order) < 6 {
 		select {
 		case ev := <-events:
-			if ev.State == supervisor.Starting || ev.State == supervisor.Running {
+			if ev.State == supervisor.StateStarting || ev.State == supervisor.StateRunning {
 				order = append(order, ev.ID+":"+string(ev.State))
 			}
 		case <-timeout:
@@ -72,7 +72,7 @@ func TestDependentWaitsForHealthCheck(t *testing.T) {
 	if st.HealthMessage != "not listening yet" {
 		t.Fatalf("HealthMessage = %q", st.HealthMessage)
 	}
-	h.waitMessage("b", supervisor.Waiting, `waiting for dependency "a" (unhealthy)`)
+	h.waitMessage("b", supervisor.StateWaiting, `waiting for dependency "a" (unhealthy)`)
 	b.expectNoStart(t)
 
 	healthy.Store(true)
@@ -97,7 +97,7 @@ func TestDependentWaitsForHealthCheck(t *testing.T) {
 	if err := h.sup.Stop(t.Context(), "a"); err != nil {
 		t.Fatal(err)
 	}
-	if st, _ := h.sup.Get("a"); st.Healthy != nil || st.State != supervisor.Stopped {
+	if st, _ := h.sup.Get("a"); st.Healthy != nil || st.State != supervisor.StateStopped {
 		t.Fatalf("after Stop: healthy %v state %s", st.Healthy, st.State)
 	}
 }
@@ -146,14 +146,14 @@ func TestReverseStopOnShutdown(t *testing.T) {
 	for _, f := range []*fakeService{a, b, c, d} {
 		f.expectStart(t, 1)
 	}
-	h.waitState("d", supervisor.Running)
+	h.waitState("d", supervisor.StateRunning)
 
 	h.shutdown()
 	if got, want := stopped.get(), []string{"d", "c", "b", "a"}; !slices.Equal(got, want) {
 		t.Fatalf("stop order %v, want %v", got, want)
 	}
 	for _, st := range h.sup.List() {
-		if st.State != supervisor.Stopped {
+		if st.State != supervisor.StateStopped {
 			t.Errorf("%s: state %s after shutdown", st.ID, st.State)
 		}
 	}
@@ -173,7 +173,7 @@ func TestStopStopsDependentsFirst(t *testing.T) {
 	for _, f := range []*fakeService{a, b, c} {
 		f.expectStart(t, 1)
 	}
-	h.waitState("c", supervisor.Running)
+	h.waitState("c", supervisor.StateRunning)
 
 	if err := h.sup.Stop(t.Context(), "b"); err != nil {
 		t.Fatal(err)
@@ -181,7 +181,7 @@ func TestStopStopsDependentsFirst(t *testing.T) {
 	if got, want := stopped.get(), []string{"c", "b"}; !slices.Equal(got, want) {
 		t.Fatalf("stop order %v, want %v", got, want)
 	}
-	for id, want := range map[string]supervisor.State{"a": supervisor.Running, "b": supervisor.Stopped, "c": supervisor.Stopped} {
+	for id, want := range map[string]supervisor.State{"a": supervisor.StateRunning, "b": supervisor.StateStopped, "c": supervisor.StateStopped} {
 		if got := h.state(id); got != want {
 			t.Errorf("%s: state %s, want %s", id, got, want)
 		}
@@ -192,9 +192,9 @@ func TestStopStopsDependentsFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.expectStart(t, 2)
-	h.waitState("b", supervisor.Running)
+	h.waitState("b", supervisor.StateRunning)
 	c.expectNoStart(t)
-	if got := h.state("c"); got != supervisor.Stopped {
+	if got := h.state("c"); got != supervisor.StateStopped {
 		t.Fatalf("c: state %s, want Stopped", got)
 	}
 }
@@ -209,13 +209,13 @@ func TestAddDuringRun(t *testing.T) {
 	// b waits for a dependency that does not exist yet.
 	b, c := newFake("b"), newFake("c")
 	h.add(b.spec("c"))
-	h.waitMessage("b", supervisor.Waiting, `waiting for dependency "c" (not added)`)
+	h.waitMessage("b", supervisor.StateWaiting, `waiting for dependency "c" (not added)`)
 	b.expectNoStart(t)
 
 	h.add(c.spec())
 	c.expectStart(t, 1)
 	b.expectStart(t, 1)
-	h.waitState("b", supervisor.Running)
+	h.waitState("b", supervisor.StateRunning)
 }
 
 func TestUnknownDependencyStaysWaiting(t *testing.T) {
@@ -223,13 +223,13 @@ func TestUnknownDependencyStaysWaiting(t *testing.T) {
 	f := newFake("svc")
 	h.add(f.spec("missing"))
 	h.run()
-	st := h.waitMessage("svc", supervisor.Waiting, `waiting for dependency "missing" (not added)`)
+	st := h.waitMessage("svc", supervisor.StateWaiting, `waiting for dependency "missing" (not added)`)
 	if st.Since.IsZero() {
 		t.Fatal("Since not set")
 	}
 	h.clk.Advance(time.Hour)
 	f.expectNoStart(t)
-	if got := h.state("svc"); got != supervisor.Waiting {
+	if got := h.state("svc"); got != supervisor.StateWaiting {
 		t.Fatalf("state %s", got)
 	}
 }
@@ -237,14 +237,16 @@ func TestUnknownDependencyStaysWaiting(t *testing.T) {
 func TestFinishedDependencyIsReady(t *testing.T) {
 	h := newHarness(t, supervisor.Options{})
 	setup, app := newFake("setup"), newFake("app")
-	h.add(setup.spec())
+	spec := setup.spec()
+	spec.Health = &supervisor.HealthCheck{Check: func(context.Context) error { return errBoom }}
+	h.add(spec)
 	h.add(app.spec("setup"))
 	h.run()
 	setup.expectStart(t, 1)
-	h.waitMessage("app", supervisor.Waiting, `waiting for dependency "setup" (is Running)`)
+	h.waitMessage("app", supervisor.StateWaiting, `waiting for dependency "setup" (unhealthy)`)
 	setup.exit(t, nil)
 	app.expectStart(t, 1)
-	h.waitState("setup", supervisor.Finished)
+	h.waitState("setup", supervisor.StateFinished)
 }
 
 func TestConditions(t *testing.T) {
@@ -253,8 +255,8 @@ func TestConditions(t *testing.T) {
 		result    error
 		wantState supervisor.State
 	}{
-		{"satisfied", nil, supervisor.Running},
-		{"failed", errBoom, supervisor.Failed},
+		{"satisfied", nil, supervisor.StateRunning},
+		{"failed", errBoom, supervisor.StateFailed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -272,7 +274,7 @@ func TestConditions(t *testing.T) {
 			}}}
 			h.add(spec)
 			h.run()
-			h.waitMessage("svc", supervisor.Waiting, `waiting for condition "file exists"`)
+			h.waitMessage("svc", supervisor.StateWaiting, `waiting for condition "file exists"`)
 			f.expectNoStart(t)
 			close(release)
 			st := h.waitState("svc", tt.wantState)

@@ -82,8 +82,8 @@ func (m *monitor) String() string { return m.svc.spec.Runner.String() }
 
 func (m *monitor) Run(ctx context.Context, out io.Writer) error {
 	inner := m.svc.spec.Runner
-	m.sup.setState(m.svc, Starting, "starting")
-	m.sup.setState(m.svc, Running, "started "+inner.String())
+	m.sup.setState(m.svc, StateStarting, "starting")
+	m.sup.setState(m.svc, StateRunning, "started "+inner.String())
 	hctx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	if hc := m.svc.spec.Health; hc != nil {
@@ -108,7 +108,7 @@ func (s *Supervisor) compose(svc *service) runner.Runner {
 			if err != nil {
 				why = err.Error()
 			}
-			s.setState(svc, BackingOff, fmt.Sprintf("%s; restarting in %s", why, delay))
+			s.setState(svc, StateBackingOff, fmt.Sprintf("%s; restarting in %s", why, delay))
 		},
 		onRestart: func() {
 			s.mu.Lock()

@@ -22,20 +22,20 @@ func TestBackoffDelays(t *testing.T) {
 	delays := []time.Duration{1 * time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 8 * time.Second}
 	for i, d := range delays {
 		f.expectStart(t, i+1)
-		st := h.waitMessage("flaky", supervisor.BackingOff, "restarting in "+d.String())
+		st := h.waitMessage("flaky", supervisor.StateBackingOff, "restarting in "+d.String())
 		if !strings.Contains(st.Events[len(st.Events)-1].Message, "boom") {
 			t.Errorf("back-off message %q does not carry the error", st.Events[len(st.Events)-1].Message)
 		}
 		h.clk.BlockUntil(1) // the back-off timer is armed
 		h.clk.Advance(d - time.Millisecond)
 		f.expectNoStart(t)
-		if got := h.state("flaky"); got != supervisor.BackingOff {
+		if got := h.state("flaky"); got != supervisor.StateBackingOff {
 			t.Fatalf("before the delay: state %s, want BackingOff", got)
 		}
 		h.clk.Advance(time.Millisecond)
 	}
 	f.expectStart(t, len(delays)+1)
-	st := h.waitState("flaky", supervisor.BackingOff)
+	st := h.waitState("flaky", supervisor.StateBackingOff)
 	if st.Restarts != len(delays) {
 		t.Fatalf("Restarts = %d, want %d", st.Restarts, len(delays))
 	}
@@ -53,14 +53,14 @@ func TestBackoffResetsAfterStableRun(t *testing.T) {
 	for i, d := range []time.Duration{time.Second, 2 * time.Second} {
 		f.expectStart(t, i+1)
 		f.exit(t, errBoom)
-		h.waitMessage("svc", supervisor.BackingOff, "restarting in "+d.String())
+		h.waitMessage("svc", supervisor.StateBackingOff, "restarting in "+d.String())
 		h.clk.BlockUntil(1)
 		h.clk.Advance(d)
 	}
 	f.expectStart(t, 3)
 	h.clk.Advance(time.Minute) // run 3 is stable
 	f.exit(t, errBoom)
-	h.waitMessage("svc", supervisor.BackingOff, "restarting in 1s")
+	h.waitMessage("svc", supervisor.StateBackingOff, "restarting in 1s")
 }
 
 func TestRestartPolicies(t *testing.T) {
@@ -71,9 +71,9 @@ func TestRestartPolicies(t *testing.T) {
 		wantRestart bool
 		wantState   supervisor.State // when not restarted
 	}{
-		{supervisor.Once, "once", nil, false, supervisor.Finished},
-		{supervisor.Once, "once", errBoom, false, supervisor.Failed},
-		{supervisor.OnFailure, "on-failure", nil, false, supervisor.Finished},
+		{supervisor.Once, "once", nil, false, supervisor.StateFinished},
+		{supervisor.Once, "once", errBoom, false, supervisor.StateFailed},
+		{supervisor.OnFailure, "on-failure", nil, false, supervisor.StateFinished},
 		{supervisor.OnFailure, "on-failure", errBoom, true, ""},
 		{supervisor.Always, "always", nil, true, ""},
 		{supervisor.Always, "always", errBoom, true, ""},
@@ -107,11 +107,11 @@ func TestRestartPolicies(t *testing.T) {
 				}
 				return
 			}
-			h.waitState("svc", supervisor.BackingOff)
+			h.waitState("svc", supervisor.StateBackingOff)
 			h.clk.BlockUntil(1)
 			h.clk.Advance(supervisor.DefaultBackoffInitial)
 			f.expectStart(t, 2)
-			if st := h.waitState("svc", supervisor.Running); st.Restarts != 1 {
+			if st := h.waitState("svc", supervisor.StateRunning); st.Restarts != 1 {
 				t.Fatalf("Restarts = %d, want 1", st.Restarts)
 			}
 		})
@@ -133,7 +133,7 @@ func TestStopPreventsRestart(t *testing.T) {
 		{"running", func(*harness, *fakeService) {}},
 		{"backing off", func(h *harness, f *fakeService) {
 			f.exit(h.t, errBoom)
-			h.waitState("svc", supervisor.BackingOff)
+			h.waitState("svc", supervisor.StateBackingOff)
 			h.clk.BlockUntil(1)
 		}},
 	}
@@ -152,7 +152,7 @@ func TestStopPreventsRestart(t *testing.T) {
 			if err := h.sup.Stop(t.Context(), "svc"); err != nil {
 				t.Fatalf("Stop: %v", err)
 			}
-			if got := h.state("svc"); got != supervisor.Stopped {
+			if got := h.state("svc"); got != supervisor.StateStopped {
 				t.Fatalf("state after Stop = %s", got)
 			}
 			if n := h.clk.Pending(); n != 0 {
@@ -165,7 +165,7 @@ func TestStopPreventsRestart(t *testing.T) {
 				t.Fatalf("Start: %v", err)
 			}
 			f.expectStart(t, 2)
-			h.waitState("svc", supervisor.Running)
+			h.waitState("svc", supervisor.StateRunning)
 		})
 	}
 }
@@ -184,7 +184,7 @@ func TestRestart(t *testing.T) {
 	for _, f := range []*fakeService{a, b, c} {
 		f.expectStart(t, 1)
 	}
-	h.waitState("b", supervisor.Running)
+	h.waitState("b", supervisor.StateRunning)
 
 	if err := h.sup.Restart(t.Context(), "a"); err != nil {
 		t.Fatalf("Restart: %v", err)
@@ -195,8 +195,8 @@ func TestRestart(t *testing.T) {
 	if got, want := stopped.get(), []string{"b", "a"}; !equal(got, want) {
 		t.Fatalf("stop order %v, want %v", got, want)
 	}
-	h.waitState("b", supervisor.Running)
-	if got := h.state("c"); got != supervisor.Running {
+	h.waitState("b", supervisor.StateRunning)
+	if got := h.state("c"); got != supervisor.StateRunning {
 		t.Fatalf("unrelated service state %s", got)
 	}
 }

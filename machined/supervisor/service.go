@@ -66,7 +66,7 @@ func (s *Supervisor) setStateLocked(svc *service, state State, msg string) {
 	}
 	svc.state, svc.message = state, msg
 	level := slog.LevelInfo
-	if state == Failed || state == BackingOff {
+	if state == StateFailed || state == StateBackingOff {
 		level = slog.LevelWarn
 	}
 	s.logger.Log(context.Background(), level, "service state changed",
@@ -105,7 +105,7 @@ func (s *Supervisor) lifecycle(ctx context.Context, cancel context.CancelFunc, s
 	defer s.mu.Unlock()
 	stopped := svc.stopping
 	if stopped {
-		state, msg = Stopped, "stopped"
+		state, msg = StateStopped, "stopped"
 	}
 	svc.cancel, svc.done, svc.stopping = nil, nil, false
 	s.setStateLocked(svc, state, msg)
@@ -118,25 +118,25 @@ func (s *Supervisor) lifecycle(ctx context.Context, cancel context.CancelFunc, s
 
 func (s *Supervisor) runService(ctx context.Context, svc *service) (State, string) {
 	if err := s.waitDependencies(ctx, svc); err != nil {
-		return Stopped, "stopped"
+		return StateStopped, "stopped"
 	}
 	for _, c := range svc.spec.Conditions {
-		s.setState(svc, Waiting, fmt.Sprintf("waiting for condition %q", c.Name))
+		s.setState(svc, StateWaiting, fmt.Sprintf("waiting for condition %q", c.Name))
 		if err := c.Wait(ctx); err != nil {
 			if ctx.Err() != nil {
-				return Stopped, "stopped"
+				return StateStopped, "stopped"
 			}
-			return Failed, fmt.Sprintf("condition %q: %v", c.Name, err)
+			return StateFailed, fmt.Sprintf("condition %q: %v", c.Name, err)
 		}
 	}
 	err := s.compose(svc).Run(ctx, svc.buf)
 	switch {
 	case ctx.Err() != nil:
-		return Stopped, "stopped"
+		return StateStopped, "stopped"
 	case err != nil:
-		return Failed, err.Error()
+		return StateFailed, err.Error()
 	default:
-		return Finished, "exited successfully"
+		return StateFinished, "exited successfully"
 	}
 }
 
@@ -150,7 +150,7 @@ func (s *Supervisor) waitDependencies(ctx context.Context, svc *service) error {
 			s.mu.Unlock()
 			return nil
 		}
-		s.setStateLocked(svc, Waiting, fmt.Sprintf("waiting for dependency %q (%s)", dep, reason))
+		s.setStateLocked(svc, StateWaiting, fmt.Sprintf("waiting for dependency %q (%s)", dep, reason))
 		changed := s.changed
 		s.mu.Unlock()
 		select {
@@ -169,9 +169,9 @@ func (s *Supervisor) unmetDependencyLocked(svc *service) (string, string) {
 		switch {
 		case !ok:
 			return id, "not added"
-		case dep.state == Finished:
+		case dep.state == StateFinished:
 			// Exited successfully and will not restart: e.g. a setup task.
-		case dep.state != Running:
+		case dep.state != StateRunning:
 			return id, "is " + string(dep.state)
 		case dep.spec.Health != nil && dep.healthy == nil:
 			return id, "not healthy yet"

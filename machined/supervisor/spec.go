@@ -168,14 +168,14 @@ type State string
 
 // Service states.
 const (
-	Waiting    State = "Waiting"    // dependencies or conditions not met yet
-	Starting   State = "Starting"   // about to run
-	Running    State = "Running"    // runner running
-	Finished   State = "Finished"   // exited successfully, not restarted
-	Failed     State = "Failed"     // exited with an error, not restarted
-	BackingOff State = "BackingOff" // waiting before a restart
-	Stopping   State = "Stopping"   // being stopped
-	Stopped    State = "Stopped"    // stopped by Stop or supervisor shutdown
+	StateWaiting    State = "Waiting"    // dependencies or conditions not met yet
+	StateStarting   State = "Starting"   // about to run
+	StateRunning    State = "Running"    // runner running
+	StateFinished   State = "Finished"   // exited successfully, not restarted
+	StateFailed     State = "Failed"     // exited with an error, not restarted
+	StateBackingOff State = "BackingOff" // waiting before a restart
+	StateStopping   State = "Stopping"   // being stopped
+	StateStopped    State = "Stopped"    // stopped by Stop or supervisor shutdown
 )
 
 // Event is a state change or health transition of a service.

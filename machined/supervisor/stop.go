@@ -69,8 +69,8 @@ func (s *Supervisor) stopOne(id string, userStop bool) {
 	}
 	if svc.cancel == nil {
 		// Not active. A service that never got to run shows as Stopped.
-		if userStop && svc.state == Waiting {
-			s.setStateLocked(svc, Stopped, "stopped")
+		if userStop && svc.state == StateWaiting {
+			s.setStateLocked(svc, StateStopped, "stopped")
 		}
 		s.mu.Unlock()
 		return
@@ -78,7 +78,7 @@ func (s *Supervisor) stopOne(id string, userStop bool) {
 	cancel, done := svc.cancel, svc.done
 	if !svc.stopping {
 		svc.stopping = true
-		s.setStateLocked(svc, Stopping, "stopping")
+		s.setStateLocked(svc, StateStopping, "stopping")
 	}
 	s.mu.Unlock()
 	cancel()

@@ -93,7 +93,7 @@ func (s *Supervisor) Add(spec Spec) error {
 	}
 	svc := &service{spec: spec, buf: buf, wantUp: true}
 	s.services[spec.ID] = svc
-	s.setStateLocked(svc, Waiting, "added")
+	s.setStateLocked(svc, StateWaiting, "added")
 	s.startLocked(svc)
 	return nil
 }

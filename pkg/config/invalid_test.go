@@ -116,7 +116,7 @@ var badCases = []badCase{
 		path: "cluster.ca.key", at: "key: {{CLUSTER_CA_KEY}}", msg: "workers must not hold CA private keys"},
 	{name: "worker with aggregator ca", worker: true,
 		edits: []edit{r("  ca:\n    crt: {{CLUSTER_CA_CRT}}\n", "  ca:\n    crt: {{CLUSTER_CA_CRT}}\n  aggregatorCA:\n    crt: {{AGGREGATOR_CA_CRT}}\n    key: {{AGGREGATOR_CA_KEY}}\n")},
-		path: "cluster.aggregatorCA", at: "aggregatorCA:", msg: "workers must not hold CA private keys"},
+		path:  "cluster.aggregatorCA", at: "aggregatorCA:", msg: "workers must not hold CA private keys"},
 	{name: "worker with service account key", worker: true, edits: []edit{r("  ca:\n    crt: {{CLUSTER_CA_CRT}}\n", "  ca:\n    crt: {{CLUSTER_CA_CRT}}\n  serviceAccount:\n    key: {{SA_KEY}}\n")},
 		path: "cluster.serviceAccount", at: "serviceAccount:", msg: "workers must not hold CA private keys"},
 	{name: "worker with etcd ca key", worker: true, edits: []edit{r("  ca:\n    crt: {{CLUSTER_CA_CRT}}\n", "  ca:\n    crt: {{CLUSTER_CA_CRT}}\n  etcd:\n    ca:\n      crt: {{ETCD_CA_CRT}}\n      key: {{ETCD_CA_KEY}}\n")},

@@ -1,0 +1,230 @@
+// Package e2e runs the real machined and nodectl binaries against each other:
+// maintenance mode, mTLS with roles, restarts, crash safety. Binaries come
+// from $BALLAST_BIN_DIR (make test-e2e) or are built into a temporary
+// directory.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var binDir string
+
+func TestMain(m *testing.M) {
+	binDir = os.Getenv("BALLAST_BIN_DIR")
+	cleanup := func() {}
+	if binDir == "" {
+		dir, err := os.MkdirTemp("", "ballast-e2e-bin-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		cleanup = func() { os.RemoveAll(dir) }
+		for _, c := range []string{"nodectl", "machined"} {
+			cmd := exec.Command("go", "build", "-o", filepath.Join(dir, c), "github.com/ballast-os/ballast/cmd/"+c)
+			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+			if err := cmd.Run(); err != nil {
+				fmt.Fprintln(os.Stderr, "build", c, err)
+				os.Exit(1)
+			}
+		}
+		binDir = dir
+	}
+	code := m.Run()
+	cleanup()
+	os.Exit(code)
+}
+
+// machined is one running agent process.
+type machined struct {
+	t        *testing.T
+	stateDir string
+	addr     string
+	cmd      *exec.Cmd
+	log      *syncBuffer
+	done     chan struct{}
+	exitErr  error
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// startMachined starts machined in container mode and waits for its API port.
+// The process is killed by PID when the test ends.
+func startMachined(t *testing.T, stateDir, addr string) *machined {
+	t.Helper()
+	m := &machined{t: t, stateDir: stateDir, addr: addr, log: &syncBuffer{}, done: make(chan struct{})}
+	m.cmd = exec.Command(filepath.Join(binDir, "machined"), "--mode", "container", "--state-dir", stateDir, "--api-listen", addr)
+	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
+	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := m.cmd.Start(); err != nil {
+		t.Fatalf("start machined: %v", err)
+	}
+	go func() { m.exitErr = m.cmd.Wait(); close(m.done) }()
+	t.Cleanup(func() {
+		m.kill()
+		if t.Failed() {
+			t.Logf("machined %s log:\n%s", addr, m.log.String())
+		}
+	})
+	m.waitPort()
+	return m
+}
+
+func (m *machined) waitPort() {
+	m.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-m.done:
+			m.t.Fatalf("machined exited: %v\n%s", m.exitErr, m.log.String())
+		default:
+		}
+		if c, err := net.DialTimeout("tcp", m.addr, 200*time.Millisecond); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	m.t.Fatalf("machined did not listen on %s\n%s", m.addr, m.log.String())
+}
+
+// kill sends SIGKILL to the process group and waits.
+func (m *machined) kill() {
+	select {
+	case <-m.done:
+		return
+	default:
+	}
+	_ = syscall.Kill(-m.cmd.Process.Pid, syscall.SIGKILL)
+	<-m.done
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (m *machined) stop() {
+	m.t.Helper()
+	_ = m.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-m.done:
+		if m.exitErr != nil {
+			m.t.Fatalf("machined exited with %v on SIGTERM\n%s", m.exitErr, m.log.String())
+		}
+	case <-time.After(30 * time.Second):
+		m.t.Fatalf("machined did not stop on SIGTERM\n%s", m.log.String())
+	}
+}
+
+var fingerprintRE = regexp.MustCompile(`fingerprint=([0-9a-f]{64})`)
+
+// fingerprint returns the maintenance certificate fingerprint machined logged.
+func (m *machined) fingerprint() string {
+	m.t.Helper()
+	match := fingerprintRE.FindStringSubmatch(m.log.String())
+	if match == nil {
+		m.t.Fatalf("machined logged no fingerprint:\n%s", m.log.String())
+	}
+	return match[1]
+}
+
+// run is one nodectl invocation's outcome.
+type run struct {
+	stdout, stderr string
+	code           int
+}
+
+func (r run) String() string {
+	return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+}
+
+// nodectl runs the CLI with args and returns its output and exit code.
+func nodectl(t *testing.T, args ...string) run {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "nodectl"), args...)
+	cmd.Env = append(os.Environ(), "NODECONFIG="+filepath.Join(t.TempDir(), "no-default-nodeconfig"))
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	r := run{stdout: out.String(), stderr: errb.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("nodectl %v: %v", args, err)
+	}
+	return r
+}
+
+// mustNodectl fails the test unless nodectl succeeds.
+func mustNodectl(t *testing.T, args ...string) run {
+	t.Helper()
+	r := nodectl(t, args...)
+	if r.code != 0 {
+		t.Fatalf("nodectl %s failed: %s", strings.Join(args, " "), r)
+	}
+	return r
+}
+
+// genConfig writes a cluster's configs into a new directory.
+func genConfig(t *testing.T, name, endpoint string, extra ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	mustNodectl(t, append([]string{"gen", "config", name, endpoint, "--output-dir", dir}, extra...)...)
+	return dir
+}
+
+// waitFor polls fn until it returns nil or the timeout passes.
+func waitFor(t *testing.T, what string, timeout time.Duration, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = fn(); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s: %v", what, err)
+}
+
+// lines returns the non-empty lines of s.
+func lines(s string) []string {
+	var out []string
+	sc := bufio.NewScanner(strings.NewReader(s))
+	for sc.Scan() {
+		if l := strings.TrimSpace(sc.Text()); l != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+var _ = io.Discard
