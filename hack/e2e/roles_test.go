@@ -145,7 +145,7 @@ func TestRoleMatrix(t *testing.T) {
 		}
 		defer c.Close()
 		for _, cl := range append(append([]call{}, calls...), destructive...) {
-			checkCall(t, c, cl, false, codes.Unavailable)
+			checkCall(t, c, cl, false, codes.Unauthenticated)
 		}
 	})
 }
@@ -186,7 +186,7 @@ func checkCall(t *testing.T, c *client.Client, cl call, allowed bool, denial cod
 		t.Errorf("%s: call succeeded, want %s", cl.name, denial)
 	case !allowed && status.Code(err) != denial:
 		t.Errorf("%s: got %v, want code %s", cl.name, err, denial)
-	case !allowed && denial == codes.Unavailable && !strings.Contains(err.Error(), "certificate"):
+	case !allowed && denial == codes.Unauthenticated && !strings.Contains(err.Error(), "certificate"):
 		t.Errorf("%s: refused for another reason than the certificate: %v", cl.name, err)
 	}
 }

@@ -40,11 +40,15 @@ func (s *Server) authorize(ctx context.Context, method string) (context.Context,
 		return nil, status.Error(codes.Unauthenticated, "no peer information")
 	}
 	info, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
-		return nil, status.Error(codes.Unauthenticated,
-			"node is configured: a client certificate from its OS CA is required (use a nodeconfig; --insecure works only in maintenance mode)")
+	if !ok {
+		return nil, status.Error(codes.Unauthenticated, "connection is not TLS")
 	}
-	roles := info.State.VerifiedChains[0][0].Subject.Organization
+	leaf, err := s.creds.VerifyClient(info.State.PeerCertificates)
+	if err != nil {
+		s.log.Info("rpc refused", "method", method, "peer", p.Addr.String(), "reason", err)
+		return nil, status.Error(codes.Unauthenticated, err.Error())
+	}
+	roles := leaf.Subject.Organization
 	allowed := methodRoles[method]
 	for _, r := range roles {
 		if slices.Contains(allowed, r) {

@@ -3,6 +3,8 @@ package server
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
+	"fmt"
 	"sync"
 )
 
@@ -51,6 +53,31 @@ func (c *Credentials) ServerCertificate() tls.Certificate {
 	return c.cert
 }
 
+// VerifyClient checks a client's certificate chain against the OS CA and
+// returns the leaf certificate.
+func (c *Credentials) VerifyClient(chain []*x509.Certificate) (*x509.Certificate, error) {
+	c.mu.RLock()
+	pool := c.clientCAs
+	c.mu.RUnlock()
+	if len(chain) == 0 {
+		return nil, errNoClientCert
+	}
+	inter := x509.NewCertPool()
+	for _, ic := range chain[1:] {
+		inter.AddCert(ic)
+	}
+	_, err := chain[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errForeignClientCert, err)
+	}
+	return chain[0], nil
+}
+
+var (
+	errNoClientCert      = errors.New("node is configured: a client certificate from its OS CA is required (use a nodeconfig; --insecure works only in maintenance mode)")
+	errForeignClientCert = errors.New("client certificate is not issued by this node's OS CA")
+)
+
 // TLSConfig returns the listener's TLS configuration.
 func (c *Credentials) TLSConfig() *tls.Config {
 	return &tls.Config{
@@ -64,10 +91,12 @@ func (c *Credentials) TLSConfig() *tls.Config {
 				NextProtos:   []string{"h2"},
 			}
 			if !c.maintenance {
-				// A foreign certificate fails the handshake; a missing one is
-				// let through so the interceptor can say clearly why it refuses.
-				conf.ClientAuth = tls.VerifyClientCertIfGiven
-				conf.ClientCAs = c.clientCAs
+				// The handshake proves the client holds the certificate's key;
+				// the chain to the OS CA is verified on every call by the
+				// interceptor (VerifyClient), which can then say clearly why a
+				// missing or foreign certificate is refused. TLS 1.3 would
+				// otherwise surface a rejected certificate as a broken pipe.
+				conf.ClientAuth = tls.RequestClientCert
 			}
 			return conf, nil
 		},

@@ -123,7 +123,12 @@ func (b *Bundle) Validate() error {
 			errs = append(errs, fmt.Errorf("%s: missing", r.path))
 		}
 	}
-	for name, p := range map[string]Pair{"os": b.Certs.OS, "k8s": b.Certs.Kubernetes, "k8sAggregator": b.Certs.FrontProxy, "etcd": b.Certs.Etcd} {
+	cas := []struct {
+		name string
+		p    Pair
+	}{{"os", b.Certs.OS}, {"k8s", b.Certs.Kubernetes}, {"k8sAggregator", b.Certs.FrontProxy}, {"etcd", b.Certs.Etcd}}
+	for _, ca := range cas {
+		name, p := ca.name, ca.p
 		crt, err1 := pki.DecodeB64(p.Crt)
 		key, err2 := pki.DecodeB64(p.Key)
 		switch {
