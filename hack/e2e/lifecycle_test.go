@@ -1,12 +1,19 @@
 package e2e
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/ballast-os/ballast/api/machine"
+	"github.com/ballast-os/ballast/pkg/client"
 )
 
 // TestMaintenanceToMTLS walks the operator's first steps: a node in
@@ -57,6 +64,17 @@ func TestMaintenanceToMTLS(t *testing.T) {
 	r = nodectl(t, "apply-config", "--insecure", "-n", addr, "--file", bogus)
 	if r.code == 0 || !strings.Contains(r.stderr, "machine.type") {
 		t.Fatalf("bogus machine.type not refused with its path:\n%s", r)
+	}
+	// nodectl validates before sending; the node must refuse on its own too.
+	bogusData, _ := os.ReadFile(bogus)
+	c, err := client.New(client.Options{Address: addr, Insecure: true, Fingerprint: fp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.ApplyConfiguration(context.Background(), &machine.ApplyConfigurationRequest{Data: bogusData})
+	c.Close()
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "machine.type (line 3)") {
+		t.Fatalf("node accepted or misreported a bogus config: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(stateDir, "state", "config.yaml")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a refused config was persisted: %v", err)
