@@ -92,11 +92,17 @@ func newServiceCmd(g *globals) *cobra.Command {
 			req := &machine.ServiceActionRequest{Id: id}
 			switch args[1] {
 			case "start":
-				call = func(ctx context.Context, c *client.Client) (*machine.ServiceActionResponse, error) { return c.ServiceStart(ctx, req) }
+				call = func(ctx context.Context, c *client.Client) (*machine.ServiceActionResponse, error) {
+					return c.ServiceStart(ctx, req)
+				}
 			case "stop":
-				call = func(ctx context.Context, c *client.Client) (*machine.ServiceActionResponse, error) { return c.ServiceStop(ctx, req) }
+				call = func(ctx context.Context, c *client.Client) (*machine.ServiceActionResponse, error) {
+					return c.ServiceStop(ctx, req)
+				}
 			case "restart":
-				call = func(ctx context.Context, c *client.Client) (*machine.ServiceActionResponse, error) { return c.ServiceRestart(ctx, req) }
+				call = func(ctx context.Context, c *client.Client) (*machine.ServiceActionResponse, error) {
+					return c.ServiceRestart(ctx, req)
+				}
 			default:
 				return fmt.Errorf("unknown action %q: use start, stop or restart", args[1])
 			}
