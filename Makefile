@@ -10,7 +10,6 @@ LDFLAGS  := -s -w -X github.com/ballast-os/ballast/pkg/version.Version=$(VERSION
             -X github.com/ballast-os/ballast/pkg/version.GitCommit=$(COMMIT)
 GO       ?= go
 FUZZTIME ?= 15s
-export CGO_ENABLED ?= 0
 
 .PHONY: help
 help: ## List the targets
@@ -19,8 +18,8 @@ help: ## List the targets
 .PHONY: build
 build: ## Build nodectl and machined into _out/bin
 	@mkdir -p $(BIN)
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/nodectl ./cmd/nodectl
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/machined ./cmd/machined
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/nodectl ./cmd/nodectl
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/machined ./cmd/machined
 
 .PHONY: deps
 deps: ## Install the Debian packages the build and tests need
@@ -31,7 +30,7 @@ test: deps verify-generate lint test-unit test-e2e fuzz ## Run every check and t
 
 .PHONY: test-unit
 test-unit: ## Unit tests (fast, no root)
-	$(GO) test -race -count=1 ./pkg/... ./machined/...
+	CGO_ENABLED=1 $(GO) test -race -count=1 ./pkg/... ./machined/...
 
 .PHONY: test-e2e
 test-e2e: build ## End-to-end tests with real machined and nodectl binaries
