@@ -8,6 +8,7 @@ import (
 
 	"github.com/ballast-os/ballast/api/machine"
 	"github.com/ballast-os/ballast/machined/errdefs"
+	"github.com/ballast-os/ballast/machined/etcd"
 	"github.com/ballast-os/ballast/machined/logs"
 	"github.com/ballast-os/ballast/machined/server"
 	"github.com/ballast-os/ballast/machined/state"
@@ -79,8 +80,23 @@ func (n *Node) Shutdown(context.Context) error {
 
 // Reset implements server.Machine: it wipes STATE and EPHEMERAL once every
 // service has stopped and boots again into maintenance mode.
-func (n *Node) Reset(_ context.Context, graceful, force bool) error {
+func (n *Node) Reset(ctx context.Context, graceful, force bool) error {
 	n.log.Info("reset requested", "graceful", graceful, "force", force)
+	n.mu.Lock()
+	mgr := n.etcdMgr
+	n.mu.Unlock()
+	if mgr != nil {
+		// A control-plane node leaves etcd first; the quorum guard applies.
+		if graceful {
+			if err := mgr.Leave(ctx, force); err != nil && !errors.Is(err, etcd.ErrNotRunning) {
+				return fmt.Errorf("reset: leave etcd: %w", err)
+			}
+		} else if !force {
+			if err := mgr.CheckLeave(ctx); err != nil && !errors.Is(err, etcd.ErrNotRunning) {
+				return fmt.Errorf("reset: %w", err)
+			}
+		}
+	}
 	n.mu.Lock()
 	n.resetWanted = true
 	n.mu.Unlock()

@@ -132,6 +132,9 @@ func (n *Node) applyFirst(cfg *config.Config, req *machine.ApplyConfigurationReq
 	n.creds.SetConfigured(cert, pool)
 	n.setActive(cfg, req.GetData())
 	close(n.configured)
+	if err := n.addRoleServices(cfg); err != nil {
+		n.log.Error("cannot start the role's services", "error", err)
+	}
 	n.log.Info("machine config applied; left maintenance mode, the API now requires mTLS", "type", cfg.Machine.Type, "cluster", cfg.Cluster.Name)
 	resp.Mode = machine.ApplyMode_NO_REBOOT
 	resp.ModeDetails = "config applied; the node left maintenance mode and now requires a client certificate (use the nodeconfig)"

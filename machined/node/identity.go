@@ -51,6 +51,12 @@ func (n *Node) serverIdentity(cfg *config.Config) (tls.Certificate, *x509.CertPo
 		return tls.Certificate{}, nil, fmt.Errorf("machine.ca.crt: %w", err)
 	}
 	if cfg.Machine.CA.Key == "" {
+		n.mu.Lock()
+		nodeCert := n.nodeCert
+		n.mu.Unlock()
+		if nodeCert != nil {
+			return *nodeCert, pool, nil
+		}
 		// Workers hold no CA key; a control-plane node issues their
 		// certificate (the join flow). Until then the node requires client
 		// certificates but serves a self-signed one, which clients reject:

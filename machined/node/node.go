@@ -6,6 +6,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"sync"
 
 	"github.com/ballast-os/ballast/machined/clock"
+	"github.com/ballast-os/ballast/machined/etcd"
 	"github.com/ballast-os/ballast/machined/logs"
 	"github.com/ballast-os/ballast/machined/server"
 	"github.com/ballast-os/ballast/machined/state"
@@ -71,8 +73,10 @@ type Node struct {
 	cfg         *config.Config // active (possibly a try config)
 	cfgBytes    []byte
 	try         *tryState
-	configured  chan struct{} // closed when the node leaves maintenance mode
-	changed     chan struct{} // closed and replaced on every config change
+	etcdMgr     *etcd.Manager
+	nodeCert    *tls.Certificate // a worker's certificate from a control-plane node
+	configured  chan struct{}    // closed when the node leaves maintenance mode
+	changed     chan struct{}    // closed and replaced on every config change
 	actions     chan Action
 	resetWanted bool
 }

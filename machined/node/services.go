@@ -57,6 +57,9 @@ func (n *Node) registerServices() error {
 			return fmt.Errorf("register service %s: %w", s.ID, err)
 		}
 	}
+	if cfg, _ := n.Config(); cfg != nil {
+		return n.addRoleServices(cfg)
+	}
 	return nil
 }
 

@@ -10,6 +10,7 @@ var (
 	readers  = []string{pki.RoleAdmin, pki.RoleOperator, pki.RoleReader}
 	changers = []string{pki.RoleAdmin, pki.RoleOperator}
 	admins   = []string{pki.RoleAdmin}
+	backup   = []string{pki.RoleAdmin, pki.RoleOperator, pki.RoleEtcdBackup}
 )
 
 // methodRoles names the roles allowed to call each RPC. A method missing here
@@ -26,6 +27,25 @@ var methodRoles = map[string][]string{
 	machine.MachineService_Reboot_FullMethodName:             changers,
 	machine.MachineService_Shutdown_FullMethodName:           changers,
 	machine.MachineService_Reset_FullMethodName:              admins,
+
+	machine.EtcdService_Bootstrap_FullMethodName:             admins,
+	machine.EtcdService_Recover_FullMethodName:               admins,
+	machine.EtcdService_EtcdMembers_FullMethodName:           readers,
+	machine.EtcdService_EtcdStatus_FullMethodName:            readers,
+	machine.EtcdService_EtcdLeave_FullMethodName:             admins,
+	machine.EtcdService_EtcdRemoveMember_FullMethodName:      admins,
+	machine.EtcdService_EtcdForfeitLeadership_FullMethodName: changers,
+	machine.EtcdService_EtcdDefrag_FullMethodName:            changers,
+	machine.EtcdService_EtcdAlarmList_FullMethodName:         readers,
+	machine.EtcdService_EtcdAlarmDisarm_FullMethodName:       changers,
+	machine.EtcdService_EtcdSnapshot_FullMethodName:          backup,
+	machine.EtcdService_EtcdClientCert_FullMethodName:        admins,
+}
+
+// tokenMethods are served on a configured node without a client
+// certificate: the handler authenticates the caller by the machine token.
+var tokenMethods = map[string]bool{
+	machine.CertificateService_SignNodeCertificate_FullMethodName: true,
 }
 
 // maintenanceMethods are the only RPCs served before the node has a config.

@@ -34,6 +34,12 @@ type Machine interface {
 	Reboot(ctx context.Context) error
 	Shutdown(ctx context.Context) error
 	Reset(ctx context.Context, graceful, force bool) error
+	// Etcd returns the etcd manager (control-plane nodes only).
+	Etcd() (Etcd, error)
+	// SignNodeCertificate signs a worker's CSR when the machine token matches.
+	SignNodeCertificate(csr []byte, token string) ([]byte, error)
+	// ScratchDir is where uploads are staged (in EPHEMERAL).
+	ScratchDir() string
 }
 
 // Services is the part of the supervisor the API drives.
@@ -66,6 +72,8 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		grpc.StreamInterceptor(s.streamAuth),
 	)
 	machine.RegisterMachineServiceServer(g, s)
+	machine.RegisterEtcdServiceServer(g, &etcdServer{s: s})
+	machine.RegisterCertificateServiceServer(g, &certServer{s: s})
 	errc := make(chan error, 1)
 	go func() { errc <- g.Serve(ln) }()
 	s.log.Info("machine API listening", "address", ln.Addr().String(), "maintenance", s.creds.Maintenance())

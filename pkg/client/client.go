@@ -36,6 +36,9 @@ type Options struct {
 	// Fingerprint set, the server's SPKI fingerprint must match instead.
 	Insecure    bool
 	Fingerprint string
+	// ServerOnly verifies the server with CA but presents no client
+	// certificate (a worker asking for its first certificate).
+	ServerOnly bool
 }
 
 // Client is a connection to one node's machine API.
@@ -86,6 +89,15 @@ func TLSConfig(opts Options) (*tls.Config, error) {
 		}
 		return conf, nil
 	}
+	if opts.ServerOnly {
+		pool, err := pki.Pool(opts.CA)
+		if err != nil {
+			return nil, fmt.Errorf("OS CA: %w", err)
+		}
+		conf.RootCAs = pool
+		conf.ServerName = serverName(opts.Address)
+		return conf, nil
+	}
 	if len(opts.CA) == 0 || len(opts.Crt) == 0 || len(opts.Key) == 0 {
 		return nil, errors.New("a CA and a client certificate are required (use a nodeconfig, or --insecure for a node in maintenance mode)")
 	}
@@ -99,12 +111,15 @@ func TLSConfig(opts Options) (*tls.Config, error) {
 	}
 	conf.RootCAs = pool
 	conf.Certificates = []tls.Certificate{cert}
-	if host, _, err := net.SplitHostPort(opts.Address); err == nil {
-		conf.ServerName = host
-	} else {
-		conf.ServerName = strings.Trim(opts.Address, "[]")
-	}
+	conf.ServerName = serverName(opts.Address)
 	return conf, nil
+}
+
+func serverName(addr string) string {
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		return host
+	}
+	return strings.Trim(addr, "[]")
 }
 
 // FromContext builds options for address from a nodeconfig context.

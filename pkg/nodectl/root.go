@@ -76,6 +76,7 @@ node directly; -e/--endpoints sets the addresses used when no node is named.`,
 		newGenCmd(g), newApplyConfigCmd(g), newVersionCmd(g), newGetCmd(g),
 		newServicesCmd(g), newServiceCmd(g), newLogsCmd(g),
 		newRebootCmd(g), newShutdownCmd(g), newResetCmd(g), newConfigCmd(g),
+		newBootstrapCmd(g), newEtcdCmd(g), newHealthCmd(g), newClusterCmd(g),
 	)
 	root.InitDefaultCompletionCmd()
 	return root

@@ -42,7 +42,7 @@ func newServicesCmd(g *globals) *cobra.Command {
 					continue
 				}
 				for _, s := range r.value.GetServices() {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", r.node, s.GetId(), s.GetState(), health(s.GetHealth()), s.GetRestarts(), since(s))
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", r.node, s.GetId(), s.GetState(), healthText(s.GetHealth()), s.GetRestarts(), since(s))
 				}
 			}
 			tw.Flush()
@@ -51,7 +51,7 @@ func newServicesCmd(g *globals) *cobra.Command {
 	}
 }
 
-func health(h *machine.ServiceHealth) string {
+func healthText(h *machine.ServiceHealth) string {
 	switch {
 	case h == nil || h.GetUnknown():
 		return "?"
@@ -160,7 +160,7 @@ func printService(w io.Writer, node string, s *machine.ServiceInfo) {
 	fmt.Fprintf(tw, "ID\t%s\n", s.GetId())
 	fmt.Fprintf(tw, "DESCRIPTION\t%s\n", s.GetDescription())
 	fmt.Fprintf(tw, "STATE\t%s\n", s.GetState())
-	fmt.Fprintf(tw, "HEALTH\t%s %s\n", health(s.GetHealth()), s.GetHealth().GetLastMessage())
+	fmt.Fprintf(tw, "HEALTH\t%s %s\n", healthText(s.GetHealth()), s.GetHealth().GetLastMessage())
 	fmt.Fprintf(tw, "RESTARTS\t%d\n", s.GetRestarts())
 	fmt.Fprintf(tw, "EVENTS\t\n")
 	for _, e := range s.GetEvents() {

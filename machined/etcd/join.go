@@ -1,0 +1,189 @@
+package etcd
+
+import (
+	"context"
+
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+)
+
+// found is a reachable cluster.
+type found struct {
+	cli      *clientv3.Client
+	endpoint string
+	members  []*etcdserverpb.Member
+	id       uint64
+}
+
+// candidates are the client URLs where existing members may answer: the
+// control-plane endpoint's host and the static peers, never this node.
+func (m *Manager) candidates() []string {
+	cfg := m.opts.Config()
+	var hosts []string
+	if u, err := url.Parse(cfg.Cluster.ControlPlane.Endpoint); err == nil && u.Hostname() != "" {
+		hosts = append(hosts, u.Hostname())
+	}
+	hosts = append(hosts, cfg.Cluster.Etcd.Peers...)
+	var out []string
+	for _, h := range hosts {
+		host, port := h, strconv.Itoa(ClientPort)
+		if hh, pp, err := net.SplitHostPort(h); err == nil {
+			host, port = hh, pp
+		}
+		if host == m.opts.AdvertiseIP {
+			continue
+		}
+		u := "https://" + net.JoinHostPort(host, port)
+		if !slices.Contains(out, u) {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// discover finds a cluster with quorum through the candidates. It returns
+// nil, nil when none answers.
+func (m *Manager) discover(ctx context.Context) (*found, error) {
+	for _, ep := range m.candidates() {
+		cli, err := m.newClient([]string{ep})
+		if err != nil {
+			return nil, err
+		}
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		resp, err := cli.MemberList(cctx)
+		cancel()
+		if err != nil {
+			cli.Close()
+			continue
+		}
+		// Talk to every member from now on, not just the one that answered.
+		var eps []string
+		for _, mem := range resp.Members {
+			eps = append(eps, mem.ClientURLs...)
+		}
+		if len(eps) > 0 {
+			cli.SetEndpoints(eps...)
+		}
+		return &found{cli: cli, endpoint: ep, members: resp.Members, id: resp.Header.ClusterId}, nil
+	}
+	return nil, nil
+}
+
+// join adds this node as a learner, starts it, waits until it is in sync
+// and promotes it. An entry left under this node's name or peer URL by an
+// earlier failed try is removed first (this node has no data, so it is stale).
+func (m *Manager) join(ctx context.Context, f *found, out io.Writer) (*member, error) {
+	m.setStatus("joining the cluster through " + f.endpoint)
+	for _, mem := range f.members {
+		if mem.Name == m.opts.Name || slices.Contains(mem.PeerURLs, m.peerURL()) {
+			m.log.Info("removing a stale etcd member left by an earlier try", "id", fmt.Sprintf("%x", mem.ID), "name", mem.Name, "learner", mem.IsLearner)
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			_, err := f.cli.MemberRemove(cctx, mem.ID)
+			cancel()
+			if err != nil {
+				return nil, fmt.Errorf("remove stale member %x: %w", mem.ID, err)
+			}
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	added, err := f.cli.MemberAddAsLearner(cctx, []string{m.peerURL()})
+	cancel()
+	if err != nil {
+		if strings.Contains(err.Error(), "too many learner") {
+			m.setStatus("waiting for another node's join to finish (one learner at a time)")
+		}
+		return nil, fmt.Errorf("add learner: %w", err)
+	}
+	myID := added.Member.ID
+	var initial []string
+	for _, mem := range added.Members {
+		name := mem.Name
+		if mem.ID == myID {
+			name = m.opts.Name
+		}
+		for _, u := range mem.PeerURLs {
+			initial = append(initial, name+"="+u)
+		}
+	}
+	m.log.Info("added as etcd learner", "id", fmt.Sprintf("%x", myID), "initial_cluster", strings.Join(initial, ","))
+	mem, err := startMember(ctx, m.memberConfig(embed.ClusterStateFlagExisting, strings.Join(initial, ","), ""), out)
+	if err != nil {
+		_ = m.wipe() // a half-started member's data would make the next try start as a member
+		return nil, err
+	}
+	if err := m.promote(ctx, f.cli, myID); err != nil {
+		mem.Close()
+		_ = m.wipe()
+		return nil, err
+	}
+	return mem, nil
+}
+
+// promote makes the learner a voting member once it has caught up.
+func (m *Manager) promote(ctx context.Context, cli *clientv3.Client, id uint64) error {
+	m.setStatus("learner: catching up before promotion")
+	delay := 200 * time.Millisecond
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := cli.MemberPromote(cctx, id)
+		cancel()
+		if err == nil {
+			m.log.Info("promoted to voting etcd member", "id", fmt.Sprintf("%x", id))
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("promote learner %x: %w", id, err)
+		}
+		if !strings.Contains(err.Error(), "not in sync") && !strings.Contains(err.Error(), "learner") {
+			m.log.Warn("promote failed; retrying", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 2*time.Second)
+	}
+}
+
+// updateOwnPeerURL fixes this member's peer URL in the cluster when the
+// node's address changed since it joined: the other members are told first,
+// so they can reach it as soon as it starts.
+func (m *Manager) updateOwnPeerURL(ctx context.Context) {
+	f, err := m.discover(ctx)
+	if err != nil || f == nil {
+		return // alone or unreachable: nothing to update through
+	}
+	defer f.cli.Close()
+	for _, mem := range f.members {
+		if mem.Name != m.opts.Name {
+			continue
+		}
+		if len(mem.PeerURLs) == 1 && mem.PeerURLs[0] == m.peerURL() {
+			return
+		}
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := f.cli.MemberUpdate(cctx, mem.ID, []string{m.peerURL()})
+		cancel()
+		if err != nil {
+			m.log.Warn("cannot update this member's peer URL", "error", err)
+			return
+		}
+		m.log.Info("address changed: peer URL updated", "id", fmt.Sprintf("%x", mem.ID), "old", mem.PeerURLs, "new", m.peerURL())
+		return
+	}
+}

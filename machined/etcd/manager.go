@@ -1,0 +1,369 @@
+package etcd
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+
+	"github.com/ballast-os/ballast/machined/errdefs"
+	"github.com/ballast-os/ballast/pkg/config"
+)
+
+// Errors callers can check.
+var (
+	ErrNotControlPlane = fmt.Errorf("%w: etcd runs on control-plane nodes only", errdefs.ErrFailedPrecondition)
+	ErrNotRunning      = fmt.Errorf("%w: etcd is not running on this node", errdefs.ErrUnavailable)
+	ErrQuorum          = fmt.Errorf("%w: the operation would break etcd quorum", errdefs.ErrFailedPrecondition)
+)
+
+// Options configure a Manager.
+type Options struct {
+	Logger *slog.Logger
+	// Name is the member name (the node's hostname); it must not change.
+	Name string
+	// AdvertiseIP is the address peers and clients reach this member at.
+	AdvertiseIP string
+	// DataDir, PKIDir and SnapshotDir live in EPHEMERAL.
+	DataDir, PKIDir, SnapshotDir string
+	// Config returns the active machine config.
+	Config func() *config.Config
+}
+
+// Manager runs this node's etcd member and answers membership operations.
+type Manager struct {
+	opts Options
+	log  *slog.Logger
+	pki  pkiPaths
+
+	requests chan request
+
+	mu      sync.Mutex
+	running *member
+	status  string // what the member is doing, for health and logs
+	left    bool   // left the cluster: stay out until the next boot
+	// pendingMarker is written into a freshly recovered cluster.
+	pendingMarker *recoveryMarker
+}
+
+// request is an operation that must run in the Run loop, which owns the member.
+type request struct {
+	kind     requestKind
+	snapshot string // recover
+	prevID   uint64 // recover: the cluster being replaced
+	done     chan error
+}
+
+type requestKind int
+
+const (
+	reqBootstrap requestKind = iota
+	reqRecover
+	reqLeave
+	reqRejoin // stale data detected: wipe and join again
+)
+
+// New returns a manager; Run starts the member.
+func New(opts Options) *Manager {
+	return &Manager{
+		opts:     opts,
+		log:      opts.Logger,
+		pki:      newPKIPaths(opts.PKIDir),
+		requests: make(chan request),
+		status:   "starting",
+	}
+}
+
+func (m *Manager) peerURL() string {
+	return "https://" + net.JoinHostPort(m.opts.AdvertiseIP, strconv.Itoa(PeerPort))
+}
+
+func (m *Manager) clientURL() string {
+	return "https://" + net.JoinHostPort(m.opts.AdvertiseIP, strconv.Itoa(ClientPort))
+}
+
+// hasData reports whether this node holds etcd data from an earlier run.
+func (m *Manager) hasData() bool {
+	_, err := os.Stat(filepath.Join(m.opts.DataDir, "member"))
+	return err == nil
+}
+
+func (m *Manager) setStatus(s string) {
+	m.mu.Lock()
+	changed := m.status != s
+	m.status = s
+	m.mu.Unlock()
+	if changed {
+		m.log.Info("etcd member status", "status", s)
+	}
+}
+
+// Run is the etcd service: it starts the member from its data, or joins an
+// existing cluster, or waits for `nodectl bootstrap`, and keeps serving until
+// ctx ends. Leave, recovery and stale-data detection restart the loop.
+func (m *Manager) Run(ctx context.Context, out io.Writer) error {
+	cfg := m.opts.Config()
+	if cfg == nil || !cfg.IsControlPlane() {
+		return ErrNotControlPlane
+	}
+	if err := m.mintCerts(cfg); err != nil {
+		return err
+	}
+	for ctx.Err() == nil {
+		var next *request
+		var err error
+		switch {
+		case m.isLeft():
+			m.setStatus("left the cluster; reboot or reset the node to join again")
+			next, err = m.idle(ctx)
+		case m.hasData():
+			next, err = m.serveExisting(ctx, out)
+		default:
+			next, err = m.joinOrWait(ctx, out)
+		}
+		if err != nil {
+			return err
+		}
+		if next != nil {
+			next.done <- m.handleOffline(ctx, *next, out)
+		}
+	}
+	return nil
+}
+
+func (m *Manager) isLeft() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.left
+}
+
+// idle answers requests while no member runs and nothing should start.
+func (m *Manager) idle(ctx context.Context) (*request, error) {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, nil
+		case r := <-m.requests:
+			switch r.kind {
+			case reqRecover:
+				return &r, nil
+			default:
+				r.done <- fmt.Errorf("%w: this node left the etcd cluster; reboot it to join again", errdefs.ErrFailedPrecondition)
+			}
+		}
+	}
+}
+
+// handleOffline carries out a request that needs the member stopped: the
+// member has already been closed by serve.
+func (m *Manager) handleOffline(ctx context.Context, r request, out io.Writer) error {
+	switch r.kind {
+	case reqLeave:
+		m.mu.Lock()
+		m.left = true
+		m.mu.Unlock()
+		return m.wipe()
+	case reqRejoin:
+		return m.wipe()
+	case reqRecover:
+		return m.restore(ctx, r)
+	}
+	return nil
+}
+
+// wipe removes the member's data (it no longer belongs to any cluster).
+func (m *Manager) wipe() error {
+	if err := os.RemoveAll(m.opts.DataDir); err != nil {
+		return fmt.Errorf("wipe etcd data: %w", err)
+	}
+	m.log.Info("etcd data wiped", "dir", m.opts.DataDir)
+	return nil
+}
+
+// serve runs a started member until ctx ends, it fails, or a request needs
+// it stopped; background duties run alongside.
+func (m *Manager) serve(ctx context.Context, mem *member) (*request, error) {
+	m.mu.Lock()
+	m.running = mem
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		m.running = nil
+		m.mu.Unlock()
+		mem.Close()
+		m.log.Info("etcd member stopped")
+	}()
+	m.setStatus("running")
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	duties := []func(context.Context){m.watchStale, m.scheduleSnapshots}
+	for _, d := range duties {
+		wg.Add(1)
+		go func() { defer wg.Done(); d(dctx) }()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, nil
+		case err := <-mem.Err():
+			return nil, fmt.Errorf("etcd member failed: %w", err)
+		case r := <-m.requests:
+			switch r.kind {
+			case reqBootstrap:
+				r.done <- fmt.Errorf("%w: this node is already an etcd member", errdefs.ErrAlreadyExists)
+			default:
+				cancel()
+				return &r, nil
+			}
+		}
+	}
+}
+
+// serveExisting starts the member from its data. When this node's address
+// changed, its peer URL is updated through the other members first.
+func (m *Manager) serveExisting(ctx context.Context, out io.Writer) (*request, error) {
+	m.setStatus("starting from existing data")
+	m.mu.Lock()
+	recovered := m.pendingMarker != nil
+	m.mu.Unlock()
+	if !recovered {
+		m.updateOwnPeerURL(ctx)
+	}
+	mem, err := startMember(ctx, m.memberConfig(embed.ClusterStateFlagExisting, "", ""), out)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, nil
+		}
+		return nil, err
+	}
+	return m.serve(ctx, mem)
+}
+
+func (m *Manager) memberConfig(state, initial, token string) memberConfig {
+	cfg := m.opts.Config().WithDefaults()
+	return memberConfig{
+		name: m.opts.Name, dataDir: m.opts.DataDir, peerURL: m.peerURL(), clientURL: m.clientURL(),
+		state: state, initial: initial, token: token, pki: m.pki, tunables: cfg.Cluster.Etcd, maxLearners: 1,
+	}
+}
+
+// joinOrWait joins the cluster a peer belongs to, or waits for bootstrap.
+func (m *Manager) joinOrWait(ctx context.Context, out io.Writer) (*request, error) {
+	backoff := time.Second
+	for {
+		found, err := m.discover(ctx)
+		if err == nil && found != nil {
+			mem, err := m.join(ctx, found, out)
+			found.cli.Close()
+			if err == nil {
+				return m.serve(ctx, mem)
+			}
+			if ctx.Err() != nil {
+				return nil, nil
+			}
+			m.log.Warn("etcd join failed; retrying", "error", err, "retry_in", backoff)
+		} else {
+			m.setStatus("waiting: no etcd cluster found among the peers (run 'nodectl bootstrap' on one control-plane node)")
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, nil
+		case <-t.C:
+		case r := <-m.requests:
+			t.Stop()
+			switch r.kind {
+			case reqBootstrap:
+				mem, err := m.bootstrapNew(ctx, out)
+				r.done <- err
+				if err != nil {
+					continue
+				}
+				return m.serve(ctx, mem)
+			case reqRecover:
+				return &r, nil
+			default:
+				r.done <- ErrNotRunning
+			}
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+// bootstrapNew creates a one-member cluster.
+func (m *Manager) bootstrapNew(ctx context.Context, out io.Writer) (*member, error) {
+	if m.hasData() {
+		return nil, fmt.Errorf("%w: this node already has etcd data", errdefs.ErrAlreadyExists)
+	}
+	m.setStatus("bootstrapping a new cluster")
+	mem, err := startMember(ctx, m.memberConfig(embed.ClusterStateFlagNew, "", clusterToken(m.opts.Config())), out)
+	if err != nil {
+		_ = m.wipe()
+		return nil, err
+	}
+	m.log.Info("etcd cluster bootstrapped", "member", m.opts.Name, "cluster_id", fmt.Sprintf("%x", mem.ClusterID()))
+	return mem, nil
+}
+
+func clusterToken(cfg *config.Config) string {
+	return "ballast-" + cfg.Cluster.Name
+}
+
+// Bootstrap creates the cluster on this node. It is refused when the node has
+// data, is a member, or a peer already belongs to a cluster.
+func (m *Manager) Bootstrap(ctx context.Context) error {
+	if m.opts.Config() == nil || !m.opts.Config().IsControlPlane() {
+		return ErrNotControlPlane
+	}
+	m.mu.Lock()
+	running := m.running != nil
+	m.mu.Unlock()
+	if running {
+		return fmt.Errorf("%w: this node is already an etcd member", errdefs.ErrAlreadyExists)
+	}
+	if m.hasData() {
+		return fmt.Errorf("%w: this node already has etcd data (reset it first, or use bootstrap --recover-from)", errdefs.ErrAlreadyExists)
+	}
+	if found, err := m.discover(ctx); err == nil && found != nil {
+		found.cli.Close()
+		return fmt.Errorf("%w: an etcd cluster already exists (member at %s answers); this node joins it by itself", errdefs.ErrAlreadyExists, found.endpoint)
+	}
+	return m.send(ctx, request{kind: reqBootstrap})
+}
+
+// send hands a request to the Run loop and waits for its outcome.
+func (m *Manager) send(ctx context.Context, r request) error {
+	r.done = make(chan error, 1)
+	select {
+	case m.requests <- r:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("%w: the etcd service is busy or not running", errdefs.ErrUnavailable)
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Status says what the member is doing; Healthy fails unless it serves as a
+// voting member.
+func (m *Manager) Status() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.status
+}

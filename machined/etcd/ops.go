@@ -1,0 +1,308 @@
+package etcd
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/ballast-os/ballast/machined/errdefs"
+)
+
+// withClient calls fn with a client to the local member (and, for cluster
+// operations, every member's endpoints).
+func (m *Manager) withClient(ctx context.Context, fn func(ctx context.Context, cli *clientv3.Client) error) error {
+	m.mu.Lock()
+	running := m.running != nil
+	m.mu.Unlock()
+	if !running {
+		return fmt.Errorf("%w (%s)", ErrNotRunning, m.Status())
+	}
+	cli, err := m.newClient([]string{m.clientURL()})
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return fn(cctx, cli)
+}
+
+// Members lists the cluster's members.
+func (m *Manager) Members(ctx context.Context) (*clientv3.MemberListResponse, error) {
+	var resp *clientv3.MemberListResponse
+	err := m.withClient(ctx, func(ctx context.Context, cli *clientv3.Client) error {
+		var err error
+		resp, err = cli.MemberList(ctx)
+		return err
+	})
+	return resp, err
+}
+
+// MemberStatus reports the local member's status.
+func (m *Manager) MemberStatus(ctx context.Context) (*clientv3.StatusResponse, error) {
+	var resp *clientv3.StatusResponse
+	err := m.withClient(ctx, func(ctx context.Context, cli *clientv3.Client) error {
+		var err error
+		resp, err = cli.Status(ctx, m.clientURL())
+		return err
+	})
+	return resp, err
+}
+
+// Healthy is the etcd service's health check: the local member serves
+// linearizable reads as a voting member.
+func (m *Manager) Healthy(ctx context.Context) error {
+	return m.withClient(ctx, func(ctx context.Context, cli *clientv3.Client) error {
+		st, err := cli.Status(ctx, m.clientURL())
+		if err != nil {
+			return err
+		}
+		if st.IsLearner {
+			return fmt.Errorf("learner, not yet promoted")
+		}
+		if st.Leader == 0 {
+			return fmt.Errorf("no leader")
+		}
+		_, err = cli.Get(ctx, "health")
+		return err
+	})
+}
+
+// quorumCheck refuses removing target when the healthy voting members left
+// would be fewer than the new cluster's quorum.
+func (m *Manager) quorumCheck(ctx context.Context, cli *clientv3.Client, target uint64) error {
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		return fmt.Errorf("list members: %w", err)
+	}
+	var tm *etcdserverpb.Member
+	voters, healthy, targetHealthy := 0, 0, false
+	for _, mem := range list.Members {
+		if mem.ID == target {
+			tm = mem
+		}
+		if mem.IsLearner {
+			continue
+		}
+		voters++
+		if memberHealthy(ctx, cli, mem) {
+			healthy++
+			if mem.ID == target {
+				targetHealthy = true
+			}
+		}
+	}
+	if tm == nil {
+		return fmt.Errorf("%w: no etcd member with ID %x", errdefs.ErrNotFound, target)
+	}
+	if tm.IsLearner {
+		return nil // learners do not vote
+	}
+	remaining := voters - 1
+	need := remaining/2 + 1
+	left := healthy
+	if targetHealthy {
+		left--
+	}
+	if remaining == 0 || left < need {
+		return fmt.Errorf("%w: removing %s would leave %d healthy of %d voting members, and quorum needs %d (use --force to do it anyway)",
+			ErrQuorum, memberName(tm), left, remaining, need)
+	}
+	return nil
+}
+
+func memberHealthy(ctx context.Context, cli *clientv3.Client, mem *etcdserverpb.Member) bool {
+	for _, u := range mem.ClientURLs {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		st, err := cli.Status(cctx, u)
+		cancel()
+		if err == nil && len(st.Errors) == 0 && st.Leader != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func memberName(mem *etcdserverpb.Member) string {
+	if mem.Name != "" {
+		return fmt.Sprintf("%s (%x)", mem.Name, mem.ID)
+	}
+	return fmt.Sprintf("%x", mem.ID)
+}
+
+// Leave removes this node from the cluster, stops etcd and wipes its data.
+// The node stays out until it reboots.
+func (m *Manager) Leave(ctx context.Context, force bool) error {
+	m.mu.Lock()
+	mem := m.running
+	m.mu.Unlock()
+	if mem == nil {
+		return fmt.Errorf("%w (%s)", ErrNotRunning, m.Status())
+	}
+	err := m.withClient(ctx, func(ctx context.Context, cli *clientv3.Client) error {
+		if !force {
+			if err := m.quorumCheck(ctx, cli, mem.ID()); err != nil {
+				return err
+			}
+		}
+		if err := m.moveLeaderAway(ctx, cli, mem.ID()); err != nil {
+			m.log.Warn("could not move leadership before leaving", "error", err)
+		}
+		if _, err := cli.MemberRemove(ctx, mem.ID()); err != nil {
+			return fmt.Errorf("remove this member: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	m.log.Info("left the etcd cluster", "id", fmt.Sprintf("%x", mem.ID()))
+	return m.send(ctx, request{kind: reqLeave})
+}
+
+// CheckLeave applies the quorum guard to this member leaving.
+func (m *Manager) CheckLeave(ctx context.Context) error {
+	m.mu.Lock()
+	mem := m.running
+	m.mu.Unlock()
+	if mem == nil {
+		return fmt.Errorf("%w (%s)", ErrNotRunning, m.Status())
+	}
+	return m.withClient(ctx, func(ctx context.Context, cli *clientv3.Client) error {
+		return m.quorumCheck(ctx, cli, mem.ID())
+	})
+}
+
+// RemoveMember removes another member by ID.
+func (m *Manager) RemoveMember(ctx context.Context, id uint64, force bool) error {
+	m.mu.Lock()
+	mem := m.running
+	m.mu.Unlock()
+	if mem != nil && mem.ID() == id {
+		return m.Leave(ctx, force)
+	}
+	return m.withClient(ctx, func(ctx context.Context, cli *clientv3.Client) error {
+		if !force {
+			if err := m.quorumCheck(ctx, cli, id); err != nil {
+				return err
+			}
+		}
+		if _, err := cli.MemberRemove(ctx, id); err != nil {
+			return fmt.Errorf("remove member %x: %w", id, err)
+		}
+		m.log.Info("removed etcd member", "id", fmt.Sprintf("%x", id))
+		return nil
+	})
+}
+
+// ForfeitLeadership moves leadership to another voting member when this
+// member leads. It returns the new leader's ID (0 when nothing moved).
+func (m *Manager) ForfeitLeadership(ctx context.Context) (uint64, error) {
+	var to uint64
+	err := m.withClient(ctx, func(ctx context.Context, cli *clientv3.Client) error {
+		st, err := cli.Status(ctx, m.clientURL())
+		if err != nil {
+			return err
+		}
+		if st.Leader != st.Header.MemberId {
+			return nil
+		}
+		to, err = m.pickTransferee(ctx, cli, st.Header.MemberId)
+		if err != nil {
+			return err
+		}
+		_, err = cli.MoveLeader(ctx, to)
+		return err
+	})
+	return to, err
+}
+
+func (m *Manager) moveLeaderAway(ctx context.Context, cli *clientv3.Client, self uint64) error {
+	st, err := cli.Status(ctx, m.clientURL())
+	if err != nil || st.Leader != self {
+		return err
+	}
+	to, err := m.pickTransferee(ctx, cli, self)
+	if err != nil {
+		return err
+	}
+	_, err = cli.MoveLeader(ctx, to)
+	return err
+}
+
+func (m *Manager) pickTransferee(ctx context.Context, cli *clientv3.Client, self uint64) (uint64, error) {
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		return 0, err
+	}
+	for _, mem := range list.Members {
+		if mem.ID != self && !mem.IsLearner && memberHealthy(ctx, cli, mem) {
+			return mem.ID, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: no other healthy voting member to take over leadership", errdefs.ErrFailedPrecondition)
+}
+
+// Defrag defragments the local member.
+func (m *Manager) Defrag(ctx context.Context) error {
+	return m.withClient(ctx, func(ctx context.Context, cli *clientv3.Client) error {
+		_, err := cli.Defragment(ctx, m.clientURL())
+		return err
+	})
+}
+
+// Alarms lists the cluster's alarms.
+func (m *Manager) Alarms(ctx context.Context) ([]*etcdserverpb.AlarmMember, error) {
+	var out []*etcdserverpb.AlarmMember
+	err := m.withClient(ctx, func(ctx context.Context, cli *clientv3.Client) error {
+		resp, err := cli.AlarmList(ctx)
+		if err != nil {
+			return err
+		}
+		out = resp.Alarms
+		return nil
+	})
+	return out, err
+}
+
+// DisarmAlarms clears every alarm and returns what was cleared.
+func (m *Manager) DisarmAlarms(ctx context.Context) ([]*etcdserverpb.AlarmMember, error) {
+	var out []*etcdserverpb.AlarmMember
+	err := m.withClient(ctx, func(ctx context.Context, cli *clientv3.Client) error {
+		resp, err := cli.AlarmDisarm(ctx, &clientv3.AlarmMember{})
+		if err != nil {
+			return err
+		}
+		out = resp.Alarms
+		return nil
+	})
+	return out, err
+}
+
+// Snapshot streams a consistent snapshot of the local member to w.
+func (m *Manager) Snapshot(ctx context.Context, w io.Writer) error {
+	m.mu.Lock()
+	running := m.running != nil
+	m.mu.Unlock()
+	if !running {
+		return fmt.Errorf("%w (%s)", ErrNotRunning, m.Status())
+	}
+	cli, err := m.newClient([]string{m.clientURL()})
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	rc, err := cli.Snapshot(ctx)
+	if err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	defer rc.Close()
+	if _, err := io.Copy(w, rc); err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	return nil
+}

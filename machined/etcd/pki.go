@@ -1,0 +1,140 @@
+package etcd
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/ballast-os/ballast/pkg/atomicfile"
+	"github.com/ballast-os/ballast/pkg/config"
+	"github.com/ballast-os/ballast/pkg/pki"
+)
+
+// pkiPaths are the member's certificate files.
+type pkiPaths struct {
+	ca, serverCrt, serverKey, peerCrt, peerKey, clientCrt, clientKey string
+}
+
+func newPKIPaths(dir string) pkiPaths {
+	j := func(n string) string { return filepath.Join(dir, n) }
+	return pkiPaths{
+		ca: j("ca.crt"), serverCrt: j("server.crt"), serverKey: j("server.key"),
+		peerCrt: j("peer.crt"), peerKey: j("peer.key"), clientCrt: j("client.crt"), clientKey: j("client.key"),
+	}
+}
+
+// mintCerts issues this member's server, peer and client certificates from
+// the etcd CA in the config. Every node mints its own; keys are 0600.
+func (m *Manager) mintCerts(cfg *config.Config) error {
+	ca, err := etcdCA(cfg)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(m.opts.PKIDir, 0o700); err != nil {
+		return fmt.Errorf("create etcd pki dir: %w", err)
+	}
+	ips := []net.IP{net.ParseIP(m.opts.AdvertiseIP), net.ParseIP("127.0.0.1")}
+	dns := []string{m.opts.Name, "localhost"}
+	issue := []struct {
+		crt, key string
+		req      pki.Request
+	}{
+		{m.pki.serverCrt, m.pki.serverKey, pki.Request{CommonName: m.opts.Name, DNSNames: dns, IPs: ips, Usage: pki.UsageServer | pki.UsageClient}},
+		{m.pki.peerCrt, m.pki.peerKey, pki.Request{CommonName: m.opts.Name, DNSNames: dns, IPs: ips, Usage: pki.UsageServer | pki.UsageClient}},
+		{m.pki.clientCrt, m.pki.clientKey, pki.Request{CommonName: "machined-" + m.opts.Name, Usage: pki.UsageClient}},
+	}
+	if err := atomicfile.Write(m.pki.ca, ca.Crt, 0o644); err != nil {
+		return err
+	}
+	for _, i := range issue {
+		ck, err := pki.Issue(ca, i.req)
+		if err != nil {
+			return fmt.Errorf("issue etcd certificate: %w", err)
+		}
+		if err := atomicfile.Write(i.crt, ck.Crt, 0o644); err != nil {
+			return err
+		}
+		if err := atomicfile.Write(i.key, ck.Key, 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func etcdCA(cfg *config.Config) (*pki.CertAndKey, error) {
+	if cfg.Cluster.Etcd.CA == nil || cfg.Cluster.Etcd.CA.Key == "" {
+		return nil, fmt.Errorf("cluster.etcd.ca with its key is required on control-plane nodes")
+	}
+	crt, err := pki.DecodeB64(cfg.Cluster.Etcd.CA.Crt)
+	if err != nil {
+		return nil, fmt.Errorf("cluster.etcd.ca.crt: %w", err)
+	}
+	key, err := pki.DecodeB64(cfg.Cluster.Etcd.CA.Key)
+	if err != nil {
+		return nil, fmt.Errorf("cluster.etcd.ca.key: %w", err)
+	}
+	return &pki.CertAndKey{Crt: crt, Key: key}, nil
+}
+
+// clientTLS is the TLS configuration of this node's etcd client.
+func (m *Manager) clientTLS() (*tls.Config, error) {
+	caPEM, err := os.ReadFile(m.pki.ca)
+	if err != nil {
+		return nil, fmt.Errorf("read etcd CA: %w", err)
+	}
+	pool, err := pki.Pool(caPEM)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := tls.LoadX509KeyPair(m.pki.clientCrt, m.pki.clientKey)
+	if err != nil {
+		return nil, fmt.Errorf("load etcd client certificate: %w", err)
+	}
+	return &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
+// newClient returns an etcd client for endpoints.
+func (m *Manager) newClient(endpoints []string) (*clientv3.Client, error) {
+	tlsConf, err := m.clientTLS()
+	if err != nil {
+		return nil, err
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:            endpoints,
+		TLS:                  tlsConf,
+		DialTimeout:          3 * time.Second,
+		DialKeepAliveTime:    5 * time.Second,
+		DialKeepAliveTimeout: 5 * time.Second,
+		Logger:               zapLogger(discard{}),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd client for %v: %w", endpoints, err)
+	}
+	return cli, nil
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// ClientCert issues a client certificate for stock etcdctl.
+func (m *Manager) ClientCert() (ca, crt, key []byte, endpoints []string, err error) {
+	cfg := m.opts.Config()
+	if cfg == nil {
+		return nil, nil, nil, nil, ErrNotControlPlane
+	}
+	c, err := etcdCA(cfg)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	ck, err := pki.Issue(c, pki.Request{CommonName: "etcdctl", Usage: pki.UsageClient})
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	return c.Crt, ck.Crt, ck.Key, []string{m.clientURL()}, nil
+}

@@ -1,0 +1,266 @@
+package etcd
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/etcdutl/v3/snapshot"
+
+	"github.com/ballast-os/ballast/machined/errdefs"
+	"github.com/ballast-os/ballast/pkg/atomicfile"
+)
+
+// recoveryKey marks a cluster restored from a snapshot. Members of the
+// cluster it replaced find it there, wipe their stale data and join again.
+const recoveryKey = "/ballast/etcd/recovery"
+
+// recoveryMarker is the value under recoveryKey.
+type recoveryMarker struct {
+	// Previous is the ID of the replaced cluster (0: unknown).
+	Previous uint64    `json:"previous"`
+	Time     time.Time `json:"time"`
+}
+
+// Recover restores the snapshot at path on this node as a new one-member
+// cluster. When this node is a member of a cluster that still has quorum,
+// recovery would discard that cluster's newer data and is refused unless forced.
+func (m *Manager) Recover(ctx context.Context, path string, force bool) error {
+	cfg := m.opts.Config()
+	if cfg == nil || !cfg.IsControlPlane() {
+		return ErrNotControlPlane
+	}
+	if err := verifySnapshot(path); err != nil {
+		return err
+	}
+	var prev uint64
+	m.mu.Lock()
+	mem := m.running
+	m.mu.Unlock()
+	if mem != nil {
+		prev = mem.ClusterID()
+		if !force && m.Healthy(ctx) == nil {
+			return fmt.Errorf("%w: this node's etcd cluster is healthy; recovering would discard its data (use --force)", errdefs.ErrFailedPrecondition)
+		}
+	} else if f, err := m.discover(ctx); err == nil && f != nil {
+		f.cli.Close()
+		if !force {
+			return fmt.Errorf("%w: an etcd cluster with quorum answers at %s; recovering would split it (use --force)", errdefs.ErrFailedPrecondition, f.endpoint)
+		}
+	}
+	return m.send(ctx, request{kind: reqRecover, snapshot: path, prevID: prev})
+}
+
+// verifySnapshot checks the snapshot's integrity hash before anything is touched.
+func verifySnapshot(path string) error {
+	dir, err := os.MkdirTemp(filepath.Dir(path), "verify-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	err = snapshot.NewV3(zapLogger(discard{})).Restore(snapshot.RestoreConfig{
+		SnapshotPath: path, Name: "verify", OutputDataDir: filepath.Join(dir, "data"),
+		PeerURLs: []string{"https://127.0.0.1:2380"}, InitialCluster: "verify=https://127.0.0.1:2380",
+		InitialClusterToken: "verify",
+	})
+	if err != nil {
+		return fmt.Errorf("%w: snapshot is not usable: %v", errdefs.ErrInvalidArgument, err)
+	}
+	return nil
+}
+
+// restore replaces this node's data with the snapshot (the member is stopped).
+// The old data is kept aside until the restore succeeded.
+func (m *Manager) restore(ctx context.Context, r request) error {
+	m.setStatus("restoring a snapshot")
+	aside := m.opts.DataDir + ".before-recovery"
+	_ = os.RemoveAll(aside)
+	hadData := m.hasData()
+	if hadData {
+		if err := os.Rename(m.opts.DataDir, aside); err != nil {
+			return fmt.Errorf("move old etcd data aside: %w", err)
+		}
+	} else if err := os.RemoveAll(m.opts.DataDir); err != nil {
+		return err
+	}
+	token := "ballast-recovered-" + randomHex(6)
+	err := snapshot.NewV3(zapLogger(discard{})).Restore(snapshot.RestoreConfig{
+		SnapshotPath: r.snapshot, Name: m.opts.Name, OutputDataDir: m.opts.DataDir,
+		PeerURLs: []string{m.peerURL()}, InitialCluster: m.opts.Name + "=" + m.peerURL(),
+		InitialClusterToken: token,
+	})
+	if err != nil {
+		_ = os.RemoveAll(m.opts.DataDir)
+		if hadData {
+			_ = os.Rename(aside, m.opts.DataDir)
+		}
+		return fmt.Errorf("restore snapshot: %w", err)
+	}
+	_ = os.RemoveAll(aside)
+	m.mu.Lock()
+	m.left = false
+	m.pendingMarker = &recoveryMarker{Previous: r.prevID, Time: time.Now().UTC()}
+	m.mu.Unlock()
+	m.log.Info("snapshot restored; starting as a new one-member cluster", "previous_cluster", fmt.Sprintf("%x", r.prevID))
+	return nil
+}
+
+// writePendingMarker records the recovery in the new cluster once it runs.
+func (m *Manager) writePendingMarker(ctx context.Context) {
+	m.mu.Lock()
+	marker := m.pendingMarker
+	m.mu.Unlock()
+	if marker == nil {
+		return
+	}
+	data, _ := json.Marshal(marker)
+	err := m.withClient(ctx, func(ctx context.Context, cli *clientv3.Client) error {
+		_, err := cli.Put(ctx, recoveryKey, string(data))
+		return err
+	})
+	if err != nil {
+		m.log.Warn("cannot record the recovery marker", "error", err)
+		return
+	}
+	m.mu.Lock()
+	m.pendingMarker = nil
+	m.mu.Unlock()
+}
+
+// watchStale looks for a recovered cluster that replaced this node's one:
+// when a peer answers with another cluster ID and a recovery marker naming
+// this cluster (or naming none while this cluster has no quorum), this
+// node's data is stale: it is wiped and the node joins the new cluster.
+func (m *Manager) watchStale(ctx context.Context) {
+	m.writePendingMarker(ctx)
+	t := time.NewTicker(3 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		m.mu.Lock()
+		mem := m.running
+		m.mu.Unlock()
+		if mem == nil {
+			continue
+		}
+		mine := mem.ClusterID()
+		for _, ep := range m.candidates() {
+			marker, other, err := m.peerRecovery(ctx, ep)
+			if err != nil || other == 0 || other == mine || marker == nil {
+				continue
+			}
+			if marker.Previous == mine || (marker.Previous == 0 && m.Healthy(ctx) != nil) {
+				m.log.Warn("this node's etcd data belongs to a cluster that was recovered from a snapshot; wiping it to join again",
+					"stale_cluster", fmt.Sprintf("%x", mine), "new_cluster", fmt.Sprintf("%x", other), "peer", ep)
+				_ = m.send(ctx, request{kind: reqRejoin})
+				return
+			}
+		}
+	}
+}
+
+// peerRecovery reads the cluster ID and recovery marker one peer serves.
+func (m *Manager) peerRecovery(ctx context.Context, ep string) (*recoveryMarker, uint64, error) {
+	cli, err := m.newClient([]string{ep})
+	if err != nil {
+		return nil, 0, err
+	}
+	defer cli.Close()
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	st, err := cli.Status(cctx, ep)
+	if err != nil {
+		return nil, 0, err
+	}
+	resp, err := cli.Get(cctx, recoveryKey, clientv3.WithSerializable())
+	if err != nil {
+		return nil, st.Header.ClusterId, err
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, st.Header.ClusterId, nil
+	}
+	var mk recoveryMarker
+	if err := json.Unmarshal(resp.Kvs[0].Value, &mk); err != nil {
+		return nil, st.Header.ClusterId, err
+	}
+	return &mk, st.Header.ClusterId, nil
+}
+
+// scheduleSnapshots writes snapshots into SnapshotDir at the configured
+// interval and keeps the newest ones.
+func (m *Manager) scheduleSnapshots(ctx context.Context) {
+	cfg := m.opts.Config()
+	if cfg == nil || cfg.Cluster.Etcd.Snapshots == nil || cfg.Cluster.Etcd.Snapshots.Interval <= 0 {
+		return
+	}
+	s := *cfg.Cluster.Etcd.Snapshots
+	t := time.NewTicker(s.Interval.Std())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := m.snapshotToDir(ctx, s.Keep); err != nil {
+				m.log.Warn("scheduled etcd snapshot failed", "error", err)
+			}
+		}
+	}
+}
+
+// snapshotToDir writes one snapshot atomically and prunes old ones.
+func (m *Manager) snapshotToDir(ctx context.Context, keep int) error {
+	if err := os.MkdirAll(m.opts.SnapshotDir, 0o700); err != nil {
+		return err
+	}
+	var buf strings.Builder
+	if err := m.Snapshot(ctx, &buf); err != nil {
+		return err
+	}
+	name := filepath.Join(m.opts.SnapshotDir, "etcd-"+time.Now().UTC().Format("20060102T150405.000Z")+".db")
+	if err := atomicfile.Write(name, []byte(buf.String()), 0o600); err != nil {
+		return err
+	}
+	m.log.Info("etcd snapshot written", "file", name, "bytes", buf.Len())
+	return pruneSnapshots(m.opts.SnapshotDir, keep)
+}
+
+func pruneSnapshots(dir string, keep int) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	var names []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "etcd-") && strings.HasSuffix(e.Name(), ".db") {
+			names = append(names, e.Name())
+		}
+	}
+	sort.Strings(names) // timestamps sort chronologically
+	var errs []error
+	for len(names) > keep {
+		errs = append(errs, os.Remove(filepath.Join(dir, names[0])))
+		names = names[1:]
+	}
+	return errors.Join(errs...)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = io.ReadFull(rand.Reader, b)
+	return hex.EncodeToString(b)
+}

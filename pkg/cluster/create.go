@@ -1,0 +1,346 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ballast-os/ballast/api/machine"
+	"github.com/ballast-os/ballast/pkg/client"
+	"github.com/ballast-os/ballast/pkg/config"
+	"github.com/ballast-os/ballast/pkg/gen"
+	"github.com/ballast-os/ballast/pkg/health"
+	"github.com/ballast-os/ballast/pkg/nodeconfig"
+	"github.com/ballast-os/ballast/pkg/secrets"
+)
+
+// ErrNotRoot is returned when the provisioner lacks the privileges it needs.
+var ErrNotRoot = errors.New("local clusters need root: network namespaces and bridges are created (run with sudo)")
+
+// Options for Create.
+type Options struct {
+	Name          string
+	ControlPlanes int
+	Workers       int
+	CIDR          string
+	// Root holds the clusters' state (DefaultRoot()).
+	Root string
+	// Machined is the machined binary to run in each namespace.
+	Machined string
+	// NodeconfigPath receives the cluster's context, made current.
+	NodeconfigPath string
+	// SkipBootstrap leaves etcd unbootstrapped (for bootstrap --recover-from).
+	SkipBootstrap bool
+	// WaitTimeout bounds the wait for a healthy cluster.
+	WaitTimeout time.Duration
+	Progress    io.Writer
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
+
+// Create builds the cluster and waits until it is healthy. On failure what
+// was created stays recorded, so Destroy removes it.
+func Create(ctx context.Context, o Options) (*State, error) {
+	if os.Geteuid() != 0 {
+		return nil, ErrNotRoot
+	}
+	if !nameRE.MatchString(o.Name) {
+		return nil, fmt.Errorf("cluster name %q: use lowercase letters, digits and dashes (at most 32)", o.Name)
+	}
+	if o.ControlPlanes < 1 {
+		return nil, errors.New("--controlplanes must be at least 1")
+	}
+	if o.Workers < 0 {
+		return nil, errors.New("--workers must not be negative")
+	}
+	if _, err := os.Stat(o.Machined); err != nil {
+		return nil, fmt.Errorf("machined binary: %w (build it with 'make build' or pass --machined-path)", err)
+	}
+	if _, err := Load(o.Root, o.Name); err == nil {
+		return nil, fmt.Errorf("cluster %q already exists (nodectl cluster destroy --name %s)", o.Name, o.Name)
+	}
+	nm := namesFor(o.Name)
+	p, gw, addrs, err := plan(o.CIDR, o.ControlPlanes+o.Workers)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkFree(ctx, nm); err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(o.Root, o.Name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create cluster dir: %w", err)
+	}
+	st := &State{Name: o.Name, Provisioner: "netns", CIDR: p.String(), Gateway: gw.String(), Dir: dir}
+	st.Endpoint = "https://" + net.JoinHostPort(addrs[0].String(), "6443")
+	for i, a := range addrs {
+		role, short := "controlplane", fmt.Sprintf("cp%d", i+1)
+		if i >= o.ControlPlanes {
+			role, short = "worker", fmt.Sprintf("w%d", i-o.ControlPlanes+1)
+		}
+		st.Nodes = append(st.Nodes, NodeState{
+			Name: short, Role: role, Address: a.String(), Netns: nm.prefix + short,
+			Veth: fmt.Sprintf("%s-%d", nm.veth, i), StateDir: filepath.Join(dir, "nodes", short),
+		})
+	}
+	logf := func(format string, a ...any) { fmt.Fprintf(o.Progress, format+"\n", a...) }
+
+	// Record the plan before touching the kernel: destroy works from here on.
+	st.Bridge = nm.bridge
+	if err := st.save(); err != nil {
+		return nil, err
+	}
+	logf("creating bridge %s (%s, gateway %s)", nm.bridge, p, gw)
+	if err := setupBridge(ctx, nm, p, gw); err != nil {
+		return st, err
+	}
+	bundle, err := secrets.Generate()
+	if err != nil {
+		return st, err
+	}
+	out, err := gen.Generate(gen.Options{ClusterName: o.Name, Endpoint: st.Endpoint, Secrets: bundle,
+		Patches: []string{peersPatch(st)}})
+	if err != nil {
+		return st, err
+	}
+	for _, f := range []struct {
+		name string
+		data []byte
+	}{{"controlplane.yaml", out.ControlPlane}, {"worker.yaml", out.Worker}} {
+		if err := os.WriteFile(filepath.Join(dir, f.name), f.data, 0o600); err != nil {
+			return st, err
+		}
+	}
+	if err := bundle.Save(filepath.Join(dir, "secrets.yaml")); err != nil {
+		return st, err
+	}
+	nc, err := gen.ClientConfig(bundle, o.Name, addrsOf(st.ControlPlanes()), []string{"os:admin"})
+	if err != nil {
+		return st, err
+	}
+	if err := nc.Save(filepath.Join(dir, "nodeconfig")); err != nil {
+		return st, err
+	}
+
+	for i := range st.Nodes {
+		node := &st.Nodes[i]
+		logf("starting %s (%s) in network namespace %s", node.Name, node.Address, node.Netns)
+		if err := setupNode(ctx, nm, *node, p, gw); err != nil {
+			return st, err
+		}
+		pid, err := startMachined(o.Machined, *node)
+		if err != nil {
+			return st, err
+		}
+		node.PID = pid
+		if err := st.save(); err != nil {
+			return st, err
+		}
+	}
+
+	logf("applying configs")
+	if err := applyAll(ctx, st, out.ControlPlane, out.Worker); err != nil {
+		return st, err
+	}
+	ctxConf := nc.Contexts[o.Name]
+	dial := func(addr string) (*client.Client, error) {
+		opts, err := client.FromContext(ctxConf, addr)
+		if err != nil {
+			return nil, err
+		}
+		return client.New(opts)
+	}
+	if !o.SkipBootstrap {
+		cp1 := st.ControlPlanes()[0]
+		logf("bootstrapping etcd on %s", cp1.Name)
+		if err := bootstrap(ctx, dial, cp1.Address); err != nil {
+			return st, err
+		}
+	}
+	if err := mergeNodeconfig(o.NodeconfigPath, nc); err != nil {
+		return st, err
+	}
+	if o.SkipBootstrap {
+		return st, nil
+	}
+	logf("waiting for the cluster to be healthy")
+	if err := WaitHealthy(ctx, st, dial, o.WaitTimeout, o.Progress); err != nil {
+		return st, err
+	}
+	return st, nil
+}
+
+// checkFree refuses to reuse kernel objects another cluster (or a crash) left.
+func checkFree(ctx context.Context, nm names) error {
+	if _, err := net.InterfaceByName(nm.bridge); err == nil {
+		return fmt.Errorf("bridge %s already exists: a cluster of that name was not destroyed (nodectl cluster destroy)", nm.bridge)
+	}
+	list, err := netnsList(ctx)
+	if err != nil {
+		return err
+	}
+	for _, ns := range list {
+		if strings.HasPrefix(ns, nm.prefix) {
+			return fmt.Errorf("network namespace %s already exists: a cluster of that name was not destroyed (nodectl cluster destroy)", ns)
+		}
+	}
+	return nil
+}
+
+// peersPatch gives every node the control-plane addresses as etcd peers, so
+// that no node depends on the first one after bootstrap.
+func peersPatch(st *State) string {
+	var q []string
+	for _, n := range st.ControlPlanes() {
+		q = append(q, `"`+n.Address+`"`)
+	}
+	return `{"cluster":{"etcd":{"peers":[` + strings.Join(q, ",") + `]}}}`
+}
+
+func addrsOf(nodes []NodeState) []string {
+	var out []string
+	for _, n := range nodes {
+		out = append(out, n.Address)
+	}
+	return out
+}
+
+// startMachined runs machined in the node's namespace, detached from this
+// process (its own session), logging to the node's directory.
+func startMachined(machined string, node NodeState) (int, error) {
+	if err := os.MkdirAll(node.StateDir, 0o700); err != nil {
+		return 0, err
+	}
+	logFile, err := os.OpenFile(filepath.Join(node.StateDir, "machined.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	defer logFile.Close()
+	// ip netns exec enters the namespace and execs machined: same PID.
+	cmd := exec.Command("ip", "netns", "exec", node.Netns, machined,
+		"--mode", "container", "--state-dir", node.StateDir, "--api-listen", net.JoinHostPort(node.Address, "50000"))
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return 0, fmt.Errorf("start machined for %s: %w", node.Name, err)
+	}
+	pid := cmd.Process.Pid
+	go func() { _ = cmd.Wait() }() // reap it if it dies while we run
+	return pid, nil
+}
+
+var fingerprintRE = regexp.MustCompile(`fingerprint=([0-9a-f]{64})`)
+
+// applyAll sends each node its config, pinning the maintenance certificate
+// fingerprint the node logged.
+func applyAll(ctx context.Context, st *State, cp, worker []byte) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(st.Nodes))
+	for i, node := range st.Nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			data := cp
+			if node.Role == "worker" {
+				data = worker
+			}
+			errs[i] = applyOne(ctx, node, patchHostname(data, st.Name+"-"+node.Name))
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func patchHostname(data []byte, hostname string) []byte {
+	out, err := config.ApplyPatches(data, []string{ `{"machine":{"network":{"hostname":"`+hostname+`"}}}`})
+	if err != nil {
+		return data
+	}
+	return out
+}
+
+func applyOne(ctx context.Context, node NodeState, data []byte) error {
+	var fp string
+	deadline := time.Now().Add(30 * time.Second)
+	for fp == "" {
+		log, _ := os.ReadFile(filepath.Join(node.StateDir, "machined.log"))
+		if m := fingerprintRE.FindSubmatch(log); m != nil {
+			fp = string(m[1])
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: machined did not reach maintenance mode; see %s", node.Name, filepath.Join(node.StateDir, "machined.log"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c, err := client.New(client.Options{Address: node.Address, Insecure: true, Fingerprint: fp})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err = c.ApplyConfiguration(cctx, &machine.ApplyConfigurationRequest{Data: data})
+		cancel()
+		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		return fmt.Errorf("apply config to %s: %w", node.Name, err)
+	}
+	return nil
+}
+
+func bootstrap(ctx context.Context, dial health.Dialer, addr string) error {
+	c, err := dial(addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 45*time.Second)
+		_, err = machine.NewEtcdServiceClient(c.Conn()).Bootstrap(cctx, &machine.BootstrapRequest{})
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) || strings.Contains(err.Error(), "already") {
+			return fmt.Errorf("bootstrap: %w", err)
+		}
+		time.Sleep(200 * time.Millisecond) // the etcd service may still be starting
+	}
+}
+
+// WaitHealthy polls the health checks until all pass or timeout, reporting
+// progress when the set of failing checks changes.
+func WaitHealthy(ctx context.Context, st *State, dial health.Dialer, timeout time.Duration, progress io.Writer) error {
+	var nodes []health.Node
+	for _, n := range st.Nodes {
+		nodes = append(nodes, health.Node{Address: n.Address, Role: n.Role})
+	}
+	return health.Wait(ctx, nodes, dial, timeout, progress)
+}
+
+// mergeNodeconfig puts the cluster's context into the user's client file,
+// replacing one of the same name, and makes it current.
+func mergeNodeconfig(path string, nc *nodeconfig.Config) error {
+	cur, err := nodeconfig.Load(path)
+	if err != nil {
+		return err
+	}
+	cur.Merge(nc, true)
+	return cur.Save(path)
+}

@@ -1,0 +1,257 @@
+package nodectl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ballast-os/ballast/api/machine"
+	"github.com/ballast-os/ballast/pkg/client"
+	"github.com/ballast-os/ballast/pkg/config"
+	"github.com/ballast-os/ballast/pkg/cluster"
+	"github.com/ballast-os/ballast/pkg/health"
+	"github.com/ballast-os/ballast/pkg/nodeconfig"
+)
+
+func newClusterCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "cluster", Short: "Create, show and destroy local clusters on this machine"}
+	cmd.AddCommand(newClusterCreateCmd(g), newClusterShowCmd(g), newClusterDestroyCmd(g))
+	return cmd
+}
+
+func defaultMachined() string {
+	if exe, err := os.Executable(); err == nil {
+		return filepath.Join(filepath.Dir(exe), "machined")
+	}
+	return "machined"
+}
+
+func newClusterCreateCmd(g *globals) *cobra.Command {
+	o := cluster.Options{}
+	var provisioner string
+	cmd := &cobra.Command{
+		Use:   "create",
+		Short: "Create a local HA cluster: machined in network namespaces on a bridge",
+		Long: `Create a local cluster. Each node is a machined process in container mode in its
+own named network namespace (see 'ip netns list'), wired to a bridge with a veth.
+Configs are generated and applied, the first control plane bootstraps etcd, the
+others join by themselves, and the command waits until 'nodectl health' is green.
+A context named after the cluster is merged into the nodeconfig and made current.
+Needs root.`,
+		Example: `  nodectl cluster create
+  nodectl cluster create --name lab --controlplanes 5 --workers 2 --cidr 10.6.0.0/24`,
+		Args: exactArgs(0, ""),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if provisioner != "netns" {
+				return fmt.Errorf("unknown --provisioner %q: only netns is available", provisioner)
+			}
+			o.NodeconfigPath = g.nodeconfigPath()
+			o.Progress = g.stdout
+			start := time.Now()
+			st, err := cluster.Create(cmd.Context(), o)
+			if err != nil {
+				if st != nil {
+					return fmt.Errorf("%w\n(what was created is recorded: nodectl cluster destroy --name %s removes it)", err, o.Name)
+				}
+				return err
+			}
+			fmt.Fprintf(g.stdout, "\ncluster %s is healthy after %s\n\n", st.Name, time.Since(start).Round(100*time.Millisecond))
+			printClusterTable(g, st)
+			fmt.Fprintf(g.stdout, "\ncontext %q is current in %s; try:\n  nodectl health\n  nodectl etcd members\n", st.Name, o.NodeconfigPath)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Name, "name", "ballast", "cluster name")
+	f.IntVar(&o.ControlPlanes, "controlplanes", 3, "number of control-plane nodes")
+	f.IntVar(&o.Workers, "workers", 1, "number of worker nodes")
+	f.StringVar(&o.CIDR, "cidr", "10.5.0.0/24", "network of the cluster's bridge")
+	f.StringVar(&provisioner, "provisioner", "netns", "how nodes run: netns")
+	f.StringVar(&o.Root, "state", cluster.DefaultRoot(), "directory of local clusters' state")
+	f.StringVar(&o.Machined, "machined-path", defaultMachined(), "machined binary to run")
+	f.DurationVar(&o.WaitTimeout, "wait-timeout", 5*time.Minute, "how long to wait for the cluster to be healthy")
+	f.BoolVar(&o.SkipBootstrap, "skip-bootstrap", false, "do not bootstrap etcd (to run 'bootstrap --recover-from' yourself)")
+	return cmd
+}
+
+func newClusterShowCmd(g *globals) *cobra.Command {
+	var name, root string
+	cmd := &cobra.Command{
+		Use:     "show",
+		Short:   "Show a local cluster's nodes",
+		Example: "  nodectl cluster show --name ballast -o json",
+		Args:    exactArgs(0, ""),
+		RunE: func(*cobra.Command, []string) error {
+			if err := g.checkOutput(); err != nil {
+				return err
+			}
+			st, err := cluster.Load(root, name)
+			if err != nil {
+				return err
+			}
+			if g.output != "table" {
+				return g.printStructured(st)
+			}
+			fmt.Fprintf(g.stdout, "cluster %s (%s, %s), endpoint %s\n\n", st.Name, st.Provisioner, st.CIDR, st.Endpoint)
+			printClusterTable(g, st)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "ballast", "cluster name")
+	cmd.Flags().StringVar(&root, "state", cluster.DefaultRoot(), "directory of local clusters' state")
+	return cmd
+}
+
+func printClusterTable(g *globals, st *cluster.State) {
+	tw := newTable(g.stdout)
+	fmt.Fprintln(tw, "NAME\tROLE\tADDRESS\tNETNS\tPID")
+	for _, n := range st.Nodes {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", n.Name, n.Role, n.Address, n.Netns, n.PID)
+	}
+	tw.Flush()
+}
+
+func newClusterDestroyCmd(g *globals) *cobra.Command {
+	var name, root string
+	cmd := &cobra.Command{
+		Use:     "destroy",
+		Short:   "Stop a local cluster's nodes and remove its namespaces, links and state (idempotent)",
+		Example: "  nodectl cluster destroy --name ballast",
+		Args:    exactArgs(0, ""),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return cluster.Destroy(cmd.Context(), root, name, g.nodeconfigPath(), g.stdout)
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "ballast", "cluster name")
+	cmd.Flags().StringVar(&root, "state", cluster.DefaultRoot(), "directory of local clusters' state")
+	return cmd
+}
+
+func newHealthCmd(g *globals) *cobra.Command {
+	var cps, workers []string
+	var wait time.Duration
+	cmd := &cobra.Command{
+		Use:   "health",
+		Short: "Check the cluster: nodes answer, services healthy, etcd members = control planes, one leader, no alarms",
+		Long: `Check the cluster's health. The nodes come from --control-plane-nodes and
+--worker-nodes, else from the local cluster named like the current context, else
+from -n (roles are read from each node's config).`,
+		Example: `  nodectl health
+  nodectl health --control-plane-nodes 10.5.0.2,10.5.0.3,10.5.0.4 --worker-nodes 10.5.0.5 --wait-timeout 2m`,
+		Args: exactArgs(0, ""),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			nctx, err := g.loadContext()
+			if err != nil {
+				return err
+			}
+			dial := func(addr string) (*client.Client, error) {
+				opts, err := client.FromContext(nctx, addr)
+				if err != nil {
+					return nil, err
+				}
+				return client.New(opts)
+			}
+			nodes, err := g.healthNodes(cmd.Context(), cps, workers, dial)
+			if err != nil {
+				return err
+			}
+			err = health.Wait(cmd.Context(), nodes, dial, wait, g.stderr)
+			if errors.Is(err, health.ErrUnhealthy) {
+				return err
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "healthy: %d nodes (%d control planes)\n", len(nodes), countRole(nodes, "controlplane"))
+			return nil
+		},
+	}
+	cmd.Flags().StringSliceVar(&cps, "control-plane-nodes", nil, "control-plane node addresses")
+	cmd.Flags().StringSliceVar(&workers, "worker-nodes", nil, "worker node addresses")
+	cmd.Flags().DurationVar(&wait, "wait-timeout", 0, "keep checking until healthy or this long (0: check once)")
+	return cmd
+}
+
+func countRole(nodes []health.Node, role string) int {
+	n := 0
+	for _, x := range nodes {
+		if x.Role == role {
+			n++
+		}
+	}
+	return n
+}
+
+// healthNodes decides which nodes to check and their roles.
+func (g *globals) healthNodes(ctx context.Context, cps, workers []string, dial health.Dialer) ([]health.Node, error) {
+	var nodes []health.Node
+	if len(cps)+len(workers) > 0 {
+		for _, a := range cps {
+			nodes = append(nodes, health.Node{Address: a, Role: "controlplane"})
+		}
+		for _, a := range workers {
+			nodes = append(nodes, health.Node{Address: a, Role: "worker"})
+		}
+		return nodes, nil
+	}
+	if len(g.nodes) == 0 {
+		name := g.context
+		if name == "" {
+			if c, err := loadNodeconfig(g); err == nil {
+				name = c
+			}
+		}
+		if st, err := cluster.Load(cluster.DefaultRoot(), name); err == nil {
+			for _, n := range st.Nodes {
+				nodes = append(nodes, health.Node{Address: n.Address, Role: n.Role})
+			}
+			return nodes, nil
+		}
+	}
+	nctx, err := g.loadContext()
+	if err != nil {
+		return nil, err
+	}
+	targets, err := g.targets(nctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range targets {
+		role, err := nodeRole(ctx, dial, a)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %s", a, oneLine(explain(err, a)))
+		}
+		nodes = append(nodes, health.Node{Address: a, Role: role})
+	}
+	return nodes, nil
+}
+
+func loadNodeconfig(g *globals) (string, error) {
+	c, err := nodeconfig.Load(g.nodeconfigPath())
+	if err != nil {
+		return "", err
+	}
+	return c.Context, nil
+}
+
+func nodeRole(ctx context.Context, dial health.Dialer, addr string) (string, error) {
+	c, err := dial(addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	resp, err := c.GetConfiguration(ctx, &machine.GetConfigurationRequest{})
+	if err != nil {
+		return "", err
+	}
+	cfg, err := config.Decode(resp.GetData())
+	if err != nil {
+		return "", err
+	}
+	return cfg.Machine.Type, nil
+}

@@ -1,0 +1,370 @@
+package nodectl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ballast-os/ballast/api/machine"
+	"github.com/ballast-os/ballast/pkg/atomicfile"
+	"github.com/ballast-os/ballast/pkg/client"
+)
+
+func etcdClient(c *client.Client) machine.EtcdServiceClient {
+	return machine.NewEtcdServiceClient(c.Conn())
+}
+
+func newBootstrapCmd(g *globals) *cobra.Command {
+	var recoverFrom string
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "bootstrap",
+		Short: "Create the etcd cluster on one control-plane node (or recover it from a snapshot)",
+		Long: `Create the etcd cluster on exactly one control-plane node. Every other control-plane
+node joins it by itself. Refused when the node already has etcd data, is already a
+member, or a cluster already answers among its peers.
+
+With --recover-from the snapshot is restored on this node as a new one-member
+cluster; the other control-plane nodes notice, wipe their stale data and join it.`,
+		Example: `  nodectl -n 10.5.0.2 bootstrap
+  nodectl -n 10.5.0.2 bootstrap --recover-from etcd.snapshot`,
+		Args: exactArgs(0, ""),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(g.nodes) > 1 {
+				return errors.New("bootstrap acts on exactly one node: pass a single -n")
+			}
+			var data []byte
+			if recoverFrom != "" {
+				var err error
+				if data, err = os.ReadFile(recoverFrom); err != nil {
+					return fmt.Errorf("read snapshot: %w", err)
+				}
+			}
+			results, err := fanOut(cmd, g, func(ctx context.Context, c *client.Client) (*machine.BootstrapResponse, error) {
+				if recoverFrom == "" {
+					return etcdClient(c).Bootstrap(ctx, &machine.BootstrapRequest{})
+				}
+				stream, err := etcdClient(c).Recover(ctx)
+				if err != nil {
+					return nil, err
+				}
+				const chunk = 1 << 20
+				for off := 0; off == 0 || off < len(data); off += chunk {
+					end := min(off+chunk, len(data))
+					if err := stream.Send(&machine.RecoverRequest{Force: force, Data: data[off:end]}); err != nil {
+						return nil, err
+					}
+				}
+				return stream.CloseAndRecv()
+			})
+			if err != nil {
+				return err
+			}
+			for _, r := range results {
+				if r.err == nil {
+					fmt.Fprintf(g.stdout, "%s: %s\n", r.node, r.value.GetMessage())
+				}
+			}
+			return reportErrors(g, results)
+		},
+	}
+	cmd.Flags().StringVar(&recoverFrom, "recover-from", "", "restore this etcd snapshot instead of starting empty")
+	cmd.Flags().BoolVar(&force, "force", false, "with --recover-from: recover even though the node's cluster still has quorum")
+	return cmd
+}
+
+func newEtcdCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "etcd", Short: "Inspect and manage the etcd cluster"}
+	cmd.AddCommand(
+		&cobra.Command{
+			Use: "members", Short: "List the etcd members", Example: "  nodectl -n 10.5.0.2 etcd members",
+			Args: exactArgs(0, ""),
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				if err := g.checkOutput(); err != nil {
+					return err
+				}
+				results, err := fanOut(cmd, g, func(ctx context.Context, c *client.Client) (*machine.EtcdMembersResponse, error) {
+					return etcdClient(c).EtcdMembers(ctx, &machine.EtcdMembersRequest{})
+				})
+				if err != nil {
+					return err
+				}
+				if g.output != "table" {
+					if err := printResults(g, results); err != nil {
+						return err
+					}
+					return reportErrors(g, results)
+				}
+				tw := newTable(g.stdout)
+				fmt.Fprintln(tw, "NODE\tID\tNAME\tPEER URLS\tCLIENT URLS\tLEARNER\tSTARTED")
+				for _, r := range results {
+					if r.err != nil {
+						continue
+					}
+					for _, m := range r.value.GetMembers() {
+						fmt.Fprintf(tw, "%s\t%x\t%s\t%s\t%s\t%t\t%t\n", r.node, m.GetId(), m.GetName(),
+							strings.Join(m.GetPeerUrls(), ","), strings.Join(m.GetClientUrls(), ","), m.GetIsLearner(), m.GetStarted())
+					}
+				}
+				tw.Flush()
+				return reportErrors(g, results)
+			},
+		},
+		&cobra.Command{
+			Use: "status", Short: "Show each node's member status (leader, term, index, DB size)",
+			Example: "  nodectl -n 10.5.0.2,10.5.0.3,10.5.0.4 etcd status",
+			Args:    exactArgs(0, ""),
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				if err := g.checkOutput(); err != nil {
+					return err
+				}
+				results, err := fanOut(cmd, g, func(ctx context.Context, c *client.Client) (*machine.EtcdStatusResponse, error) {
+					return etcdClient(c).EtcdStatus(ctx, &machine.EtcdStatusRequest{})
+				})
+				if err != nil {
+					return err
+				}
+				if g.output != "table" {
+					if err := printResults(g, results); err != nil {
+						return err
+					}
+					return reportErrors(g, results)
+				}
+				tw := newTable(g.stdout)
+				fmt.Fprintln(tw, "NODE\tMEMBER\tLEADER\tTERM\tINDEX\tAPPLIED\tDB SIZE\tIN USE\tLEARNER\tERRORS")
+				for _, r := range results {
+					if r.err != nil {
+						continue
+					}
+					s := r.value
+					fmt.Fprintf(tw, "%s\t%x\t%x\t%d\t%d\t%d\t%s\t%s\t%t\t%s\n", r.node, s.GetMemberId(), s.GetLeader(), s.GetRaftTerm(),
+						s.GetRaftIndex(), s.GetRaftAppliedIndex(), humanBytes(s.GetDbSize()), humanBytes(s.GetDbSizeInUse()), s.GetIsLearner(), strings.Join(s.GetErrors(), "; "))
+				}
+				tw.Flush()
+				return reportErrors(g, results)
+			},
+		},
+		etcdActionCmd(g, "leave", "Remove this node from the etcd cluster, stop etcd and wipe its data", "  nodectl -n 10.5.0.4 etcd leave", true,
+			func(ctx context.Context, c *client.Client, force bool) (string, error) {
+				_, err := etcdClient(c).EtcdLeave(ctx, &machine.EtcdLeaveRequest{Force: force})
+				return "left the etcd cluster (reboot the node to join again)", err
+			}),
+		newRemoveMemberCmd(g),
+		etcdActionCmd(g, "forfeit-leadership", "Move etcd leadership away from this node", "  nodectl -n 10.5.0.2 etcd forfeit-leadership", false,
+			func(ctx context.Context, c *client.Client, _ bool) (string, error) {
+				resp, err := etcdClient(c).EtcdForfeitLeadership(ctx, &machine.EtcdForfeitLeadershipRequest{})
+				if err != nil || resp.GetNewLeader() == 0 {
+					return "not the leader; nothing to do", err
+				}
+				return fmt.Sprintf("leadership moved to %x", resp.GetNewLeader()), nil
+			}),
+		etcdActionCmd(g, "defrag", "Defragment this node's etcd member", "  nodectl -n 10.5.0.2 etcd defrag", false,
+			func(ctx context.Context, c *client.Client, _ bool) (string, error) {
+				_, err := etcdClient(c).EtcdDefrag(ctx, &machine.EtcdDefragRequest{})
+				return "defragmented", err
+			}),
+		newAlarmCmd(g), newSnapshotCmd(g), newClientCertCmd(g),
+	)
+	return cmd
+}
+
+// etcdActionCmd builds a command that fans out one simple etcd action.
+func etcdActionCmd(g *globals, use, short, example string, withForce bool, do func(context.Context, *client.Client, bool) (string, error)) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use: use, Short: short, Example: example, Args: exactArgs(0, ""),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			results, err := fanOut(cmd, g, func(ctx context.Context, c *client.Client) (string, error) { return do(ctx, c, force) })
+			if err != nil {
+				return err
+			}
+			for _, r := range results {
+				if r.err == nil {
+					fmt.Fprintf(g.stdout, "%s: %s\n", r.node, r.value)
+				}
+			}
+			return reportErrors(g, results)
+		},
+	}
+	if withForce {
+		cmd.Flags().BoolVar(&force, "force", false, "skip the quorum guard")
+	}
+	return cmd
+}
+
+func newRemoveMemberCmd(g *globals) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:     "remove-member ID",
+		Short:   "Remove a member by its hex ID (see 'etcd members'), guarded against losing quorum",
+		Example: "  nodectl -n 10.5.0.2 etcd remove-member 8e9e05c52164694d",
+		Args:    exactArgs(1, "ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := strconv.ParseUint(strings.TrimPrefix(args[0], "0x"), 16, 64)
+			if err != nil {
+				return fmt.Errorf("member ID %q is not hexadecimal (copy it from 'nodectl etcd members')", args[0])
+			}
+			if len(g.nodes) > 1 {
+				return errors.New("remove-member acts through one node: pass a single -n")
+			}
+			results, err := fanOut(cmd, g, func(ctx context.Context, c *client.Client) (*machine.EtcdRemoveMemberResponse, error) {
+				return etcdClient(c).EtcdRemoveMember(ctx, &machine.EtcdRemoveMemberRequest{Id: id, Force: force})
+			})
+			if err != nil {
+				return err
+			}
+			for _, r := range results {
+				if r.err == nil {
+					fmt.Fprintf(g.stdout, "removed member %x\n", id)
+				}
+			}
+			return reportErrors(g, results)
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "skip the quorum guard")
+	return cmd
+}
+
+func newAlarmCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "alarm", Short: "List or disarm etcd alarms (NOSPACE, CORRUPT)"}
+	show := func(do func(context.Context, machine.EtcdServiceClient) (*machine.EtcdAlarmListResponse, error)) func(*cobra.Command, []string) error {
+		return func(cmd *cobra.Command, _ []string) error {
+			results, err := fanOut(cmd, g, func(ctx context.Context, c *client.Client) (*machine.EtcdAlarmListResponse, error) {
+				return do(ctx, etcdClient(c))
+			})
+			if err != nil {
+				return err
+			}
+			for _, r := range results {
+				if r.err != nil {
+					continue
+				}
+				if len(r.value.GetAlarms()) == 0 {
+					fmt.Fprintf(g.stdout, "%s: no alarms\n", r.node)
+				}
+				for _, a := range r.value.GetAlarms() {
+					fmt.Fprintf(g.stdout, "%s: member %x: %s\n", r.node, a.GetMemberId(), a.GetAlarm())
+				}
+			}
+			return reportErrors(g, results)
+		}
+	}
+	cmd.AddCommand(
+		&cobra.Command{Use: "list", Short: "List alarms", Example: "  nodectl -n 10.5.0.2 etcd alarm list", Args: exactArgs(0, ""),
+			RunE: show(func(ctx context.Context, c machine.EtcdServiceClient) (*machine.EtcdAlarmListResponse, error) {
+				return c.EtcdAlarmList(ctx, &machine.EtcdAlarmListRequest{})
+			})},
+		&cobra.Command{Use: "disarm", Short: "Disarm every alarm (lists what was cleared)", Example: "  nodectl -n 10.5.0.2 etcd alarm disarm", Args: exactArgs(0, ""),
+			RunE: show(func(ctx context.Context, c machine.EtcdServiceClient) (*machine.EtcdAlarmListResponse, error) {
+				return c.EtcdAlarmDisarm(ctx, &machine.EtcdAlarmDisarmRequest{})
+			})},
+	)
+	return cmd
+}
+
+func newSnapshotCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:     "snapshot FILE",
+		Short:   "Stream a consistent etcd snapshot into FILE (allowed for os:etcd:backup)",
+		Example: "  nodectl -n 10.5.0.2 etcd snapshot etcd.snapshot",
+		Args:    exactArgs(1, "FILE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(g.nodes) > 1 {
+				return errors.New("snapshot reads one node: pass a single -n")
+			}
+			path := args[0]
+			results, err := fanOut(cmd, g, func(ctx context.Context, c *client.Client) (int, error) {
+				stream, err := etcdClient(c).EtcdSnapshot(ctx, &machine.EtcdSnapshotRequest{})
+				if err != nil {
+					return 0, err
+				}
+				var data []byte
+				for {
+					chunk, err := stream.Recv()
+					if err == io.EOF {
+						break
+					}
+					if err != nil {
+						return 0, err
+					}
+					data = append(data, chunk.GetData()...)
+				}
+				if len(data) == 0 {
+					return 0, errors.New("the node sent an empty snapshot")
+				}
+				return len(data), atomicfile.Write(path, data, 0o600)
+			})
+			if err != nil {
+				return err
+			}
+			for _, r := range results {
+				if r.err == nil {
+					fmt.Fprintf(g.stdout, "snapshot of %s written to %s (%s)\n", r.node, path, humanBytes(int64(r.value)))
+				}
+			}
+			return reportErrors(g, results)
+		},
+	}
+}
+
+func newClientCertCmd(g *globals) *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "client-cert",
+		Short: "Write ca.crt, client.crt and client.key for stock etcdctl (os:admin)",
+		Example: `  nodectl -n 10.5.0.2 etcd client-cert --output-dir ./etcd-pki
+  etcdctl --endpoints https://10.5.0.2:2379 --cacert etcd-pki/ca.crt --cert etcd-pki/client.crt --key etcd-pki/client.key member list`,
+		Args: exactArgs(0, ""),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dir == "" {
+				return errors.New("--output-dir is required")
+			}
+			if len(g.nodes) > 1 {
+				return errors.New("client-cert asks one node: pass a single -n")
+			}
+			results, err := fanOut(cmd, g, func(ctx context.Context, c *client.Client) (*machine.EtcdClientCertResponse, error) {
+				return etcdClient(c).EtcdClientCert(ctx, &machine.EtcdClientCertRequest{})
+			})
+			if err != nil {
+				return err
+			}
+			for _, r := range results {
+				if r.err != nil {
+					continue
+				}
+				if err := os.MkdirAll(dir, 0o700); err != nil {
+					return err
+				}
+				for name, data := range map[string][]byte{"ca.crt": r.value.GetCa(), "client.crt": r.value.GetCrt(), "client.key": r.value.GetKey()} {
+					if err := atomicfile.Write(filepath.Join(dir, name), data, 0o600); err != nil {
+						return err
+					}
+				}
+				fmt.Fprintf(g.stdout, "wrote %s/{ca.crt,client.crt,client.key}; endpoints: %s\n", dir, strings.Join(r.value.GetEndpoints(), ","))
+			}
+			return reportErrors(g, results)
+		},
+	}
+	cmd.Flags().StringVar(&dir, "output-dir", "", "directory for the files (required)")
+	return cmd
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
