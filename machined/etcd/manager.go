@@ -297,7 +297,7 @@ func (m *Manager) joinOrWait(ctx context.Context, out io.Writer) (*request, erro
 				r.done <- ErrNotRunning
 			}
 		}
-		backoff = min(backoff*2, 10*time.Second)
+		backoff = min(backoff*2, 3*time.Second)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -152,16 +153,58 @@ func (m *Manager) Leave(ctx context.Context, force bool) error {
 		if err := m.moveLeaderAway(ctx, cli, mem.ID()); err != nil {
 			m.log.Warn("could not move leadership before leaving", "error", err)
 		}
-		if _, err := cli.MemberRemove(ctx, mem.ID()); err != nil {
-			return fmt.Errorf("remove this member: %w", err)
+		// Ask the other members: etcd's strict reconfiguration check counts
+		// the receiving member's peer connections, and this one's may be new.
+		others, err := m.otherEndpoints(ctx, cli, mem.ID())
+		if err != nil {
+			return err
 		}
-		return nil
+		if len(others) > 0 {
+			cli.SetEndpoints(others...)
+		}
+		return removeWithRetry(ctx, cli, mem.ID())
 	})
 	if err != nil {
 		return err
 	}
 	m.log.Info("left the etcd cluster", "id", fmt.Sprintf("%x", mem.ID()))
 	return m.send(ctx, request{kind: reqLeave})
+}
+
+// otherEndpoints are the client URLs of every member but self.
+func (m *Manager) otherEndpoints(ctx context.Context, cli *clientv3.Client, self uint64) ([]string, error) {
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list members: %w", err)
+	}
+	var out []string
+	for _, mem := range list.Members {
+		if mem.ID != self {
+			out = append(out, mem.ClientURLs...)
+		}
+	}
+	return out, nil
+}
+
+// removeWithRetry removes a member, retrying while etcd reports the cluster
+// unhealthy for reconfiguration (peer connections younger than its health
+// interval right after a member restarted).
+func removeWithRetry(ctx context.Context, cli *clientv3.Client, id uint64) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err := cli.MemberRemove(ctx, id)
+		if err == nil {
+			return nil
+		}
+		if !strings.Contains(err.Error(), "unhealthy cluster") || time.Now().After(deadline) {
+			return fmt.Errorf("remove member %x: %w", id, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 // CheckLeave applies the quorum guard to this member leaving.
@@ -191,8 +234,8 @@ func (m *Manager) RemoveMember(ctx context.Context, id uint64, force bool) error
 				return err
 			}
 		}
-		if _, err := cli.MemberRemove(ctx, id); err != nil {
-			return fmt.Errorf("remove member %x: %w", id, err)
+		if err := removeWithRetry(ctx, cli, id); err != nil {
+			return err
 		}
 		m.log.Info("removed etcd member", "id", fmt.Sprintf("%x", id))
 		return nil

@@ -53,7 +53,8 @@ func Destroy(ctx context.Context, root, name, nodeconfigPath string, progress io
 	ifaces, _ := os.ReadDir("/sys/class/net")
 	for _, i := range ifaces {
 		if strings.HasPrefix(i.Name(), nm.veth+"-") || i.Name() == nm.bridge {
-			if err := ip(ctx, "link", "del", i.Name()); err != nil {
+			// A veth may vanish with its namespace meanwhile.
+			if err := ip(ctx, "link", "del", i.Name()); err != nil && !strings.Contains(err.Error(), "Cannot find device") {
 				errs = append(errs, err)
 			}
 		}
