@@ -21,6 +21,18 @@ build: ## Build nodectl and machined into _out/bin
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/nodectl ./cmd/nodectl
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/machined ./cmd/machined
 
+.PHONY: cluster
+cluster: deps build ## Create a local HA cluster (3 control planes + 1 worker; needs root)
+	$(BIN)/nodectl cluster create $(CLUSTER_ARGS)
+
+.PHONY: cluster-destroy
+cluster-destroy: ## Destroy the local cluster made by 'make cluster'
+	$(BIN)/nodectl cluster destroy $(CLUSTER_ARGS)
+
+.PHONY: bench
+bench: deps build ## Measure local clusters and etcd; writes docs/benchmarks.md (needs root)
+	$(GO) run ./hack/bench -bin $(BIN) -out docs/benchmarks.md
+
 .PHONY: deps
 deps: ## Install the Debian packages the build and tests need
 	hack/install-deps.sh all

@@ -2,6 +2,7 @@ package etcd
 
 import (
 	"context"
+	"errors"
 
 	"fmt"
 	"io"
@@ -10,12 +11,16 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 )
+
+// errLearnerBusy means another node holds the cluster's one learner slot.
+var errLearnerBusy = errors.New("another learner is catching up")
 
 // found is a reachable cluster.
 type found struct {
@@ -54,7 +59,7 @@ func (m *Manager) candidates() []string {
 // discover finds a cluster with quorum through the candidates. It returns
 // nil, nil when none answers.
 func (m *Manager) discover(ctx context.Context) (*found, error) {
-	for _, ep := range m.candidates() {
+	for _, ep := range reachable(ctx, m.candidates()) {
 		cli, err := m.newClient([]string{ep})
 		if err != nil {
 			return nil, err
@@ -79,6 +84,37 @@ func (m *Manager) discover(ctx context.Context) (*found, error) {
 	return nil, nil
 }
 
+// reachable keeps the endpoints that accept a TCP connection within a short
+// time, probed concurrently: a gRPC client would retry a refused connection
+// until its deadline, which makes every absent peer cost seconds.
+func reachable(ctx context.Context, endpoints []string) []string {
+	ok := make([]bool, len(endpoints))
+	var wg sync.WaitGroup
+	for i, ep := range endpoints {
+		u, err := url.Parse(ep)
+		if err != nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d := net.Dialer{Timeout: 500 * time.Millisecond}
+			if c, err := d.DialContext(ctx, "tcp", u.Host); err == nil {
+				c.Close()
+				ok[i] = true
+			}
+		}()
+	}
+	wg.Wait()
+	var out []string
+	for i, ep := range endpoints {
+		if ok[i] {
+			out = append(out, ep)
+		}
+	}
+	return out
+}
+
 // join adds this node as a learner, starts it, waits until it is in sync
 // and promotes it. An entry left under this node's name or peer URL by an
 // earlier failed try is removed first (this node has no data, so it is stale).
@@ -101,6 +137,7 @@ func (m *Manager) join(ctx context.Context, f *found, out io.Writer) (*member, e
 	if err != nil {
 		if strings.Contains(err.Error(), "too many learner") {
 			m.setStatus("waiting for another node's join to finish (one learner at a time)")
+			return nil, errLearnerBusy
 		}
 		return nil, fmt.Errorf("add learner: %w", err)
 	}

@@ -2,6 +2,7 @@ package etcd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -259,8 +260,11 @@ func (m *Manager) memberConfig(state, initial, token string) memberConfig {
 
 // joinOrWait joins the cluster a peer belongs to, or waits for bootstrap.
 func (m *Manager) joinOrWait(ctx context.Context, out io.Writer) (*request, error) {
-	backoff := time.Second
-	for {
+	// Poll briskly at first (a bootstrap or a learner slot is usually
+	// seconds away), then settle to a slower pace.
+	const fastPolls = 40
+	backoff := 500 * time.Millisecond
+	for attempt := 1; ; attempt++ {
 		found, err := m.discover(ctx)
 		if err == nil && found != nil {
 			mem, err := m.join(ctx, found, out)
@@ -271,7 +275,11 @@ func (m *Manager) joinOrWait(ctx context.Context, out io.Writer) (*request, erro
 			if ctx.Err() != nil {
 				return nil, nil
 			}
-			m.log.Warn("etcd join failed; retrying", "error", err, "retry_in", backoff)
+			if errors.Is(err, errLearnerBusy) {
+				m.log.Debug("another node is joining; waiting for the learner slot")
+			} else {
+				m.log.Warn("etcd join failed; retrying", "error", err, "retry_in", backoff)
+			}
 		} else {
 			m.setStatus("waiting: no etcd cluster found among the peers (run 'nodectl bootstrap' on one control-plane node)")
 		}
@@ -297,7 +305,9 @@ func (m *Manager) joinOrWait(ctx context.Context, out io.Writer) (*request, erro
 				r.done <- ErrNotRunning
 			}
 		}
-		backoff = min(backoff*2, 3*time.Second)
+		if attempt >= fastPolls {
+			backoff = 3 * time.Second
+		}
 	}
 }
 

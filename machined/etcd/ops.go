@@ -100,8 +100,18 @@ func (m *Manager) quorumCheck(ctx context.Context, cli *clientv3.Client, target 
 	if tm == nil {
 		return fmt.Errorf("%w: no etcd member with ID %x", errdefs.ErrNotFound, target)
 	}
-	if tm.IsLearner {
-		return nil // learners do not vote
+	if err := removalKeepsQuorum(voters, healthy, targetHealthy, tm.IsLearner); err != nil {
+		return fmt.Errorf("removing %s: %w", memberName(tm), err)
+	}
+	return nil
+}
+
+// removalKeepsQuorum decides whether a member may be removed: the healthy
+// voting members left must still form a quorum of the smaller cluster.
+// Learners do not vote, so removing one is always safe.
+func removalKeepsQuorum(voters, healthy int, targetHealthy, targetLearner bool) error {
+	if targetLearner {
+		return nil
 	}
 	remaining := voters - 1
 	need := remaining/2 + 1
@@ -110,8 +120,8 @@ func (m *Manager) quorumCheck(ctx context.Context, cli *clientv3.Client, target 
 		left--
 	}
 	if remaining == 0 || left < need {
-		return fmt.Errorf("%w: removing %s would leave %d healthy of %d voting members, and quorum needs %d (use --force to do it anyway)",
-			ErrQuorum, memberName(tm), left, remaining, need)
+		return fmt.Errorf("%w: it would leave %d healthy of %d voting members, and quorum needs %d (use --force to do it anyway)",
+			ErrQuorum, left, remaining, need)
 	}
 	return nil
 }

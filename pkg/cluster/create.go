@@ -262,7 +262,7 @@ func applyAll(ctx context.Context, st *State, cp, worker []byte) error {
 }
 
 func patchHostname(data []byte, hostname string) []byte {
-	out, err := config.ApplyPatches(data, []string{ `{"machine":{"network":{"hostname":"`+hostname+`"}}}`})
+	out, err := config.ApplyPatches(data, []string{`{"machine":{"network":{"hostname":"` + hostname + `"}}}`})
 	if err != nil {
 		return data
 	}

@@ -12,8 +12,8 @@ import (
 
 	"github.com/ballast-os/ballast/api/machine"
 	"github.com/ballast-os/ballast/pkg/client"
-	"github.com/ballast-os/ballast/pkg/config"
 	"github.com/ballast-os/ballast/pkg/cluster"
+	"github.com/ballast-os/ballast/pkg/config"
 	"github.com/ballast-os/ballast/pkg/health"
 	"github.com/ballast-os/ballast/pkg/nodeconfig"
 )
