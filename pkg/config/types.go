@@ -125,8 +125,9 @@ type ClusterNet struct {
 type Etcd struct {
 	// CA is the etcd CA (control plane only).
 	CA *CertAndKey `yaml:"ca,omitempty" json:"ca,omitempty"`
-	// Peers is an optional static list of peer addresses (host or host:port
-	// of existing members' machine API) used to find the cluster when joining.
+	// Peers is an optional static list of control-plane addresses (host, or
+	// host:port with the etcd client port, 2379 by default) used to find the
+	// cluster when joining; workers also ask them for their certificate.
 	Peers             []string   `yaml:"peers,omitempty" json:"peers,omitempty"`
 	HeartbeatInterval Duration   `yaml:"heartbeatInterval,omitempty" json:"heartbeatInterval,omitempty"`
 	ElectionTimeout   Duration   `yaml:"electionTimeout,omitempty" json:"electionTimeout,omitempty"`
