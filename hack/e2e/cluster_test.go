@@ -96,6 +96,14 @@ func (c *localCluster) create(extra ...string) {
 }
 
 func (c *localCluster) destroy() {
+	if c.t.Failed() {
+		logs, _ := filepath.Glob(filepath.Join(c.root, c.name, "nodes", "*", "machined.log"))
+		for _, l := range logs {
+			data, _ := os.ReadFile(l)
+			lines := strings.Split(string(data), "\n")
+			c.t.Logf("--- %s (last 60 lines)\n%s", l, strings.Join(lines[max(0, len(lines)-60):], "\n"))
+		}
+	}
 	r := c.nodectl("cluster", "destroy", "--name", c.name, "--state", c.root)
 	if r.code != 0 {
 		c.t.Errorf("cluster destroy: %s", r)

@@ -3,7 +3,9 @@ package e2e
 import (
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +18,9 @@ import (
 func TestLocalClusterHA(t *testing.T) {
 	requireRoot(t)
 	c := newLocalCluster(t, "e2eha", "10.77.0.0/24")
-	c.create("--controlplanes", "3", "--workers", "1")
+	c.create("--controlplanes", "3", "--workers", "1",
+		"--config-patch-control-plane", `{"cluster":{"etcd":{"snapshots":{"interval":"1m","keep":1}}}}`)
+	created := time.Now()
 
 	s := c.show()
 	if len(s.Nodes) != 4 || s.Endpoint != "https://10.77.0.2:6443" {
@@ -114,6 +118,21 @@ func TestLocalClusterHA(t *testing.T) {
 				t.Fatalf("a learner remains: %+v", m)
 			}
 		}
+	})
+
+	t.Run("scheduled snapshots are written and pruned", func(t *testing.T) {
+		// cp1 has run since the cluster was created; its snapshots every
+		// minute (keep 1) land in EPHEMERAL.
+		dir := filepath.Join(cp1.StateDir, "var", "lib", "etcd-snapshots")
+		waitFor(t, "a scheduled snapshot on cp1", time.Until(created.Add(3*time.Minute)), func() error {
+			entries, err := os.ReadDir(dir)
+			for _, e := range entries {
+				if strings.HasPrefix(e.Name(), "etcd-") && strings.HasSuffix(e.Name(), ".db") {
+					return nil
+				}
+			}
+			return fmt.Errorf("no snapshot in %s yet: %v", dir, err)
+		})
 	})
 
 	t.Run("address change keeps membership", func(t *testing.T) {

@@ -95,6 +95,36 @@ func TestRoleMatrix(t *testing.T) {
 			return err
 		}},
 	}
+	// etcd RPCs: this node never bootstrapped etcd, so an allowed call fails
+	// with Unavailable or FailedPrecondition; what matters is the role check.
+	etcdCalls := []call{
+		{"EtcdMembers", func(ctx context.Context, c *client.Client) error {
+			_, err := machine.NewEtcdServiceClient(c.Conn()).EtcdMembers(ctx, &machine.EtcdMembersRequest{})
+			return err
+		}},
+		{"EtcdSnapshot", func(ctx context.Context, c *client.Client) error {
+			s, err := machine.NewEtcdServiceClient(c.Conn()).EtcdSnapshot(ctx, &machine.EtcdSnapshotRequest{})
+			if err != nil {
+				return err
+			}
+			_, err = s.Recv()
+			return err
+		}},
+		{"EtcdLeave", func(ctx context.Context, c *client.Client) error {
+			_, err := machine.NewEtcdServiceClient(c.Conn()).EtcdLeave(ctx, &machine.EtcdLeaveRequest{})
+			return err
+		}},
+		{"EtcdClientCert", func(ctx context.Context, c *client.Client) error {
+			_, err := machine.NewEtcdServiceClient(c.Conn()).EtcdClientCert(ctx, &machine.EtcdClientCertRequest{})
+			return err
+		}},
+	}
+	etcdAllowed := map[string][]string{
+		pki.RoleAdmin:      {"EtcdMembers", "EtcdSnapshot", "EtcdLeave", "EtcdClientCert"},
+		pki.RoleOperator:   {"EtcdMembers", "EtcdSnapshot"},
+		pki.RoleReader:     {"EtcdMembers"},
+		pki.RoleEtcdBackup: {"EtcdSnapshot"},
+	}
 	allowed := map[string][]string{
 		pki.RoleAdmin:      {"Version", "ApplyConfiguration", "GetConfiguration", "ServiceList", "ServiceStop", "ServiceStart", "ServiceRestart", "Logs", "Reboot", "Shutdown", "Reset"},
 		pki.RoleOperator:   {"Version", "GetConfiguration", "ServiceList", "ServiceStop", "ServiceStart", "ServiceRestart", "Logs", "Reboot", "Shutdown"},
@@ -110,6 +140,19 @@ func TestRoleMatrix(t *testing.T) {
 				want := contains(allowed[role], cl.name)
 				if !want || !isDestructive(cl.name) {
 					checkCall(t, c, cl, want, codes.PermissionDenied)
+				}
+			}
+			for _, cl := range etcdCalls {
+				ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+				err := cl.fn(ctx, c)
+				cancel()
+				code := status.Code(err)
+				if contains(etcdAllowed[role], cl.name) {
+					if code == codes.PermissionDenied || code == codes.Unauthenticated {
+						t.Errorf("%s: allowed role refused: %v", cl.name, err)
+					}
+				} else if code != codes.PermissionDenied {
+					t.Errorf("%s: got %v, want PermissionDenied", cl.name, err)
 				}
 			}
 		})

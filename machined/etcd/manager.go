@@ -134,7 +134,7 @@ func (m *Manager) Run(ctx context.Context, out io.Writer) error {
 			return err
 		}
 		if next != nil {
-			next.done <- m.handleOffline(ctx, *next, out)
+			next.done <- m.handleOffline(ctx, *next)
 		}
 	}
 	return nil
@@ -165,7 +165,7 @@ func (m *Manager) idle(ctx context.Context) (*request, error) {
 
 // handleOffline carries out a request that needs the member stopped: the
 // member has already been closed by serve.
-func (m *Manager) handleOffline(ctx context.Context, r request, out io.Writer) error {
+func (m *Manager) handleOffline(ctx context.Context, r request) error {
 	switch r.kind {
 	case reqLeave:
 		m.mu.Lock()

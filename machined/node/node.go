@@ -183,7 +183,7 @@ func (n *Node) loadPersisted() error {
 	return nil
 }
 
-// Version identity for Machine.
+// hostname is the configured hostname, else the OS one.
 func hostname(cfg *config.Config) string {
 	if cfg != nil && cfg.Machine.Network.Hostname != "" {
 		return cfg.Machine.Network.Hostname

@@ -41,6 +41,8 @@ type Options struct {
 	NodeconfigPath string
 	// SkipBootstrap leaves etcd unbootstrapped (for bootstrap --recover-from).
 	SkipBootstrap bool
+	// Patches for both configs, and per role, applied after the cluster's own.
+	Patches, ControlPlanePatches, WorkerPatches []string
 	// WaitTimeout bounds the wait for a healthy cluster.
 	WaitTimeout time.Duration
 	Progress    io.Writer
@@ -109,7 +111,8 @@ func Create(ctx context.Context, o Options) (*State, error) {
 		return st, err
 	}
 	out, err := gen.Generate(gen.Options{ClusterName: o.Name, Endpoint: st.Endpoint, Secrets: bundle,
-		Patches: []string{peersPatch(st)}})
+		Patches:             append([]string{peersPatch(st)}, o.Patches...),
+		ControlPlanePatches: o.ControlPlanePatches, WorkerPatches: o.WorkerPatches})
 	if err != nil {
 		return st, err
 	}

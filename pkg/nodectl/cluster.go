@@ -44,7 +44,8 @@ others join by themselves, and the command waits until 'nodectl health' is green
 A context named after the cluster is merged into the nodeconfig and made current.
 Needs root.`,
 		Example: `  nodectl cluster create
-  nodectl cluster create --name lab --controlplanes 5 --workers 2 --cidr 10.6.0.0/24`,
+  nodectl cluster create --name lab --controlplanes 5 --workers 2 --cidr 10.6.0.0/24
+  nodectl cluster create --config-patch-control-plane '{"cluster":{"etcd":{"snapshots":{"interval":"1h","keep":3}}}}'`,
 		Args: exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if provisioner != "netns" {
@@ -75,6 +76,9 @@ Needs root.`,
 	f.StringVar(&o.Root, "state", cluster.DefaultRoot(), "directory of local clusters' state")
 	f.StringVar(&o.Machined, "machined-path", defaultMachined(), "machined binary to run")
 	f.DurationVar(&o.WaitTimeout, "wait-timeout", 5*time.Minute, "how long to wait for the cluster to be healthy")
+	f.StringArrayVar(&o.Patches, "config-patch", nil, "patch for every node's config, inline or @file (repeatable)")
+	f.StringArrayVar(&o.ControlPlanePatches, "config-patch-control-plane", nil, "patch for control-plane configs (repeatable)")
+	f.StringArrayVar(&o.WorkerPatches, "config-patch-worker", nil, "patch for worker configs (repeatable)")
 	f.BoolVar(&o.SkipBootstrap, "skip-bootstrap", false, "do not bootstrap etcd (to run 'bootstrap --recover-from' yourself)")
 	return cmd
 }
