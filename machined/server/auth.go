@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"fmt"
+	"runtime/debug"
 	"slices"
 	"strings"
 
@@ -78,21 +80,32 @@ func shortMethod(full string) string {
 	return full
 }
 
-func (s *Server) unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	ctx, err := s.authorize(ctx, info.FullMethod)
+func (s *Server) unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+	defer s.recoverPanic(info.FullMethod, &err)
+	ctx, err = s.authorize(ctx, info.FullMethod)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := handler(ctx, req)
+	resp, err = handler(ctx, req)
 	return resp, toStatus(err)
 }
 
-func (s *Server) streamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+func (s *Server) streamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+	defer s.recoverPanic(info.FullMethod, &err)
 	ctx, err := s.authorize(ss.Context(), info.FullMethod)
 	if err != nil {
 		return err
 	}
 	return toStatus(handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx}))
+}
+
+// recoverPanic turns a handler panic into an Internal error with the stack
+// in the log, instead of taking the whole agent down.
+func (s *Server) recoverPanic(method string, err *error) {
+	if r := recover(); r != nil {
+		s.log.Error("rpc handler panicked", "method", method, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		*err = status.Errorf(codes.Internal, "%s failed unexpectedly (see 'nodectl logs machined')", shortMethod(method))
+	}
 }
 
 type wrappedStream struct {
