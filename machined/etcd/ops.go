@@ -16,13 +16,7 @@ import (
 // withClient calls fn with a client to the local member (and, for cluster
 // operations, every member's endpoints).
 func (m *Manager) withClient(ctx context.Context, fn func(ctx context.Context, cli *clientv3.Client) error) error {
-	m.mu.Lock()
-	running := m.running != nil
-	m.mu.Unlock()
-	if !running {
-		return fmt.Errorf("%w (%s)", ErrNotRunning, m.Status())
-	}
-	cli, err := m.newClient([]string{m.clientURL()})
+	cli, err := m.localClient()
 	if err != nil {
 		return err
 	}
@@ -30,6 +24,17 @@ func (m *Manager) withClient(ctx context.Context, fn func(ctx context.Context, c
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	return fn(cctx, cli)
+}
+
+// localClient is a client to the running local member.
+func (m *Manager) localClient() (*clientv3.Client, error) {
+	m.mu.Lock()
+	running := m.running != nil
+	m.mu.Unlock()
+	if !running {
+		return nil, fmt.Errorf("%w (%s)", ErrNotRunning, m.Status())
+	}
+	return m.newClient([]string{m.clientURL()})
 }
 
 // Members lists the cluster's members.
@@ -338,13 +343,7 @@ func (m *Manager) DisarmAlarms(ctx context.Context) ([]*etcdserverpb.AlarmMember
 
 // Snapshot streams a consistent snapshot of the local member to w.
 func (m *Manager) Snapshot(ctx context.Context, w io.Writer) error {
-	m.mu.Lock()
-	running := m.running != nil
-	m.mu.Unlock()
-	if !running {
-		return fmt.Errorf("%w (%s)", ErrNotRunning, m.Status())
-	}
-	cli, err := m.newClient([]string{m.clientURL()})
+	cli, err := m.localClient()
 	if err != nil {
 		return err
 	}

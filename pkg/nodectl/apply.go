@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -86,29 +85,19 @@ the right node, --cert-fingerprint with the fingerprint the node printed).`,
 			if err != nil {
 				return err
 			}
-			if g.output != "table" {
-				if err := printResults(g, results); err != nil {
-					return err
-				}
-				return reportErrors(g, results)
-			}
-			for _, r := range results {
-				if r.err != nil {
-					continue
-				}
+			return render(g, results, func(node string, v *machine.ApplyConfigurationResponse) {
 				prefix := ""
 				if len(results) > 1 {
-					prefix = r.node + ": "
+					prefix = node + ": "
 				}
-				if dryRun && r.value.GetDiff() != "" {
-					fmt.Fprint(g.stdout, r.value.GetDiff())
+				if dryRun && v.GetDiff() != "" {
+					fmt.Fprint(g.stdout, v.GetDiff())
 				}
-				for _, w := range r.value.GetWarnings() {
+				for _, w := range v.GetWarnings() {
 					fmt.Fprintf(g.stderr, "%swarning: %s\n", prefix, w)
 				}
-				fmt.Fprintf(g.stdout, "%s%s\n", prefix, r.value.GetModeDetails())
-			}
-			return reportErrors(g, results)
+				fmt.Fprintf(g.stdout, "%s%s\n", prefix, v.GetModeDetails())
+			})
 		},
 	}
 	f := cmd.Flags()
@@ -135,22 +124,8 @@ func insecureFanOut[T any](ctx context.Context, g *globals, fingerprint string, 
 	if fingerprint != "" && len(nodes) > 1 {
 		return nil, errors.New("--cert-fingerprint pins one node's certificate: pass a single node")
 	}
-	results := make([]result[T], len(nodes))
-	var wg sync.WaitGroup
-	for i, node := range nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			results[i] = result[T]{node: node}
-			c, err := client.New(client.Options{Address: node, Insecure: true, Fingerprint: strings.TrimSpace(fingerprint)})
-			if err != nil {
-				results[i].err = err
-				return
-			}
-			defer c.Close()
-			results[i].value, results[i].err = fn(ctx, c)
-		}()
+	opts := func(node string) (client.Options, error) {
+		return client.Options{Address: node, Insecure: true, Fingerprint: strings.TrimSpace(fingerprint)}, nil
 	}
-	wg.Wait()
-	return results, nil
+	return callAll(ctx, nodes, opts, fn), nil
 }

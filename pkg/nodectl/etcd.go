@@ -96,25 +96,17 @@ func newEtcdCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if g.output != "table" {
-					if err := printResults(g, results); err != nil {
-						return err
-					}
-					return reportErrors(g, results)
-				}
 				tw := newTable(g.stdout)
-				fmt.Fprintln(tw, "NODE\tID\tNAME\tPEER URLS\tCLIENT URLS\tLEARNER\tSTARTED")
-				for _, r := range results {
-					if r.err != nil {
-						continue
-					}
-					for _, m := range r.value.GetMembers() {
-						fmt.Fprintf(tw, "%s\t%x\t%s\t%s\t%s\t%t\t%t\n", r.node, m.GetId(), m.GetName(),
+				defer tw.Flush()
+				if g.output == "table" {
+					fmt.Fprintln(tw, "NODE\tID\tNAME\tPEER URLS\tCLIENT URLS\tLEARNER\tSTARTED")
+				}
+				return render(g, results, func(node string, v *machine.EtcdMembersResponse) {
+					for _, m := range v.GetMembers() {
+						fmt.Fprintf(tw, "%s\t%x\t%s\t%s\t%s\t%t\t%t\n", node, m.GetId(), m.GetName(),
 							strings.Join(m.GetPeerUrls(), ","), strings.Join(m.GetClientUrls(), ","), m.GetIsLearner(), m.GetStarted())
 					}
-				}
-				tw.Flush()
-				return reportErrors(g, results)
+				})
 			},
 		},
 		&cobra.Command{
@@ -131,24 +123,15 @@ func newEtcdCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if g.output != "table" {
-					if err := printResults(g, results); err != nil {
-						return err
-					}
-					return reportErrors(g, results)
-				}
 				tw := newTable(g.stdout)
-				fmt.Fprintln(tw, "NODE\tMEMBER\tLEADER\tTERM\tINDEX\tAPPLIED\tDB SIZE\tIN USE\tLEARNER\tERRORS")
-				for _, r := range results {
-					if r.err != nil {
-						continue
-					}
-					s := r.value
-					fmt.Fprintf(tw, "%s\t%x\t%x\t%d\t%d\t%d\t%s\t%s\t%t\t%s\n", r.node, s.GetMemberId(), s.GetLeader(), s.GetRaftTerm(),
-						s.GetRaftIndex(), s.GetRaftAppliedIndex(), humanBytes(s.GetDbSize()), humanBytes(s.GetDbSizeInUse()), s.GetIsLearner(), strings.Join(s.GetErrors(), "; "))
+				defer tw.Flush()
+				if g.output == "table" {
+					fmt.Fprintln(tw, "NODE\tMEMBER\tLEADER\tTERM\tINDEX\tAPPLIED\tDB SIZE\tIN USE\tLEARNER\tERRORS")
 				}
-				tw.Flush()
-				return reportErrors(g, results)
+				return render(g, results, func(node string, s *machine.EtcdStatusResponse) {
+					fmt.Fprintf(tw, "%s\t%x\t%x\t%d\t%d\t%d\t%s\t%s\t%t\t%s\n", node, s.GetMemberId(), s.GetLeader(), s.GetRaftTerm(),
+						s.GetRaftIndex(), s.GetRaftAppliedIndex(), humanBytes(s.GetDbSize()), humanBytes(s.GetDbSizeInUse()), s.GetIsLearner(), strings.Join(s.GetErrors(), "; "))
+				})
 			},
 		},
 		etcdActionCmd(g, "leave", "Remove this node from the etcd cluster, stop etcd and wipe its data", "  nodectl -n 10.5.0.4 etcd leave", true,

@@ -44,25 +44,14 @@ func newVersionCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if g.output != "table" {
-				if err := printResults(g, results); err != nil {
-					return err
-				}
-				return reportErrors(g, results)
-			}
-			for _, r := range results {
-				if r.err != nil {
-					continue
-				}
-				v := r.value
+			return render(g, results, func(node string, v *machine.VersionResponse) {
 				state := "configured"
 				if v.GetMaintenance() {
 					state = "maintenance mode"
 				}
 				fmt.Fprintf(g.stdout, "Node %s:\n\tmachined %s (%s, %s) %s/%s, %s mode, %s\n",
-					r.node, v.GetVersion(), v.GetGitCommit(), v.GetGoVersion(), v.GetOs(), v.GetArch(), v.GetMode(), state)
-			}
-			return reportErrors(g, results)
+					node, v.GetVersion(), v.GetGitCommit(), v.GetGoVersion(), v.GetOs(), v.GetArch(), v.GetMode(), state)
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&clientOnly, "client", false, "show only the client version")

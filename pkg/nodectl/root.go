@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/ballast-os/ballast/pkg/client"
 	"github.com/ballast-os/ballast/pkg/nodeconfig"
@@ -137,6 +138,13 @@ func fanOut[T any](cmd *cobra.Command, g *globals, fn func(ctx context.Context, 
 	if err != nil {
 		return nil, err
 	}
+	opts := func(node string) (client.Options, error) { return client.FromContext(nctx, node) }
+	return callAll(cmd.Context(), nodes, opts, fn), nil
+}
+
+// callAll dials each node with the options opts gives and calls fn on all
+// of them concurrently.
+func callAll[T any](ctx context.Context, nodes []string, opts func(node string) (client.Options, error), fn func(context.Context, *client.Client) (T, error)) []result[T] {
 	results := make([]result[T], len(nodes))
 	var wg sync.WaitGroup
 	for i, node := range nodes {
@@ -144,22 +152,39 @@ func fanOut[T any](cmd *cobra.Command, g *globals, fn func(ctx context.Context, 
 		go func() {
 			defer wg.Done()
 			results[i] = result[T]{node: node}
-			opts, err := client.FromContext(nctx, node)
+			o, err := opts(node)
 			if err != nil {
 				results[i].err = err
 				return
 			}
-			c, err := client.New(opts)
+			c, err := client.New(o)
 			if err != nil {
 				results[i].err = err
 				return
 			}
 			defer c.Close()
-			results[i].value, results[i].err = fn(cmd.Context(), c)
+			results[i].value, results[i].err = fn(ctx, c)
 		}()
 	}
 	wg.Wait()
-	return results, nil
+	return results
+}
+
+// render prints results: structured for -o json|yaml, else through table
+// for the nodes that answered; failed nodes are reported either way.
+func render[T proto.Message](g *globals, results []result[T], table func(node string, v T)) error {
+	if g.output != "table" {
+		if err := printResults(g, results); err != nil {
+			return err
+		}
+		return reportErrors(g, results)
+	}
+	for _, r := range results {
+		if r.err == nil {
+			table(r.node, r.value)
+		}
+	}
+	return reportErrors(g, results)
 }
 
 // reportErrors prints each failed node's error and returns a summary error

@@ -29,24 +29,16 @@ func newServicesCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if g.output != "table" {
-				if err := printResults(g, results); err != nil {
-					return err
-				}
-				return reportErrors(g, results)
-			}
 			tw := newTable(g.stdout)
-			fmt.Fprintln(tw, "NODE\tSERVICE\tSTATE\tHEALTH\tRESTARTS\tSINCE")
-			for _, r := range results {
-				if r.err != nil {
-					continue
-				}
-				for _, s := range r.value.GetServices() {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", r.node, s.GetId(), s.GetState(), healthText(s.GetHealth()), s.GetRestarts(), since(s))
-				}
+			defer tw.Flush()
+			if g.output == "table" {
+				fmt.Fprintln(tw, "NODE\tSERVICE\tSTATE\tHEALTH\tRESTARTS\tSINCE")
 			}
-			tw.Flush()
-			return reportErrors(g, results)
+			return render(g, results, func(node string, v *machine.ServiceListResponse) {
+				for _, s := range v.GetServices() {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", node, s.GetId(), s.GetState(), healthText(s.GetHealth()), s.GetRestarts(), since(s))
+				}
+			})
 		},
 	}
 }
@@ -139,19 +131,7 @@ func showService(cmd *cobra.Command, g *globals, id string) error {
 	if err != nil {
 		return err
 	}
-	if g.output != "table" {
-		if err := printResults(g, results); err != nil {
-			return err
-		}
-		return reportErrors(g, results)
-	}
-	for _, r := range results {
-		if r.err != nil {
-			continue
-		}
-		printService(g.stdout, r.node, r.value)
-	}
-	return reportErrors(g, results)
+	return render(g, results, func(node string, v *machine.ServiceInfo) { printService(g.stdout, node, v) })
 }
 
 func printService(w io.Writer, node string, s *machine.ServiceInfo) {
