@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -89,6 +90,39 @@ func TestLocalClusterHA(t *testing.T) {
 		c.health(nodes...)
 		if n := len(c.memberList(ep1)); n != 3 {
 			t.Fatalf("after rejoin: %d members, want 3", n)
+		}
+	})
+
+	// Reproducer: a member removed while running used to be restarted from
+	// its stale data, which made embedded etcd panic and took machined down.
+	t.Run("member removed by another node stays out and rejoins after reboot", func(t *testing.T) {
+		c := c.on(t)
+		var id uint64
+		for _, m := range c.memberList(ep1) {
+			if m.Name == "e2eha-cp3" {
+				id = m.ID
+			}
+		}
+		c.must("-n", cp1.Address, "etcd", "remove-member", fmt.Sprintf("%x", id))
+		waitFor(t, "cp3's etcd to report it was removed", 30*time.Second, func() error {
+			r := c.nodectl("-n", cp3.Address, "service", "etcd")
+			// Still running, never restarted: the removal was handled, not crashed on.
+			if !strings.Contains(r.stdout, "Running") || !regexp.MustCompile(`RESTARTS\s+0\b`).MatchString(r.stdout) {
+				return errors.New(r.String())
+			}
+			if r := c.nodectl("-n", cp3.Address, "etcd", "status"); r.code == 0 {
+				return errors.New("etcd still serves on cp3")
+			}
+			return nil
+		})
+		if n := len(c.memberList(ep1)); n != 2 {
+			t.Fatalf("%d members after removal, want 2", n)
+		}
+		c.must("-n", cp3.Address, "version") // machined survived
+		c.must("-n", cp3.Address, "reboot")
+		c.health(nodes...)
+		if n := len(c.memberList(ep1)); n != 3 {
+			t.Fatalf("%d members after reboot, want 3", n)
 		}
 	})
 

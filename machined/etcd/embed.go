@@ -16,7 +16,10 @@ import (
 	"net/url"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/version"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
+	"go.etcd.io/etcd/client/pkg/v3/types"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -54,7 +57,14 @@ type member struct {
 }
 
 // startMember starts etcd and waits until it is ready or fails.
-func startMember(ctx context.Context, mc memberConfig, out io.Writer) (*member, error) {
+func startMember(ctx context.Context, mc memberConfig, out io.Writer) (_ *member, err error) {
+	// etcd panics on some inconsistent data dirs while bootstrapping in
+	// this goroutine; report that as an error rather than losing the agent.
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("etcd panicked while starting: %v", r)
+		}
+	}()
 	cfg := embed.NewConfig()
 	cfg.Name = mc.name
 	cfg.Dir = mc.dataDir
@@ -126,6 +136,40 @@ func startMember(ctx context.Context, mc memberConfig, out io.Writer) (*member, 
 		e.Close()
 		return nil, ctx.Err()
 	}
+}
+
+// Stopped is closed when the member's server stops, on its own or not.
+func (m *member) Stopped() <-chan struct{} { return m.e.Server.StopNotify() }
+
+// Removed reports whether the cluster removed this member (it then stops
+// itself).
+func (m *member) Removed() bool {
+	rc, ok := m.e.Server.Cluster().(interface{ IsIDRemoved(types.ID) bool })
+	return ok && rc.IsIDRemoved(m.e.Server.MemberID())
+}
+
+// status reads the member's state in process. etcd's own Status RPC panics
+// the whole process when asked on a member that was just removed (it looks
+// the local member up unconditionally), so the agent never uses it locally.
+func (m *member) status() (*etcdserverpb.StatusResponse, error) {
+	srv := m.e.Server
+	id := srv.MemberID()
+	if !srv.IsMemberExist(id) {
+		return nil, errors.New("this member was removed from the cluster")
+	}
+	self := srv.Cluster().Member(id)
+	be := srv.Backend()
+	return &etcdserverpb.StatusResponse{
+		Header:           &etcdserverpb.ResponseHeader{ClusterId: uint64(srv.Cluster().ID()), MemberId: uint64(id)},
+		Version:          version.Version,
+		DbSize:           be.Size(),
+		DbSizeInUse:      be.SizeInUse(),
+		Leader:           uint64(srv.Leader()),
+		RaftIndex:        srv.CommittedIndex(),
+		RaftTerm:         srv.Term(),
+		RaftAppliedIndex: srv.AppliedIndex(),
+		IsLearner:        self != nil && self.IsLearner,
+	}, nil
 }
 
 // Err reports a fatal error of the running member.

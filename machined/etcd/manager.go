@@ -156,6 +156,8 @@ func (m *Manager) idle(ctx context.Context) (*request, error) {
 			switch r.kind {
 			case reqRecover:
 				return &r, nil
+			case reqLeave:
+				r.done <- nil // already out
 			default:
 				r.done <- fmt.Errorf("%w: this node left the etcd cluster; reboot it to join again", errdefs.ErrFailedPrecondition)
 			}
@@ -217,7 +219,15 @@ func (m *Manager) serve(ctx context.Context, mem *member) (*request, error) {
 		case <-ctx.Done():
 			return nil, nil
 		case err := <-mem.Err():
+			if mem.Removed() {
+				return m.removedFromCluster(), nil
+			}
 			return nil, fmt.Errorf("etcd member failed: %w", err)
+		case <-mem.Stopped():
+			if mem.Removed() {
+				return m.removedFromCluster(), nil
+			}
+			return nil, errors.New("etcd member stopped unexpectedly")
 		case r := <-m.requests:
 			switch r.kind {
 			case reqBootstrap:
@@ -228,6 +238,14 @@ func (m *Manager) serve(ctx context.Context, mem *member) (*request, error) {
 			}
 		}
 	}
+}
+
+// removedFromCluster handles this member's removal, by its own leave or by
+// another member: its data no longer belongs to any cluster. It is wiped and
+// the node stays out until it reboots, like after a leave.
+func (m *Manager) removedFromCluster() *request {
+	m.log.Info("this member was removed from the etcd cluster; its data is wiped and it stays out until the node reboots")
+	return &request{kind: reqLeave, done: make(chan error, 1)}
 }
 
 // serveExisting starts the member from its data. When this node's address

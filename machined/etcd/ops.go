@@ -49,31 +49,35 @@ func (m *Manager) Members(ctx context.Context) (*clientv3.MemberListResponse, er
 }
 
 // MemberStatus reports the local member's status.
-func (m *Manager) MemberStatus(ctx context.Context) (*clientv3.StatusResponse, error) {
-	var resp *clientv3.StatusResponse
-	err := m.withClient(ctx, func(ctx context.Context, cli *clientv3.Client) error {
-		var err error
-		resp, err = cli.Status(ctx, m.clientURL())
-		return err
-	})
-	return resp, err
+func (m *Manager) MemberStatus(_ context.Context) (*clientv3.StatusResponse, error) {
+	m.mu.Lock()
+	mem := m.running
+	m.mu.Unlock()
+	if mem == nil {
+		return nil, fmt.Errorf("%w (%s)", ErrNotRunning, m.Status())
+	}
+	st, err := mem.status()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNotRunning, err)
+	}
+	return (*clientv3.StatusResponse)(st), nil
 }
 
 // Healthy is the etcd service's health check: the local member serves
 // linearizable reads as a voting member.
 func (m *Manager) Healthy(ctx context.Context) error {
+	st, err := m.MemberStatus(ctx)
+	if err != nil {
+		return err
+	}
 	return m.withClient(ctx, func(ctx context.Context, cli *clientv3.Client) error {
-		st, err := cli.Status(ctx, m.clientURL())
-		if err != nil {
-			return err
-		}
 		if st.IsLearner {
 			return fmt.Errorf("learner, not yet promoted")
 		}
 		if st.Leader == 0 {
 			return fmt.Errorf("no leader")
 		}
-		_, err = cli.Get(ctx, "health")
+		_, err := cli.Get(ctx, "health")
 		return err
 	})
 }
@@ -95,7 +99,7 @@ func (m *Manager) quorumCheck(ctx context.Context, cli *clientv3.Client, target 
 			continue
 		}
 		voters++
-		if memberHealthy(ctx, cli, mem) {
+		if m.memberHealthy(ctx, mem) {
 			healthy++
 			if mem.ID == target {
 				targetHealthy = true
@@ -131,16 +135,22 @@ func removalKeepsQuorum(voters, healthy int, targetHealthy, targetLearner bool) 
 	return nil
 }
 
-func memberHealthy(ctx context.Context, cli *clientv3.Client, mem *etcdserverpb.Member) bool {
-	for _, u := range mem.ClientURLs {
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		st, err := cli.Status(cctx, u)
-		cancel()
-		if err == nil && len(st.Errors) == 0 && st.Leader != 0 {
-			return true
-		}
+// memberHealthy reports whether a member serves a linearizable read, which
+// needs it to be connected to a working quorum. (The Maintenance Status RPC
+// is avoided: etcd panics when it is asked of a member just removed.)
+func (m *Manager) memberHealthy(ctx context.Context, mem *etcdserverpb.Member) bool {
+	if len(mem.ClientURLs) == 0 {
+		return false
 	}
-	return false
+	cli, err := m.newClient(mem.ClientURLs)
+	if err != nil {
+		return false
+	}
+	defer cli.Close()
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err = cli.Get(cctx, "health")
+	return err == nil
 }
 
 func memberName(mem *etcdserverpb.Member) string {
@@ -262,7 +272,7 @@ func (m *Manager) RemoveMember(ctx context.Context, id uint64, force bool) error
 func (m *Manager) ForfeitLeadership(ctx context.Context) (uint64, error) {
 	var to uint64
 	err := m.withClient(ctx, func(ctx context.Context, cli *clientv3.Client) error {
-		st, err := cli.Status(ctx, m.clientURL())
+		st, err := m.MemberStatus(ctx)
 		if err != nil {
 			return err
 		}
@@ -280,7 +290,7 @@ func (m *Manager) ForfeitLeadership(ctx context.Context) (uint64, error) {
 }
 
 func (m *Manager) moveLeaderAway(ctx context.Context, cli *clientv3.Client, self uint64) error {
-	st, err := cli.Status(ctx, m.clientURL())
+	st, err := m.MemberStatus(ctx)
 	if err != nil || st.Leader != self {
 		return err
 	}
@@ -298,7 +308,7 @@ func (m *Manager) pickTransferee(ctx context.Context, cli *clientv3.Client, self
 		return 0, err
 	}
 	for _, mem := range list.Members {
-		if mem.ID != self && !mem.IsLearner && memberHealthy(ctx, cli, mem) {
+		if mem.ID != self && !mem.IsLearner && m.memberHealthy(ctx, mem) {
 			return mem.ID, nil
 		}
 	}

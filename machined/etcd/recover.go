@@ -182,22 +182,21 @@ func (m *Manager) peerRecovery(ctx context.Context, ep string) (*recoveryMarker,
 	defer cli.Close()
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	st, err := cli.Status(cctx, ep)
+	// A serializable read answers from the peer itself and its header
+	// carries the peer's cluster ID (no Status RPC: see memberHealthy).
+	resp, err := cli.Get(cctx, recoveryKey, clientv3.WithSerializable())
 	if err != nil {
 		return nil, 0, err
 	}
-	resp, err := cli.Get(cctx, recoveryKey, clientv3.WithSerializable())
-	if err != nil {
-		return nil, st.Header.ClusterId, err
-	}
+	id := resp.Header.ClusterId
 	if len(resp.Kvs) == 0 {
-		return nil, st.Header.ClusterId, nil
+		return nil, id, nil
 	}
 	var mk recoveryMarker
 	if err := json.Unmarshal(resp.Kvs[0].Value, &mk); err != nil {
-		return nil, st.Header.ClusterId, err
+		return nil, id, err
 	}
-	return &mk, st.Header.ClusterId, nil
+	return &mk, id, nil
 }
 
 // scheduleSnapshots writes snapshots into SnapshotDir at the configured
