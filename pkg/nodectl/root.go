@@ -93,6 +93,9 @@ func (g *globals) nodeconfigPath() string {
 // loadContext returns the selected nodeconfig context.
 func (g *globals) loadContext() (*nodeconfig.Context, error) {
 	path := g.nodeconfigPath()
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("nodeconfig %s does not exist: pass --nodeconfig FILE (gen config writes one) or set $NODECONFIG", path)
+	}
 	cfg, err := nodeconfig.Load(path)
 	if err != nil {
 		return nil, err
