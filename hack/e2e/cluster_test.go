@@ -52,6 +52,9 @@ func newLocalCluster(t *testing.T, name, cidr string) *localCluster {
 	root := t.TempDir()
 	c := &localCluster{t: t, name: name, cidr: cidr, root: root,
 		nodeconfig: filepath.Join(root, "nodeconfig"), etcdPKI: filepath.Join(root, "etcd-pki")}
+	// A run killed midway leaves namespaces and links behind; destroy works
+	// from their names alone, so clear them before starting.
+	_ = c.nodectl("cluster", "destroy", "--name", name, "--state", root)
 	t.Cleanup(c.destroy)
 	return c
 }
