@@ -78,7 +78,10 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	if f.mode == "" {
 		return errors.New("--mode is required (container)")
 	}
-	if f.mode == node.ModeContainer && f.stateDir == "" {
+	if f.mode != node.ModeContainer {
+		return fmt.Errorf("--mode %q is not supported here: use --mode container (metal mode runs as PID 1 from the Ballast image)", f.mode)
+	}
+	if f.stateDir == "" {
 		return errors.New("--state-dir is required in container mode")
 	}
 	stateDir, err := filepath.Abs(f.stateDir)

@@ -37,7 +37,7 @@ const (
 func (n *Node) addRoleServices(cfg *config.Config) error {
 	var spec supervisor.Spec
 	if cfg.IsControlPlane() {
-		n.etcdMgr = etcd.New(etcd.Options{
+		mgr := etcd.New(etcd.Options{
 			Logger:      n.log.With("component", etcdService),
 			Name:        memberName(cfg, n.advertiseIP(cfg)),
 			AdvertiseIP: n.advertiseIP(cfg),
@@ -46,13 +46,16 @@ func (n *Node) addRoleServices(cfg *config.Config) error {
 			SnapshotDir: filepath.Join(n.store.EphemeralDir(), "lib", "etcd-snapshots"),
 			Config:      func() *config.Config { c, _ := n.Config(); return c },
 		})
+		n.mu.Lock()
+		n.etcdMgr = mgr
+		n.mu.Unlock()
 		spec = supervisor.Spec{
 			ID:          etcdService,
 			Description: "embedded etcd member " + n.advertiseIP(cfg) + ":2379",
-			Runner:      runner.Goroutine(etcdService, n.etcdMgr.Run),
+			Runner:      runner.Goroutine(etcdService, mgr.Run),
 			Restart:     supervisor.OnFailure,
 			Health: &supervisor.HealthCheck{
-				Check:    n.etcdMgr.Healthy,
+				Check:    mgr.Healthy,
 				Interval: 2 * time.Second,
 				Timeout:  5 * time.Second,
 			},
