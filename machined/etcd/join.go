@@ -199,15 +199,17 @@ func (m *Manager) promote(ctx context.Context, cli *clientv3.Client, id uint64) 
 
 // updateOwnPeerURL fixes this member's peer URL in the cluster when the
 // node's address changed since it joined: the other members are told first,
-// so they can reach it as soon as it starts.
+// so they can reach it as soon as it starts. The member is found by its
+// recorded ID, or by name when none was recorded.
 func (m *Manager) updateOwnPeerURL(ctx context.Context) {
 	f, err := m.discover(ctx)
 	if err != nil || f == nil {
 		return // alone or unreachable: nothing to update through
 	}
 	defer f.cli.Close()
+	myID := m.rememberedID()
 	for _, mem := range f.members {
-		if mem.Name != m.opts.Name {
+		if mem.ID != myID && mem.Name != m.opts.Name {
 			continue
 		}
 		if len(mem.PeerURLs) == 1 && mem.PeerURLs[0] == m.peerURL() {

@@ -10,12 +10,14 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/ballast-os/ballast/machined/errdefs"
+	"github.com/ballast-os/ballast/pkg/atomicfile"
 	"github.com/ballast-os/ballast/pkg/config"
 )
 
@@ -187,6 +189,7 @@ func (m *Manager) wipe() error {
 	if err := os.RemoveAll(m.opts.DataDir); err != nil {
 		return fmt.Errorf("wipe etcd data: %w", err)
 	}
+	_ = os.Remove(m.idFile())
 	m.log.Info("etcd data wiped", "dir", m.opts.DataDir)
 	return nil
 }
@@ -197,6 +200,7 @@ func (m *Manager) serve(ctx context.Context, mem *member) (*request, error) {
 	m.mu.Lock()
 	m.running = mem
 	m.mu.Unlock()
+	m.rememberID(mem.ID())
 	defer func() {
 		m.mu.Lock()
 		m.running = nil
@@ -238,6 +242,26 @@ func (m *Manager) serve(ctx context.Context, mem *member) (*request, error) {
 			}
 		}
 	}
+}
+
+// idFile records this node's member ID next to its data, so the member is
+// found again after a hostname (member name) change.
+func (m *Manager) idFile() string { return m.opts.DataDir + ".member-id" }
+
+func (m *Manager) rememberID(id uint64) {
+	if err := atomicfile.Write(m.idFile(), []byte(strconv.FormatUint(id, 16)), 0o600); err != nil {
+		m.log.Warn("cannot record the member ID", "error", err)
+	}
+}
+
+// rememberedID returns the recorded member ID (0 when unknown).
+func (m *Manager) rememberedID() uint64 {
+	b, err := os.ReadFile(m.idFile())
+	if err != nil {
+		return 0
+	}
+	id, _ := strconv.ParseUint(strings.TrimSpace(string(b)), 16, 64)
+	return id
 }
 
 // removedFromCluster handles this member's removal, by its own leave or by

@@ -69,6 +69,9 @@ func TestSingleMemberLifecycle(t *testing.T) {
 	if err != nil || st.Leader != st.Header.MemberId {
 		t.Fatalf("status %+v %v: a single member leads itself", st, err)
 	}
+	if got := m.rememberedID(); got != st.Header.MemberId {
+		t.Fatalf("recorded member ID %x, want %x", got, st.Header.MemberId)
+	}
 	members, err := m.Members(ctx)
 	if err != nil || len(members.Members) != 1 || members.Members[0].Name != "unit-cp1" {
 		t.Fatalf("members %+v %v", members, err)
