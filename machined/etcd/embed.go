@@ -38,17 +38,16 @@ const readyTimeout = 60 * time.Second
 
 // memberConfig is everything needed to start one member.
 type memberConfig struct {
-	name         string
-	dataDir      string
-	peerURL      string
-	clientURL    string
-	state        string // embed.ClusterStateFlagNew or ...Existing
-	initial      string // initial cluster, name=url,…
-	token        string
-	pki          pkiPaths
-	tunables     config.Etcd
-	maxLearners  int
-	corruptCheck bool
+	name        string
+	dataDir     string
+	peerURL     string
+	clientURL   string
+	state       string // embed.ClusterStateFlagNew or ...Existing
+	initial     string // initial cluster, name=url,…
+	token       string
+	pki         pkiPaths
+	tunables    config.Etcd
+	maxLearners int
 }
 
 // member is a running embedded etcd.

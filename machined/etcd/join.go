@@ -33,14 +33,8 @@ type found struct {
 // candidates are the client URLs where existing members may answer: the
 // control-plane endpoint's host and the static peers, never this node.
 func (m *Manager) candidates() []string {
-	cfg := m.opts.Config()
-	var hosts []string
-	if u, err := url.Parse(cfg.Cluster.ControlPlane.Endpoint); err == nil && u.Hostname() != "" {
-		hosts = append(hosts, u.Hostname())
-	}
-	hosts = append(hosts, cfg.Cluster.Etcd.Peers...)
 	var out []string
-	for _, h := range hosts {
+	for _, h := range m.opts.Config().ControlPlaneAddrs() {
 		host, port := h, strconv.Itoa(ClientPort)
 		if hh, pp, err := net.SplitHostPort(h); err == nil {
 			host, port = hh, pp

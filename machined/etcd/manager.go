@@ -2,6 +2,7 @@ package etcd
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/ballast-os/ballast/machined/errdefs"
@@ -51,8 +53,10 @@ type Manager struct {
 
 	mu      sync.Mutex
 	running *member
-	status  string // what the member is doing, for health and logs
-	left    bool   // left the cluster: stay out until the next boot
+	local   *clientv3.Client // to the running member
+	tlsConf *tls.Config      // of this node's etcd client certificate
+	status  string           // what the member is doing, for health and logs
+	left    bool             // left the cluster: stay out until the next boot
 	// pendingMarker is written into a freshly recovered cluster.
 	pendingMarker *recoveryMarker
 }
@@ -60,7 +64,7 @@ type Manager struct {
 // request is an operation that must run in the Run loop, which owns the member.
 type request struct {
 	kind     requestKind
-	snapshot string // recover
+	snapshot string // recover: the restored data directory to swap in
 	prevID   uint64 // recover: the cluster being replaced
 	done     chan error
 }
@@ -136,7 +140,7 @@ func (m *Manager) Run(ctx context.Context, out io.Writer) error {
 			return err
 		}
 		if next != nil {
-			next.done <- m.handleOffline(ctx, *next)
+			next.done <- m.handleOffline(*next)
 		}
 	}
 	return nil
@@ -169,7 +173,7 @@ func (m *Manager) idle(ctx context.Context) (*request, error) {
 
 // handleOffline carries out a request that needs the member stopped: the
 // member has already been closed by serve.
-func (m *Manager) handleOffline(ctx context.Context, r request) error {
+func (m *Manager) handleOffline(r request) error {
 	switch r.kind {
 	case reqLeave:
 		m.mu.Lock()
@@ -179,7 +183,7 @@ func (m *Manager) handleOffline(ctx context.Context, r request) error {
 	case reqRejoin:
 		return m.wipe()
 	case reqRecover:
-		return m.restore(ctx, r)
+		return m.restore(r)
 	}
 	return nil
 }
@@ -197,14 +201,21 @@ func (m *Manager) wipe() error {
 // serve runs a started member until ctx ends, it fails, or a request needs
 // it stopped; background duties run alongside.
 func (m *Manager) serve(ctx context.Context, mem *member) (*request, error) {
+	// One client to the local member serves every operation while it runs.
+	local, err := m.newClient([]string{m.clientURL()})
+	if err != nil {
+		mem.Close()
+		return nil, err
+	}
 	m.mu.Lock()
-	m.running = mem
+	m.running, m.local = mem, local
 	m.mu.Unlock()
 	m.rememberID(mem.ID())
 	defer func() {
 		m.mu.Lock()
-		m.running = nil
+		m.running, m.local = nil, nil
 		m.mu.Unlock()
+		local.Close()
 		mem.Close()
 		m.log.Info("etcd member stopped")
 	}()
@@ -378,10 +389,7 @@ func (m *Manager) Bootstrap(ctx context.Context) error {
 	if m.opts.Config() == nil || !m.opts.Config().IsControlPlane() {
 		return ErrNotControlPlane
 	}
-	m.mu.Lock()
-	running := m.running != nil
-	m.mu.Unlock()
-	if running {
+	if _, err := m.current(); err == nil {
 		return fmt.Errorf("%w: this node is already an etcd member", errdefs.ErrAlreadyExists)
 	}
 	if m.hasData() {
@@ -412,8 +420,7 @@ func (m *Manager) send(ctx context.Context, r request) error {
 	}
 }
 
-// Status says what the member is doing; Healthy fails unless it serves as a
-// voting member.
+// Status says what the member is doing, in words for health messages.
 func (m *Manager) Status() string {
 	m.mu.Lock()
 	defer m.mu.Unlock()

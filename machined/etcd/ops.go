@@ -13,28 +13,28 @@ import (
 	"github.com/ballast-os/ballast/machined/errdefs"
 )
 
-// withClient calls fn with a client to the local member (and, for cluster
-// operations, every member's endpoints).
-func (m *Manager) withClient(ctx context.Context, fn func(ctx context.Context, cli *clientv3.Client) error) error {
-	cli, err := m.localClient()
-	if err != nil {
-		return err
+// current returns the running member, or ErrNotRunning with what the
+// member is doing instead.
+func (m *Manager) current() (*member, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.running == nil {
+		return nil, fmt.Errorf("%w (%s)", ErrNotRunning, m.status)
 	}
-	defer cli.Close()
+	return m.running, nil
+}
+
+// withClient calls fn with the client of the running local member.
+func (m *Manager) withClient(ctx context.Context, fn func(ctx context.Context, cli *clientv3.Client) error) error {
+	m.mu.Lock()
+	cli, status := m.local, m.status
+	m.mu.Unlock()
+	if cli == nil {
+		return fmt.Errorf("%w (%s)", ErrNotRunning, status)
+	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	return fn(cctx, cli)
-}
-
-// localClient is a client to the running local member.
-func (m *Manager) localClient() (*clientv3.Client, error) {
-	m.mu.Lock()
-	running := m.running != nil
-	m.mu.Unlock()
-	if !running {
-		return nil, fmt.Errorf("%w (%s)", ErrNotRunning, m.Status())
-	}
-	return m.newClient([]string{m.clientURL()})
 }
 
 // Members lists the cluster's members.
@@ -50,11 +50,9 @@ func (m *Manager) Members(ctx context.Context) (*clientv3.MemberListResponse, er
 
 // MemberStatus reports the local member's status.
 func (m *Manager) MemberStatus(_ context.Context) (*clientv3.StatusResponse, error) {
-	m.mu.Lock()
-	mem := m.running
-	m.mu.Unlock()
-	if mem == nil {
-		return nil, fmt.Errorf("%w (%s)", ErrNotRunning, m.Status())
+	mem, err := m.current()
+	if err != nil {
+		return nil, err
 	}
 	st, err := mem.status()
 	if err != nil {
@@ -163,19 +161,17 @@ func memberName(mem *etcdserverpb.Member) string {
 // Leave removes this node from the cluster, stops etcd and wipes its data.
 // The node stays out until it reboots.
 func (m *Manager) Leave(ctx context.Context, force bool) error {
-	m.mu.Lock()
-	mem := m.running
-	m.mu.Unlock()
-	if mem == nil {
-		return fmt.Errorf("%w (%s)", ErrNotRunning, m.Status())
+	mem, err := m.current()
+	if err != nil {
+		return err
 	}
-	err := m.withClient(ctx, func(ctx context.Context, cli *clientv3.Client) error {
+	err = m.withClient(ctx, func(ctx context.Context, cli *clientv3.Client) error {
 		if !force {
 			if err := m.quorumCheck(ctx, cli, mem.ID()); err != nil {
 				return err
 			}
 		}
-		if err := m.moveLeaderAway(ctx, cli, mem.ID()); err != nil {
+		if _, err := m.moveLeaderAway(ctx, cli); err != nil {
 			m.log.Warn("could not move leadership before leaving", "error", err)
 		}
 		// Ask the other members: etcd's strict reconfiguration check counts
@@ -184,10 +180,15 @@ func (m *Manager) Leave(ctx context.Context, force bool) error {
 		if err != nil {
 			return err
 		}
-		if len(others) > 0 {
-			cli.SetEndpoints(others...)
+		if len(others) == 0 {
+			return removeWithRetry(ctx, cli, mem.ID())
 		}
-		return removeWithRetry(ctx, cli, mem.ID())
+		ocli, err := m.newClient(others)
+		if err != nil {
+			return err
+		}
+		defer ocli.Close()
+		return removeWithRetry(ctx, ocli, mem.ID())
 	})
 	if err != nil {
 		return err
@@ -234,11 +235,9 @@ func removeWithRetry(ctx context.Context, cli *clientv3.Client, id uint64) error
 
 // CheckLeave applies the quorum guard to this member leaving.
 func (m *Manager) CheckLeave(ctx context.Context) error {
-	m.mu.Lock()
-	mem := m.running
-	m.mu.Unlock()
-	if mem == nil {
-		return fmt.Errorf("%w (%s)", ErrNotRunning, m.Status())
+	mem, err := m.current()
+	if err != nil {
+		return err
 	}
 	return m.withClient(ctx, func(ctx context.Context, cli *clientv3.Client) error {
 		return m.quorumCheck(ctx, cli, mem.ID())
@@ -247,10 +246,7 @@ func (m *Manager) CheckLeave(ctx context.Context) error {
 
 // RemoveMember removes another member by ID.
 func (m *Manager) RemoveMember(ctx context.Context, id uint64, force bool) error {
-	m.mu.Lock()
-	mem := m.running
-	m.mu.Unlock()
-	if mem != nil && mem.ID() == id {
+	if mem, err := m.current(); err == nil && mem.ID() == id {
 		return m.Leave(ctx, force)
 	}
 	return m.withClient(ctx, func(ctx context.Context, cli *clientv3.Client) error {
@@ -272,34 +268,28 @@ func (m *Manager) RemoveMember(ctx context.Context, id uint64, force bool) error
 func (m *Manager) ForfeitLeadership(ctx context.Context) (uint64, error) {
 	var to uint64
 	err := m.withClient(ctx, func(ctx context.Context, cli *clientv3.Client) error {
-		st, err := m.MemberStatus(ctx)
-		if err != nil {
-			return err
-		}
-		if st.Leader != st.Header.MemberId {
-			return nil
-		}
-		to, err = m.pickTransferee(ctx, cli, st.Header.MemberId)
-		if err != nil {
-			return err
-		}
-		_, err = cli.MoveLeader(ctx, to)
+		var err error
+		to, err = m.moveLeaderAway(ctx, cli)
 		return err
 	})
 	return to, err
 }
 
-func (m *Manager) moveLeaderAway(ctx context.Context, cli *clientv3.Client, self uint64) error {
+// moveLeaderAway hands leadership to a healthy voting member when this member
+// leads; it returns the new leader (0 when this member was not the leader).
+func (m *Manager) moveLeaderAway(ctx context.Context, cli *clientv3.Client) (uint64, error) {
 	st, err := m.MemberStatus(ctx)
-	if err != nil || st.Leader != self {
-		return err
+	if err != nil || st.Leader != st.Header.MemberId {
+		return 0, err
 	}
-	to, err := m.pickTransferee(ctx, cli, self)
+	to, err := m.pickTransferee(ctx, cli, st.Header.MemberId)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	_, err = cli.MoveLeader(ctx, to)
-	return err
+	if _, err := cli.MoveLeader(ctx, to); err != nil {
+		return 0, err
+	}
+	return to, nil
 }
 
 func (m *Manager) pickTransferee(ctx context.Context, cli *clientv3.Client, self uint64) (uint64, error) {
@@ -352,12 +342,14 @@ func (m *Manager) DisarmAlarms(ctx context.Context) ([]*etcdserverpb.AlarmMember
 }
 
 // Snapshot streams a consistent snapshot of the local member to w.
+// It is not bounded by withClient's timeout: a large keyspace takes a while.
 func (m *Manager) Snapshot(ctx context.Context, w io.Writer) error {
-	cli, err := m.localClient()
-	if err != nil {
-		return err
+	m.mu.Lock()
+	cli, status := m.local, m.status
+	m.mu.Unlock()
+	if cli == nil {
+		return fmt.Errorf("%w (%s)", ErrNotRunning, status)
 	}
-	defer cli.Close()
 	rc, err := cli.Snapshot(ctx)
 	if err != nil {
 		return fmt.Errorf("snapshot: %w", err)

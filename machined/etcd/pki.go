@@ -48,6 +48,9 @@ func (m *Manager) mintCerts(cfg *config.Config) error {
 		{m.pki.peerCrt, m.pki.peerKey, pki.Request{CommonName: m.opts.Name, DNSNames: dns, IPs: ips, Usage: pki.UsageServer | pki.UsageClient}},
 		{m.pki.clientCrt, m.pki.clientKey, pki.Request{CommonName: "machined-" + m.opts.Name, Usage: pki.UsageClient}},
 	}
+	m.mu.Lock()
+	m.tlsConf = nil // re-read the new files on next use
+	m.mu.Unlock()
 	if err := atomicfile.Write(m.pki.ca, ca.Crt, 0o644); err != nil {
 		return err
 	}
@@ -70,19 +73,21 @@ func etcdCA(cfg *config.Config) (*pki.CertAndKey, error) {
 	if cfg.Cluster.Etcd.CA == nil || cfg.Cluster.Etcd.CA.Key == "" {
 		return nil, fmt.Errorf("cluster.etcd.ca with its key is required on control-plane nodes")
 	}
-	crt, err := pki.DecodeB64(cfg.Cluster.Etcd.CA.Crt)
+	ca, err := pki.FromB64(cfg.Cluster.Etcd.CA.Crt, cfg.Cluster.Etcd.CA.Key)
 	if err != nil {
-		return nil, fmt.Errorf("cluster.etcd.ca.crt: %w", err)
+		return nil, fmt.Errorf("cluster.etcd.ca: %w", err)
 	}
-	key, err := pki.DecodeB64(cfg.Cluster.Etcd.CA.Key)
-	if err != nil {
-		return nil, fmt.Errorf("cluster.etcd.ca.key: %w", err)
-	}
-	return &pki.CertAndKey{Crt: crt, Key: key}, nil
+	return ca, nil
 }
 
-// clientTLS is the TLS configuration of this node's etcd client.
+// clientTLS is the TLS configuration of this node's etcd client, read from
+// the minted files once.
 func (m *Manager) clientTLS() (*tls.Config, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.tlsConf != nil {
+		return m.tlsConf, nil
+	}
 	caPEM, err := os.ReadFile(m.pki.ca)
 	if err != nil {
 		return nil, fmt.Errorf("read etcd CA: %w", err)
@@ -95,7 +100,8 @@ func (m *Manager) clientTLS() (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load etcd client certificate: %w", err)
 	}
-	return &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+	m.tlsConf = &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	return m.tlsConf, nil
 }
 
 // newClient returns an etcd client for endpoints.

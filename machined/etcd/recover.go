@@ -1,6 +1,7 @@
 package etcd
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -8,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -35,19 +37,16 @@ type recoveryMarker struct {
 // Recover restores the snapshot at path on this node as a new one-member
 // cluster. When this node is a member of a cluster that still has quorum,
 // recovery would discard that cluster's newer data and is refused unless forced.
+//
+// The snapshot is restored (its integrity hash checked) into a staging
+// directory first; only a usable restore replaces the member's data.
 func (m *Manager) Recover(ctx context.Context, path string, force bool) error {
 	cfg := m.opts.Config()
 	if cfg == nil || !cfg.IsControlPlane() {
 		return ErrNotControlPlane
 	}
-	if err := verifySnapshot(path); err != nil {
-		return err
-	}
 	var prev uint64
-	m.mu.Lock()
-	mem := m.running
-	m.mu.Unlock()
-	if mem != nil {
+	if mem, err := m.current(); err == nil {
 		prev = mem.ClusterID()
 		if !force && m.Healthy(ctx) == nil {
 			return fmt.Errorf("%w: this node's etcd cluster is healthy; recovering would discard its data (use --force)", errdefs.ErrFailedPrecondition)
@@ -58,55 +57,37 @@ func (m *Manager) Recover(ctx context.Context, path string, force bool) error {
 			return fmt.Errorf("%w: an etcd cluster with quorum answers at %s; recovering would split it (use --force)", errdefs.ErrFailedPrecondition, f.endpoint)
 		}
 	}
-	return m.send(ctx, request{kind: reqRecover, snapshot: path, prevID: prev})
-}
-
-// verifySnapshot checks the snapshot's integrity hash before anything is touched.
-func verifySnapshot(path string) error {
-	dir, err := os.MkdirTemp(filepath.Dir(path), "verify-")
-	if err != nil {
+	staged := m.opts.DataDir + ".restored"
+	if err := os.RemoveAll(staged); err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	err = snapshot.NewV3(zapLogger(discard{})).Restore(snapshot.RestoreConfig{
-		SnapshotPath: path, Name: "verify", OutputDataDir: filepath.Join(dir, "data"),
-		PeerURLs: []string{"https://127.0.0.1:2380"}, InitialCluster: "verify=https://127.0.0.1:2380",
-		InitialClusterToken: "verify",
+	err := snapshot.NewV3(zapLogger(discard{})).Restore(snapshot.RestoreConfig{
+		SnapshotPath: path, Name: m.opts.Name, OutputDataDir: staged,
+		PeerURLs: []string{m.peerURL()}, InitialCluster: m.opts.Name + "=" + m.peerURL(),
+		InitialClusterToken: "ballast-recovered-" + randomHex(6),
 	})
 	if err != nil {
+		_ = os.RemoveAll(staged)
 		return fmt.Errorf("%w: snapshot is not usable: %v", errdefs.ErrInvalidArgument, err)
 	}
-	return nil
+	return m.send(ctx, request{kind: reqRecover, snapshot: staged, prevID: prev})
 }
 
-// restore replaces this node's data with the snapshot (the member is stopped).
-// The old data is kept aside until the restore succeeded.
-func (m *Manager) restore(ctx context.Context, r request) error {
+// restore swaps the staged, restored data in (the member is stopped). The
+// old data is kept aside until the swap succeeded.
+func (m *Manager) restore(r request) error {
 	m.setStatus("restoring a snapshot")
 	aside := m.opts.DataDir + ".before-recovery"
 	_ = os.RemoveAll(aside)
-	hadData := m.hasData()
-	if hadData {
-		if err := os.Rename(m.opts.DataDir, aside); err != nil {
-			return fmt.Errorf("move old etcd data aside: %w", err)
-		}
-	} else if err := os.RemoveAll(m.opts.DataDir); err != nil {
-		return err
+	if err := os.Rename(m.opts.DataDir, aside); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("move old etcd data aside: %w", err)
 	}
-	token := "ballast-recovered-" + randomHex(6)
-	err := snapshot.NewV3(zapLogger(discard{})).Restore(snapshot.RestoreConfig{
-		SnapshotPath: r.snapshot, Name: m.opts.Name, OutputDataDir: m.opts.DataDir,
-		PeerURLs: []string{m.peerURL()}, InitialCluster: m.opts.Name + "=" + m.peerURL(),
-		InitialClusterToken: token,
-	})
-	if err != nil {
-		_ = os.RemoveAll(m.opts.DataDir)
-		if hadData {
-			_ = os.Rename(aside, m.opts.DataDir)
-		}
+	if err := os.Rename(r.snapshot, m.opts.DataDir); err != nil {
+		_ = os.Rename(aside, m.opts.DataDir)
 		return fmt.Errorf("restore snapshot: %w", err)
 	}
 	_ = os.RemoveAll(aside)
+	_ = os.Remove(m.idFile())
 	m.mu.Lock()
 	m.left = false
 	m.pendingMarker = &recoveryMarker{Previous: r.prevID, Time: time.Now().UTC()}
@@ -226,12 +207,12 @@ func (m *Manager) snapshotToDir(ctx context.Context, keep int) error {
 	if err := os.MkdirAll(m.opts.SnapshotDir, 0o700); err != nil {
 		return err
 	}
-	var buf strings.Builder
+	var buf bytes.Buffer
 	if err := m.Snapshot(ctx, &buf); err != nil {
 		return err
 	}
 	name := filepath.Join(m.opts.SnapshotDir, "etcd-"+time.Now().UTC().Format("20060102T150405.000Z")+".db")
-	if err := atomicfile.Write(name, []byte(buf.String()), 0o600); err != nil {
+	if err := atomicfile.Write(name, buf.Bytes(), 0o600); err != nil {
 		return err
 	}
 	m.log.Info("etcd snapshot written", "file", name, "bytes", buf.Len())

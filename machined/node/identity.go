@@ -42,15 +42,15 @@ func (n *Node) enterMaintenance() error {
 // serverIdentity returns the configured API certificate and client CA pool.
 // Control-plane nodes mint their own certificate with the OS CA key.
 func (n *Node) serverIdentity(cfg *config.Config) (tls.Certificate, *x509.CertPool, error) {
-	caCrt, err := pki.DecodeB64(cfg.Machine.CA.Crt)
+	ca, err := pki.FromB64(cfg.Machine.CA.Crt, cfg.Machine.CA.Key)
+	if err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("machine.ca: %w", err)
+	}
+	pool, err := pki.Pool(ca.Crt)
 	if err != nil {
 		return tls.Certificate{}, nil, fmt.Errorf("machine.ca.crt: %w", err)
 	}
-	pool, err := pki.Pool(caCrt)
-	if err != nil {
-		return tls.Certificate{}, nil, fmt.Errorf("machine.ca.crt: %w", err)
-	}
-	if cfg.Machine.CA.Key == "" {
+	if len(ca.Key) == 0 {
 		n.mu.Lock()
 		nodeCert := n.nodeCert
 		n.mu.Unlock()
@@ -70,12 +70,8 @@ func (n *Node) serverIdentity(cfg *config.Config) (tls.Certificate, *x509.CertPo
 		cert, err := ck.TLSCertificate()
 		return cert, pool, err
 	}
-	caKey, err := pki.DecodeB64(cfg.Machine.CA.Key)
-	if err != nil {
-		return tls.Certificate{}, nil, fmt.Errorf("machine.ca.key: %w", err)
-	}
 	dns, ips := n.localNames(cfg)
-	ck, err := pki.Issue(&pki.CertAndKey{Crt: caCrt, Key: caKey}, pki.Request{
+	ck, err := pki.Issue(ca, pki.Request{
 		CommonName: hostname(cfg),
 		DNSNames:   dns,
 		IPs:        ips,

@@ -10,8 +10,8 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -140,9 +140,11 @@ func (n *Node) SignNodeCertificate(csrPEM []byte, token string) ([]byte, error) 
 	if err != nil || csr.CheckSignature() != nil {
 		return nil, fmt.Errorf("%w: invalid certificate request", errdefs.ErrInvalidArgument)
 	}
-	caCrt, _ := pki.DecodeB64(cfg.Machine.CA.Crt)
-	caKey, _ := pki.DecodeB64(cfg.Machine.CA.Key)
-	ck, err := pki.Issue(&pki.CertAndKey{Crt: caCrt, Key: caKey}, pki.Request{
+	ca, err := pki.FromB64(cfg.Machine.CA.Crt, cfg.Machine.CA.Key)
+	if err != nil {
+		return nil, fmt.Errorf("machine.ca: %w", err)
+	}
+	ck, err := pki.Issue(ca, pki.Request{
 		CommonName: csr.Subject.CommonName, DNSNames: csr.DNSNames, IPs: csr.IPAddresses,
 		Usage: pki.UsageServer | pki.UsageClient, PublicKey: csr.PublicKey,
 	})
@@ -180,7 +182,7 @@ func (n *Node) fetchNodeCertificate(ctx context.Context, out io.Writer) error {
 	csrPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER})
 	delay := time.Second
 	for {
-		for _, addr := range controlPlaneAddrs(cfg) {
+		for _, addr := range controlPlaneHosts(cfg) {
 			crt, err := requestCert(ctx, addr, caPEM, csrPEM, cfg.Machine.Token)
 			if err != nil {
 				fmt.Fprintf(out, "certificate request to %s failed: %v\n", addr, err)
@@ -208,17 +210,17 @@ func (n *Node) fetchNodeCertificate(ctx context.Context, out io.Writer) error {
 	}
 }
 
-// controlPlaneAddrs are the control-plane hosts a worker knows of.
-func controlPlaneAddrs(cfg *config.Config) []string {
+// controlPlaneHosts are the control-plane hosts a worker knows of; the port
+// of a peer entry is etcd's, so only the host is kept.
+func controlPlaneHosts(cfg *config.Config) []string {
 	var out []string
-	if u, err := url.Parse(cfg.Cluster.ControlPlane.Endpoint); err == nil && u.Hostname() != "" {
-		out = append(out, u.Hostname())
-	}
-	for _, p := range cfg.Cluster.Etcd.Peers {
-		if h, _, err := net.SplitHostPort(p); err == nil {
-			p = h
+	for _, a := range cfg.ControlPlaneAddrs() {
+		if h, _, err := net.SplitHostPort(a); err == nil {
+			a = h
 		}
-		out = append(out, p)
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
 	}
 	return out
 }

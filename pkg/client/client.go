@@ -160,3 +160,13 @@ func (c *Client) Ping(ctx context.Context) error {
 	_, err := c.Version(ctx, &machine.VersionRequest{})
 	return err
 }
+
+// NewFromContext creates a client for address with a nodeconfig context's
+// credentials.
+func NewFromContext(c *nodeconfig.Context, address string) (*Client, error) {
+	opts, err := FromContext(c, address)
+	if err != nil {
+		return nil, err
+	}
+	return New(opts)
+}

@@ -86,9 +86,9 @@ func Create(ctx context.Context, o Options) (*State, error) {
 	st := &State{Name: o.Name, Provisioner: "netns", CIDR: p.String(), Gateway: gw.String(), Dir: dir}
 	st.Endpoint = "https://" + net.JoinHostPort(addrs[0].String(), "6443")
 	for i, a := range addrs {
-		role, short := "controlplane", fmt.Sprintf("cp%d", i+1)
+		role, short := config.TypeControlPlane, fmt.Sprintf("cp%d", i+1)
 		if i >= o.ControlPlanes {
-			role, short = "worker", fmt.Sprintf("w%d", i-o.ControlPlanes+1)
+			role, short = config.TypeWorker, fmt.Sprintf("w%d", i-o.ControlPlanes+1)
 		}
 		st.Nodes = append(st.Nodes, NodeState{
 			Name: short, Role: role, Address: a.String(), Netns: nm.prefix + short,
@@ -127,10 +127,9 @@ func Create(ctx context.Context, o Options) (*State, error) {
 	if err := bundle.Save(filepath.Join(dir, "secrets.yaml")); err != nil {
 		return st, err
 	}
-	nc, err := gen.ClientConfig(bundle, o.Name, addrsOf(st.ControlPlanes()), []string{"os:admin"})
-	if err != nil {
-		return st, err
-	}
+	// The generated os:admin nodeconfig targets every control plane.
+	nc := out.NodeConfig
+	nc.Contexts[o.Name].Endpoints = addrsOf(st.ControlPlanes())
 	if err := nc.Save(filepath.Join(dir, "nodeconfig")); err != nil {
 		return st, err
 	}
@@ -156,13 +155,7 @@ func Create(ctx context.Context, o Options) (*State, error) {
 		return st, err
 	}
 	ctxConf := nc.Contexts[o.Name]
-	dial := func(addr string) (*client.Client, error) {
-		opts, err := client.FromContext(ctxConf, addr)
-		if err != nil {
-			return nil, err
-		}
-		return client.New(opts)
-	}
+	dial := func(addr string) (*client.Client, error) { return client.NewFromContext(ctxConf, addr) }
 	if !o.SkipBootstrap {
 		cp1 := st.ControlPlanes()[0]
 		logf("bootstrapping etcd on %s", cp1.Name)
@@ -254,7 +247,7 @@ func applyAll(ctx context.Context, st *State, cp, worker []byte) error {
 		go func() {
 			defer wg.Done()
 			data := cp
-			if node.Role == "worker" {
+			if node.Role == config.TypeWorker {
 				data = worker
 			}
 			errs[i] = applyOne(ctx, node, patchHostname(data, st.Name+"-"+node.Name))

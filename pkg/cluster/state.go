@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 
 	"github.com/ballast-os/ballast/pkg/atomicfile"
+	"github.com/ballast-os/ballast/pkg/config"
 )
 
 // ErrNotFound means no local cluster has that name.
@@ -81,7 +82,7 @@ func (s *State) save() error {
 func (s *State) ControlPlanes() []NodeState {
 	var out []NodeState
 	for _, n := range s.Nodes {
-		if n.Role == "controlplane" {
+		if n.Role == config.TypeControlPlane {
 			out = append(out, n)
 		}
 	}

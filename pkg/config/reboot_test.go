@@ -80,3 +80,24 @@ func TestRebootRequiredNil(t *testing.T) {
 		t.Errorf("RebootRequired(nil, nil) = %q", got)
 	}
 }
+
+func TestControlPlaneAddrs(t *testing.T) {
+	tests := []struct {
+		endpoint string
+		peers    []string
+		want     []string
+	}{
+		{"https://10.5.0.2:6443", nil, []string{"10.5.0.2"}},
+		{"https://10.5.0.2:6443", []string{"10.5.0.2", "10.5.0.3:2379"}, []string{"10.5.0.2", "10.5.0.3:2379"}},
+		{"https://api.example:6443", []string{"10.5.0.3"}, []string{"api.example", "10.5.0.3"}},
+		{"", []string{"10.5.0.3"}, []string{"10.5.0.3"}},
+	}
+	for _, tt := range tests {
+		c := &Config{}
+		c.Cluster.ControlPlane.Endpoint = tt.endpoint
+		c.Cluster.Etcd.Peers = tt.peers
+		if got := c.ControlPlaneAddrs(); !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("%s %v: got %v, want %v", tt.endpoint, tt.peers, got, tt.want)
+		}
+	}
+}

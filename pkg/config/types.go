@@ -2,6 +2,8 @@ package config
 
 import (
 	"fmt"
+	"net/url"
+	"slices"
 	"time"
 )
 
@@ -187,3 +189,19 @@ func (d Duration) Std() time.Duration { return time.Duration(d) }
 
 // IsControlPlane reports whether the config is for a control-plane node.
 func (c *Config) IsControlPlane() bool { return c.Machine.Type == TypeControlPlane }
+
+// ControlPlaneAddrs lists where other control-plane nodes may be reached: the
+// control-plane endpoint's host, then the static etcd peers as written (host
+// or host:port), without repeats.
+func (c *Config) ControlPlaneAddrs() []string {
+	var out []string
+	if u, err := url.Parse(c.Cluster.ControlPlane.Endpoint); err == nil && u.Hostname() != "" {
+		out = append(out, u.Hostname())
+	}
+	for _, p := range c.Cluster.Etcd.Peers {
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/ballast-os/ballast/api/machine"
 	"github.com/ballast-os/ballast/pkg/client"
+	"github.com/ballast-os/ballast/pkg/config"
 )
 
 // Node is one node to check.
@@ -39,7 +40,7 @@ type Dialer func(address string) (*client.Client, error)
 func Run(ctx context.Context, nodes []Node, dial Dialer) []Check {
 	var cps []Node
 	for _, n := range nodes {
-		if n.Role == "controlplane" {
+		if n.Role == config.TypeControlPlane {
 			cps = append(cps, n)
 		}
 	}
@@ -95,12 +96,16 @@ func servicesHealthy(ctx context.Context, c *client.Client) error {
 
 func etcdChecks(ctx context.Context, cps []Node, clients map[string]*client.Client) []Check {
 	var checks []Check
-	// Members, as one reachable control plane sees them.
-	var members *machine.EtcdMembersResponse
-	var err error
+	// Members and alarms, as the first control plane that answers sees them.
+	var (
+		via     machine.EtcdServiceClient
+		members *machine.EtcdMembersResponse
+		err     error
+	)
 	for _, n := range cps {
 		if c := clients[n.Address]; c != nil {
-			if members, err = machine.NewEtcdServiceClient(c.Conn()).EtcdMembers(ctx, &machine.EtcdMembersRequest{}); err == nil {
+			via = machine.NewEtcdServiceClient(c.Conn())
+			if members, err = via.EtcdMembers(ctx, &machine.EtcdMembersRequest{}); err == nil {
 				break
 			}
 		}
@@ -176,19 +181,9 @@ func etcdChecks(ctx context.Context, cps []Node, clients map[string]*client.Clie
 	}
 	checks = append(checks, Check{"etcd has one leader", leaderErr})
 
-	var alarmErr error
-	for _, n := range cps {
-		if c := clients[n.Address]; c != nil {
-			resp, err := machine.NewEtcdServiceClient(c.Conn()).EtcdAlarmList(ctx, &machine.EtcdAlarmListRequest{})
-			if err != nil {
-				alarmErr = err
-			} else if len(resp.GetAlarms()) > 0 {
-				alarmErr = fmt.Errorf("alarms: %v", resp.GetAlarms())
-			} else {
-				alarmErr = nil
-			}
-			break
-		}
+	alarms, alarmErr := via.EtcdAlarmList(ctx, &machine.EtcdAlarmListRequest{})
+	if alarmErr == nil && len(alarms.GetAlarms()) > 0 {
+		alarmErr = fmt.Errorf("alarms: %v", alarms.GetAlarms())
 	}
 	checks = append(checks, Check{"etcd has no alarms", alarmErr})
 	return checks

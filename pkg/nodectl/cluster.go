@@ -149,18 +149,12 @@ from -n (roles are read from each node's config).`,
   nodectl health --control-plane-nodes 10.5.0.2,10.5.0.3,10.5.0.4 --worker-nodes 10.5.0.5 --wait-timeout 2m`,
 		Args: exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			nctx, err := g.loadContext()
+			name, nctx, err := g.loadNamedContext()
 			if err != nil {
 				return err
 			}
-			dial := func(addr string) (*client.Client, error) {
-				opts, err := client.FromContext(nctx, addr)
-				if err != nil {
-					return nil, err
-				}
-				return client.New(opts)
-			}
-			nodes, err := g.healthNodes(cmd.Context(), cps, workers, dial)
+			dial := func(addr string) (*client.Client, error) { return client.NewFromContext(nctx, addr) }
+			nodes, err := g.healthNodes(cmd.Context(), name, nctx, cps, workers, dial)
 			if err != nil {
 				return err
 			}
@@ -171,7 +165,7 @@ from -n (roles are read from each node's config).`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(g.stdout, "healthy: %d nodes (%d control planes)\n", len(nodes), countRole(nodes, "controlplane"))
+			fmt.Fprintf(g.stdout, "healthy: %d nodes (%d control planes)\n", len(nodes), countRole(nodes, config.TypeControlPlane))
 			return nil
 		},
 	}
@@ -191,35 +185,27 @@ func countRole(nodes []health.Node, role string) int {
 	return n
 }
 
-// healthNodes decides which nodes to check and their roles.
-func (g *globals) healthNodes(ctx context.Context, cps, workers []string, dial health.Dialer) ([]health.Node, error) {
+// healthNodes decides which nodes to check and their roles: the flags, else
+// the local cluster named like the context, else the targets with the role
+// each node's config names.
+func (g *globals) healthNodes(ctx context.Context, contextName string, nctx *nodeconfig.Context, cps, workers []string, dial health.Dialer) ([]health.Node, error) {
 	var nodes []health.Node
 	if len(cps)+len(workers) > 0 {
 		for _, a := range cps {
-			nodes = append(nodes, health.Node{Address: a, Role: "controlplane"})
+			nodes = append(nodes, health.Node{Address: a, Role: config.TypeControlPlane})
 		}
 		for _, a := range workers {
-			nodes = append(nodes, health.Node{Address: a, Role: "worker"})
+			nodes = append(nodes, health.Node{Address: a, Role: config.TypeWorker})
 		}
 		return nodes, nil
 	}
 	if len(g.nodes) == 0 {
-		name := g.context
-		if name == "" {
-			if c, err := loadNodeconfig(g); err == nil {
-				name = c
-			}
-		}
-		if st, err := cluster.Load(cluster.DefaultRoot(), name); err == nil {
+		if st, err := cluster.Load(cluster.DefaultRoot(), contextName); err == nil {
 			for _, n := range st.Nodes {
 				nodes = append(nodes, health.Node{Address: n.Address, Role: n.Role})
 			}
 			return nodes, nil
 		}
-	}
-	nctx, err := g.loadContext()
-	if err != nil {
-		return nil, err
 	}
 	targets, err := g.targets(nctx)
 	if err != nil {
@@ -233,14 +219,6 @@ func (g *globals) healthNodes(ctx context.Context, cps, workers []string, dial h
 		nodes = append(nodes, health.Node{Address: a, Role: role})
 	}
 	return nodes, nil
-}
-
-func loadNodeconfig(g *globals) (string, error) {
-	c, err := nodeconfig.Load(g.nodeconfigPath())
-	if err != nil {
-		return "", err
-	}
-	return c.Context, nil
 }
 
 func nodeRole(ctx context.Context, dial health.Dialer, addr string) (string, error) {

@@ -92,19 +92,25 @@ func (g *globals) nodeconfigPath() string {
 
 // loadContext returns the selected nodeconfig context.
 func (g *globals) loadContext() (*nodeconfig.Context, error) {
+	_, ctx, err := g.loadNamedContext()
+	return ctx, err
+}
+
+// loadNamedContext returns the selected nodeconfig context and its name.
+func (g *globals) loadNamedContext() (string, *nodeconfig.Context, error) {
 	path := g.nodeconfigPath()
 	if _, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("nodeconfig %s does not exist: pass --nodeconfig FILE (gen config writes one) or set $NODECONFIG", path)
+		return "", nil, fmt.Errorf("nodeconfig %s does not exist: pass --nodeconfig FILE (gen config writes one) or set $NODECONFIG", path)
 	}
 	cfg, err := nodeconfig.Load(path)
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
-	_, ctx, err := cfg.Current(g.context)
+	name, ctx, err := cfg.Current(g.context)
 	if err != nil {
-		return nil, fmt.Errorf("nodeconfig %s: %w", path, err)
+		return "", nil, fmt.Errorf("nodeconfig %s: %w", path, err)
 	}
-	return ctx, nil
+	return name, ctx, nil
 }
 
 // targets returns the nodes to act on: -n, else the context's nodes, else

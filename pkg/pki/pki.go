@@ -299,3 +299,19 @@ func (c *CertAndKey) TLSCertificate() (tls.Certificate, error) {
 	}
 	return cert, nil
 }
+
+// FromB64 decodes a base64 PEM certificate and (optional, may be empty) key,
+// as machine configs and secrets bundles carry them.
+func FromB64(crt, key string) (*CertAndKey, error) {
+	c, err := DecodeB64(crt)
+	if err != nil {
+		return nil, fmt.Errorf("certificate: %w", err)
+	}
+	out := &CertAndKey{Crt: c}
+	if key != "" {
+		if out.Key, err = DecodeB64(key); err != nil {
+			return nil, fmt.Errorf("key: %w", err)
+		}
+	}
+	return out, nil
+}

@@ -98,3 +98,21 @@ func mustParse(t *testing.T, pemBytes []byte) *x509.Certificate {
 	}
 	return c
 }
+
+func TestFromB64(t *testing.T) {
+	ca, err := NewCA("x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := FromB64(EncodeB64(ca.Crt), "")
+	if err != nil || !Equal(got.Crt, ca.Crt) || got.Key != nil {
+		t.Fatalf("certificate only: %+v %v", got, err)
+	}
+	got, err = FromB64(EncodeB64(ca.Crt), EncodeB64(ca.Key))
+	if err != nil || !KeyMatches(got.Crt, got.Key) {
+		t.Fatalf("with key: %v", err)
+	}
+	if _, err := FromB64("!!", ""); err == nil {
+		t.Fatal("bad base64 accepted")
+	}
+}

@@ -171,14 +171,4 @@ func (b *Bundle) Save(path string) error {
 }
 
 // CA returns a decoded CA pair.
-func (p Pair) CA() (*pki.CertAndKey, error) {
-	crt, err := pki.DecodeB64(p.Crt)
-	if err != nil {
-		return nil, err
-	}
-	key, err := pki.DecodeB64(p.Key)
-	if err != nil {
-		return nil, err
-	}
-	return &pki.CertAndKey{Crt: crt, Key: key}, nil
-}
+func (p Pair) CA() (*pki.CertAndKey, error) { return pki.FromB64(p.Crt, p.Key) }
