@@ -60,8 +60,12 @@ generate: ## Regenerate the API's Go code from api/**/*.proto with pinned tools
 verify-generate: ## Fail when the committed generated code drifts from the .proto files
 	hack/verify-generate.sh
 
+.PHONY: verify-tidy
+verify-tidy: ## Fail when go.mod/go.sum are not what 'go mod tidy' makes them
+	@$(GO) mod tidy -diff >/dev/null || { echo "go.mod/go.sum are not tidy: run 'go mod tidy' (diff below)"; $(GO) mod tidy -diff; exit 1; }
+
 .PHONY: lint
-lint: ## gofmt, go vet and the import-direction check
+lint: verify-tidy ## gofmt, go vet, module tidiness and the import-direction check
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './_out/*')); \
 		if [[ -n $$out ]]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
