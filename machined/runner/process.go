@@ -81,7 +81,7 @@ func (p *processRunner) String() string {
 	return "process(" + strings.Join(p.args, " ") + ")"
 }
 
-func (p *processRunner) Run(ctx context.Context, out io.Writer) error {
+func (p *processRunner) Run(ctx context.Context, out io.Writer, started func()) error {
 	if len(p.args) == 0 {
 		return fmt.Errorf("%s: %w", p, ErrNoCommand)
 	}
@@ -113,14 +113,19 @@ func (p *processRunner) Run(ctx context.Context, out io.Writer) error {
 	}
 	pid := cmd.Process.Pid
 
+	// Report the start before any output is copied, so that a reader of the
+	// service's state never sees output of a service not yet Running.
+	if p.opts.OnStart != nil {
+		p.opts.OnStart(pid)
+	}
+	if started != nil {
+		started()
+	}
 	copied := make(chan struct{})
 	go func() {
 		defer close(copied)
 		copyOutput(out, pr)
 	}()
-	if p.opts.OnStart != nil {
-		p.opts.OnStart(pid)
-	}
 
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()

@@ -12,7 +12,12 @@ import (
 type Runner interface {
 	// Run runs the service until it exits or ctx is cancelled. Output goes to out.
 	// When ctx is cancelled Run stops the service gracefully and returns after it is gone.
-	Run(ctx context.Context, out io.Writer) error
+	//
+	// started is called once, when the workload really runs (a process after
+	// a successful exec): the supervisor reports a service Running only then,
+	// so a workload that never started never satisfies a dependent. A Runner
+	// that fails before its workload starts never calls it. started may be nil.
+	Run(ctx context.Context, out io.Writer, started func()) error
 	// String describes the runner for logs and status messages.
 	String() string
 }
@@ -21,7 +26,8 @@ type Runner interface {
 // function panics.
 var ErrPanic = errors.New("panic")
 
-// Goroutine returns a Runner that calls fn in the caller's goroutine. fn must
+// Goroutine returns a Runner that calls fn in the caller's goroutine; the
+// workload counts as started when fn is called. fn must
 // return promptly once ctx is cancelled. A panic in fn is recovered and
 // returned as an error wrapping ErrPanic (the stack goes to out). When ctx has
 // been cancelled, a context error returned by fn is treated as a clean stop
@@ -37,9 +43,12 @@ type goroutineRunner struct {
 
 func (g *goroutineRunner) String() string { return "goroutine(" + g.name + ")" }
 
-func (g *goroutineRunner) Run(ctx context.Context, out io.Writer) (err error) {
+func (g *goroutineRunner) Run(ctx context.Context, out io.Writer, started func()) (err error) {
 	if out == nil {
 		out = io.Discard
+	}
+	if started != nil {
+		started()
 	}
 	defer func() {
 		if r := recover(); r != nil {

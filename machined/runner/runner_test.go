@@ -68,7 +68,7 @@ func (w *lineWriter) waitLine(t *testing.T, prefix string) string {
 
 func runAsync(ctx context.Context, r runner.Runner, out io.Writer) <-chan error {
 	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx, out) }()
+	go func() { done <- r.Run(ctx, out, nil) }()
 	return done
 }
 
@@ -131,7 +131,7 @@ func TestProcessExit(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			out := newLineWriter()
-			err := sh(tt.script, runner.ProcessOptions{}).Run(context.Background(), out)
+			err := sh(tt.script, runner.ProcessOptions{}).Run(context.Background(), out, nil)
 			if got := out.String(); got != tt.wantOut {
 				t.Errorf("output = %q, want %q", got, tt.wantOut)
 			}
@@ -163,13 +163,61 @@ func TestProcessStartErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := runner.Process(tt.args, runner.ProcessOptions{}).Run(context.Background(), io.Discard)
+			started := 0
+			err := runner.Process(tt.args, runner.ProcessOptions{}).Run(context.Background(), io.Discard, func() { started++ })
 			if !errors.Is(err, tt.is) {
 				t.Fatalf("Run = %v, want errors.Is %v", err, tt.is)
+			}
+			if started != 0 {
+				t.Fatalf("a process that never ran reported started %d times", started)
 			}
 		})
 	}
 }
+
+// TestStartedReported: each runner reports its workload started exactly
+// once, before the workload's own work (the process's output) is seen.
+func TestStartedReported(t *testing.T) {
+	tests := []struct {
+		name string
+		r    runner.Runner
+	}{
+		{"process", sh(`echo ran`, runner.ProcessOptions{})},
+		{"goroutine", runner.Goroutine("g", func(_ context.Context, out io.Writer) error {
+			_, err := io.WriteString(out, "ran\n")
+			return err
+		})},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var events []string
+			out := writerFunc(func(p []byte) (int, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				events = append(events, "output")
+				return len(p), nil
+			})
+			started := func() {
+				mu.Lock()
+				defer mu.Unlock()
+				events = append(events, "started")
+			}
+			if err := tt.r.Run(context.Background(), out, started); err != nil {
+				t.Fatal(err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(events) != 2 || events[0] != "started" || events[1] != "output" {
+				t.Fatalf("events = %v, want [started output]", events)
+			}
+		})
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 func TestProcessOptions(t *testing.T) {
 	dir := t.TempDir()
@@ -180,7 +228,7 @@ func TestProcessOptions(t *testing.T) {
 		Dir:     dir,
 		OnStart: func(pid int) { started = pid },
 	})
-	if err := r.Run(context.Background(), out); err != nil {
+	if err := r.Run(context.Background(), out, nil); err != nil {
 		t.Fatal(err)
 	}
 	want := fmt.Sprintf("pid %d\ndir %s\nenv bar\n", started, dir)
@@ -280,7 +328,7 @@ func TestProcessCancelledBeforeStart(t *testing.T) {
 	cancel()
 	called := false
 	r := sh("echo never", runner.ProcessOptions{OnStart: func(int) { called = true }})
-	if err := r.Run(ctx, io.Discard); err != nil || called {
+	if err := r.Run(ctx, io.Discard, nil); err != nil || called {
 		t.Fatalf("Run = %v, started = %v; want nil, false", err, called)
 	}
 }
@@ -318,7 +366,7 @@ func TestGoroutine(t *testing.T) {
 			}
 			var out bytes.Buffer
 			r := runner.Goroutine("test", tt.fn)
-			err := r.Run(ctx, &out)
+			err := r.Run(ctx, &out, nil)
 			if tt.is == nil && err != nil || tt.is != nil && !errors.Is(err, tt.is) {
 				t.Fatalf("Run = %v, want %v", err, tt.is)
 			}

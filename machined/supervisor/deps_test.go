@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ballast-os/ballast/machined/runner"
 	"github.com/ballast-os/ballast/machined/supervisor"
 )
 
@@ -287,5 +288,47 @@ func TestConditions(t *testing.T) {
 			}
 			f.expectStart(t, 1)
 		})
+	}
+}
+
+// TestExecFailureNeverRunning is the reproducer of a review finding: the
+// supervisor used to report Running before the runner had started anything,
+// so a dependent without a health check started against a process that had
+// failed to exec.
+func TestExecFailureNeverRunning(t *testing.T) {
+	h := newHarness(t, supervisor.Options{})
+	dependent := newFake("dependent")
+	h.add(supervisor.Spec{
+		ID:      "broken",
+		Runner:  runner.Process([]string{"/nonexistent/binary"}, runner.ProcessOptions{}),
+		Restart: supervisor.OnFailure,
+	})
+	h.add(dependent.spec("broken"))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	events := h.sup.Subscribe(ctx)
+	h.run()
+
+	// Three failed runs (the back-off runs on the fake clock).
+	for failures := 0; failures < 3; {
+		select {
+		case ev := <-events:
+			if ev.ID == "broken" && ev.State == supervisor.StateRunning {
+				t.Fatalf("a process that failed to exec was reported Running: %+v", ev)
+			}
+			if ev.ID == "broken" && ev.State == supervisor.StateBackingOff {
+				failures++
+				h.clk.Advance(time.Minute)
+			}
+			if ev.ID == "dependent" && ev.State != supervisor.StateWaiting {
+				t.Fatalf("dependent left Waiting: %+v", ev)
+			}
+		case <-time.After(safety):
+			t.Fatalf("broken service did not fail and back off (%d failures so far)", failures)
+		}
+	}
+	dependent.expectNoStart(t)
+	if st := h.state("dependent"); st != supervisor.StateWaiting {
+		t.Fatalf("dependent is %s, want Waiting", st)
 	}
 }

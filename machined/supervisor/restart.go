@@ -42,12 +42,12 @@ func (r *restarter) shouldRestart(err error) bool {
 }
 
 // Run returns nil when ctx is cancelled, otherwise the result of the last
-// run that is not restarted.
-func (r *restarter) Run(ctx context.Context, out io.Writer) error {
+// run that is not restarted. started is passed to every run.
+func (r *restarter) Run(ctx context.Context, out io.Writer, onStart func()) error {
 	attempt := 0
 	for {
 		started := r.clock.Now()
-		err := r.inner.Run(ctx, out)
+		err := r.inner.Run(ctx, out, onStart)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -71,8 +71,9 @@ func (r *restarter) Run(ctx context.Context, out io.Writer) error {
 	}
 }
 
-// monitor is a runner.Runner that reports Starting/Running for each run of
-// the service's own Runner and runs its health check meanwhile.
+// monitor is a runner.Runner that reports Starting for each run of the
+// service's own Runner, Running once that Runner says its workload started,
+// and runs the health check from then on.
 type monitor struct {
 	sup *Supervisor
 	svc *service
@@ -80,16 +81,26 @@ type monitor struct {
 
 func (m *monitor) String() string { return m.svc.spec.Runner.String() }
 
-func (m *monitor) Run(ctx context.Context, out io.Writer) error {
+func (m *monitor) Run(ctx context.Context, out io.Writer, onStart func()) error {
 	inner := m.svc.spec.Runner
 	m.sup.setState(m.svc, StateStarting, "starting")
-	m.sup.setState(m.svc, StateRunning, "started "+inner.String())
 	hctx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	if hc := m.svc.spec.Health; hc != nil {
-		wg.Go(func() { m.sup.healthLoop(hctx, m.svc, *hc) })
+	var once sync.Once
+	started := func() {
+		once.Do(func() {
+			m.sup.setState(m.svc, StateRunning, "started "+inner.String())
+			if hc := m.svc.spec.Health; hc != nil {
+				wg.Go(func() { m.sup.healthLoop(hctx, m.svc, *hc) })
+			}
+			if onStart != nil {
+				onStart()
+			}
+		})
 	}
-	err := inner.Run(ctx, out)
+	err := inner.Run(ctx, out, started)
+	// Wait for a started() still running before wg.Wait: it may add to wg.
+	once.Do(func() {})
 	stop()
 	wg.Wait()
 	m.sup.clearHealth(m.svc)

@@ -129,7 +129,7 @@ func (s *Supervisor) runService(ctx context.Context, svc *service) (State, strin
 			return StateFailed, fmt.Sprintf("condition %q: %v", c.Name, err)
 		}
 	}
-	err := s.compose(svc).Run(ctx, svc.buf)
+	err := s.compose(svc).Run(ctx, svc.buf, nil)
 	switch {
 	case ctx.Err() != nil:
 		return StateStopped, "stopped"
