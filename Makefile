@@ -41,12 +41,17 @@ deps: ## Install the Debian packages the build and tests need
 test: deps verify-generate lint test-unit test-e2e fuzz ## Run every check and test (what CI runs)
 
 .PHONY: test-unit
-test-unit: ## Unit tests (fast, no root)
-	CGO_ENABLED=1 $(GO) test -race -count=1 ./pkg/... ./machined/...
+test-unit: testsum ## Unit tests (fast, no root); prints test counts per package
+	set -o pipefail; CGO_ENABLED=1 $(GO) test -race -count=1 -json ./pkg/... ./machined/... ./hack/testsum/... | $(BIN)/testsum -title "unit tests"
 
 .PHONY: test-e2e
-test-e2e: build ## End-to-end tests with real machined and nodectl binaries
-	BALLAST_BIN_DIR=$(abspath $(BIN)) $(GO) test -count=1 -timeout 20m ./hack/e2e/...
+test-e2e: build testsum ## End-to-end tests with real binaries (root; BALLAST_SKIP_PRIVILEGED=1 skips the privileged ones)
+	set -o pipefail; BALLAST_BIN_DIR=$(abspath $(BIN)) $(GO) test -count=1 -timeout 40m -json ./hack/e2e/... | $(BIN)/testsum -v -title "end-to-end tests"
+
+.PHONY: testsum
+testsum:
+	@mkdir -p $(BIN)
+	@$(GO) build -o $(BIN)/testsum ./hack/testsum
 
 .PHONY: fuzz
 fuzz: ## Fuzz config decoding for FUZZTIME (default 15s)

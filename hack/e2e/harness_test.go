@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -125,7 +126,11 @@ func (m *machined) kill() {
 	default:
 	}
 	_ = syscall.Kill(-m.cmd.Process.Pid, syscall.SIGKILL)
-	<-m.done
+	select {
+	case <-m.done:
+	case <-time.After(30 * time.Second):
+		m.t.Errorf("machined (pid %d) still not reaped 30s after SIGKILL", m.cmd.Process.Pid)
+	}
 }
 
 // stop sends SIGTERM and waits for a clean exit.
@@ -167,20 +172,32 @@ func (r run) String() string {
 // nodectl runs the CLI with args and returns its output and exit code.
 func nodectl(t *testing.T, args ...string) run {
 	t.Helper()
+	r, err := runNodectl(filepath.Join(t.TempDir(), "no-default-nodeconfig"), args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// runNodectl runs the CLI with NODECONFIG set to nodeconfig; it reports a
+// failure to run it as an error, so that goroutines can call it (t.Fatal
+// must only be called from the test's own goroutine).
+func runNodectl(nodeconfig string, args ...string) (run, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "nodectl"), args...)
-	cmd.Env = append(os.Environ(), "NODECONFIG="+filepath.Join(t.TempDir(), "no-default-nodeconfig"))
+	cmd.Env = append(os.Environ(), "NODECONFIG="+nodeconfig)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
 	r := run{stdout: out.String(), stderr: errb.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
 		r.code = ee.ExitCode()
 	} else if err != nil {
-		t.Fatalf("nodectl %v: %v", args, err)
+		return r, fmt.Errorf("nodectl %v: %w", args, err)
 	}
-	return r
+	return r, nil
 }
 
 // mustNodectl fails the test unless nodectl succeeds.
@@ -201,18 +218,21 @@ func genConfig(t *testing.T, name, endpoint string, extra ...string) string {
 	return dir
 }
 
-// waitFor polls fn until it returns nil or the timeout passes.
+// waitFor polls fn until it returns nil or the timeout passes; fn is always
+// checked at least once, even with a timeout already past.
 func waitFor(t *testing.T, what string, timeout time.Duration, fn func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = fn(); err == nil {
+	for {
+		err := fn()
+		if err == nil {
 			return
+		}
+		if !time.Now().Before(deadline) {
+			t.Fatalf("timed out after %s waiting for %s: %v", timeout, what, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Fatalf("timed out waiting for %s: %v", what, err)
 }
 
 // lines returns the non-empty lines of s.

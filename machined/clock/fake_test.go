@@ -106,7 +106,11 @@ func TestFakeBlockUntil(t *testing.T) {
 	}()
 	f.BlockUntil(1)
 	f.Advance(time.Second)
-	<-got
+	select {
+	case <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("After did not fire when the fake clock advanced")
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -118,11 +122,19 @@ func TestFakeBlockUntil(t *testing.T) {
 func TestRealClock(t *testing.T) {
 	c := clock.Real()
 	tm := c.NewTimer(time.Millisecond)
-	<-tm.C()
+	select {
+	case <-tm.C():
+	case <-time.After(10 * time.Second):
+		t.Fatal("a 1ms timer did not fire in 10s")
+	}
 	if tm.Stop() {
 		t.Fatal("Stop after fire returned true")
 	}
-	<-c.After(0)
+	select {
+	case <-c.After(0):
+	case <-time.After(10 * time.Second):
+		t.Fatal("After(0) did not fire in 10s")
+	}
 	if c.Now().IsZero() {
 		t.Fatal("zero Now")
 	}

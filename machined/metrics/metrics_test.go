@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"time"
 	"context"
 	"net"
 	"strings"
@@ -46,8 +47,13 @@ func TestWriteAndServe(t *testing.T) {
 		t.Fatalf("probe: %v", err)
 	}
 	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("Serve: %v", err)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Serve: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return after cancel")
 	}
 	if err := Probe(context.Background(), ln.Addr().String()); err == nil {
 		t.Fatal("probe succeeded after Serve returned")

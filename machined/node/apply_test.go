@@ -140,7 +140,11 @@ func TestConfiguredApplyModes(t *testing.T) {
 	_, changed := n.Config()
 	clk.BlockUntil(1)
 	clk.Advance(time.Minute)
-	<-changed
+	select {
+	case <-changed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("try config not rolled back 10s after its timeout")
+	}
 	if activeHostname(n) != "" {
 		t.Fatalf("try config not rolled back: %q", activeHostname(n))
 	}

@@ -262,7 +262,7 @@ func TestProcessGracefulStop(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			done := runAsync(ctx, r, out)
-			pid := <-pids
+			pid := recvPID(t, pids)
 			if pgid, err := syscall.Getpgid(pid); err != nil || pgid != pid {
 				t.Fatalf("pgid = %d, %v; want own process group %d", pgid, err, pid)
 			}
@@ -292,7 +292,7 @@ while :; do sleep 1; done`
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := runAsync(ctx, r, out)
-	leader := <-pids
+	leader := recvPID(t, pids)
 	var child int
 	if _, err := fmt.Sscanf(out.waitLine(t, "child "), "child %d", &child); err != nil {
 		t.Fatal(err)
@@ -378,5 +378,17 @@ func TestGoroutine(t *testing.T) {
 				t.Fatalf("String() = %q", r.String())
 			}
 		})
+	}
+}
+
+// recvPID waits for the pid OnStart reports.
+func recvPID(t *testing.T, pids <-chan int) int {
+	t.Helper()
+	select {
+	case pid := <-pids:
+		return pid
+	case <-time.After(10 * time.Second):
+		t.Fatal("the process never started")
+		return 0
 	}
 }
