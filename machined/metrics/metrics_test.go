@@ -1,11 +1,11 @@
 package metrics
 
 import (
-	"time"
 	"context"
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ballast-os/ballast/machined/supervisor"
 )
