@@ -54,6 +54,11 @@ func TestLocalClusterHA(t *testing.T) {
 		t.Fatalf("worker does not answer mTLS as a configured node:\n%s", r)
 	}
 
+	t.Run("a worker token cannot mint a control plane's identity", func(t *testing.T) {
+		c := c.on(t)
+		testWorkerImpersonation(t, c, cp1.Address, "10.77.0.1")
+	})
+
 	t.Run("kill -9 keeps writes going and the node rejoins", func(t *testing.T) {
 		c := c.on(t)
 		killNode(t, pidOf(t, cp3.StateDir))

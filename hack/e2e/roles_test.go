@@ -2,6 +2,10 @@ package e2e
 
 import (
 	"context"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,6 +43,21 @@ func TestRoleMatrix(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := startMachined(t, t.TempDir(), addr)
+	caPEM, _ := pki.DecodeB64(bundle.Certs.OS.Crt)
+
+	// The machine-token path in maintenance mode: refused, the node has no
+	// CA to sign with and serves nothing but ApplyConfiguration and Version.
+	t.Run("machine token in maintenance mode", func(t *testing.T) {
+		c, err := client.New(client.Options{Address: addr, Insecure: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_, err = signCSR(c, csrPEM(t, "matrix-worker"), bundle.Secrets.MachineToken)
+		if status.Code(err) != codes.FailedPrecondition {
+			t.Fatalf("SignNodeCertificate in maintenance mode: %v, want FailedPrecondition", err)
+		}
+	})
 	mustNodectl(t, "apply-config", "--insecure", "-n", addr, "--cert-fingerprint", m.fingerprint(), "--file", filepath.Join(dir, "controlplane.yaml"))
 
 	calls := []call{
@@ -95,34 +114,79 @@ func TestRoleMatrix(t *testing.T) {
 			return err
 		}},
 	}
-	// etcd RPCs: this node never bootstrapped etcd, so an allowed call fails
-	// with Unavailable or FailedPrecondition; what matters is the role check.
+	// etcd RPCs, every one of them: this node never bootstrapped etcd, so an
+	// allowed call fails with Unavailable, FailedPrecondition or
+	// InvalidArgument; what matters is the role check. Bootstrap would
+	// create a cluster, so only its denials are exercised.
+	ec := func(c *client.Client) machine.EtcdServiceClient { return machine.NewEtcdServiceClient(c.Conn()) }
 	etcdCalls := []call{
+		{"Bootstrap", func(ctx context.Context, c *client.Client) error {
+			_, err := ec(c).Bootstrap(ctx, &machine.BootstrapRequest{})
+			return err
+		}},
+		{"Recover", func(ctx context.Context, c *client.Client) error {
+			s, err := ec(c).Recover(ctx)
+			if err != nil {
+				return err
+			}
+			if err := s.Send(&machine.RecoverRequest{Data: []byte("not a snapshot")}); err != nil {
+				return err
+			}
+			_, err = s.CloseAndRecv()
+			return err
+		}},
 		{"EtcdMembers", func(ctx context.Context, c *client.Client) error {
-			_, err := machine.NewEtcdServiceClient(c.Conn()).EtcdMembers(ctx, &machine.EtcdMembersRequest{})
+			_, err := ec(c).EtcdMembers(ctx, &machine.EtcdMembersRequest{})
+			return err
+		}},
+		{"EtcdStatus", func(ctx context.Context, c *client.Client) error {
+			_, err := ec(c).EtcdStatus(ctx, &machine.EtcdStatusRequest{})
+			return err
+		}},
+		{"EtcdLeave", func(ctx context.Context, c *client.Client) error {
+			_, err := ec(c).EtcdLeave(ctx, &machine.EtcdLeaveRequest{})
+			return err
+		}},
+		{"EtcdRemoveMember", func(ctx context.Context, c *client.Client) error {
+			_, err := ec(c).EtcdRemoveMember(ctx, &machine.EtcdRemoveMemberRequest{Id: 1})
+			return err
+		}},
+		{"EtcdForfeitLeadership", func(ctx context.Context, c *client.Client) error {
+			_, err := ec(c).EtcdForfeitLeadership(ctx, &machine.EtcdForfeitLeadershipRequest{})
+			return err
+		}},
+		{"EtcdDefrag", func(ctx context.Context, c *client.Client) error {
+			_, err := ec(c).EtcdDefrag(ctx, &machine.EtcdDefragRequest{})
+			return err
+		}},
+		{"EtcdAlarmList", func(ctx context.Context, c *client.Client) error {
+			_, err := ec(c).EtcdAlarmList(ctx, &machine.EtcdAlarmListRequest{})
+			return err
+		}},
+		{"EtcdAlarmDisarm", func(ctx context.Context, c *client.Client) error {
+			_, err := ec(c).EtcdAlarmDisarm(ctx, &machine.EtcdAlarmDisarmRequest{})
 			return err
 		}},
 		{"EtcdSnapshot", func(ctx context.Context, c *client.Client) error {
-			s, err := machine.NewEtcdServiceClient(c.Conn()).EtcdSnapshot(ctx, &machine.EtcdSnapshotRequest{})
+			s, err := ec(c).EtcdSnapshot(ctx, &machine.EtcdSnapshotRequest{})
 			if err != nil {
 				return err
 			}
 			_, err = s.Recv()
 			return err
 		}},
-		{"EtcdLeave", func(ctx context.Context, c *client.Client) error {
-			_, err := machine.NewEtcdServiceClient(c.Conn()).EtcdLeave(ctx, &machine.EtcdLeaveRequest{})
-			return err
-		}},
 		{"EtcdClientCert", func(ctx context.Context, c *client.Client) error {
-			_, err := machine.NewEtcdServiceClient(c.Conn()).EtcdClientCert(ctx, &machine.EtcdClientCertRequest{})
+			_, err := ec(c).EtcdClientCert(ctx, &machine.EtcdClientCertRequest{})
 			return err
 		}},
 	}
+	// The expected matrix is written out here, not read from the server's
+	// table, so that a change to either is a visible decision.
 	etcdAllowed := map[string][]string{
-		pki.RoleAdmin:      {"EtcdMembers", "EtcdSnapshot", "EtcdLeave", "EtcdClientCert"},
-		pki.RoleOperator:   {"EtcdMembers", "EtcdSnapshot"},
-		pki.RoleReader:     {"EtcdMembers"},
+		pki.RoleAdmin: {"Bootstrap", "Recover", "EtcdMembers", "EtcdStatus", "EtcdLeave", "EtcdRemoveMember", "EtcdForfeitLeadership",
+			"EtcdDefrag", "EtcdAlarmList", "EtcdAlarmDisarm", "EtcdSnapshot", "EtcdClientCert"},
+		pki.RoleOperator:   {"EtcdMembers", "EtcdStatus", "EtcdForfeitLeadership", "EtcdDefrag", "EtcdAlarmList", "EtcdAlarmDisarm", "EtcdSnapshot"},
+		pki.RoleReader:     {"EtcdMembers", "EtcdStatus", "EtcdAlarmList"},
 		pki.RoleEtcdBackup: {"EtcdSnapshot"},
 	}
 	allowed := map[string][]string{
@@ -131,8 +195,9 @@ func TestRoleMatrix(t *testing.T) {
 		pki.RoleReader:     {"Version", "GetConfiguration", "ServiceList", "Logs"},
 		pki.RoleEtcdBackup: {"Version"},
 	}
-
-	caPEM, _ := pki.DecodeB64(bundle.Certs.OS.Crt)
+	if n := len(machine.EtcdService_ServiceDesc.Methods) + len(machine.EtcdService_ServiceDesc.Streams); n != len(etcdCalls) {
+		t.Fatalf("the etcd service has %d RPCs, the matrix covers %d: add the new ones", n, len(etcdCalls))
+	}
 	for _, role := range pki.AllRoles {
 		t.Run(role, func(t *testing.T) {
 			c := clientFor(t, bundle, caPEM, addr, role)
@@ -143,6 +208,9 @@ func TestRoleMatrix(t *testing.T) {
 				}
 			}
 			for _, cl := range etcdCalls {
+				if cl.name == "Bootstrap" && contains(etcdAllowed[role], cl.name) {
+					continue
+				}
 				ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 				err := cl.fn(ctx, c)
 				cancel()
@@ -164,8 +232,58 @@ func TestRoleMatrix(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		for _, cl := range append(append([]call{}, calls...), destructive...) {
+		for _, cl := range append(append(append([]call{}, calls...), destructive...), etcdCalls...) {
 			checkCall(t, c, cl, false, codes.Unauthenticated)
+		}
+	})
+
+	// The machine-token path on a configured control plane: no client
+	// certificate is needed, the token is; what the certificate names is
+	// what the signer saw, never what the CSR asked for.
+	t.Run("machine token", func(t *testing.T) {
+		const source = "127.0.0.99"
+		dial := func(src string, withRole bool) *client.Client {
+			o := client.Options{Address: addr, CA: caPEM, ServerOnly: true, RequireControlPlane: true, SourceIP: net.ParseIP(src)}
+			if withRole {
+				nc, err := gen.ClientConfig(bundle, "x", []string{addr}, []string{pki.RoleAdmin})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if o, err = client.FromContext(nc.Contexts["x"], addr); err != nil {
+					t.Fatal(err)
+				}
+				o.SourceIP = net.ParseIP(src)
+			}
+			c, err := client.New(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			return c
+		}
+		for _, withRole := range []bool{false, true} {
+			if _, err := signCSR(dial(source, withRole), csrPEM(t, "matrix-worker", "127.0.0.22"), "wrong-token"); status.Code(err) != codes.PermissionDenied {
+				t.Errorf("wrong token (client certificate: %v): %v, want PermissionDenied", withRole, err)
+			}
+		}
+		// Asks for the control plane's own address: gets only its own.
+		crtPEM, err := signCSR(dial(source, false), csrPEM(t, "matrix-worker", "127.0.0.22"), bundle.Secrets.MachineToken)
+		if err != nil {
+			t.Fatalf("valid token refused: %v", err)
+		}
+		crt, err := pki.ParseCert(crtPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(crt.IPAddresses) != 1 || crt.IPAddresses[0].String() != source || len(crt.DNSNames) != 1 || crt.DNSNames[0] != "matrix-worker" {
+			t.Errorf("certificate names %v %v, want only %s and matrix-worker", crt.IPAddresses, crt.DNSNames, source)
+		}
+		if pki.NodeKind(crt) != pki.NodeWorker || len(crt.ExtKeyUsage) != 1 || crt.ExtKeyUsage[0] != x509.ExtKeyUsageServerAuth {
+			t.Errorf("certificate is %v with usages %v, want an os:node:worker server certificate", crt.Subject.Organization, crt.ExtKeyUsage)
+		}
+		// Calling from the control plane's own address is refused.
+		if _, err := signCSR(dial("127.0.0.22", false), csrPEM(t, "matrix-worker"), bundle.Secrets.MachineToken); status.Code(err) != codes.PermissionDenied {
+			t.Errorf("request from the control plane's address: %v, want PermissionDenied", err)
 		}
 	})
 
@@ -187,10 +305,35 @@ func TestRoleMatrix(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		for _, cl := range append(append([]call{}, calls...), destructive...) {
+		for _, cl := range append(append(append([]call{}, calls...), destructive...), etcdCalls...) {
 			checkCall(t, c, cl, false, codes.Unauthenticated)
 		}
 	})
+}
+
+// csrPEM makes a CSR for hostname asking for ips as well.
+func csrPEM(t *testing.T, hostname string, ips ...string) []byte {
+	t.Helper()
+	key, _, err := pki.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.CertificateRequest{Subject: pkix.Name{CommonName: hostname}}
+	for _, ip := range ips {
+		tmpl.IPAddresses = append(tmpl.IPAddresses, net.ParseIP(ip))
+	}
+	der, err := x509.CreateCertificateRequest(nil, tmpl, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+}
+
+func signCSR(c *client.Client, csr []byte, token string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	resp, err := machine.NewCertificateServiceClient(c.Conn()).SignNodeCertificate(ctx, &machine.SignNodeCertificateRequest{Csr: csr, Token: token})
+	return resp.GetCrt(), err
 }
 
 func isDestructive(name string) bool {

@@ -13,4 +13,5 @@ var (
 	ErrAlreadyExists      = errors.New("already exists")
 	ErrUnavailable        = errors.New("unavailable")
 	ErrPermissionDenied   = errors.New("permission denied")
+	ErrResourceExhausted  = errors.New("resource exhausted")
 )

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 )
@@ -34,7 +35,7 @@ type found struct {
 // control-plane endpoint's host and the static peers, never this node.
 func (m *Manager) candidates() []string {
 	var out []string
-	for _, h := range m.opts.Config().ControlPlaneAddrs() {
+	for _, h := range m.config().ControlPlaneAddrs() {
 		host, port := h, strconv.Itoa(ClientPort)
 		if hh, pp, err := net.SplitHostPort(h); err == nil {
 			host, port = hh, pp
@@ -129,7 +130,7 @@ func (m *Manager) join(ctx context.Context, f *found, out io.Writer) (*member, e
 	added, err := f.cli.MemberAddAsLearner(cctx, []string{m.peerURL()})
 	cancel()
 	if err != nil {
-		if strings.Contains(err.Error(), "too many learner") {
+		if errors.Is(err, rpctypes.ErrTooManyLearners) {
 			m.setStatus("waiting for another node's join to finish (one learner at a time)")
 			return nil, errLearnerBusy
 		}
@@ -160,11 +161,25 @@ func (m *Manager) join(ctx context.Context, f *found, out io.Writer) (*member, e
 	return mem, nil
 }
 
+// Promotion timing: the first retry comes after promoteFirstDelay, each
+// next one after twice as long up to promoteMaxDelay; a learner not in sync
+// after promoteTimeout is given up on (the join is undone and retried).
+const (
+	promoteFirstDelay = 200 * time.Millisecond
+	promoteMaxDelay   = 2 * time.Second
+	promoteTimeout    = 5 * time.Minute
+)
+
+// promoter is the part of the etcd client promotion needs.
+type promoter interface {
+	MemberPromote(ctx context.Context, id uint64) (*clientv3.MemberPromoteResponse, error)
+}
+
 // promote makes the learner a voting member once it has caught up.
-func (m *Manager) promote(ctx context.Context, cli *clientv3.Client, id uint64) error {
+func (m *Manager) promote(ctx context.Context, cli promoter, id uint64) error {
 	m.setStatus("learner: catching up before promotion")
-	delay := 200 * time.Millisecond
-	deadline := time.Now().Add(5 * time.Minute)
+	delay := promoteFirstDelay
+	deadline := m.clock.Now().Add(promoteTimeout)
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_, err := cli.MemberPromote(cctx, id)
@@ -176,18 +191,18 @@ func (m *Manager) promote(ctx context.Context, cli *clientv3.Client, id uint64) 
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("promote learner %x: %w", id, err)
+		if !m.clock.Now().Before(deadline) {
+			return fmt.Errorf("promote learner %x: not promoted within %s: %w", id, promoteTimeout, err)
 		}
-		if !strings.Contains(err.Error(), "not in sync") && !strings.Contains(err.Error(), "learner") {
+		if !errors.Is(err, rpctypes.ErrMemberLearnerNotReady) {
 			m.log.Warn("promote failed; retrying", "error", err)
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(delay):
+		case <-m.clock.After(delay):
 		}
-		delay = min(delay*2, 2*time.Second)
+		delay = min(delay*2, promoteMaxDelay)
 	}
 }
 

@@ -13,11 +13,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 
+	"github.com/ballast-os/ballast/machined/clock"
+	"github.com/ballast-os/ballast/machined/desired"
 	"github.com/ballast-os/ballast/machined/errdefs"
 	"github.com/ballast-os/ballast/pkg/atomicfile"
 	"github.com/ballast-os/ballast/pkg/config"
@@ -39,17 +42,23 @@ type Options struct {
 	AdvertiseIP string
 	// DataDir, PKIDir and SnapshotDir live in EPHEMERAL.
 	DataDir, PKIDir, SnapshotDir string
-	// Config returns the active machine config.
-	Config func() *config.Config
+	// Desired is the node's desired config; the manager watches it for the
+	// fields that are live (the snapshot schedule, the peers).
+	Desired *desired.Config
+	// Clock drives every wait and deadline (a fake one in tests).
+	Clock clock.Clock
 }
 
 // Manager runs this node's etcd member and answers membership operations.
 type Manager struct {
-	opts Options
-	log  *slog.Logger
-	pki  pkiPaths
+	opts  Options
+	log   *slog.Logger
+	pki   pkiPaths
+	clock clock.Clock
 
 	requests chan request
+	// snapshots counts the scheduled snapshots written (tests, metrics).
+	snapshots atomic.Int64
 
 	mu      sync.Mutex
 	running *member
@@ -80,13 +89,26 @@ const (
 
 // New returns a manager; Run starts the member.
 func New(opts Options) *Manager {
+	if opts.Clock == nil {
+		opts.Clock = clock.Real()
+	}
 	return &Manager{
 		opts:     opts,
+		clock:    opts.Clock,
 		log:      opts.Logger,
 		pki:      newPKIPaths(opts.PKIDir),
 		requests: make(chan request),
 		status:   "starting",
 	}
+}
+
+// config is the node's current desired config.
+func (m *Manager) config() *config.Config { return m.opts.Desired.Current() }
+
+// MaxSnapshotBytes bounds a snapshot upload: the backend quota plus room for
+// the snapshot's integrity hash and bbolt's page rounding.
+func (m *Manager) MaxSnapshotBytes() int64 {
+	return m.config().WithDefaults().Cluster.Etcd.QuotaBackendBytes + 1<<20
 }
 
 func (m *Manager) peerURL() string {
@@ -117,7 +139,7 @@ func (m *Manager) setStatus(s string) {
 // existing cluster, or waits for `nodectl bootstrap`, and keeps serving until
 // ctx ends. Leave, recovery and stale-data detection restart the loop.
 func (m *Manager) Run(ctx context.Context, out io.Writer) error {
-	cfg := m.opts.Config()
+	cfg := m.config()
 	if cfg == nil || !cfg.IsControlPlane() {
 		return ErrNotControlPlane
 	}
@@ -304,7 +326,7 @@ func (m *Manager) serveExisting(ctx context.Context, out io.Writer) (*request, e
 }
 
 func (m *Manager) memberConfig(state, initial, token string) memberConfig {
-	cfg := m.opts.Config().WithDefaults()
+	cfg := m.config().WithDefaults()
 	return memberConfig{
 		name: m.opts.Name, dataDir: m.opts.DataDir, peerURL: m.peerURL(), clientURL: m.clientURL(),
 		state: state, initial: initial, token: token, pki: m.pki, tunables: cfg.Cluster.Etcd, maxLearners: 1,
@@ -336,12 +358,12 @@ func (m *Manager) joinOrWait(ctx context.Context, out io.Writer) (*request, erro
 		} else {
 			m.setStatus("waiting: no etcd cluster found among the peers (run 'nodectl bootstrap' on one control-plane node)")
 		}
-		t := time.NewTimer(backoff)
+		t := m.clock.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return nil, nil
-		case <-t.C:
+		case <-t.C():
 		case r := <-m.requests:
 			t.Stop()
 			switch r.kind {
@@ -370,7 +392,7 @@ func (m *Manager) bootstrapNew(ctx context.Context, out io.Writer) (*member, err
 		return nil, fmt.Errorf("%w: this node already has etcd data", errdefs.ErrAlreadyExists)
 	}
 	m.setStatus("bootstrapping a new cluster")
-	mem, err := startMember(ctx, m.memberConfig(embed.ClusterStateFlagNew, "", clusterToken(m.opts.Config())), out)
+	mem, err := startMember(ctx, m.memberConfig(embed.ClusterStateFlagNew, "", clusterToken(m.config())), out)
 	if err != nil {
 		_ = m.wipe()
 		return nil, err
@@ -386,7 +408,7 @@ func clusterToken(cfg *config.Config) string {
 // Bootstrap creates the cluster on this node. It is refused when the node has
 // data, is a member, or a peer already belongs to a cluster.
 func (m *Manager) Bootstrap(ctx context.Context) error {
-	if m.opts.Config() == nil || !m.opts.Config().IsControlPlane() {
+	if m.config() == nil || !m.config().IsControlPlane() {
 		return ErrNotControlPlane
 	}
 	if _, err := m.current(); err == nil {
@@ -409,7 +431,7 @@ func (m *Manager) send(ctx context.Context, r request) error {
 	case m.requests <- r:
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-time.After(30 * time.Second):
+	case <-m.clock.After(30 * time.Second):
 		return fmt.Errorf("%w: the etcd service is busy or not running", errdefs.ErrUnavailable)
 	}
 	select {

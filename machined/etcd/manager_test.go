@@ -8,9 +8,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/ballast-os/ballast/machined/clock"
+	"github.com/ballast-os/ballast/machined/desired"
 	"github.com/ballast-os/ballast/machined/errdefs"
 	"github.com/ballast-os/ballast/pkg/config"
 	"github.com/ballast-os/ballast/pkg/gen"
@@ -35,10 +38,13 @@ func TestSingleMemberLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
+	want := desired.New()
+	want.Set(cfg)
+	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	m := New(Options{
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Name: "unit-cp1", AdvertiseIP: ip,
 		DataDir: filepath.Join(dir, "etcd"), PKIDir: filepath.Join(dir, "pki"), SnapshotDir: filepath.Join(dir, "snaps"),
-		Config: func() *config.Config { return cfg },
+		Desired: want, Clock: clk,
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -113,6 +119,90 @@ func TestSingleMemberLifecycle(t *testing.T) {
 	st, err = m.MemberStatus(ctx)
 	if err != nil || st.Header.ClusterId == before {
 		t.Fatalf("recovered cluster has ID %x (before %x): %v", st.Header.ClusterId, before, err)
+	}
+
+	t.Run("scheduled snapshots follow the live config and are pruned", func(t *testing.T) {
+		testScheduledSnapshots(t, m, clk, want, cfg)
+	})
+}
+
+// testScheduledSnapshots changes cluster.etcd.snapshots on the desired
+// config of a running member, as apply-config --mode no-reboot does, and
+// drives the schedule on the fake clock: snapshots are taken at the
+// interval, pruned to keep (more than one), re-armed when the interval
+// changes and stopped when the schedule is removed; etcd never restarts.
+func testScheduledSnapshots(t *testing.T, m *Manager, clk *clock.Fake, want *desired.Config, base *config.Config) {
+	withSchedule := func(s *config.Snapshots) {
+		c := *base
+		c.Cluster.Etcd.Snapshots = s
+		want.Set(&c)
+	}
+	count := func() []string {
+		entries, _ := os.ReadDir(m.opts.SnapshotDir)
+		var out []string
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), "etcd-") && strings.HasSuffix(e.Name(), ".db") {
+				out = append(out, e.Name())
+			}
+		}
+		return out
+	}
+	waitTaken := func(total int) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for m.snapshotsTaken() < total {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d snapshots taken, want %d", m.snapshotsTaken(), total)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	// Fire every timer armed so far (earlier waits of this test), so that
+	// only the stale-cluster check (1) is pending from here on.
+	clk.Advance(time.Hour)
+	clk.BlockUntil(1)
+	mem, err := m.current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := mem.ID()
+
+	withSchedule(&config.Snapshots{Interval: config.Duration(time.Minute), Keep: 2})
+	for i := 1; i <= 4; i++ {
+		clk.BlockUntil(2) // the stale check and the schedule
+		clk.Advance(time.Minute)
+		waitTaken(i)
+	}
+	if got := count(); len(got) != 2 || got[0] != "etcd-20260101T010300.000Z.db" || got[1] != "etcd-20260101T010400.000Z.db" {
+		t.Fatalf("after 4 snapshots with keep 2: %v, want the newest two", got)
+	}
+
+	// A longer interval and a larger keep, live: the old timer is dropped.
+	withSchedule(&config.Snapshots{Interval: config.Duration(2 * time.Minute), Keep: 3})
+	clk.BlockUntil(3) // the stale check, the dropped timer, the new one
+	clk.Advance(time.Minute)
+	clk.BlockUntil(2)
+	if n := m.snapshotsTaken(); n != 4 {
+		t.Fatalf("a snapshot was taken on the old 1m interval (%d taken)", n)
+	}
+	clk.Advance(time.Minute)
+	waitTaken(5)
+	if got := count(); len(got) != 3 {
+		t.Fatalf("keep 3: %d snapshots kept (%v)", len(got), got)
+	}
+
+	// Off: nothing more is taken.
+	withSchedule(nil)
+	clk.BlockUntil(2)
+	for range 5 {
+		clk.Advance(10 * time.Minute)
+		clk.BlockUntil(1)
+	}
+	if n := m.snapshotsTaken(); n != 5 {
+		t.Fatalf("%d snapshots taken after the schedule was removed, want 5", n)
+	}
+	if mem, err := m.current(); err != nil || mem.ID() != id {
+		t.Fatal("etcd restarted while the schedule changed")
 	}
 }
 

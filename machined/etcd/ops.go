@@ -2,12 +2,13 @@ package etcd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/ballast-os/ballast/machined/errdefs"
@@ -181,14 +182,14 @@ func (m *Manager) Leave(ctx context.Context, force bool) error {
 			return err
 		}
 		if len(others) == 0 {
-			return removeWithRetry(ctx, cli, mem.ID())
+			return m.removeWithRetry(ctx, cli, mem.ID())
 		}
 		ocli, err := m.newClient(others)
 		if err != nil {
 			return err
 		}
 		defer ocli.Close()
-		return removeWithRetry(ctx, ocli, mem.ID())
+		return m.removeWithRetry(ctx, ocli, mem.ID())
 	})
 	if err != nil {
 		return err
@@ -212,23 +213,35 @@ func (m *Manager) otherEndpoints(ctx context.Context, cli *clientv3.Client, self
 	return out, nil
 }
 
+// Removal retries: while etcd reports the cluster unhealthy for
+// reconfiguration, retry every removeRetryDelay for up to removeTimeout.
+const (
+	removeRetryDelay = 500 * time.Millisecond
+	removeTimeout    = 20 * time.Second
+)
+
+// remover is the part of the etcd client member removal needs.
+type remover interface {
+	MemberRemove(ctx context.Context, id uint64) (*clientv3.MemberRemoveResponse, error)
+}
+
 // removeWithRetry removes a member, retrying while etcd reports the cluster
 // unhealthy for reconfiguration (peer connections younger than its health
 // interval right after a member restarted).
-func removeWithRetry(ctx context.Context, cli *clientv3.Client, id uint64) error {
-	deadline := time.Now().Add(20 * time.Second)
+func (m *Manager) removeWithRetry(ctx context.Context, cli remover, id uint64) error {
+	deadline := m.clock.Now().Add(removeTimeout)
 	for {
 		_, err := cli.MemberRemove(ctx, id)
 		if err == nil {
 			return nil
 		}
-		if !strings.Contains(err.Error(), "unhealthy cluster") || time.Now().After(deadline) {
+		if !errors.Is(err, rpctypes.ErrUnhealthy) || !m.clock.Now().Before(deadline) {
 			return fmt.Errorf("remove member %x: %w", id, err)
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
+		case <-m.clock.After(removeRetryDelay):
 		}
 	}
 }
@@ -255,7 +268,7 @@ func (m *Manager) RemoveMember(ctx context.Context, id uint64, force bool) error
 				return err
 			}
 		}
-		if err := removeWithRetry(ctx, cli, id); err != nil {
+		if err := m.removeWithRetry(ctx, cli, id); err != nil {
 			return err
 		}
 		m.log.Info("removed etcd member", "id", fmt.Sprintf("%x", id))

@@ -130,7 +130,7 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 // ClientCert issues a client certificate for stock etcdctl.
 func (m *Manager) ClientCert() (ca, crt, key []byte, endpoints []string, err error) {
-	cfg := m.opts.Config()
+	cfg := m.config()
 	if cfg == nil {
 		return nil, nil, nil, nil, ErrNotControlPlane
 	}

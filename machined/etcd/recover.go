@@ -1,7 +1,6 @@
 package etcd
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -11,16 +10,12 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
-	"sort"
-	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/etcdutl/v3/snapshot"
 
 	"github.com/ballast-os/ballast/machined/errdefs"
-	"github.com/ballast-os/ballast/pkg/atomicfile"
 )
 
 // recoveryKey marks a cluster restored from a snapshot. Members of the
@@ -41,7 +36,7 @@ type recoveryMarker struct {
 // The snapshot is restored (its integrity hash checked) into a staging
 // directory first; only a usable restore replaces the member's data.
 func (m *Manager) Recover(ctx context.Context, path string, force bool) error {
-	cfg := m.opts.Config()
+	cfg := m.config()
 	if cfg == nil || !cfg.IsControlPlane() {
 		return ErrNotControlPlane
 	}
@@ -90,7 +85,7 @@ func (m *Manager) restore(r request) error {
 	_ = os.Remove(m.idFile())
 	m.mu.Lock()
 	m.left = false
-	m.pendingMarker = &recoveryMarker{Previous: r.prevID, Time: time.Now().UTC()}
+	m.pendingMarker = &recoveryMarker{Previous: r.prevID, Time: m.clock.Now().UTC()}
 	m.mu.Unlock()
 	m.log.Info("snapshot restored; starting as a new one-member cluster", "previous_cluster", fmt.Sprintf("%x", r.prevID))
 	return nil
@@ -118,19 +113,21 @@ func (m *Manager) writePendingMarker(ctx context.Context) {
 	m.mu.Unlock()
 }
 
+// staleCheckInterval is how often a running member asks its peers whether
+// its cluster was replaced by a recovered one.
+const staleCheckInterval = 3 * time.Second
+
 // watchStale looks for a recovered cluster that replaced this node's one:
 // when a peer answers with another cluster ID and a recovery marker naming
 // this cluster (or naming none while this cluster has no quorum), this
 // node's data is stale: it is wiped and the node joins the new cluster.
 func (m *Manager) watchStale(ctx context.Context) {
 	m.writePendingMarker(ctx)
-	t := time.NewTicker(3 * time.Second)
-	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-m.clock.After(staleCheckInterval):
 		}
 		m.mu.Lock()
 		mem := m.running
@@ -178,65 +175,6 @@ func (m *Manager) peerRecovery(ctx context.Context, ep string) (*recoveryMarker,
 		return nil, id, err
 	}
 	return &mk, id, nil
-}
-
-// scheduleSnapshots writes snapshots into SnapshotDir at the configured
-// interval and keeps the newest ones.
-func (m *Manager) scheduleSnapshots(ctx context.Context) {
-	cfg := m.opts.Config()
-	if cfg == nil || cfg.Cluster.Etcd.Snapshots == nil || cfg.Cluster.Etcd.Snapshots.Interval <= 0 {
-		return
-	}
-	s := *cfg.Cluster.Etcd.Snapshots
-	t := time.NewTicker(s.Interval.Std())
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := m.snapshotToDir(ctx, s.Keep); err != nil {
-				m.log.Warn("scheduled etcd snapshot failed", "error", err)
-			}
-		}
-	}
-}
-
-// snapshotToDir writes one snapshot atomically and prunes old ones.
-func (m *Manager) snapshotToDir(ctx context.Context, keep int) error {
-	if err := os.MkdirAll(m.opts.SnapshotDir, 0o700); err != nil {
-		return err
-	}
-	var buf bytes.Buffer
-	if err := m.Snapshot(ctx, &buf); err != nil {
-		return err
-	}
-	name := filepath.Join(m.opts.SnapshotDir, "etcd-"+time.Now().UTC().Format("20060102T150405.000Z")+".db")
-	if err := atomicfile.Write(name, buf.Bytes(), 0o600); err != nil {
-		return err
-	}
-	m.log.Info("etcd snapshot written", "file", name, "bytes", buf.Len())
-	return pruneSnapshots(m.opts.SnapshotDir, keep)
-}
-
-func pruneSnapshots(dir string, keep int) error {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return err
-	}
-	var names []string
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), "etcd-") && strings.HasSuffix(e.Name(), ".db") {
-			names = append(names, e.Name())
-		}
-	}
-	sort.Strings(names) // timestamps sort chronologically
-	var errs []error
-	for len(names) > keep {
-		errs = append(errs, os.Remove(filepath.Join(dir, names[0])))
-		names = names[1:]
-	}
-	return errors.Join(errs...)
 }
 
 func randomHex(n int) string {

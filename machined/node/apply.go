@@ -26,8 +26,9 @@ func (n *Node) ApplyConfiguration(_ context.Context, req *machine.ApplyConfigura
 	if err != nil {
 		return nil, err
 	}
+	old := n.desired.Current()
 	n.mu.Lock()
-	old, oldBytes := n.cfg, n.cfgBytes
+	oldBytes := n.cfgBytes
 	n.mu.Unlock()
 
 	resp := &machine.ApplyConfigurationResponse{Mode: req.GetMode()}

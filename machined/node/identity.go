@@ -71,11 +71,14 @@ func (n *Node) serverIdentity(cfg *config.Config) (tls.Certificate, *x509.CertPo
 		return cert, pool, err
 	}
 	dns, ips := n.localNames(cfg)
+	// A control plane certifies itself with the CA key it holds: it is the
+	// only kind of node that can mark a certificate os:node:controlplane.
 	ck, err := pki.Issue(ca, pki.Request{
-		CommonName: hostname(cfg),
-		DNSNames:   dns,
-		IPs:        ips,
-		Usage:      pki.UsageServer | pki.UsageClient,
+		CommonName:   hostname(cfg),
+		Organization: []string{pki.NodeControlPlane},
+		DNSNames:     dns,
+		IPs:          ips,
+		Usage:        pki.UsageServer,
 	})
 	if err != nil {
 		return tls.Certificate{}, nil, fmt.Errorf("machine API certificate: %w", err)

@@ -15,6 +15,7 @@ import (
 	"sync"
 
 	"github.com/ballast-os/ballast/machined/clock"
+	"github.com/ballast-os/ballast/machined/desired"
 	"github.com/ballast-os/ballast/machined/etcd"
 	"github.com/ballast-os/ballast/machined/logs"
 	"github.com/ballast-os/ballast/machined/server"
@@ -69,14 +70,16 @@ type Node struct {
 
 	applyMu sync.Mutex // serializes ApplyConfiguration
 
+	// desired is the active config (possibly a try config): every
+	// controller that follows a live field watches it.
+	desired *desired.Config
+
 	mu          sync.Mutex
-	cfg         *config.Config // active (possibly a try config)
-	cfgBytes    []byte
+	cfgBytes    []byte // the active config as applied
 	try         *tryState
 	etcdMgr     *etcd.Manager
 	nodeCert    *tls.Certificate // a worker's certificate from a control-plane node
 	configured  chan struct{}    // closed when the node leaves maintenance mode
-	changed     chan struct{}    // closed and replaced on every config change
 	actions     chan Action
 	resetWanted bool
 }
@@ -101,8 +104,8 @@ func New(opts Options) (*Node, error) {
 		log:        opts.Logger,
 		clock:      opts.Clock,
 		store:      store,
+		desired:    desired.New(),
 		configured: make(chan struct{}),
-		changed:    make(chan struct{}),
 		actions:    make(chan Action, 1),
 	}
 	n.sup = supervisor.New(supervisor.Options{Clock: opts.Clock, Logger: opts.Logger.With("component", "supervisor"), LogDir: store.LogDir()})
@@ -195,18 +198,15 @@ func hostname(cfg *config.Config) string {
 // setActive makes cfg the active config and wakes everything that follows it.
 func (n *Node) setActive(cfg *config.Config, data []byte) {
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.cfg, n.cfgBytes = cfg, data
-	close(n.changed)
-	n.changed = make(chan struct{})
+	n.cfgBytes = data
+	n.mu.Unlock()
+	n.desired.Set(cfg)
 }
 
 // Config returns the active config (nil in maintenance mode) and a channel
-// closed at the next change: controllers loop on it.
+// closed at the next change.
 func (n *Node) Config() (*config.Config, <-chan struct{}) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.cfg, n.changed
+	return n.desired.Get()
 }
 
 func (n *Node) request(a Action) {

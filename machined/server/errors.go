@@ -35,6 +35,8 @@ func toStatus(err error) error {
 		code = codes.Unavailable
 	case errors.Is(err, errdefs.ErrPermissionDenied):
 		code = codes.PermissionDenied
+	case errors.Is(err, errdefs.ErrResourceExhausted):
+		code = codes.ResourceExhausted
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):

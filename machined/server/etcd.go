@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/peer"
 
 	"github.com/ballast-os/ballast/api/machine"
+	"github.com/ballast-os/ballast/machined/errdefs"
 )
 
 // Etcd is the node's etcd member manager, as the API drives it.
@@ -25,6 +28,8 @@ type Etcd interface {
 	Alarms(ctx context.Context) ([]*etcdserverpb.AlarmMember, error)
 	DisarmAlarms(ctx context.Context) ([]*etcdserverpb.AlarmMember, error)
 	Snapshot(ctx context.Context, w io.Writer) error
+	// MaxSnapshotBytes bounds a snapshot upload (the backend quota).
+	MaxSnapshotBytes() int64
 	ClientCert() (ca, crt, key []byte, endpoints []string, err error)
 }
 
@@ -60,6 +65,7 @@ func (e *etcdServer) Recover(stream machine.EtcdService_RecoverServer) error {
 	defer os.Remove(f.Name())
 	defer f.Close()
 	force := false
+	limit, size := m.MaxSnapshotBytes(), int64(0)
 	for first := true; ; first = false {
 		req, err := stream.Recv()
 		if err == io.EOF {
@@ -70,6 +76,9 @@ func (e *etcdServer) Recover(stream machine.EtcdService_RecoverServer) error {
 		}
 		if first {
 			force = req.GetForce()
+		}
+		if size += int64(len(req.GetData())); size > limit {
+			return fmt.Errorf("%w: the snapshot upload exceeds %d bytes, the etcd backend quota (cluster.etcd.quotaBackendBytes) plus room for its hash", errdefs.ErrResourceExhausted, limit)
 		}
 		if _, err := f.Write(req.GetData()); err != nil {
 			return fmt.Errorf("write snapshot: %w", err)
@@ -220,8 +229,14 @@ type certServer struct {
 	s *Server
 }
 
-func (c *certServer) SignNodeCertificate(_ context.Context, req *machine.SignNodeCertificateRequest) (*machine.SignNodeCertificateResponse, error) {
-	crt, err := c.s.node.SignNodeCertificate(req.GetCsr(), req.GetToken())
+func (c *certServer) SignNodeCertificate(ctx context.Context, req *machine.SignNodeCertificateRequest) (*machine.SignNodeCertificateResponse, error) {
+	var ip net.IP
+	if p, ok := peer.FromContext(ctx); ok {
+		if a, ok := p.Addr.(*net.TCPAddr); ok {
+			ip = a.IP
+		}
+	}
+	crt, err := c.s.node.SignNodeCertificate(ctx, req.GetCsr(), req.GetToken(), ip)
 	if err != nil {
 		return nil, err
 	}

@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/ballast-os/ballast/api/machine"
 	"github.com/ballast-os/ballast/machined/logs"
@@ -21,6 +22,34 @@ import (
 
 // gracePeriod bounds how long a stopping server waits for in-flight calls.
 const gracePeriod = 3 * time.Second
+
+// Connection limits of the machine API. A client may ping no more often
+// than every keepaliveMinTime (gRPC closes a connection that pings faster,
+// so a flood of pings cannot keep the agent busy); the server pings an idle
+// connection after keepaliveTime and drops it when no answer comes within
+// keepaliveTimeout, so half-open connections of vanished clients do not pile
+// up. Each connection carries at most maxStreams concurrent calls, and a
+// message is at most maxMessageBytes (snapshots travel in 1 MiB chunks).
+const (
+	keepaliveMinTime  = 10 * time.Second
+	keepaliveTime     = 2 * time.Minute
+	keepaliveTimeout  = 20 * time.Second
+	maxStreams        = 64
+	maxMessageBytes   = 4 << 20
+	connectionTimeout = 10 * time.Second
+)
+
+// serverOptions are the transport limits above.
+func serverOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinTime, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}),
+		grpc.MaxConcurrentStreams(maxStreams),
+		grpc.MaxRecvMsgSize(maxMessageBytes),
+		grpc.MaxSendMsgSize(maxMessageBytes),
+		grpc.ConnectionTimeout(connectionTimeout),
+	}
+}
 
 // Machine is what the API needs from the node.
 type Machine interface {
@@ -36,8 +65,10 @@ type Machine interface {
 	Reset(ctx context.Context, graceful, force bool) error
 	// Etcd returns the etcd manager (control-plane nodes only).
 	Etcd() (Etcd, error)
-	// SignNodeCertificate signs a worker's CSR when the machine token matches.
-	SignNodeCertificate(csr []byte, token string) ([]byte, error)
+	// SignNodeCertificate signs a worker's CSR when the machine token
+	// matches; peerIP is the caller's address as this server saw it, the
+	// only address the certificate may name.
+	SignNodeCertificate(ctx context.Context, csr []byte, token string, peerIP net.IP) ([]byte, error)
 	// ScratchDir is where uploads are staged (in EPHEMERAL).
 	ScratchDir() string
 }
@@ -66,11 +97,11 @@ func New(creds *Credentials, node Machine, log *slog.Logger) *Server {
 
 // Run serves on ln until ctx ends, then stops gracefully.
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
-	g := grpc.NewServer(
+	g := grpc.NewServer(append(serverOptions(),
 		grpc.Creds(credentials.NewTLS(s.creds.TLSConfig())),
 		grpc.UnaryInterceptor(s.unaryAuth),
 		grpc.StreamInterceptor(s.streamAuth),
-	)
+	)...)
 	machine.RegisterMachineServiceServer(g, s)
 	machine.RegisterEtcdServiceServer(g, &etcdServer{s: s})
 	machine.RegisterCertificateServiceServer(g, &certServer{s: s})

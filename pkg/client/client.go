@@ -23,8 +23,19 @@ import (
 // DefaultPort is the machine API port.
 const DefaultPort = 50000
 
-// ErrFingerprintMismatch is returned when a pinned fingerprint does not match.
-var ErrFingerprintMismatch = errors.New("server certificate fingerprint does not match")
+// Errors of the server's identity, checkable with errors.Is (gRPC wraps them
+// into an Unavailable status; the message keeps their text).
+var (
+	// ErrFingerprintMismatch is returned when a pinned fingerprint does not match.
+	ErrFingerprintMismatch = errors.New("server certificate fingerprint does not match")
+	// ErrNotControlPlane is returned when a control plane was expected at
+	// the address but the server's certificate is a worker's (or carries no
+	// node identity).
+	ErrNotControlPlane = errors.New("server certificate is not a control-plane node's")
+	// ErrNoNodeIdentity is returned when a configured node's certificate
+	// names no node identity (os:node:controlplane or os:node:worker).
+	ErrNoNodeIdentity = errors.New("server certificate carries no node identity")
+)
 
 // Options say how to reach and trust a node.
 type Options struct {
@@ -39,6 +50,14 @@ type Options struct {
 	// ServerOnly verifies the server with CA but presents no client
 	// certificate (a worker asking for its first certificate).
 	ServerOnly bool
+	// RequireControlPlane refuses a server whose certificate is not marked
+	// os:node:controlplane: etcd operations, bootstrap, the context's
+	// endpoints and a worker's certificate request all expect a control
+	// plane, and a worker's certificate must not pass for one.
+	RequireControlPlane bool
+	// SourceIP, when set, is the local address connections are made from
+	// (a worker calls from the address its certificate will name).
+	SourceIP net.IP
 }
 
 // Client is a connection to one node's machine API.
@@ -64,7 +83,14 @@ func New(opts Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)))
+	dialOpts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(tlsConf))}
+	if opts.SourceIP != nil {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: opts.SourceIP}}
+		dialOpts = append(dialOpts, grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) {
+			return d.DialContext(ctx, "tcp", a)
+		}))
+	}
+	conn, err := grpc.NewClient(addr, dialOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", addr, err)
 	}
@@ -89,6 +115,7 @@ func TLSConfig(opts Options) (*tls.Config, error) {
 		}
 		return conf, nil
 	}
+	conf.VerifyConnection = verifyNodeIdentity(opts)
 	if opts.ServerOnly {
 		pool, err := pki.Pool(opts.CA)
 		if err != nil {
@@ -113,6 +140,24 @@ func TLSConfig(opts Options) (*tls.Config, error) {
 	conf.Certificates = []tls.Certificate{cert}
 	conf.ServerName = serverName(opts.Address)
 	return conf, nil
+}
+
+// verifyNodeIdentity checks, after the chain and the name were verified, that
+// the server is a node of the kind the caller expects.
+func verifyNodeIdentity(opts Options) func(tls.ConnectionState) error {
+	return func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return ErrNoNodeIdentity
+		}
+		kind := pki.NodeKind(cs.PeerCertificates[0])
+		switch {
+		case kind == "":
+			return fmt.Errorf("%w (%s)", ErrNoNodeIdentity, opts.Address)
+		case opts.RequireControlPlane && kind != pki.NodeControlPlane:
+			return fmt.Errorf("%w: %s presents a %s certificate where a control plane was expected", ErrNotControlPlane, opts.Address, kind)
+		}
+		return nil
+	}
 }
 
 func serverName(addr string) string {

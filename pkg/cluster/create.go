@@ -155,7 +155,7 @@ func Create(ctx context.Context, o Options) (*State, error) {
 		return st, err
 	}
 	ctxConf := nc.Contexts[o.Name]
-	dial := func(addr string) (*client.Client, error) { return client.NewFromContext(ctxConf, addr) }
+	dial := health.ContextDialer(ctxConf)
 	if !o.SkipBootstrap {
 		cp1 := st.ControlPlanes()[0]
 		logf("bootstrapping etcd on %s", cp1.Name)
@@ -300,7 +300,7 @@ func applyOne(ctx context.Context, node NodeState, data []byte) error {
 }
 
 func bootstrap(ctx context.Context, dial health.Dialer, addr string) error {
-	c, err := dial(addr)
+	c, err := dial(health.Node{Address: addr, Role: config.TypeControlPlane})
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/ballast-os/ballast/api/machine"
 	"github.com/ballast-os/ballast/pkg/client"
 	"github.com/ballast-os/ballast/pkg/config"
+	"github.com/ballast-os/ballast/pkg/nodeconfig"
 )
 
 // Node is one node to check.
@@ -33,8 +34,21 @@ type Check struct {
 	Err  error
 }
 
-// Dialer opens a client to a node.
-type Dialer func(address string) (*client.Client, error)
+// Dialer opens a client to a node; a control-plane node (Role) must present
+// a control-plane certificate.
+type Dialer func(n Node) (*client.Client, error)
+
+// ContextDialer dials with a nodeconfig context's credentials.
+func ContextDialer(nctx *nodeconfig.Context) Dialer {
+	return func(n Node) (*client.Client, error) {
+		opts, err := client.FromContext(nctx, n.Address)
+		if err != nil {
+			return nil, err
+		}
+		opts.RequireControlPlane = n.Role == config.TypeControlPlane
+		return client.New(opts)
+	}
+}
 
 // Run performs every check once.
 func Run(ctx context.Context, nodes []Node, dial Dialer) []Check {
@@ -47,7 +61,7 @@ func Run(ctx context.Context, nodes []Node, dial Dialer) []Check {
 	clients := map[string]*client.Client{}
 	var checks []Check
 	for _, n := range nodes {
-		c, err := dial(n.Address)
+		c, err := dial(n)
 		if err == nil {
 			_, err = c.Version(ctx, &machine.VersionRequest{})
 		}

@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ballast-os/ballast/api/machine"
-	"github.com/ballast-os/ballast/pkg/client"
 	"github.com/ballast-os/ballast/pkg/cluster"
 	"github.com/ballast-os/ballast/pkg/config"
 	"github.com/ballast-os/ballast/pkg/health"
@@ -153,7 +152,7 @@ from -n (roles are read from each node's config).`,
 			if err != nil {
 				return err
 			}
-			dial := func(addr string) (*client.Client, error) { return client.NewFromContext(nctx, addr) }
+			dial := health.ContextDialer(nctx)
 			nodes, err := g.healthNodes(cmd.Context(), name, nctx, cps, workers, dial)
 			if err != nil {
 				return err
@@ -222,7 +221,7 @@ func (g *globals) healthNodes(ctx context.Context, contextName string, nctx *nod
 }
 
 func nodeRole(ctx context.Context, dial health.Dialer, addr string) (string, error) {
-	c, err := dial(addr)
+	c, err := dial(health.Node{Address: addr})
 	if err != nil {
 		return "", err
 	}

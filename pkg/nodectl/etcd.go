@@ -25,8 +25,9 @@ func newBootstrapCmd(g *globals) *cobra.Command {
 	var recoverFrom string
 	var force bool
 	cmd := &cobra.Command{
-		Use:   "bootstrap",
-		Short: "Create the etcd cluster on one control-plane node (or recover it from a snapshot)",
+		Use:         "bootstrap",
+		Short:       "Create the etcd cluster on one control-plane node (or recover it from a snapshot)",
+		Annotations: map[string]string{annotationControlPlane: "true"},
 		Long: `Create the etcd cluster on exactly one control-plane node. Every other control-plane
 node joins it by itself. Refused when the node already has etcd data, is already a
 member, or a cluster already answers among its peers.
@@ -40,29 +41,20 @@ cluster; the other control-plane nodes notice, wipe their stale data and join it
 			if len(g.nodes) > 1 {
 				return errors.New("bootstrap acts on exactly one node: pass a single -n")
 			}
-			var data []byte
 			if recoverFrom != "" {
-				var err error
-				if data, err = os.ReadFile(recoverFrom); err != nil {
-					return fmt.Errorf("read snapshot: %w", err)
+				st, err := os.Stat(recoverFrom)
+				if err != nil {
+					return fmt.Errorf("snapshot: %w", err)
+				}
+				if !st.Mode().IsRegular() || st.Size() == 0 {
+					return fmt.Errorf("snapshot %s is empty or not a regular file", recoverFrom)
 				}
 			}
 			results, err := fanOut(cmd, g, func(ctx context.Context, c *client.Client) (*machine.BootstrapResponse, error) {
 				if recoverFrom == "" {
 					return etcdClient(c).Bootstrap(ctx, &machine.BootstrapRequest{})
 				}
-				stream, err := etcdClient(c).Recover(ctx)
-				if err != nil {
-					return nil, err
-				}
-				const chunk = 1 << 20
-				for off := 0; off == 0 || off < len(data); off += chunk {
-					end := min(off+chunk, len(data))
-					if err := stream.Send(&machine.RecoverRequest{Force: force, Data: data[off:end]}); err != nil {
-						return nil, err
-					}
-				}
-				return stream.CloseAndRecv()
+				return uploadSnapshot(ctx, etcdClient(c), recoverFrom, force)
 			})
 			if err != nil {
 				return err
@@ -81,7 +73,8 @@ cluster; the other control-plane nodes notice, wipe their stale data and join it
 }
 
 func newEtcdCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "etcd", Short: "Inspect and manage the etcd cluster"}
+	cmd := &cobra.Command{Use: "etcd", Short: "Inspect and manage the etcd cluster (control-plane nodes)",
+		Annotations: map[string]string{annotationControlPlane: "true"}}
 	cmd.AddCommand(
 		&cobra.Command{
 			Use: "members", Short: "List the etcd members", Example: "  nodectl -n 10.5.0.2 etcd members",
@@ -268,21 +261,31 @@ func newSnapshotCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return 0, err
 				}
-				var data []byte
-				for {
-					chunk, err := stream.Recv()
-					if err == io.EOF {
-						break
+				// Streamed to a temporary file and renamed into place once
+				// complete: memory stays bounded, and a broken stream
+				// leaves an earlier file at path whole.
+				var n int64
+				err = atomicfile.WriteWith(path, 0o600, func(w io.Writer) error {
+					for {
+						chunk, err := stream.Recv()
+						if err == io.EOF {
+							break
+						}
+						if err != nil {
+							return err
+						}
+						m, err := w.Write(chunk.GetData())
+						n += int64(m)
+						if err != nil {
+							return err
+						}
 					}
-					if err != nil {
-						return 0, err
+					if n == 0 {
+						return errors.New("the node sent an empty snapshot")
 					}
-					data = append(data, chunk.GetData()...)
-				}
-				if len(data) == 0 {
-					return 0, errors.New("the node sent an empty snapshot")
-				}
-				return len(data), atomicfile.Write(path, data, 0o600)
+					return nil
+				})
+				return int(n), err
 			})
 			if err != nil {
 				return err
@@ -350,4 +353,38 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// uploadSnapshot streams the snapshot file at path to a node's Recover RPC
+// in 1 MiB chunks, never holding the whole file in memory.
+func uploadSnapshot(ctx context.Context, c machine.EtcdServiceClient, path string, force bool) (*machine.BootstrapResponse, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	defer f.Close()
+	stream, err := c.Recover(ctx)
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 1<<20)
+	for first := true; ; first = false {
+		n, rerr := io.ReadFull(f, buf)
+		if n > 0 || first {
+			if err := stream.Send(&machine.RecoverRequest{Force: force, Data: buf[:n]}); err != nil {
+				// The server ended the stream: its status says why.
+				if _, serr := stream.CloseAndRecv(); serr != nil {
+					return nil, serr
+				}
+				return nil, err
+			}
+		}
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			break
+		}
+		if rerr != nil {
+			return nil, fmt.Errorf("read snapshot: %w", rerr)
+		}
+	}
+	return stream.CloseAndRecv()
 }

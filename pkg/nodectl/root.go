@@ -60,7 +60,13 @@ func newRoot(g *globals) *cobra.Command {
 
 Nodes are chosen with -n/--nodes (several nodes fan out; results are labelled by node).
 Without -n, the context's nodes, then its endpoints, are used. nodectl dials every
-node directly; -e/--endpoints sets the addresses used when no node is named.`,
+node directly; -e/--endpoints sets the addresses used when no node is named.
+
+Every node proves what it is with its certificate: control planes hold
+os:node:controlplane certificates they mint themselves, workers os:node:worker
+certificates a control plane issued for the address it saw them call from.
+Endpoints and the targets of 'etcd' and 'bootstrap' must be control planes: a
+worker's certificate is refused there.`,
 		Example: `  nodectl gen config demo https://10.5.0.2:6443
   nodectl apply-config --insecure -n 10.5.0.2 --file controlplane.yaml
   nodectl --nodeconfig ./nodeconfig -n 10.5.0.2 services`,
@@ -147,8 +153,49 @@ func fanOut[T any](cmd *cobra.Command, g *globals, fn func(ctx context.Context, 
 	if err != nil {
 		return nil, err
 	}
-	opts := func(node string) (client.Options, error) { return client.FromContext(nctx, node) }
+	endpoints := g.endpoints
+	if len(endpoints) == 0 {
+		endpoints = nctx.Endpoints
+	}
+	cpOnly := controlPlaneOnly(cmd)
+	opts := func(node string) (client.Options, error) {
+		o, err := client.FromContext(nctx, node)
+		// A control plane is expected where the command acts on etcd, and
+		// at the context's endpoints: a worker's certificate must not pass
+		// for one there.
+		o.RequireControlPlane = cpOnly || isEndpoint(endpoints, node)
+		return o, err
+	}
 	return callAll(cmd.Context(), nodes, opts, fn), nil
+}
+
+// annotationControlPlane marks commands that act on control-plane nodes only.
+const annotationControlPlane = "ballast.dev/control-plane"
+
+// controlPlaneOnly reports whether cmd or a parent is marked as acting on
+// control-plane nodes only.
+func controlPlaneOnly(cmd *cobra.Command) bool {
+	for c := cmd; c != nil; c = c.Parent() {
+		if c.Annotations[annotationControlPlane] == "true" {
+			return true
+		}
+	}
+	return false
+}
+
+// isEndpoint reports whether node is one of the endpoints (ports ignored
+// when one side names none).
+func isEndpoint(endpoints []string, node string) bool {
+	hp, err := client.HostPort(node)
+	if err != nil {
+		return false
+	}
+	for _, e := range endpoints {
+		if ep, err := client.HostPort(e); err == nil && ep == hp {
+			return true
+		}
+	}
+	return false
 }
 
 // callAll dials each node with the options opts gives and calls fn on all

@@ -37,6 +37,28 @@ const (
 // AllRoles lists every machine-API role, most powerful first.
 var AllRoles = []string{RoleAdmin, RoleOperator, RoleReader, RoleEtcdBackup}
 
+// Node identities carried in the Organization of machine-API server
+// certificates. A control-plane node mints its own certificate with the OS CA
+// key and marks it NodeControlPlane; a worker's certificate is issued by a
+// control-plane node against the machine token and is always marked
+// NodeWorker, so a client that expects a control plane at an address can
+// reject a worker's certificate there. Node certificates carry no role.
+const (
+	NodeControlPlane = "os:node:controlplane"
+	NodeWorker       = "os:node:worker"
+)
+
+// NodeKind returns the node identity a machine-API server certificate
+// carries (NodeControlPlane or NodeWorker), or "" when it has none.
+func NodeKind(cert *x509.Certificate) string {
+	for _, o := range cert.Subject.Organization {
+		if o == NodeControlPlane || o == NodeWorker {
+			return o
+		}
+	}
+	return ""
+}
+
 // Validity periods.
 const (
 	CAValidity   = 10 * 365 * 24 * time.Hour

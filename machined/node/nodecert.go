@@ -1,0 +1,279 @@
+package node
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ballast-os/ballast/api/machine"
+	"github.com/ballast-os/ballast/machined/errdefs"
+	"github.com/ballast-os/ballast/pkg/client"
+	"github.com/ballast-os/ballast/pkg/config"
+	"github.com/ballast-os/ballast/pkg/pki"
+)
+
+// This file is the node certificate's home: the control-plane side that
+// signs a worker's machine-API certificate, and the worker's node-cert
+// service that asks for it.
+//
+// A certificate names only what its issuer verified: the signer ignores the
+// names and addresses a CSR asks for. It certifies the address it saw the
+// call come from and the requested hostname once that is checked (a DNS
+// label, and not a name or address of a control plane), marks the result
+// os:node:worker, and gives it server usage only. See docs/security.md.
+
+// ErrCertRefused is wrapped by every refusal of a node certificate request.
+var ErrCertRefused = errors.New("node certificate refused")
+
+// hostnameRE is an RFC 1123 host name: dot-separated labels of letters,
+// digits and inner hyphens.
+var hostnameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
+
+// reservedIdentity is what a worker's certificate must never name: the
+// control planes' names and addresses as this signer knows them.
+type reservedIdentity struct {
+	names []string
+	ips   []net.IP
+}
+
+func (r *reservedIdentity) addHost(h string) {
+	if h == "" {
+		return
+	}
+	if hh, _, err := net.SplitHostPort(h); err == nil {
+		h = hh
+	}
+	if ip := net.ParseIP(h); ip != nil {
+		r.ips = append(r.ips, ip)
+		return
+	}
+	r.names = append(r.names, strings.ToLower(h))
+}
+
+func (r *reservedIdentity) addURL(u string) {
+	if pu, err := url.Parse(u); err == nil {
+		r.addHost(pu.Hostname())
+	}
+}
+
+// workerCertRequest is a checked request: what the certificate will name.
+type workerCertRequest struct {
+	hostname string
+	ip       net.IP
+}
+
+// checkWorkerCSR decides what a worker's certificate may name. csrPEM is the
+// worker's request, peerIP the address the call came from as the server saw
+// it, reserved the control planes' names and addresses.
+func checkWorkerCSR(csr *x509.CertificateRequest, peerIP net.IP, reserved reservedIdentity) (workerCertRequest, error) {
+	if peerIP == nil || peerIP.IsUnspecified() || peerIP.IsMulticast() {
+		return workerCertRequest{}, fmt.Errorf("%w: %w: the caller's address %v cannot be certified", errdefs.ErrPermissionDenied, ErrCertRefused, peerIP)
+	}
+	if ip4 := peerIP.To4(); ip4 != nil {
+		peerIP = ip4
+	}
+	if slices.ContainsFunc(reserved.ips, peerIP.Equal) {
+		return workerCertRequest{}, fmt.Errorf("%w: %w: the request comes from %s, a control-plane address", errdefs.ErrPermissionDenied, ErrCertRefused, peerIP)
+	}
+	host := strings.ToLower(strings.TrimSuffix(csr.Subject.CommonName, "."))
+	switch {
+	case host == "":
+		return workerCertRequest{}, fmt.Errorf("%w: %w: the request names no hostname (subject common name)", errdefs.ErrInvalidArgument, ErrCertRefused)
+	case len(host) > 253 || !hostnameRE.MatchString(host) || net.ParseIP(host) != nil:
+		return workerCertRequest{}, fmt.Errorf("%w: %w: %q is not a valid hostname", errdefs.ErrInvalidArgument, ErrCertRefused, host)
+	case host == "localhost" || strings.HasSuffix(host, ".localhost"):
+		return workerCertRequest{}, fmt.Errorf("%w: %w: a worker cannot be certified as %q", errdefs.ErrPermissionDenied, ErrCertRefused, host)
+	case slices.Contains(reserved.names, host):
+		return workerCertRequest{}, fmt.Errorf("%w: %w: %q is a control-plane name", errdefs.ErrPermissionDenied, ErrCertRefused, host)
+	}
+	return workerCertRequest{hostname: host, ip: peerIP}, nil
+}
+
+// reservedIdentities lists the control planes' names and addresses: this
+// node's own, the config's endpoint, peers and certSANs, and every etcd
+// member's name and URLs when etcd answers.
+func (n *Node) reservedIdentities(ctx context.Context, cfg *config.Config) reservedIdentity {
+	var r reservedIdentity
+	r.addHost(hostname(cfg))
+	r.addHost(n.advertiseIP(cfg))
+	for _, h := range cfg.ControlPlaneAddrs() {
+		r.addHost(h)
+	}
+	for _, s := range cfg.Machine.CertSANs {
+		r.addHost(s)
+	}
+	for _, s := range cfg.Cluster.APIServer.CertSANs {
+		r.addHost(s)
+	}
+	_, ips := n.localNames(cfg)
+	r.ips = append(r.ips, ips...)
+	n.mu.Lock()
+	mgr := n.etcdMgr
+	n.mu.Unlock()
+	if mgr != nil {
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		if list, err := mgr.Members(cctx); err == nil {
+			for _, m := range list.Members {
+				r.addHost(m.Name)
+				for _, u := range append(append([]string{}, m.PeerURLs...), m.ClientURLs...) {
+					r.addURL(u)
+				}
+			}
+		}
+	}
+	return r
+}
+
+// SignNodeCertificate implements server.Machine: a control-plane node signs
+// a worker's machine-API certificate when it presents the machine token.
+// peerIP is the caller's address as the server saw it.
+func (n *Node) SignNodeCertificate(ctx context.Context, csrPEM []byte, token string, peerIP net.IP) ([]byte, error) {
+	cfg, _ := n.Config()
+	if cfg == nil || !cfg.IsControlPlane() || cfg.Machine.CA == nil || cfg.Machine.CA.Key == "" {
+		return nil, fmt.Errorf("%w: only configured control-plane nodes sign certificates", errdefs.ErrFailedPrecondition)
+	}
+	if subtle.ConstantTimeCompare([]byte(token), []byte(cfg.Machine.Token)) != 1 {
+		n.log.Warn("certificate request with a wrong machine token refused", "peer", peerIP.String())
+		return nil, fmt.Errorf("%w: %w: wrong machine token", errdefs.ErrPermissionDenied, ErrCertRefused)
+	}
+	block, _ := pem.Decode(csrPEM)
+	if block == nil || block.Type != "CERTIFICATE REQUEST" {
+		return nil, fmt.Errorf("%w: %w: no PEM certificate request", errdefs.ErrInvalidArgument, ErrCertRefused)
+	}
+	csr, err := x509.ParseCertificateRequest(block.Bytes)
+	if err != nil || csr.CheckSignature() != nil {
+		return nil, fmt.Errorf("%w: %w: invalid certificate request", errdefs.ErrInvalidArgument, ErrCertRefused)
+	}
+	req, err := checkWorkerCSR(csr, peerIP, n.reservedIdentities(ctx, cfg))
+	if err != nil {
+		n.log.Warn("node certificate request refused", "peer", peerIP.String(), "hostname", csr.Subject.CommonName, "error", err)
+		return nil, err
+	}
+	ca, err := pki.FromB64(cfg.Machine.CA.Crt, cfg.Machine.CA.Key)
+	if err != nil {
+		return nil, fmt.Errorf("machine.ca: %w", err)
+	}
+	ck, err := pki.Issue(ca, pki.Request{
+		CommonName: req.hostname, Organization: []string{pki.NodeWorker},
+		DNSNames: []string{req.hostname}, IPs: []net.IP{req.ip},
+		Usage: pki.UsageServer, PublicKey: csr.PublicKey,
+	})
+	if err != nil {
+		return nil, err
+	}
+	var ignored []string
+	for _, ip := range csr.IPAddresses {
+		if !ip.Equal(req.ip) {
+			ignored = append(ignored, ip.String())
+		}
+	}
+	for _, d := range csr.DNSNames {
+		if d != req.hostname {
+			ignored = append(ignored, d)
+		}
+	}
+	n.log.Info("signed a worker certificate", "hostname", req.hostname, "ip", req.ip.String(), "ignored_requested_names", strings.Join(ignored, ","))
+	return ck.Crt, nil
+}
+
+// fetchNodeCertificate is the worker's node-cert service: it asks the
+// control-plane nodes for a machine-API certificate (verifying that they are
+// control planes of the OS CA it already holds), then serves it.
+func (n *Node) fetchNodeCertificate(ctx context.Context, out io.Writer) error {
+	cfg, _ := n.Config()
+	caPEM, err := pki.DecodeB64(cfg.Machine.CA.Crt)
+	if err != nil {
+		return fmt.Errorf("machine.ca.crt: %w", err)
+	}
+	pool, err := pki.Pool(caPEM)
+	if err != nil {
+		return err
+	}
+	key, keyPEM, err := pki.NewKey()
+	if err != nil {
+		return err
+	}
+	// The signer certifies the address it sees the call come from: call
+	// from the address this node is reached at.
+	source := net.ParseIP(n.advertiseIP(cfg))
+	csrDER, err := x509.CreateCertificateRequest(nil, &x509.CertificateRequest{
+		Subject: pkix.Name{CommonName: hostname(cfg)},
+	}, key)
+	if err != nil {
+		return fmt.Errorf("create CSR: %w", err)
+	}
+	csrPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER})
+	delay := time.Second
+	for {
+		for _, addr := range controlPlaneHosts(cfg) {
+			crt, err := requestCert(ctx, addr, source, caPEM, csrPEM, cfg.Machine.Token)
+			if err != nil {
+				fmt.Fprintf(out, "certificate request to %s failed: %v\n", addr, err)
+				continue
+			}
+			cert, err := (&pki.CertAndKey{Crt: crt, Key: keyPEM}).TLSCertificate()
+			if err != nil {
+				return err
+			}
+			n.mu.Lock()
+			n.nodeCert = &cert
+			n.mu.Unlock()
+			n.creds.SetConfigured(cert, pool)
+			fmt.Fprintf(out, "machine-API certificate issued by %s\n", addr)
+			n.log.Info("worker machine-API certificate obtained", "from", addr, "names", fmt.Sprint(cert.Leaf.DNSNames, cert.Leaf.IPAddresses))
+			<-ctx.Done()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-n.clock.After(delay):
+		}
+		delay = min(delay*2, 15*time.Second)
+	}
+}
+
+// controlPlaneHosts are the control-plane hosts a worker knows of; the port
+// of a peer entry is etcd's, so only the host is kept.
+func controlPlaneHosts(cfg *config.Config) []string {
+	var out []string
+	for _, a := range cfg.ControlPlaneAddrs() {
+		if h, _, err := net.SplitHostPort(a); err == nil {
+			a = h
+		}
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func requestCert(ctx context.Context, addr string, source net.IP, caPEM, csrPEM []byte, token string) ([]byte, error) {
+	c, err := client.New(client.Options{Address: addr, CA: caPEM, ServerOnly: true, RequireControlPlane: true, SourceIP: source})
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := machine.NewCertificateServiceClient(c.Conn()).SignNodeCertificate(cctx, &machine.SignNodeCertificateRequest{Csr: csrPEM, Token: token})
+	if err != nil {
+		return nil, err
+	}
+	if len(resp.GetCrt()) == 0 {
+		return nil, errors.New("empty certificate")
+	}
+	return resp.GetCrt(), nil
+}

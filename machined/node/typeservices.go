@@ -1,0 +1,110 @@
+package node
+
+import (
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ballast-os/ballast/machined/etcd"
+	"github.com/ballast-os/ballast/machined/runner"
+	"github.com/ballast-os/ballast/machined/server"
+	"github.com/ballast-os/ballast/machined/supervisor"
+	"github.com/ballast-os/ballast/pkg/config"
+)
+
+// Service IDs of role services.
+const (
+	etcdService     = "etcd"
+	nodeCertService = "node-cert"
+)
+
+// addRoleServices registers the services of the node's role once it has a
+// config: etcd on control planes, the certificate fetcher on workers.
+func (n *Node) addRoleServices(cfg *config.Config) error {
+	var spec supervisor.Spec
+	if cfg.IsControlPlane() {
+		mgr := etcd.New(etcd.Options{
+			Logger:      n.log.With("component", etcdService),
+			Name:        memberName(cfg, n.advertiseIP(cfg)),
+			AdvertiseIP: n.advertiseIP(cfg),
+			DataDir:     filepath.Join(n.store.EphemeralDir(), "lib", "etcd"),
+			PKIDir:      filepath.Join(n.store.EphemeralDir(), "lib", "etcd-pki"),
+			SnapshotDir: filepath.Join(n.store.EphemeralDir(), "lib", "etcd-snapshots"),
+			Desired:     n.desired,
+			Clock:       n.clock,
+		})
+		n.mu.Lock()
+		n.etcdMgr = mgr
+		n.mu.Unlock()
+		spec = supervisor.Spec{
+			ID:          etcdService,
+			Description: "embedded etcd member " + n.advertiseIP(cfg) + ":2379",
+			Runner:      runner.Goroutine(etcdService, mgr.Run),
+			Restart:     supervisor.OnFailure,
+			Health: &supervisor.HealthCheck{
+				Check:    mgr.Healthy,
+				Interval: 2 * time.Second,
+				Timeout:  5 * time.Second,
+			},
+		}
+	} else {
+		spec = supervisor.Spec{
+			ID:          nodeCertService,
+			Description: "machine-API certificate from a control-plane node",
+			Runner:      runner.Goroutine(nodeCertService, n.fetchNodeCertificate),
+			Restart:     supervisor.OnFailure,
+		}
+	}
+	if err := n.sup.Add(spec); err != nil {
+		return fmt.Errorf("register service %s: %w", spec.ID, err)
+	}
+	return nil
+}
+
+// memberName is the node's stable etcd member name: its hostname, or one
+// derived from its address when the config names no hostname.
+func memberName(cfg *config.Config, ip string) string {
+	if h := cfg.Machine.Network.Hostname; h != "" {
+		return h
+	}
+	return "ballast-" + strings.NewReplacer(".", "-", ":", "-").Replace(ip)
+}
+
+// advertiseIP is the address other nodes reach this node at: the API listen
+// address when it is specific, else the first static address, else the first
+// global unicast interface address.
+func (n *Node) advertiseIP(cfg *config.Config) string {
+	if host, _, err := net.SplitHostPort(n.opts.Listener.Addr().String()); err == nil {
+		if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+			return ip.String()
+		}
+	}
+	for _, iface := range cfg.Machine.Network.Interfaces {
+		for _, a := range iface.Addresses {
+			return strings.SplitN(a, "/", 2)[0]
+		}
+	}
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.IsGlobalUnicast() {
+				return ipn.IP.String()
+			}
+		}
+	}
+	return "127.0.0.1"
+}
+
+// Etcd implements server.Machine.
+func (n *Node) Etcd() (server.Etcd, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.etcdMgr == nil {
+		return nil, etcd.ErrNotControlPlane
+	}
+	return n.etcdMgr, nil
+}
+
+// ScratchDir implements server.Machine.
+func (n *Node) ScratchDir() string { return n.store.EphemeralDir() }
