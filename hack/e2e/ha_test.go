@@ -3,9 +3,7 @@ package e2e
 import (
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -19,9 +17,7 @@ import (
 func TestLocalClusterHA(t *testing.T) {
 	requireRoot(t)
 	c := newLocalCluster(t, "e2eha", "10.77.0.0/24")
-	c.create("--controlplanes", "3", "--workers", "1",
-		"--config-patch-control-plane", `{"cluster":{"etcd":{"snapshots":{"interval":"1m","keep":1}}}}`)
-	created := time.Now()
+	c.create("--controlplanes", "3", "--workers", "1")
 
 	s := c.show()
 	if len(s.Nodes) != 4 || s.Endpoint != "https://10.77.0.2:6443" {
@@ -53,6 +49,27 @@ func TestLocalClusterHA(t *testing.T) {
 	if !strings.Contains(r.stdout, "configured") {
 		t.Fatalf("worker does not answer mTLS as a configured node:\n%s", r)
 	}
+
+	// Live apply: each live field is changed with apply-config --mode
+	// no-reboot and observed taking effect in the running node.
+	var scheduled time.Time
+	t.Run("live: snapshot schedule", func(t *testing.T) {
+		c := c.on(t)
+		pid := pidOf(t, cp1.StateDir)
+		c.liveApply(t, cp1.Address, `{"cluster":{"etcd":{"snapshots":{"interval":"1m","keep":2}}}}`)
+		scheduled = time.Now()
+		if got := pidOf(t, cp1.StateDir); got != pid {
+			t.Fatalf("machined restarted (pid %d, was %d)", got, pid)
+		}
+		// The snapshots are counted at the end of the test, which runs
+		// for more than three intervals.
+	})
+	t.Run("live: machine.certSANs", func(t *testing.T) {
+		testLiveCertNames(t, c.on(t), cp2.StateDir, cp2.Address, `{"machine":{"certSANs":["api-live.example.internal"]}}`, "api-live.example.internal")
+	})
+	t.Run("live: a worker's hostname", func(t *testing.T) {
+		testLiveCertNames(t, c.on(t), w1.StateDir, w1.Address, `{"machine":{"network":{"hostname":"e2eha-w1-renamed"}}}`, "e2eha-w1-renamed")
+	})
 
 	t.Run("a worker token cannot mint a control plane's identity", func(t *testing.T) {
 		c := c.on(t)
@@ -124,6 +141,17 @@ func TestLocalClusterHA(t *testing.T) {
 			t.Fatalf("%d members after removal, want 2", n)
 		}
 		c.must("-n", cp3.Address, "version") // machined survived
+		// Reproducer: the etcd service used to hang after the removal
+		// (its background duties were waited for before being cancelled):
+		// it never reached the idle state that says the node left, and
+		// every later request timed out as "busy or not running".
+		waitFor(t, "cp3's etcd service to say it left the cluster", 30*time.Second, func() error {
+			r := c.nodectl("-n", cp3.Address, "service", "etcd")
+			if !strings.Contains(r.stdout, "left the cluster") {
+				return errors.New(r.String())
+			}
+			return nil
+		})
 		c.must("-n", cp3.Address, "reboot")
 		c.health(nodes...)
 		if n := len(c.memberList(ep1)); n != 3 {
@@ -144,10 +172,25 @@ func TestLocalClusterHA(t *testing.T) {
 		if out, err := c.etcdctl(ep1, "member", "add", "e2eha-cp3", "--learner", "--peer-urls", "https://"+cp3.Address+":2380"); err != nil {
 			t.Fatalf("add stale learner: %v\n%s", err, out)
 		}
+		// The node comes back knowing no reachable control plane: its
+		// endpoint answers nowhere and it has no peers, so it waits.
 		cfg := c.root + "/e2eha/controlplane.yaml"
-		c.must("apply-config", "--insecure", "-n", cp3.Address, "--file", cfg,
-			"--config-patch", `{"machine":{"network":{"hostname":"e2eha-cp3"}}}`)
+		lost := `{"machine":{"network":{"hostname":"e2eha-cp3"}},"cluster":{"controlPlane":{"endpoint":"https://10.77.0.250:6443"},"etcd":{"peers":null}}}`
+		c.must("apply-config", "--insecure", "-n", cp3.Address, "--file", cfg, "--config-patch", lost)
+		waitFor(t, "cp3 to report it found no cluster", 30*time.Second, func() error {
+			r := c.nodectl("-n", cp3.Address, "service", "etcd")
+			if !strings.Contains(r.stdout, "no etcd cluster found") {
+				return errors.New(r.String())
+			}
+			return nil
+		})
+		// Live: the peers list reaches the join loop without a restart.
+		pid := pidOf(t, cp3.StateDir)
+		c.liveApply(t, cp3.Address, `{"cluster":{"etcd":{"peers":["`+cp1.Address+`"]}}}`)
 		c.health(nodes...)
+		if got := pidOf(t, cp3.StateDir); got != pid {
+			t.Fatalf("machined restarted (pid %d, was %d): peers were not applied live", got, pid)
+		}
 		ms := c.memberList(ep1)
 		if len(ms) != 3 {
 			t.Fatalf("%d members, want 3: %+v", len(ms), ms)
@@ -157,21 +200,6 @@ func TestLocalClusterHA(t *testing.T) {
 				t.Fatalf("a learner remains: %+v", m)
 			}
 		}
-	})
-
-	t.Run("scheduled snapshots are written and pruned", func(t *testing.T) {
-		// cp1 has run since the cluster was created; its snapshots every
-		// minute (keep 1) land in EPHEMERAL.
-		dir := filepath.Join(cp1.StateDir, "var", "lib", "etcd-snapshots")
-		waitFor(t, "a scheduled snapshot on cp1", time.Until(created.Add(3*time.Minute)), func() error {
-			entries, err := os.ReadDir(dir)
-			for _, e := range entries {
-				if strings.HasPrefix(e.Name(), "etcd-") && strings.HasSuffix(e.Name(), ".db") {
-					return nil
-				}
-			}
-			return fmt.Errorf("no snapshot in %s yet: %v", dir, err)
-		})
 	})
 
 	t.Run("address and hostname change keep membership", func(t *testing.T) {
@@ -202,6 +230,24 @@ func TestLocalClusterHA(t *testing.T) {
 		if !found || len(ms) != 3 {
 			t.Fatalf("cp3 not kept as a member under its new name and address: %+v", ms)
 		}
+	})
+
+	// cp1 was given a 1m schedule keeping 2 at the start, live: by now at
+	// least three were taken and only the newest two are kept.
+	t.Run("live snapshot schedule: written and pruned", func(t *testing.T) {
+		waitFor(t, "three scheduled snapshots on cp1", time.Until(scheduled.Add(4*time.Minute)), func() error {
+			n, files, err := snapshotsWritten(cp1.StateDir)
+			if err != nil {
+				return err
+			}
+			if n < 3 {
+				return fmt.Errorf("%d snapshots written so far (%v)", n, files)
+			}
+			if len(files) != 2 {
+				return fmt.Errorf("%d snapshots written, %d kept (%v), want 2 kept", n, len(files), files)
+			}
+			return nil
+		})
 	})
 }
 

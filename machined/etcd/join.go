@@ -206,6 +206,36 @@ func (m *Manager) promote(ctx context.Context, cli promoter, id uint64) error {
 	}
 }
 
+// correctPeerURL records this running member's peer URL in the cluster when
+// the membership still has an older one: the address changed while no
+// quorum could record it at start (updateOwnPeerURL), and the other members
+// cannot reach this one until it is fixed. It needs quorum, so it is tried
+// on every membership check until it succeeds.
+func (m *Manager) correctPeerURL(ctx context.Context, id uint64) {
+	m.mu.Lock()
+	cli := m.local
+	m.mu.Unlock()
+	if cli == nil {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	list, err := cli.MemberList(cctx)
+	if err != nil {
+		return
+	}
+	for _, mem := range list.Members {
+		if mem.ID != id || (len(mem.PeerURLs) == 1 && mem.PeerURLs[0] == m.peerURL()) {
+			continue
+		}
+		if _, err := cli.MemberUpdate(cctx, id, []string{m.peerURL()}); err != nil {
+			m.log.Warn("cannot correct this member's peer URL yet", "error", err)
+			return
+		}
+		m.log.Info("address changed: peer URL corrected while running", "id", fmt.Sprintf("%x", id), "old", mem.PeerURLs, "new", m.peerURL())
+	}
+}
+
 // updateOwnPeerURL fixes this member's peer URL in the cluster when the
 // node's address changed since it joined: the other members are told first,
 // so they can reach it as soon as it starts. The member is found by its

@@ -242,10 +242,15 @@ func (m *Manager) serve(ctx context.Context, mem *member) (*request, error) {
 		m.log.Info("etcd member stopped")
 	}()
 	m.setStatus("running")
+	// The duties end before the member is closed, whichever way serve
+	// returns: cancel first, then wait (two plain defers would run in the
+	// other order and wait forever when the member failed or was removed).
 	dctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
 	duties := []func(context.Context){m.watchStale, m.scheduleSnapshots}
 	for _, d := range duties {
 		wg.Add(1)
@@ -340,6 +345,8 @@ func (m *Manager) joinOrWait(ctx context.Context, out io.Writer) (*request, erro
 	const fastPolls = 40
 	backoff := 500 * time.Millisecond
 	for attempt := 1; ; attempt++ {
+		// A change of the peers (live) starts the next attempt at once.
+		_, changed := m.opts.Desired.Get()
 		found, err := m.discover(ctx)
 		if err == nil && found != nil {
 			mem, err := m.join(ctx, found, out)
@@ -364,6 +371,9 @@ func (m *Manager) joinOrWait(ctx context.Context, out io.Writer) (*request, erro
 			t.Stop()
 			return nil, nil
 		case <-t.C():
+		case <-changed:
+			t.Stop()
+			m.log.Info("config changed; looking for the cluster again")
 		case r := <-m.requests:
 			t.Stop()
 			switch r.kind {

@@ -113,11 +113,14 @@ func (m *Manager) writePendingMarker(ctx context.Context) {
 	m.mu.Unlock()
 }
 
-// staleCheckInterval is how often a running member asks its peers whether
-// its cluster was replaced by a recovered one.
+// staleCheckInterval is how often a running member checks its membership:
+// whether its cluster was replaced by a recovered one, and whether the
+// cluster still has its current peer URL.
 const staleCheckInterval = 3 * time.Second
 
-// watchStale looks for a recovered cluster that replaced this node's one:
+// watchStale runs the periodic membership checks of a running member. It
+// corrects this member's peer URL when the cluster has an old one, and it
+// looks for a recovered cluster that replaced this node's one:
 // when a peer answers with another cluster ID and a recovery marker naming
 // this cluster (or naming none while this cluster has no quorum), this
 // node's data is stale: it is wiped and the node joins the new cluster.
@@ -135,6 +138,7 @@ func (m *Manager) watchStale(ctx context.Context) {
 		if mem == nil {
 			continue
 		}
+		m.correctPeerURL(ctx, mem.ID())
 		mine := mem.ClusterID()
 		for _, ep := range m.candidates() {
 			marker, other, err := m.peerRecovery(ctx, ep)

@@ -151,13 +151,11 @@ func (n *Node) persistAndApply(cfg *config.Config, data []byte) error {
 	return n.applyLive(cfg, data)
 }
 
-// applyLive switches the running node to cfg without a reboot.
+// applyLive switches the running node to cfg without a reboot: the
+// controllers that follow live fields (the node-cert service for the API
+// certificate's names, etcd for its peers and snapshot schedule) watch the
+// desired config and converge on their own.
 func (n *Node) applyLive(cfg *config.Config, data []byte) error {
-	cert, pool, err := n.serverIdentity(cfg)
-	if err != nil {
-		return err
-	}
-	n.creds.SetConfigured(cert, pool)
 	n.setActive(cfg, data)
 	n.log.Info("machine config applied live", "type", cfg.Machine.Type)
 	return nil

@@ -188,11 +188,65 @@ func (n *Node) SignNodeCertificate(ctx context.Context, csrPEM []byte, token str
 	return ck.Crt, nil
 }
 
+// mintNodeCertificate is a control plane's node-cert service: it issues the
+// machine-API certificate with the OS CA key and issues it again whenever
+// the names it must carry change (machine.certSANs, the hostname, the
+// static addresses), which makes those fields live.
+func (n *Node) mintNodeCertificate(ctx context.Context, out io.Writer) error {
+	var last string
+	n.desired.Watch(ctx, func(_ context.Context, cfg *config.Config) {
+		dns, ips := n.localNames(cfg)
+		names := fmt.Sprint(hostname(cfg), dns, ips, cfg.Machine.CA.Crt)
+		if names == last {
+			return
+		}
+		cert, pool, err := n.serverIdentity(cfg)
+		if err != nil {
+			n.log.Error("cannot issue the machine-API certificate; keeping the current one", "error", err)
+			fmt.Fprintf(out, "cannot issue the machine-API certificate: %v\n", err)
+			return
+		}
+		n.creds.SetConfigured(cert, pool)
+		if last != "" {
+			n.log.Info("machine-API certificate issued again for changed names", "dns", dns, "ips", fmt.Sprint(ips))
+		}
+		fmt.Fprintf(out, "machine-API certificate for %v %v\n", dns, ips)
+		last = names
+	})
+	return nil
+}
+
+// workerCertInputs is what a worker's certificate depends on in the config:
+// a change fetches a new one.
+func workerCertInputs(cfg *config.Config) string {
+	return fmt.Sprint(hostname(cfg), cfg.Machine.CA.Crt, cfg.Machine.Token, controlPlaneHosts(cfg))
+}
+
 // fetchNodeCertificate is the worker's node-cert service: it asks the
 // control-plane nodes for a machine-API certificate (verifying that they are
-// control planes of the OS CA it already holds), then serves it.
+// control planes of the OS CA it already holds) and serves it, and asks
+// again when the hostname, the CA or the control planes change.
 func (n *Node) fetchNodeCertificate(ctx context.Context, out io.Writer) error {
-	cfg, _ := n.Config()
+	for {
+		cfg, changed := n.Config()
+		inputs := workerCertInputs(cfg)
+		if err := n.fetchOnce(ctx, cfg, out); err != nil || ctx.Err() != nil {
+			return err
+		}
+		for workerCertInputs(cfg) == inputs {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-changed:
+			}
+			cfg, changed = n.Config()
+		}
+		n.log.Info("the config changed what the worker certificate names; fetching a new one")
+	}
+}
+
+// fetchOnce obtains one certificate for cfg and serves it.
+func (n *Node) fetchOnce(ctx context.Context, cfg *config.Config, out io.Writer) error {
 	caPEM, err := pki.DecodeB64(cfg.Machine.CA.Crt)
 	if err != nil {
 		return fmt.Errorf("machine.ca.crt: %w", err)
@@ -233,7 +287,6 @@ func (n *Node) fetchNodeCertificate(ctx context.Context, out io.Writer) error {
 			n.creds.SetConfigured(cert, pool)
 			fmt.Fprintf(out, "machine-API certificate issued by %s\n", addr)
 			n.log.Info("worker machine-API certificate obtained", "from", addr, "names", fmt.Sprint(cert.Leaf.DNSNames, cert.Leaf.IPAddresses))
-			<-ctx.Done()
 			return nil
 		}
 		select {

@@ -23,7 +23,7 @@ const (
 // addRoleServices registers the services of the node's role once it has a
 // config: etcd on control planes, the certificate fetcher on workers.
 func (n *Node) addRoleServices(cfg *config.Config) error {
-	var spec supervisor.Spec
+	var specs []supervisor.Spec
 	if cfg.IsControlPlane() {
 		mgr := etcd.New(etcd.Options{
 			Logger:      n.log.With("component", etcdService),
@@ -38,7 +38,12 @@ func (n *Node) addRoleServices(cfg *config.Config) error {
 		n.mu.Lock()
 		n.etcdMgr = mgr
 		n.mu.Unlock()
-		spec = supervisor.Spec{
+		specs = append(specs, supervisor.Spec{
+			ID:          nodeCertService,
+			Description: "machine-API certificate, minted with the OS CA and kept current with the config",
+			Runner:      runner.Goroutine(nodeCertService, n.mintNodeCertificate),
+			Restart:     supervisor.OnFailure,
+		}, supervisor.Spec{
 			ID:          etcdService,
 			Description: "embedded etcd member " + n.advertiseIP(cfg) + ":2379",
 			Runner:      runner.Goroutine(etcdService, mgr.Run),
@@ -48,17 +53,19 @@ func (n *Node) addRoleServices(cfg *config.Config) error {
 				Interval: 2 * time.Second,
 				Timeout:  5 * time.Second,
 			},
-		}
+		})
 	} else {
-		spec = supervisor.Spec{
+		specs = append(specs, supervisor.Spec{
 			ID:          nodeCertService,
-			Description: "machine-API certificate from a control-plane node",
+			Description: "machine-API certificate from a control-plane node, fetched again when the config changes it",
 			Runner:      runner.Goroutine(nodeCertService, n.fetchNodeCertificate),
 			Restart:     supervisor.OnFailure,
-		}
+		})
 	}
-	if err := n.sup.Add(spec); err != nil {
-		return fmt.Errorf("register service %s: %w", spec.ID, err)
+	for _, spec := range specs {
+		if err := n.sup.Add(spec); err != nil {
+			return fmt.Errorf("register service %s: %w", spec.ID, err)
+		}
 	}
 	return nil
 }
