@@ -71,9 +71,14 @@ func Load(path string) (*Config, error) {
 	return Parse(data, path)
 }
 
-// Parse decodes a client file strictly.
+// Parse decodes a client file strictly. An empty file (e.g. one made by
+// mktemp) is an empty config, as kubectl treats an empty kubeconfig.
 func Parse(data []byte, name string) (*Config, error) {
 	c := &Config{}
+	if len(bytes.TrimSpace(data)) == 0 {
+		c.Contexts = map[string]*Context{}
+		return c, nil
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil {

@@ -40,6 +40,32 @@ func TestLoadMissingIsEmpty(t *testing.T) {
 	}
 }
 
+// TestLoadEmptyFileIsEmpty is the reproducer of a review finding: an empty
+// $NODECONFIG (made by mktemp, say) failed every command with "EOF".
+func TestLoadEmptyFileIsEmpty(t *testing.T) {
+	for _, content := range []string{"", "\n  \n"} {
+		p := filepath.Join(t.TempDir(), "config")
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := Load(p)
+		if err != nil {
+			t.Fatalf("Load(%q): %v", content, err)
+		}
+		if _, _, err := c.Current(""); !errors.Is(err, ErrNoContext) {
+			t.Fatalf("Current on an empty file: %v, want ErrNoContext", err)
+		}
+		// Merging into it and saving works, as with a missing file.
+		c.Merge(&Config{Context: "a", Contexts: map[string]*Context{"a": {Endpoints: []string{"10.5.0.2"}}}}, false)
+		if err := c.Save(p); err != nil {
+			t.Fatal(err)
+		}
+		if again, err := Load(p); err != nil || again.Context != "a" {
+			t.Fatalf("reload: %+v %v", again, err)
+		}
+	}
+}
+
 func TestParseRejectsUnknownField(t *testing.T) {
 	if _, err := Parse([]byte("context: a\nbogus: 1\n"), "x"); err == nil {
 		t.Fatal("unknown field accepted")
