@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
@@ -17,10 +16,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
-
-	"github.com/ballast-os/ballast/pkg/pki"
 )
 
 // snapshotDBBytes is how much the test writes into etcd: more than 64 MiB,
@@ -131,28 +126,7 @@ func fillEtcd(t *testing.T, ctl func(...string) run, node string) {
 	t.Helper()
 	pkiDir := t.TempDir()
 	ctl("-n", node, "etcd", "client-cert", "--output-dir", pkiDir)
-	read := func(n string) []byte {
-		b, err := os.ReadFile(filepath.Join(pkiDir, n))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
-	cert, err := tls.X509KeyPair(read("client.crt"), read("client.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool, err := pki.Pool(read("ca.crt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints: []string{"https://" + node + ":2379"}, DialTimeout: 5 * time.Second,
-		TLS: &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cli := newEtcdClient(t, pkiDir, []string{node})
 	defer cli.Close()
 	val := make([]byte, 1<<20)
 	for i := range snapshotDBBytes >> 20 {

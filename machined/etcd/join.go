@@ -206,33 +206,74 @@ func (m *Manager) promote(ctx context.Context, cli promoter, id uint64) error {
 	}
 }
 
-// correctPeerURL records this running member's peer URL in the cluster when
-// the membership still has an older one: the address changed while no
-// quorum could record it at start (updateOwnPeerURL), and the other members
-// cannot reach this one until it is fixed. It needs quorum, so it is tried
-// on every membership check until it succeeds.
-func (m *Manager) correctPeerURL(ctx context.Context, id uint64) {
+// checkOwnMembership repairs this running member's entry in the cluster:
+//
+//   - a peer URL older than this node's address is corrected: the address
+//     changed while no quorum could record it at start (updateOwnPeerURL),
+//     and the other members cannot reach this one until it is fixed;
+//   - a learner is promoted: the node was stopped (kill -9, power loss)
+//     after it was added as a learner and before its join promoted it, and
+//     starting from its data it would otherwise stay a learner for good.
+//
+// Both need quorum, so they are tried on every membership check until they
+// succeed.
+func (m *Manager) checkOwnMembership(ctx context.Context, id uint64) {
 	m.mu.Lock()
-	cli := m.local
+	local := m.local
 	m.mu.Unlock()
-	if cli == nil {
+	if local == nil {
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	list, err := cli.MemberList(cctx)
+	var members []*etcdserverpb.Member
+	if list, err := local.MemberList(cctx); err == nil {
+		members = list.Members
+	} else {
+		// A learner does not serve the member list: ask the cluster.
+		f, err := m.discover(cctx)
+		if err != nil || f == nil {
+			return
+		}
+		f.cli.Close()
+		members = f.members
+	}
+	var own *etcdserverpb.Member
+	var others []string
+	for _, mem := range members {
+		if mem.ID == id {
+			own = mem
+		} else {
+			others = append(others, mem.ClientURLs...)
+		}
+	}
+	urlOK := own != nil && len(own.PeerURLs) == 1 && own.PeerURLs[0] == m.peerURL()
+	if own == nil || len(others) == 0 || (urlOK && !own.IsLearner) {
+		return
+	}
+	// Through the other members: a learner's own endpoint refuses both.
+	cli, err := m.newClient(others)
 	if err != nil {
 		return
 	}
-	for _, mem := range list.Members {
-		if mem.ID != id || (len(mem.PeerURLs) == 1 && mem.PeerURLs[0] == m.peerURL()) {
-			continue
-		}
+	defer cli.Close()
+	if !urlOK {
 		if _, err := cli.MemberUpdate(cctx, id, []string{m.peerURL()}); err != nil {
 			m.log.Warn("cannot correct this member's peer URL yet", "error", err)
 			return
 		}
-		m.log.Info("address changed: peer URL corrected while running", "id", fmt.Sprintf("%x", id), "old", mem.PeerURLs, "new", m.peerURL())
+		m.log.Info("address changed: peer URL corrected while running", "id", fmt.Sprintf("%x", id), "old", own.PeerURLs, "new", m.peerURL())
+	}
+	if own.IsLearner {
+		m.setStatus("learner: catching up before promotion")
+		if _, err := cli.MemberPromote(cctx, id); err != nil {
+			if !errors.Is(err, rpctypes.ErrMemberLearnerNotReady) {
+				m.log.Warn("cannot promote this learner yet", "error", err)
+			}
+			return
+		}
+		m.log.Info("promoted to voting etcd member after a restart during its join", "id", fmt.Sprintf("%x", id))
+		m.setStatus("running")
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -132,6 +134,40 @@ func TestRemoveRetriesOnlyUnhealthy(t *testing.T) {
 			}
 			if len(f.calls) != tt.wantCalls {
 				t.Fatalf("%d calls, want %d", len(f.calls), tt.wantCalls)
+			}
+		})
+	}
+}
+
+// TestPartialDataOfInterruptedJoin is the reproducer of a chaos finding: a
+// learner killed after etcd created its backend but before it wrote its
+// log left a member directory that counted as data, so the node started
+// "from existing data" and failed forever looking for its cluster.
+func TestPartialDataOfInterruptedJoin(t *testing.T) {
+	tests := []struct {
+		name        string
+		files       []string
+		data, parts bool
+	}{
+		{"nothing", nil, false, false},
+		{"backend only (interrupted join)", []string{"member/snap/db"}, false, true},
+		{"backend and log", []string{"member/snap/db", "member/wal/0000000000000000-0000000000000000.wal"}, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			m := New(Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), DataDir: filepath.Join(dir, "etcd")})
+			for _, f := range tt.files {
+				p := filepath.Join(dir, "etcd", f)
+				if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if m.hasData() != tt.data || m.hasPartialData() != tt.parts {
+				t.Fatalf("hasData %v, hasPartialData %v; want %v, %v", m.hasData(), m.hasPartialData(), tt.data, tt.parts)
 			}
 		})
 	}

@@ -18,6 +18,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/storage/wal"
 
 	"github.com/ballast-os/ballast/machined/clock"
 	"github.com/ballast-os/ballast/machined/desired"
@@ -119,10 +120,19 @@ func (m *Manager) clientURL() string {
 	return "https://" + net.JoinHostPort(m.opts.AdvertiseIP, strconv.Itoa(ClientPort))
 }
 
-// hasData reports whether this node holds etcd data from an earlier run.
+// hasData reports whether this node holds etcd data from an earlier run:
+// an initialized member, which has a write-ahead log (as etcd itself decides).
 func (m *Manager) hasData() bool {
+	return wal.Exist(filepath.Join(m.opts.DataDir, "member", "wal"))
+}
+
+// hasPartialData reports a member directory without a write-ahead log: a
+// join was interrupted (kill -9, power loss) after etcd created its backend
+// and before it wrote its log. Started from it, etcd would look for a
+// cluster it was never told about, forever.
+func (m *Manager) hasPartialData() bool {
 	_, err := os.Stat(filepath.Join(m.opts.DataDir, "member"))
-	return err == nil
+	return err == nil && !m.hasData()
 }
 
 func (m *Manager) setStatus(s string) {
@@ -149,6 +159,12 @@ func (m *Manager) Run(ctx context.Context, out io.Writer) error {
 	for ctx.Err() == nil {
 		var next *request
 		var err error
+		if m.hasPartialData() {
+			m.log.Warn("etcd data of an interrupted join (no write-ahead log); wiping it to join again")
+			if err := m.wipe(); err != nil {
+				return err
+			}
+		}
 		switch {
 		case m.isLeft():
 			m.setStatus("left the cluster; reboot or reset the node to join again")

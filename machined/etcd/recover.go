@@ -138,7 +138,7 @@ func (m *Manager) watchStale(ctx context.Context) {
 		if mem == nil {
 			continue
 		}
-		m.correctPeerURL(ctx, mem.ID())
+		m.checkOwnMembership(ctx, mem.ID())
 		mine := mem.ClusterID()
 		for _, ep := range m.candidates() {
 			marker, other, err := m.peerRecovery(ctx, ep)
