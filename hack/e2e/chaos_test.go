@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -128,6 +129,23 @@ func TestChaos(t *testing.T) {
 			return "cp3 moved to " + newAddr + " while cp2 was down (no quorum to record it), then cp2 restarted"
 		}},
 	}
+	// Every fault runs twice (BALLAST_CHAOS_PASSES changes it): the kill of
+	// a learner lands at a different point of its catch-up each time.
+	passes := 2
+	if v, err := strconv.Atoi(os.Getenv("BALLAST_CHAOS_PASSES")); err == nil && v > 0 {
+		passes = v
+	}
+	var all []struct {
+		name  string
+		fault func(t *testing.T) string
+	}
+	for p := 1; p <= passes; p++ {
+		for _, r := range rounds {
+			r.name = fmt.Sprintf("pass %d: %s", p, r.name)
+			all = append(all, r)
+		}
+	}
+	rounds = all
 	for i, r := range rounds {
 		ok := t.Run(r.name, func(t *testing.T) {
 			acked, failed := w.counts()
