@@ -72,6 +72,7 @@ func TestChaos(t *testing.T) {
 		c.startNode(n.Netns, n.StateDir, addrs[n.Name])
 	}
 
+	moves := 0
 	rounds := []struct {
 		name  string
 		fault func(t *testing.T) string
@@ -119,7 +120,8 @@ func TestChaos(t *testing.T) {
 		{"address change while another node is down", func(t *testing.T) string {
 			killNode(t, pidOf(t, cp2.StateDir))
 			killNode(t, pidOf(t, cp3.StateDir))
-			newAddr := "10.80.0.24"
+			moves++
+			newAddr := fmt.Sprintf("10.80.0.%d", 23+moves)
 			c.ip(t, "-n", cp3.Netns, "addr", "del", addrs[cp3.Name]+"/24", "dev", "eth0")
 			c.ip(t, "-n", cp3.Netns, "addr", "add", newAddr+"/24", "dev", "eth0")
 			addrs[cp3.Name] = newAddr
