@@ -16,6 +16,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/ballast-os/ballast/pkg/pki"
 )
@@ -305,7 +306,7 @@ func newEtcdClient(t *testing.T, pkiDir string, nodes []string) *clientv3.Client
 		eps = append(eps, "https://"+n+":2379")
 	}
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints: eps, DialTimeout: 3 * time.Second,
+		Endpoints: eps, DialTimeout: 3 * time.Second, Logger: zap.NewNop(), // retries during faults are expected
 		TLS: &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12},
 	})
 	if err != nil {

@@ -1,5 +1,8 @@
-// Package metrics serves the node's metrics in the Prometheus text format:
-// the state, health and restarts of every supervised service, and build info.
+// Package metrics serves the node's metrics in the Prometheus exposition
+// format through prometheus/client_golang: the state, health and restarts of
+// every supervised service, build info, the Go runtime and process, the
+// embedded etcd's own etcd_* metrics (registered by etcd with the default
+// registry), and whatever collectors other parts of the agent add.
 package metrics
 
 import (
@@ -13,6 +16,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/ballast-os/ballast/machined/supervisor"
 	"github.com/ballast-os/ballast/pkg/version"
 )
@@ -22,13 +28,60 @@ type Source interface {
 	List() []supervisor.Status
 }
 
-// Serve serves /metrics on ln until ctx ends.
-func Serve(ctx context.Context, ln net.Listener, src Source) error {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		Write(w, src)
+// Registry holds the agent's own collectors; Gatherer adds the default
+// registry, where etcd and the Go and process collectors live.
+type Registry struct {
+	*prometheus.Registry
+}
+
+// NewRegistry returns a registry with the service and build collectors.
+func NewRegistry(src Source) *Registry {
+	r := prometheus.NewRegistry()
+	r.MustRegister(serviceCollector{src: src})
+	build := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "ballast_build_info",
+		Help:        "Build of machined (always 1).",
+		ConstLabels: prometheus.Labels{"version": version.Version, "commit": version.GitCommit, "go": runtime.Version()},
 	})
+	build.Set(1)
+	r.MustRegister(build)
+	return &Registry{Registry: r}
+}
+
+// Gatherer gathers the agent's collectors and the default registry's.
+func (r *Registry) Gatherer() prometheus.Gatherer {
+	return prometheus.Gatherers{r.Registry, prometheus.DefaultGatherer}
+}
+
+var (
+	descUp       = prometheus.NewDesc("ballast_service_up", "Whether the service is running (1) or not (0).", []string{"service", "state"}, nil)
+	descHealthy  = prometheus.NewDesc("ballast_service_healthy", "Health check result (1 healthy, 0 unhealthy; absent when unknown).", []string{"service"}, nil)
+	descRestarts = prometheus.NewDesc("ballast_service_restarts_total", "Restarts of the service since machined started.", []string{"service"}, nil)
+)
+
+// serviceCollector reads the supervisor at scrape time.
+type serviceCollector struct{ src Source }
+
+func (serviceCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descUp
+	ch <- descHealthy
+	ch <- descRestarts
+}
+
+func (c serviceCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range c.src.List() {
+		ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, b2f(s.State == supervisor.StateRunning), s.ID, strings.ToLower(string(s.State)))
+		if s.Healthy != nil {
+			ch <- prometheus.MustNewConstMetric(descHealthy, prometheus.GaugeValue, b2f(*s.Healthy), s.ID)
+		}
+		ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(s.Restarts), s.ID)
+	}
+}
+
+// Serve serves /metrics from g on ln until ctx ends.
+func Serve(ctx context.Context, ln net.Listener, g prometheus.Gatherer) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -43,34 +96,6 @@ func Serve(ctx context.Context, ln net.Listener, src Source) error {
 		}
 		return fmt.Errorf("serve metrics: %w", err)
 	}
-}
-
-// Write renders the metrics of src.
-func Write(w io.Writer, src Source) {
-	fmt.Fprintln(w, "# HELP ballast_build_info Build of machined.")
-	fmt.Fprintln(w, "# TYPE ballast_build_info gauge")
-	fmt.Fprintf(w, "ballast_build_info{version=%q,commit=%q,go=%q} 1\n", version.Version, version.GitCommit, runtime.Version())
-	services := src.List()
-	fmt.Fprintln(w, "# HELP ballast_service_up Whether the service is running (1) or not (0).")
-	fmt.Fprintln(w, "# TYPE ballast_service_up gauge")
-	for _, s := range services {
-		fmt.Fprintf(w, "ballast_service_up{service=%q,state=%q} %d\n", s.ID, strings.ToLower(string(s.State)), b2i(s.State == supervisor.StateRunning))
-	}
-	fmt.Fprintln(w, "# HELP ballast_service_healthy Health check result (1 healthy, 0 unhealthy; absent when unknown).")
-	fmt.Fprintln(w, "# TYPE ballast_service_healthy gauge")
-	for _, s := range services {
-		if s.Healthy != nil {
-			fmt.Fprintf(w, "ballast_service_healthy{service=%q} %d\n", s.ID, b2i(*s.Healthy))
-		}
-	}
-	fmt.Fprintln(w, "# HELP ballast_service_restarts_total Restarts of the service since machined started.")
-	fmt.Fprintln(w, "# TYPE ballast_service_restarts_total counter")
-	for _, s := range services {
-		fmt.Fprintf(w, "ballast_service_restarts_total{service=%q} %d\n", s.ID, s.Restarts)
-	}
-	fmt.Fprintln(w, "# HELP go_goroutines Number of goroutines.")
-	fmt.Fprintln(w, "# TYPE go_goroutines gauge")
-	fmt.Fprintf(w, "go_goroutines %d\n", runtime.NumGoroutine())
 }
 
 // Probe checks that a metrics endpoint answers.
@@ -91,7 +116,7 @@ func Probe(ctx context.Context, addr string) error {
 	return nil
 }
 
-func b2i(b bool) int {
+func b2f(b bool) float64 {
 	if b {
 		return 1
 	}

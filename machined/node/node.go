@@ -18,6 +18,7 @@ import (
 	"github.com/ballast-os/ballast/machined/desired"
 	"github.com/ballast-os/ballast/machined/etcd"
 	"github.com/ballast-os/ballast/machined/logs"
+	"github.com/ballast-os/ballast/machined/metrics"
 	"github.com/ballast-os/ballast/machined/server"
 	"github.com/ballast-os/ballast/machined/state"
 	"github.com/ballast-os/ballast/machined/supervisor"
@@ -67,6 +68,9 @@ type Node struct {
 	store *state.Store
 	sup   *supervisor.Supervisor
 	creds *server.Credentials
+	// metrics holds the agent's collectors (services, build, VIP, load
+	// balancer); the default registry adds etcd's and the runtime's.
+	metrics *metrics.Registry
 
 	applyMu sync.Mutex // serializes ApplyConfiguration
 
@@ -109,6 +113,7 @@ func New(opts Options) (*Node, error) {
 		actions:    make(chan Action, 1),
 	}
 	n.sup = supervisor.New(supervisor.Options{Clock: opts.Clock, Logger: opts.Logger.With("component", "supervisor"), LogDir: store.LogDir()})
+	n.metrics = metrics.NewRegistry(n.sup)
 	return n, nil
 }
 

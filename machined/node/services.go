@@ -44,7 +44,7 @@ func (n *Node) registerServices() error {
 					return fmt.Errorf("listen for metrics: %w", err)
 				}
 				fmt.Fprintf(out, "serving metrics on http://%s/metrics\n", ln.Addr())
-				return metrics.Serve(ctx, ln, n.sup)
+				return metrics.Serve(ctx, ln, n.metrics.Gatherer())
 			}),
 			Restart: supervisor.Always,
 			Health: &supervisor.HealthCheck{
