@@ -13,6 +13,12 @@ const (
 	DefaultEtcdElectionTimeout   = Duration(time.Second)
 	DefaultEtcdQuotaBackendBytes = int64(2 << 30) // 2 GiB
 	DefaultEtcdSnapshotCount     = uint64(10000)
+
+	DefaultVIPTTL           = Duration(1800 * time.Millisecond)
+	DefaultVIPRenewInterval = Duration(200 * time.Millisecond)
+	// MinVIPTTL keeps the TTL above the kernel's address lifetime (1 s, its
+	// granularity) plus the holder's refresh window: see docs/vip.md.
+	MinVIPTTL = Duration(1500 * time.Millisecond)
 )
 
 // MaxEtcdQuotaBackendBytes is the largest etcd backend quota accepted (8 GiB).
@@ -35,6 +41,16 @@ func (c *Config) ApplyDefaults() {
 	}
 	if c.Cluster.KubernetesVersion == "" {
 		c.Cluster.KubernetesVersion = DefaultKubernetesVersion
+	}
+	for i := range c.Machine.Network.Interfaces {
+		if vip := c.Machine.Network.Interfaces[i].VIP; vip != nil {
+			if vip.TTL == 0 {
+				vip.TTL = DefaultVIPTTL
+			}
+			if vip.RenewInterval == 0 {
+				vip.RenewInterval = DefaultVIPRenewInterval
+			}
+		}
 	}
 	e := &c.Cluster.Etcd
 	if e.HeartbeatInterval == 0 {

@@ -74,9 +74,17 @@ type Route struct {
 	Metric  int    `yaml:"metric,omitempty" json:"metric,omitempty"`
 }
 
-// VIP is a virtual IP shared by the control-plane nodes.
+// VIP is a virtual IP shared by the control-plane nodes: one healthy node
+// holds it, elected through etcd (see docs/vip.md).
 type VIP struct {
+	// IP is the IPv4 address.
 	IP string `yaml:"ip" json:"ip"`
+	// TTL is how long the holder may go without renewing before another
+	// node takes the address over (default 1800ms, at least 1500ms).
+	TTL Duration `yaml:"ttl,omitempty" json:"ttl,omitempty"`
+	// RenewInterval is how often the holder renews (default 200ms, at most
+	// a quarter of the TTL).
+	RenewInterval Duration `yaml:"renewInterval,omitempty" json:"renewInterval,omitempty"`
 }
 
 // Install says where the OS image is installed on bare metal.

@@ -132,11 +132,26 @@ func (v *validator) iface(p string, in *Interface, i int, seen map[string]int) {
 		if v.worker {
 			v.addf(p+".vip", "a VIP is only allowed on %s nodes", TypeControlPlane)
 		}
-		switch _, err := netip.ParseAddr(in.VIP.IP); {
+		switch a, err := netip.ParseAddr(in.VIP.IP); {
 		case in.VIP.IP == "":
 			v.addf(p+".vip.ip", "required")
 		case err != nil:
 			v.addf(p+".vip.ip", "%q is not a valid IP address", in.VIP.IP)
+		case !a.Is4():
+			v.addf(p+".vip.ip", "%q: only IPv4 VIPs are supported", in.VIP.IP)
+		}
+		ttl, renew := in.VIP.TTL, in.VIP.RenewInterval
+		if ttl == 0 {
+			ttl = DefaultVIPTTL
+		}
+		if renew == 0 {
+			renew = DefaultVIPRenewInterval
+		}
+		if ttl < MinVIPTTL {
+			v.addf(p+".vip.ttl", "must be at least %s (got %s)", MinVIPTTL.Std(), ttl.Std())
+		}
+		if renew <= 0 || renew > ttl/4 {
+			v.addf(p+".vip.renewInterval", "must be positive and at most a quarter of the TTL %s (got %s)", ttl.Std(), renew.Std())
 		}
 	}
 }
