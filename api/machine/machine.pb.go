@@ -1185,6 +1185,139 @@ func (*ResetResponse) Descriptor() ([]byte, []int) {
 	return file_machine_machine_proto_rawDescGZIP(), []int{20}
 }
 
+type VIPStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VIPStatusRequest) Reset() {
+	*x = VIPStatusRequest{}
+	mi := &file_machine_machine_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VIPStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VIPStatusRequest) ProtoMessage() {}
+
+func (x *VIPStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VIPStatusRequest.ProtoReflect.Descriptor instead.
+func (*VIPStatusRequest) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{21}
+}
+
+type VIPStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ip is the configured VIP ("" when the node has none).
+	Ip   string `protobuf:"bytes,1,opt,name=ip,proto3" json:"ip,omitempty"`
+	Link string `protobuf:"bytes,2,opt,name=link,proto3" json:"link,omitempty"`
+	// holder is the node named in the current claim ("" when unclaimed).
+	Holder string `protobuf:"bytes,3,opt,name=holder,proto3" json:"holder,omitempty"`
+	// since is when the holder took the VIP.
+	Since *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
+	// lease is the holder's etcd lease ID, term the etcd revision of its claim.
+	Lease int64 `protobuf:"varint,5,opt,name=lease,proto3" json:"lease,omitempty"`
+	Term  int64 `protobuf:"varint,6,opt,name=term,proto3" json:"term,omitempty"`
+	// local is true when this node holds the VIP now.
+	Local         bool `protobuf:"varint,7,opt,name=local,proto3" json:"local,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VIPStatusResponse) Reset() {
+	*x = VIPStatusResponse{}
+	mi := &file_machine_machine_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VIPStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VIPStatusResponse) ProtoMessage() {}
+
+func (x *VIPStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VIPStatusResponse.ProtoReflect.Descriptor instead.
+func (*VIPStatusResponse) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *VIPStatusResponse) GetIp() string {
+	if x != nil {
+		return x.Ip
+	}
+	return ""
+}
+
+func (x *VIPStatusResponse) GetLink() string {
+	if x != nil {
+		return x.Link
+	}
+	return ""
+}
+
+func (x *VIPStatusResponse) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
+func (x *VIPStatusResponse) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *VIPStatusResponse) GetLease() int64 {
+	if x != nil {
+		return x.Lease
+	}
+	return 0
+}
+
+func (x *VIPStatusResponse) GetTerm() int64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *VIPStatusResponse) GetLocal() bool {
+	if x != nil {
+		return x.Local
+	}
+	return false
+}
+
 var File_machine_machine_proto protoreflect.FileDescriptor
 
 const file_machine_machine_proto_rawDesc = "" +
@@ -1255,13 +1388,23 @@ const file_machine_machine_proto_rawDesc = "" +
 	"\fResetRequest\x12\x1a\n" +
 	"\bgraceful\x18\x01 \x01(\bR\bgraceful\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\"\x0f\n" +
-	"\rResetResponse*9\n" +
+	"\rResetResponse\"\x12\n" +
+	"\x10VIPStatusRequest\"\xc1\x01\n" +
+	"\x11VIPStatusResponse\x12\x0e\n" +
+	"\x02ip\x18\x01 \x01(\tR\x02ip\x12\x12\n" +
+	"\x04link\x18\x02 \x01(\tR\x04link\x12\x16\n" +
+	"\x06holder\x18\x03 \x01(\tR\x06holder\x120\n" +
+	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x14\n" +
+	"\x05lease\x18\x05 \x01(\x03R\x05lease\x12\x12\n" +
+	"\x04term\x18\x06 \x01(\x03R\x04term\x12\x14\n" +
+	"\x05local\x18\a \x01(\bR\x05local*9\n" +
 	"\tApplyMode\x12\b\n" +
 	"\x04AUTO\x10\x00\x12\r\n" +
 	"\tNO_REBOOT\x10\x01\x12\n" +
 	"\n" +
 	"\x06STAGED\x10\x02\x12\a\n" +
-	"\x03TRY\x10\x032\x9a\t\n" +
+	"\x03TRY\x10\x032\x80\n" +
+	"\n" +
 	"\x0eMachineService\x12^\n" +
 	"\aVersion\x12(.ballast.machine.v1alpha1.VersionRequest\x1a).ballast.machine.v1alpha1.VersionResponse\x12\x7f\n" +
 	"\x12ApplyConfiguration\x123.ballast.machine.v1alpha1.ApplyConfigurationRequest\x1a4.ballast.machine.v1alpha1.ApplyConfigurationResponse\x12y\n" +
@@ -1273,7 +1416,8 @@ const file_machine_machine_proto_rawDesc = "" +
 	"\x04Logs\x12%.ballast.machine.v1alpha1.LogsRequest\x1a!.ballast.machine.v1alpha1.LogLine0\x01\x12[\n" +
 	"\x06Reboot\x12'.ballast.machine.v1alpha1.RebootRequest\x1a(.ballast.machine.v1alpha1.RebootResponse\x12a\n" +
 	"\bShutdown\x12).ballast.machine.v1alpha1.ShutdownRequest\x1a*.ballast.machine.v1alpha1.ShutdownResponse\x12X\n" +
-	"\x05Reset\x12&.ballast.machine.v1alpha1.ResetRequest\x1a'.ballast.machine.v1alpha1.ResetResponseB3Z1github.com/ballast-os/ballast/api/machine;machineb\x06proto3"
+	"\x05Reset\x12&.ballast.machine.v1alpha1.ResetRequest\x1a'.ballast.machine.v1alpha1.ResetResponse\x12d\n" +
+	"\tVIPStatus\x12*.ballast.machine.v1alpha1.VIPStatusRequest\x1a+.ballast.machine.v1alpha1.VIPStatusResponseB3Z1github.com/ballast-os/ballast/api/machine;machineb\x06proto3"
 
 var (
 	file_machine_machine_proto_rawDescOnce sync.Once
@@ -1288,7 +1432,7 @@ func file_machine_machine_proto_rawDescGZIP() []byte {
 }
 
 var file_machine_machine_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_machine_machine_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_machine_machine_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_machine_machine_proto_goTypes = []any{
 	(ApplyMode)(0),                     // 0: ballast.machine.v1alpha1.ApplyMode
 	(*VersionRequest)(nil),             // 1: ballast.machine.v1alpha1.VersionRequest
@@ -1312,45 +1456,50 @@ var file_machine_machine_proto_goTypes = []any{
 	(*ShutdownResponse)(nil),           // 19: ballast.machine.v1alpha1.ShutdownResponse
 	(*ResetRequest)(nil),               // 20: ballast.machine.v1alpha1.ResetRequest
 	(*ResetResponse)(nil),              // 21: ballast.machine.v1alpha1.ResetResponse
-	(*durationpb.Duration)(nil),        // 22: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),      // 23: google.protobuf.Timestamp
+	(*VIPStatusRequest)(nil),           // 22: ballast.machine.v1alpha1.VIPStatusRequest
+	(*VIPStatusResponse)(nil),          // 23: ballast.machine.v1alpha1.VIPStatusResponse
+	(*durationpb.Duration)(nil),        // 24: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),      // 25: google.protobuf.Timestamp
 }
 var file_machine_machine_proto_depIdxs = []int32{
 	0,  // 0: ballast.machine.v1alpha1.ApplyConfigurationRequest.mode:type_name -> ballast.machine.v1alpha1.ApplyMode
-	22, // 1: ballast.machine.v1alpha1.ApplyConfigurationRequest.try_timeout:type_name -> google.protobuf.Duration
+	24, // 1: ballast.machine.v1alpha1.ApplyConfigurationRequest.try_timeout:type_name -> google.protobuf.Duration
 	0,  // 2: ballast.machine.v1alpha1.ApplyConfigurationResponse.mode:type_name -> ballast.machine.v1alpha1.ApplyMode
-	23, // 3: ballast.machine.v1alpha1.ServiceEvent.time:type_name -> google.protobuf.Timestamp
+	25, // 3: ballast.machine.v1alpha1.ServiceEvent.time:type_name -> google.protobuf.Timestamp
 	9,  // 4: ballast.machine.v1alpha1.ServiceInfo.health:type_name -> ballast.machine.v1alpha1.ServiceHealth
 	8,  // 5: ballast.machine.v1alpha1.ServiceInfo.events:type_name -> ballast.machine.v1alpha1.ServiceEvent
-	23, // 6: ballast.machine.v1alpha1.ServiceInfo.since:type_name -> google.protobuf.Timestamp
+	25, // 6: ballast.machine.v1alpha1.ServiceInfo.since:type_name -> google.protobuf.Timestamp
 	10, // 7: ballast.machine.v1alpha1.ServiceListResponse.services:type_name -> ballast.machine.v1alpha1.ServiceInfo
-	1,  // 8: ballast.machine.v1alpha1.MachineService.Version:input_type -> ballast.machine.v1alpha1.VersionRequest
-	3,  // 9: ballast.machine.v1alpha1.MachineService.ApplyConfiguration:input_type -> ballast.machine.v1alpha1.ApplyConfigurationRequest
-	5,  // 10: ballast.machine.v1alpha1.MachineService.GetConfiguration:input_type -> ballast.machine.v1alpha1.GetConfigurationRequest
-	7,  // 11: ballast.machine.v1alpha1.MachineService.ServiceList:input_type -> ballast.machine.v1alpha1.ServiceListRequest
-	12, // 12: ballast.machine.v1alpha1.MachineService.ServiceStart:input_type -> ballast.machine.v1alpha1.ServiceActionRequest
-	12, // 13: ballast.machine.v1alpha1.MachineService.ServiceStop:input_type -> ballast.machine.v1alpha1.ServiceActionRequest
-	12, // 14: ballast.machine.v1alpha1.MachineService.ServiceRestart:input_type -> ballast.machine.v1alpha1.ServiceActionRequest
-	14, // 15: ballast.machine.v1alpha1.MachineService.Logs:input_type -> ballast.machine.v1alpha1.LogsRequest
-	16, // 16: ballast.machine.v1alpha1.MachineService.Reboot:input_type -> ballast.machine.v1alpha1.RebootRequest
-	18, // 17: ballast.machine.v1alpha1.MachineService.Shutdown:input_type -> ballast.machine.v1alpha1.ShutdownRequest
-	20, // 18: ballast.machine.v1alpha1.MachineService.Reset:input_type -> ballast.machine.v1alpha1.ResetRequest
-	2,  // 19: ballast.machine.v1alpha1.MachineService.Version:output_type -> ballast.machine.v1alpha1.VersionResponse
-	4,  // 20: ballast.machine.v1alpha1.MachineService.ApplyConfiguration:output_type -> ballast.machine.v1alpha1.ApplyConfigurationResponse
-	6,  // 21: ballast.machine.v1alpha1.MachineService.GetConfiguration:output_type -> ballast.machine.v1alpha1.GetConfigurationResponse
-	11, // 22: ballast.machine.v1alpha1.MachineService.ServiceList:output_type -> ballast.machine.v1alpha1.ServiceListResponse
-	13, // 23: ballast.machine.v1alpha1.MachineService.ServiceStart:output_type -> ballast.machine.v1alpha1.ServiceActionResponse
-	13, // 24: ballast.machine.v1alpha1.MachineService.ServiceStop:output_type -> ballast.machine.v1alpha1.ServiceActionResponse
-	13, // 25: ballast.machine.v1alpha1.MachineService.ServiceRestart:output_type -> ballast.machine.v1alpha1.ServiceActionResponse
-	15, // 26: ballast.machine.v1alpha1.MachineService.Logs:output_type -> ballast.machine.v1alpha1.LogLine
-	17, // 27: ballast.machine.v1alpha1.MachineService.Reboot:output_type -> ballast.machine.v1alpha1.RebootResponse
-	19, // 28: ballast.machine.v1alpha1.MachineService.Shutdown:output_type -> ballast.machine.v1alpha1.ShutdownResponse
-	21, // 29: ballast.machine.v1alpha1.MachineService.Reset:output_type -> ballast.machine.v1alpha1.ResetResponse
-	19, // [19:30] is the sub-list for method output_type
-	8,  // [8:19] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	25, // 8: ballast.machine.v1alpha1.VIPStatusResponse.since:type_name -> google.protobuf.Timestamp
+	1,  // 9: ballast.machine.v1alpha1.MachineService.Version:input_type -> ballast.machine.v1alpha1.VersionRequest
+	3,  // 10: ballast.machine.v1alpha1.MachineService.ApplyConfiguration:input_type -> ballast.machine.v1alpha1.ApplyConfigurationRequest
+	5,  // 11: ballast.machine.v1alpha1.MachineService.GetConfiguration:input_type -> ballast.machine.v1alpha1.GetConfigurationRequest
+	7,  // 12: ballast.machine.v1alpha1.MachineService.ServiceList:input_type -> ballast.machine.v1alpha1.ServiceListRequest
+	12, // 13: ballast.machine.v1alpha1.MachineService.ServiceStart:input_type -> ballast.machine.v1alpha1.ServiceActionRequest
+	12, // 14: ballast.machine.v1alpha1.MachineService.ServiceStop:input_type -> ballast.machine.v1alpha1.ServiceActionRequest
+	12, // 15: ballast.machine.v1alpha1.MachineService.ServiceRestart:input_type -> ballast.machine.v1alpha1.ServiceActionRequest
+	14, // 16: ballast.machine.v1alpha1.MachineService.Logs:input_type -> ballast.machine.v1alpha1.LogsRequest
+	16, // 17: ballast.machine.v1alpha1.MachineService.Reboot:input_type -> ballast.machine.v1alpha1.RebootRequest
+	18, // 18: ballast.machine.v1alpha1.MachineService.Shutdown:input_type -> ballast.machine.v1alpha1.ShutdownRequest
+	20, // 19: ballast.machine.v1alpha1.MachineService.Reset:input_type -> ballast.machine.v1alpha1.ResetRequest
+	22, // 20: ballast.machine.v1alpha1.MachineService.VIPStatus:input_type -> ballast.machine.v1alpha1.VIPStatusRequest
+	2,  // 21: ballast.machine.v1alpha1.MachineService.Version:output_type -> ballast.machine.v1alpha1.VersionResponse
+	4,  // 22: ballast.machine.v1alpha1.MachineService.ApplyConfiguration:output_type -> ballast.machine.v1alpha1.ApplyConfigurationResponse
+	6,  // 23: ballast.machine.v1alpha1.MachineService.GetConfiguration:output_type -> ballast.machine.v1alpha1.GetConfigurationResponse
+	11, // 24: ballast.machine.v1alpha1.MachineService.ServiceList:output_type -> ballast.machine.v1alpha1.ServiceListResponse
+	13, // 25: ballast.machine.v1alpha1.MachineService.ServiceStart:output_type -> ballast.machine.v1alpha1.ServiceActionResponse
+	13, // 26: ballast.machine.v1alpha1.MachineService.ServiceStop:output_type -> ballast.machine.v1alpha1.ServiceActionResponse
+	13, // 27: ballast.machine.v1alpha1.MachineService.ServiceRestart:output_type -> ballast.machine.v1alpha1.ServiceActionResponse
+	15, // 28: ballast.machine.v1alpha1.MachineService.Logs:output_type -> ballast.machine.v1alpha1.LogLine
+	17, // 29: ballast.machine.v1alpha1.MachineService.Reboot:output_type -> ballast.machine.v1alpha1.RebootResponse
+	19, // 30: ballast.machine.v1alpha1.MachineService.Shutdown:output_type -> ballast.machine.v1alpha1.ShutdownResponse
+	21, // 31: ballast.machine.v1alpha1.MachineService.Reset:output_type -> ballast.machine.v1alpha1.ResetResponse
+	23, // 32: ballast.machine.v1alpha1.MachineService.VIPStatus:output_type -> ballast.machine.v1alpha1.VIPStatusResponse
+	21, // [21:33] is the sub-list for method output_type
+	9,  // [9:21] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_machine_machine_proto_init() }
@@ -1364,7 +1513,7 @@ func file_machine_machine_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_machine_machine_proto_rawDesc), len(file_machine_machine_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   21,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

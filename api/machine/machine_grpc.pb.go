@@ -37,6 +37,7 @@ const (
 	MachineService_Reboot_FullMethodName             = "/ballast.machine.v1alpha1.MachineService/Reboot"
 	MachineService_Shutdown_FullMethodName           = "/ballast.machine.v1alpha1.MachineService/Shutdown"
 	MachineService_Reset_FullMethodName              = "/ballast.machine.v1alpha1.MachineService/Reset"
+	MachineService_VIPStatus_FullMethodName          = "/ballast.machine.v1alpha1.MachineService/VIPStatus"
 )
 
 // MachineServiceClient is the client API for MachineService service.
@@ -69,6 +70,9 @@ type MachineServiceClient interface {
 	// Reset wipes the node's state and returns it to maintenance mode.
 	// Roles: os:admin.
 	Reset(ctx context.Context, in *ResetRequest, opts ...grpc.CallOption) (*ResetResponse, error)
+	// VIPStatus reports the control-plane VIP as this node sees it.
+	// Roles: os:admin, os:operator, os:reader.
+	VIPStatus(ctx context.Context, in *VIPStatusRequest, opts ...grpc.CallOption) (*VIPStatusResponse, error)
 }
 
 type machineServiceClient struct {
@@ -198,6 +202,16 @@ func (c *machineServiceClient) Reset(ctx context.Context, in *ResetRequest, opts
 	return out, nil
 }
 
+func (c *machineServiceClient) VIPStatus(ctx context.Context, in *VIPStatusRequest, opts ...grpc.CallOption) (*VIPStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VIPStatusResponse)
+	err := c.cc.Invoke(ctx, MachineService_VIPStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MachineServiceServer is the server API for MachineService service.
 // All implementations must embed UnimplementedMachineServiceServer
 // for forward compatibility.
@@ -228,6 +242,9 @@ type MachineServiceServer interface {
 	// Reset wipes the node's state and returns it to maintenance mode.
 	// Roles: os:admin.
 	Reset(context.Context, *ResetRequest) (*ResetResponse, error)
+	// VIPStatus reports the control-plane VIP as this node sees it.
+	// Roles: os:admin, os:operator, os:reader.
+	VIPStatus(context.Context, *VIPStatusRequest) (*VIPStatusResponse, error)
 	mustEmbedUnimplementedMachineServiceServer()
 }
 
@@ -270,6 +287,9 @@ func (UnimplementedMachineServiceServer) Shutdown(context.Context, *ShutdownRequ
 }
 func (UnimplementedMachineServiceServer) Reset(context.Context, *ResetRequest) (*ResetResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Reset not implemented")
+}
+func (UnimplementedMachineServiceServer) VIPStatus(context.Context, *VIPStatusRequest) (*VIPStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method VIPStatus not implemented")
 }
 func (UnimplementedMachineServiceServer) mustEmbedUnimplementedMachineServiceServer() {}
 func (UnimplementedMachineServiceServer) testEmbeddedByValue()                        {}
@@ -483,6 +503,24 @@ func _MachineService_Reset_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MachineService_VIPStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VIPStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MachineServiceServer).VIPStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MachineService_VIPStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MachineServiceServer).VIPStatus(ctx, req.(*VIPStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // MachineService_ServiceDesc is the grpc.ServiceDesc for MachineService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -529,6 +567,10 @@ var MachineService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Reset",
 			Handler:    _MachineService_Reset_Handler,
+		},
+		{
+			MethodName: "VIPStatus",
+			Handler:    _MachineService_VIPStatus_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

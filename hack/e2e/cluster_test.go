@@ -26,6 +26,7 @@ type localCluster struct {
 
 type clusterShow struct {
 	Endpoint string `json:"endpoint"`
+	VIP      string `json:"vip"`
 	Nodes    []struct {
 		Name     string `json:"name"`
 		Role     string `json:"role"`

@@ -20,7 +20,7 @@ func TestLocalClusterHA(t *testing.T) {
 	c.create("--controlplanes", "3", "--workers", "1")
 
 	s := c.show()
-	if len(s.Nodes) != 4 || s.Endpoint != "https://10.77.0.2:6443" {
+	if len(s.Nodes) != 4 || s.Endpoint != "https://10.77.0.254:6443" || s.VIP != "10.77.0.254" {
 		t.Fatalf("cluster show: %+v", s)
 	}
 	netns, _ := exec.Command("ip", "netns", "list").Output()

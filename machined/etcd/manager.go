@@ -48,6 +48,9 @@ type Options struct {
 	Desired *desired.Config
 	// Clock drives every wait and deadline (a fake one in tests).
 	Clock clock.Clock
+	// BeforeLeave, when set, runs before this member leaves the cluster
+	// (the VIP is given up first).
+	BeforeLeave func(ctx context.Context)
 }
 
 // Manager runs this node's etcd member and answers membership operations.
@@ -466,6 +469,16 @@ func (m *Manager) send(ctx context.Context, r request) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// LocalClient returns the client of the running local member.
+func (m *Manager) LocalClient() (*clientv3.Client, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.local == nil {
+		return nil, fmt.Errorf("%w (%s)", ErrNotRunning, m.status)
+	}
+	return m.local, nil
 }
 
 // Status says what the member is doing, in words for health messages.

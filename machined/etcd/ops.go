@@ -166,12 +166,15 @@ func (m *Manager) Leave(ctx context.Context, force bool) error {
 	if err != nil {
 		return err
 	}
-	err = m.withClient(ctx, func(ctx context.Context, cli *clientv3.Client) error {
-		if !force {
-			if err := m.quorumCheck(ctx, cli, mem.ID()); err != nil {
-				return err
-			}
+	if !force {
+		if err := m.CheckLeave(ctx); err != nil {
+			return err
 		}
+	}
+	if m.opts.BeforeLeave != nil {
+		m.opts.BeforeLeave(ctx)
+	}
+	err = m.withClient(ctx, func(ctx context.Context, cli *clientv3.Client) error {
 		if _, err := m.moveLeaderAway(ctx, cli); err != nil {
 			m.log.Warn("could not move leadership before leaving", "error", err)
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/ballast-os/ballast/machined/state"
 	"github.com/ballast-os/ballast/machined/supervisor"
 	"github.com/ballast-os/ballast/pkg/version"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // AgentLogID is the log name of machined's own output.
@@ -119,4 +120,20 @@ func (p protectedServices) Restart(ctx context.Context, id string) error {
 		return fmt.Errorf("%w: %s serves this API and cannot be restarted through it (use reboot)", errdefs.ErrFailedPrecondition, id)
 	}
 	return p.Supervisor.Restart(ctx, id)
+}
+
+// VIPStatus implements server.Machine.
+func (n *Node) VIPStatus() *machine.VIPStatusResponse {
+	n.mu.Lock()
+	c := n.vip
+	n.mu.Unlock()
+	if c == nil {
+		return &machine.VIPStatusResponse{}
+	}
+	st := c.Status()
+	resp := &machine.VIPStatusResponse{Ip: st.IP, Link: st.Link, Holder: st.Holder, Lease: st.Lease, Term: st.Term, Local: st.Local}
+	if !st.Since.IsZero() {
+		resp.Since = timestamppb.New(st.Since)
+	}
+	return resp
 }

@@ -133,6 +133,10 @@ func (n *Node) localNames(cfg *config.Config) ([]string, []net.IP) {
 			for _, a := range iface.Addresses {
 				addName(strings.SplitN(a, "/", 2)[0])
 			}
+			// A control plane may hold the VIP: clients reach it there.
+			if iface.VIP != nil && cfg.IsControlPlane() {
+				addName(iface.VIP.IP)
+			}
 		}
 	}
 	return dns, ips

@@ -22,6 +22,7 @@ import (
 	"github.com/ballast-os/ballast/machined/server"
 	"github.com/ballast-os/ballast/machined/state"
 	"github.com/ballast-os/ballast/machined/supervisor"
+	"github.com/ballast-os/ballast/machined/vip"
 	"github.com/ballast-os/ballast/pkg/config"
 )
 
@@ -82,6 +83,7 @@ type Node struct {
 	cfgBytes    []byte // the active config as applied
 	try         *tryState
 	etcdMgr     *etcd.Manager
+	vip         *vip.Controller  // control planes only
 	nodeCert    *tls.Certificate // a worker's certificate from a control-plane node
 	configured  chan struct{}    // closed when the node leaves maintenance mode
 	actions     chan Action

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"github.com/ballast-os/ballast/machined/runner"
 	"github.com/ballast-os/ballast/machined/server"
 	"github.com/ballast-os/ballast/machined/supervisor"
+	"github.com/ballast-os/ballast/machined/vip"
 	"github.com/ballast-os/ballast/pkg/config"
 )
 
@@ -18,6 +20,7 @@ import (
 const (
 	etcdService     = "etcd"
 	nodeCertService = "node-cert"
+	vipService      = "vip"
 )
 
 // addRoleServices registers the services of the node's role once it has a
@@ -34,11 +37,35 @@ func (n *Node) addRoleServices(cfg *config.Config) error {
 			SnapshotDir: filepath.Join(n.store.EphemeralDir(), "lib", "etcd-snapshots"),
 			Desired:     n.desired,
 			Clock:       n.clock,
+			BeforeLeave: func(ctx context.Context) {
+				n.mu.Lock()
+				ctl := n.vip
+				n.mu.Unlock()
+				ctl.Resign(ctx)
+			},
 		})
+		ctl := vip.New(vip.Options{
+			Logger:     n.log.With("component", vipService),
+			Node:       memberName(cfg, n.advertiseIP(cfg)),
+			Client:     mgr.LocalClient,
+			Healthy:    mgr.Healthy,
+			Desired:    n.desired,
+			Clock:      n.clock,
+			Registerer: n.metrics,
+		})
+		n.mu.Lock()
+		n.vip = ctl
+		n.mu.Unlock()
 		n.mu.Lock()
 		n.etcdMgr = mgr
 		n.mu.Unlock()
 		specs = append(specs, supervisor.Spec{
+			ID:          vipService,
+			Description: "control-plane virtual IP (machine.network.interfaces[].vip), elected through etcd",
+			DependsOn:   []string{etcdService},
+			Runner:      runner.Goroutine(vipService, ctl.Run),
+			Restart:     supervisor.Always,
+		}, supervisor.Spec{
 			ID:          nodeCertService,
 			Description: "machine-API certificate, minted with the OS CA and kept current with the config",
 			Runner:      runner.Goroutine(nodeCertService, n.mintNodeCertificate),

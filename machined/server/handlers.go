@@ -140,3 +140,8 @@ func (s *Server) Shutdown(ctx context.Context, _ *machine.ShutdownRequest) (*mac
 func (s *Server) Reset(ctx context.Context, req *machine.ResetRequest) (*machine.ResetResponse, error) {
 	return &machine.ResetResponse{}, s.node.Reset(ctx, req.GetGraceful(), req.GetForce())
 }
+
+// VIPStatus implements machine.MachineServiceServer.
+func (s *Server) VIPStatus(context.Context, *machine.VIPStatusRequest) (*machine.VIPStatusResponse, error) {
+	return s.node.VIPStatus(), nil
+}

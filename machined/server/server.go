@@ -71,6 +71,8 @@ type Machine interface {
 	SignNodeCertificate(ctx context.Context, csr []byte, token string, peerIP net.IP) ([]byte, error)
 	// ScratchDir is where uploads are staged (in EPHEMERAL).
 	ScratchDir() string
+	// VIPStatus reports the control-plane VIP (empty on nodes without one).
+	VIPStatus() *machine.VIPStatusResponse
 }
 
 // Services is the part of the supervisor the API drives.

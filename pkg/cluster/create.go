@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -41,6 +42,9 @@ type Options struct {
 	NodeconfigPath string
 	// SkipBootstrap leaves etcd unbootstrapped (for bootstrap --recover-from).
 	SkipBootstrap bool
+	// NoVIP leaves the control planes without a VIP: the endpoint is then
+	// the first control plane's address.
+	NoVIP bool
 	// Patches for both configs, and per role, applied after the cluster's own.
 	Patches, ControlPlanePatches, WorkerPatches []string
 	// WaitTimeout bounds the wait for a healthy cluster.
@@ -85,6 +89,18 @@ func Create(ctx context.Context, o Options) (*State, error) {
 	}
 	st := &State{Name: o.Name, Provisioner: "netns", CIDR: p.String(), Gateway: gw.String(), Dir: dir}
 	st.Endpoint = "https://" + net.JoinHostPort(addrs[0].String(), "6443")
+	cpPatches := o.ControlPlanePatches
+	if !o.NoVIP {
+		// The VIP is the subnet's last usable address; the nodes count up
+		// from the start, so it is free unless the subnet is full.
+		vip := lastAddr(p).Prev()
+		if slices.Contains(addrs, vip) || vip == gw {
+			return nil, fmt.Errorf("--cidr %s has no free address left for the VIP (use a larger network or --vip=false)", o.CIDR)
+		}
+		st.VIP = vip.String()
+		st.Endpoint = "https://" + net.JoinHostPort(st.VIP, "6443")
+		cpPatches = append([]string{`{"machine":{"network":{"interfaces":[{"interface":"eth0","vip":{"ip":"` + st.VIP + `"}}]}}}`}, cpPatches...)
+	}
 	for i, a := range addrs {
 		role, short := config.TypeControlPlane, fmt.Sprintf("cp%d", i+1)
 		if i >= o.ControlPlanes {
@@ -112,7 +128,7 @@ func Create(ctx context.Context, o Options) (*State, error) {
 	}
 	out, err := gen.Generate(gen.Options{ClusterName: o.Name, Endpoint: st.Endpoint, Secrets: bundle,
 		Patches:             append([]string{peersPatch(st)}, o.Patches...),
-		ControlPlanePatches: o.ControlPlanePatches, WorkerPatches: o.WorkerPatches})
+		ControlPlanePatches: cpPatches, WorkerPatches: o.WorkerPatches})
 	if err != nil {
 		return st, err
 	}

@@ -27,6 +27,8 @@ type State struct {
 	Gateway     string      `json:"gateway"`
 	Bridge      string      `json:"bridge"`
 	Endpoint    string      `json:"endpoint"`
+	// VIP is the control planes' virtual IP ("" when created without).
+	VIP string `json:"vip,omitempty"`
 	Dir         string      `json:"dir"`
 	Nodes       []NodeState `json:"nodes"`
 }

@@ -83,8 +83,50 @@ func Run(ctx context.Context, nodes []Node, dial Dialer) []Check {
 	}
 	if len(cps) > 0 {
 		checks = append(checks, etcdChecks(ctx, cps, clients)...)
+		if c, ok := vipCheck(ctx, cps, clients); ok {
+			checks = append(checks, c)
+		}
 	}
 	return checks
+}
+
+// vipCheck requires exactly one control plane to hold the VIP, and every
+// control plane to name that one as the holder. ok is false when no control
+// plane has a VIP configured.
+func vipCheck(ctx context.Context, cps []Node, clients map[string]*client.Client) (Check, bool) {
+	var ip string
+	var holders, named []string
+	for _, n := range cps {
+		c := clients[n.Address]
+		if c == nil {
+			continue
+		}
+		st, err := c.VIPStatus(ctx, &machine.VIPStatusRequest{})
+		if err != nil || st.GetIp() == "" {
+			continue
+		}
+		ip = st.GetIp()
+		if st.GetLocal() {
+			holders = append(holders, n.Address)
+		}
+		named = append(named, st.GetHolder())
+	}
+	if ip == "" {
+		return Check{}, false
+	}
+	name := "VIP " + ip + " held by one control plane"
+	switch {
+	case len(holders) == 0:
+		return Check{name, fmt.Errorf("no control plane holds it")}, true
+	case len(holders) > 1:
+		return Check{name, fmt.Errorf("held by %s at once", strings.Join(holders, " and "))}, true
+	}
+	for _, h := range named {
+		if h != named[0] {
+			return Check{name, fmt.Errorf("the control planes disagree on the holder: %v", named)}, true
+		}
+	}
+	return Check{name, nil}, true
 }
 
 func servicesHealthy(ctx context.Context, c *client.Client) error {

@@ -33,6 +33,7 @@ func defaultMachined() string {
 func newClusterCreateCmd(g *globals) *cobra.Command {
 	o := cluster.Options{}
 	var provisioner string
+	var withVIP bool
 	cmd := &cobra.Command{
 		Use:   "create",
 		Short: "Create a local HA cluster: machined in network namespaces on a bridge",
@@ -40,6 +41,8 @@ func newClusterCreateCmd(g *globals) *cobra.Command {
 own named network namespace (see 'ip netns list'), wired to a bridge with a veth.
 Configs are generated and applied, the first control plane bootstraps etcd, the
 others join by themselves, and the command waits until 'nodectl health' is green.
+The control planes share a VIP (the subnet's last usable address, e.g.
+10.5.0.254), which is the cluster's endpoint; 'nodectl get vip' shows its holder.
 A context named after the cluster is merged into the nodeconfig and made current.
 Needs root.`,
 		Example: `  nodectl cluster create
@@ -52,6 +55,7 @@ Needs root.`,
 			}
 			o.NodeconfigPath = g.nodeconfigPath()
 			o.Progress = g.stdout
+			o.NoVIP = !withVIP
 			start := time.Now()
 			st, err := cluster.Create(cmd.Context(), o)
 			if err != nil {
@@ -60,7 +64,7 @@ Needs root.`,
 				}
 				return err
 			}
-			fmt.Fprintf(g.stdout, "\ncluster %s is healthy after %s\n\n", st.Name, time.Since(start).Round(100*time.Millisecond))
+			fmt.Fprintf(g.stdout, "\ncluster %s is healthy after %s; endpoint %s\n\n", st.Name, time.Since(start).Round(100*time.Millisecond), st.Endpoint)
 			printClusterTable(g, st)
 			fmt.Fprintf(g.stdout, "\ncontext %q is current in %s; try:\n  nodectl health\n  nodectl etcd members\n", st.Name, o.NodeconfigPath)
 			return nil
@@ -79,6 +83,7 @@ Needs root.`,
 	f.StringArrayVar(&o.ControlPlanePatches, "config-patch-control-plane", nil, "patch for control-plane configs (repeatable)")
 	f.StringArrayVar(&o.WorkerPatches, "config-patch-worker", nil, "patch for worker configs (repeatable)")
 	f.BoolVar(&o.SkipBootstrap, "skip-bootstrap", false, "do not bootstrap etcd (to run 'bootstrap --recover-from' yourself)")
+	f.BoolVar(&withVIP, "vip", true, "give the control planes a VIP (the subnet's last usable address) and make it the endpoint")
 	return cmd
 }
 
@@ -100,7 +105,11 @@ func newClusterShowCmd(g *globals) *cobra.Command {
 			if g.output != "table" {
 				return g.printStructured(st)
 			}
-			fmt.Fprintf(g.stdout, "cluster %s (%s, %s), endpoint %s\n\n", st.Name, st.Provisioner, st.CIDR, st.Endpoint)
+			vip := st.VIP
+			if vip == "" {
+				vip = "none"
+			}
+			fmt.Fprintf(g.stdout, "cluster %s (%s, %s), endpoint %s, VIP %s\n\n", st.Name, st.Provisioner, st.CIDR, st.Endpoint, vip)
 			printClusterTable(g, st)
 			return nil
 		},

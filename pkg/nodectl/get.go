@@ -3,6 +3,7 @@ package nodectl
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
@@ -64,6 +65,7 @@ func newGetCmd(g *globals) *cobra.Command {
 		Use:   "get",
 		Short: "Show node resources",
 	}
+	cmd.AddCommand(newGetVIPCmd(g))
 	cmd.AddCommand(&cobra.Command{
 		Use:   "config",
 		Short: "Show the active machine config (secrets redacted unless you are os:admin)",
@@ -116,4 +118,48 @@ func newGetCmd(g *globals) *cobra.Command {
 		},
 	})
 	return cmd
+}
+
+func newGetVIPCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "vip",
+		Short: "Show the control-plane VIP: its holder, since when, the holder's etcd lease and the claim's term",
+		Long: `Show the control-plane VIP as each node sees it. Every control plane follows the
+claim in etcd, so any of them names the holder; LOCAL marks the node that holds it.`,
+		Example: `  nodectl -n 10.5.0.2,10.5.0.3,10.5.0.4 get vip
+  nodectl -n 10.5.0.2 get vip -o json`,
+		Args: exactArgs(0, ""),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := g.checkOutput(); err != nil {
+				return err
+			}
+			results, err := fanOut(cmd, g, func(ctx context.Context, c *client.Client) (*machine.VIPStatusResponse, error) {
+				return c.VIPStatus(ctx, &machine.VIPStatusRequest{})
+			})
+			if err != nil {
+				return err
+			}
+			tw := newTable(g.stdout)
+			if g.output == "table" {
+				fmt.Fprintln(tw, "NODE\tVIP\tLINK\tHOLDER\tSINCE\tLEASE\tTERM\tLOCAL")
+			}
+			err = render(g, results, func(node string, v *machine.VIPStatusResponse) {
+				if v.GetIp() == "" {
+					fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\n", node)
+					return
+				}
+				since := "-"
+				if v.GetSince() != nil {
+					since = v.GetSince().AsTime().Local().Format(time.RFC3339)
+				}
+				holder := v.GetHolder()
+				if holder == "" {
+					holder = "(none)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%x\t%d\t%v\n", node, v.GetIp(), v.GetLink(), holder, since, v.GetLease(), v.GetTerm(), v.GetLocal())
+			})
+			_ = tw.Flush()
+			return err
+		},
+	}
 }
