@@ -266,7 +266,9 @@ func (c *Controller) follow(ctx context.Context, cli *clientv3.Client, key strin
 	kv := resp.Kvs[0]
 	var cl claim
 	_ = json.Unmarshal(kv.Value, &cl)
-	c.updateStatus(func(st *Status) { st.Holder, st.Since, st.Lease, st.Term, st.Local = cl.Holder, cl.Since, kv.Lease, cl.Term, false })
+	c.updateStatus(func(st *Status) {
+		st.Holder, st.Since, st.Lease, st.Term, st.Local = cl.Holder, cl.Since, kv.Lease, cl.Term, false
+	})
 	term := cl.Term
 	if cl.Holder == c.opts.Node {
 		// A claim of this node's previous run (it crashed): nobody else

@@ -21,16 +21,16 @@ var ErrNotFound = errors.New("no such cluster")
 // State is what a cluster is made of, saved after every step of create so
 // that destroy can clean up even after a crash.
 type State struct {
-	Name        string      `json:"name"`
-	Provisioner string      `json:"provisioner"`
-	CIDR        string      `json:"cidr"`
-	Gateway     string      `json:"gateway"`
-	Bridge      string      `json:"bridge"`
-	Endpoint    string      `json:"endpoint"`
+	Name        string `json:"name"`
+	Provisioner string `json:"provisioner"`
+	CIDR        string `json:"cidr"`
+	Gateway     string `json:"gateway"`
+	Bridge      string `json:"bridge"`
+	Endpoint    string `json:"endpoint"`
 	// VIP is the control planes' virtual IP ("" when created without).
-	VIP string `json:"vip,omitempty"`
-	Dir         string      `json:"dir"`
-	Nodes       []NodeState `json:"nodes"`
+	VIP   string      `json:"vip,omitempty"`
+	Dir   string      `json:"dir"`
+	Nodes []NodeState `json:"nodes"`
 }
 
 // NodeState is one node of a local cluster.
