@@ -1,0 +1,177 @@
+package lb
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// upstreamServer answers every connection with its name and echoes.
+type upstreamServer struct {
+	name string
+	ln   net.Listener
+}
+
+func startUpstream(t *testing.T, addr, name string) *upstreamServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &upstreamServer{name: name, ln: ln}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = io.WriteString(c, name+"\n")
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	return s
+}
+
+func startBalancer(t *testing.T, upstreams []string) (*Balancer, string) {
+	t.Helper()
+	b := New(Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	b.SetUpstreams(upstreams)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("Run did not return")
+		}
+	})
+	return b, ln.Addr().String()
+}
+
+// through connects through the balancer and returns the upstream's name,
+// checking that bytes flow both ways.
+func through(t *testing.T, addr string) (string, time.Duration, error) {
+	t.Helper()
+	start := time.Now()
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return "", 0, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	r := bufio.NewReader(c)
+	name, err := r.ReadString('\n')
+	if err != nil {
+		return "", time.Since(start), err
+	}
+	if _, err := io.WriteString(c, "ping\n"); err != nil {
+		return "", 0, err
+	}
+	echo, err := r.ReadString('\n')
+	if err != nil || echo != "ping\n" {
+		return "", 0, err
+	}
+	return strings.TrimSpace(name), time.Since(start), nil
+}
+
+// TestFailover: with one upstream killed, every new connection still gets
+// a working upstream at once (never a hang or an error), and the dead one is
+// marked down within a second.
+func TestFailover(t *testing.T) {
+	a := startUpstream(t, "127.0.0.61:0", "a")
+	bsrv := startUpstream(t, "127.0.0.62:0", "b")
+	b, addr := startBalancer(t, []string{a.ln.Addr().String(), bsrv.ln.Addr().String()})
+	seen := map[string]bool{}
+	for range 10 {
+		name, _, err := through(t, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[name] = true
+	}
+	if len(seen) == 0 {
+		t.Fatal("no connection went through")
+	}
+	// Kill whichever upstream is preferred now.
+	first := b.Upstreams()[0].Addr
+	victim, other := a, bsrv
+	if first == bsrv.ln.Addr().String() {
+		victim, other = bsrv, a
+	}
+	victim.ln.Close()
+	killed := time.Now()
+	for i := range 20 {
+		name, took, err := through(t, addr)
+		if err != nil {
+			t.Fatalf("connection %d after the kill failed: %v", i, err)
+		}
+		if name != other.name {
+			t.Fatalf("connection %d went to %q, want the live upstream %q", i, name, other.name)
+		}
+		if took > time.Second {
+			t.Fatalf("connection %d took %s: a client waited on the dead upstream", i, took)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var down bool
+		for _, u := range b.Upstreams() {
+			if u.Addr == victim.ln.Addr().String() && !u.Healthy {
+				down = true
+			}
+		}
+		if down {
+			t.Logf("dead upstream marked down %s after the kill", time.Since(killed).Round(time.Millisecond))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dead upstream never marked down: %+v", b.Upstreams())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestNoUpstreamClosesAtOnce: without a reachable upstream the client's
+// connection is closed promptly, not left hanging.
+func TestNoUpstreamClosesAtOnce(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.63:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	_, addr := startBalancer(t, []string{dead})
+	_, took, err := through(t, addr)
+	if err == nil {
+		t.Fatal("a connection went through with no upstream alive")
+	}
+	if took > 2*time.Second {
+		t.Fatalf("the client waited %s before its connection was closed", took)
+	}
+}
+
+func TestHosts(t *testing.T) {
+	got := Hosts([]string{"10.5.0.2", "10.5.0.3:2379", "10.5.0.2", ""}, "6443")
+	want := []string{"10.5.0.2:6443", "10.5.0.3:6443"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("Hosts = %v, want %v", got, want)
+	}
+}
