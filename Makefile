@@ -30,7 +30,8 @@ cluster-destroy: ## Destroy the local cluster made by 'make cluster'
 	$(BIN)/nodectl cluster destroy $(CLUSTER_ARGS)
 
 .PHONY: bench
-bench: deps build ## Measure local clusters and etcd; writes docs/benchmarks.md (needs root)
+bench: deps build ## Measure local clusters, etcd, the VIP and the LB against keepalived/haproxy; writes docs/benchmarks.md (root)
+	hack/install-deps.sh bench
 	$(GO) run ./hack/bench -bin $(BIN) -out docs/benchmarks.md
 
 .PHONY: deps

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Ballast's build and tests need. Idempotent: it
 # does nothing when everything is present. Usage: hack/install-deps.sh [GROUP…]
-# Groups: protoc (code generation), test (integration tests), all (default).
+# Groups: protoc (code generation), test (integration tests), bench (the
+# baselines make bench measures against), all (default: protoc and test).
 set -euo pipefail
 
 declare -A groups=(
 	[protoc]="protobuf-compiler:protoc libprotobuf-dev:/usr/include/google/protobuf/duration.proto"
 	[test]="iproute2:ip etcd-client:etcdctl"
+	[bench]="keepalived:keepalived haproxy:haproxy"
 )
 want=("$@")
 [[ ${#want[@]} -eq 0 || ${want[0]} == all ]] && want=(protoc test)

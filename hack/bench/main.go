@@ -30,7 +30,13 @@ import (
 var (
 	binDir = flag.String("bin", "_out/bin", "directory with nodectl and machined")
 	out    = flag.String("out", "docs/benchmarks.md", "report file")
-	quick  = flag.Bool("quick", false, "fewer sizes and a shorter load")
+	quick  = flag.Bool("quick", false, "fewer sizes, rounds and a shorter load")
+
+	sections = flag.String("sections", "clusters,vip,lb", "what to measure: clusters, vip, lb (comma-separated); the report keeps the other sections as they were")
+
+	lbServe     = flag.String("lb-serve", "", "internal: run Ballast's API load balancer on this address (the LB benchmark's own process)")
+	lbMetrics   = flag.String("lb-metrics", "", "internal: with -lb-serve, serve its metrics here")
+	lbUpstreams = flag.String("lb-upstreams", "", "internal: with -lb-serve, the upstreams")
 )
 
 type createResult struct {
@@ -49,10 +55,72 @@ type loadResult struct {
 
 func main() {
 	flag.Parse()
+	if *lbServe != "" {
+		// The balancer as its own process, for the side-by-side with haproxy.
+		if err := serveLB(*lbServe, *lbMetrics, strings.Split(*lbUpstreams, ",")); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "bench: needs root (local clusters use network namespaces)")
 		os.Exit(1)
 	}
+	want := map[string]bool{}
+	for _, s := range strings.Split(*sections, ",") {
+		want[strings.TrimSpace(s)] = true
+	}
+	blocks := map[string]string{}
+	if want["clusters"] {
+		creates, loads, err := measureClusters()
+		if err != nil {
+			fail(err)
+		}
+		blocks["clusters"] = renderClusters(creates, loads)
+	}
+	if want["vip"] {
+		rounds := 20
+		if *quick {
+			rounds = 3
+		}
+		var results []vipResult
+		for _, mk := range []func() (vipFleet, error){
+			func() (vipFleet, error) { return newBallastFleet() },
+			func() (vipFleet, error) { return newKeepalivedFleet() },
+		} {
+			f, err := mk()
+			if err != nil {
+				fail(err)
+			}
+			r, err := measureVIP(f, rounds)
+			f.close()
+			if err != nil {
+				fail(err)
+			}
+			results = append(results, r)
+		}
+		blocks["vip"] = renderVIP(results)
+	}
+	if want["lb"] {
+		results, err := measureLB(*quick)
+		if err != nil {
+			fail(err)
+		}
+		blocks["lb"] = renderLB(results)
+	}
+	if err := merge(*out, blocks); err != nil {
+		fail(err)
+	}
+	fmt.Println("wrote", *out)
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "bench:", err)
+	os.Exit(1)
+}
+
+func measureClusters() ([]createResult, []loadResult, error) {
 	sizes := [][2]int{{1, 0}, {3, 0}, {5, 0}, {3, 1}, {3, 4}, {3, 16}}
 	if *quick {
 		sizes = [][2]int{{1, 0}, {3, 1}}
@@ -71,17 +139,12 @@ func main() {
 			return err
 		})
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "bench:", err)
-			os.Exit(1)
+			return nil, nil, err
 		}
 		creates = append(creates, r)
 		fmt.Printf("%d CP + %d workers: %s\n", r.cps, r.workers, r.wall.Round(10*time.Millisecond))
 	}
-	if err := write(creates, loads); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
-	}
-	fmt.Println("wrote", *out)
+	return creates, loads, nil
 }
 
 func nodectl(env []string, args ...string) (string, error) {
@@ -241,9 +304,9 @@ func mustRead(dir, name string) []byte {
 	return b
 }
 
-func write(creates []createResult, loads []loadResult) error {
+func renderClusters(creates []createResult, loads []loadResult) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Benchmarks\n\nMeasured by `make bench` (hack/bench) on %s, %d CPUs, %s. These are measurements,\nnot pass/fail criteria. Targets on a 2-core machine: 3 CP + 1 worker healthy in ≤ 30 s; join ≤ 5 s per node.\n\n",
+	fmt.Fprintf(&b, "Measured on %s, %d CPUs, %s. Targets on a 2-core machine: 3 CP + 1 worker healthy in ≤ 30 s; join ≤ 5 s per node.\n\n",
 		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.Version())
 	b.WriteString("## `nodectl cluster create` until `health` is green\n\n| control planes | workers | wall time | per joining node: config applied → voting member | per joining node: learner added → voting member |\n| --: | --: | --: | --- | --- |\n")
 	for _, c := range creates {
@@ -262,5 +325,5 @@ learner added → promoted, takes well under a second.
 	for _, l := range loads {
 		fmt.Fprintf(&b, "| %d | %d | %.0f | %s | %s |\n", l.members, l.puts, l.throughput, l.p50.Round(10*time.Microsecond), l.p99.Round(10*time.Microsecond))
 	}
-	return os.WriteFile(*out, []byte(b.String()), 0o644)
+	return b.String()
 }

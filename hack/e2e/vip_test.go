@@ -1,21 +1,14 @@
 package e2e
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"net"
-	"os/exec"
-	"runtime"
-	"sort"
-	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
+	"github.com/ballast-os/ballast/hack/netnstest"
 )
 
 // TestVIPFailover puts the control-plane VIP through crashes, partitions,
@@ -35,20 +28,29 @@ func TestVIPFailover(t *testing.T) {
 	}
 	cps := s.Nodes[:3]
 	byNetns := map[string]clusterNode{}
+	var namespaces []string
 	for _, n := range cps {
 		byNetns[n.Netns] = n
-		ln := listenIn(t, n.Netns, "0.0.0.0:6443")
-		go serveName(ln, n.Name)
+		namespaces = append(namespaces, n.Netns)
+		ln, err := netnstest.ListenIn(n.Netns, "0.0.0.0:6443")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go netnstest.ServeName(ln, n.Name)
 	}
 	nodes := "--control-plane-nodes=" + cps[0].Address + "," + cps[1].Address + "," + cps[2].Address
-	smp := startSampler(t, s.VIP, cps)
-	defer smp.stop()
+	smp, err := netnstest.StartSampler(s.VIP, "eth0", namespaces, 20*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer smp.Stop()
 
 	holder := func() clusterNode {
 		t.Helper()
 		var h string
 		waitFor(t, "one VIP holder", 30*time.Second, func() error {
-			hs := smp.holders()
+			hs := smp.Holders()
 			if len(hs) != 1 {
 				return fmt.Errorf("holders %v", hs)
 			}
@@ -58,13 +60,7 @@ func TestVIPFailover(t *testing.T) {
 		return byNetns[h]
 	}
 	answer := func(timeout time.Duration) (string, error) {
-		conn, err := net.DialTimeout("tcp", net.JoinHostPort(s.VIP, "6443"), timeout)
-		if err != nil {
-			return "", err
-		}
-		defer conn.Close()
-		_ = conn.SetDeadline(time.Now().Add(timeout))
-		return bufio.NewReader(conn).ReadString('\n')
+		return netnstest.Answer(net.JoinHostPort(s.VIP, "6443"), timeout)
 	}
 	// failover waits for a holder other than old, checks the host's
 	// neighbour entry, then TCP; it returns the time from start.
@@ -72,7 +68,7 @@ func TestVIPFailover(t *testing.T) {
 		t.Helper()
 		var next string
 		waitFor(t, "another node to hold the VIP", 30*time.Second, func() error {
-			hs := smp.holders()
+			hs := smp.Holders()
 			if len(hs) != 1 || hs[0] == old.Netns {
 				return fmt.Errorf("holders %v", hs)
 			}
@@ -85,14 +81,18 @@ func TestVIPFailover(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if strings.TrimSpace(got) != n.Name {
+			if got != n.Name {
 				return fmt.Errorf("answered by %q", got)
 			}
 			return nil
 		})
 		took := time.Since(start)
-		if mac, neigh := macOf(t, n.Netns), hostNeighbour(t, s.VIP); neigh != mac {
-			t.Errorf("the host's neighbour entry for the VIP is %q, want the new holder %s's %s", neigh, n.Name, mac)
+		mac, err := netnstest.MAC(n.Netns, "eth0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if neigh, err := netnstest.HostNeighbour(s.VIP); err != nil || neigh != mac {
+			t.Errorf("the host's neighbour entry for the VIP is %q (%v), want the new holder %s's %s", neigh, err, n.Name, mac)
 		}
 		return n, took
 	}
@@ -111,6 +111,24 @@ func TestVIPFailover(t *testing.T) {
 		_, took := failover(t, h, start)
 		crash = append(crash, took)
 		t.Logf("crash %d: %s lost power; the VIP answered from another node after %s", i+1, h.Name, took.Round(time.Millisecond))
+		// The API load balancer of a surviving node: every connection made
+		// while the dead node is still a known upstream gets a live one.
+		for _, n := range cps {
+			if n.Name == h.Name {
+				continue
+			}
+			for j := range 5 {
+				start := time.Now()
+				got, err := netnstest.AnswerIn(n.Netns, "127.0.0.1:7445", 2*time.Second)
+				if err != nil || got == h.Name {
+					t.Fatalf("connection %d through %s's load balancer after %s died: %q, %v", j, n.Name, h.Name, got, err)
+				}
+				if d := time.Since(start); d > time.Second {
+					t.Errorf("connection through %s's load balancer took %s", n.Name, d)
+				}
+			}
+			break
+		}
 		c.ip(t, "-n", h.Netns, "link", "set", "eth0", "up")
 		c.startNode(h.Netns, h.StateDir, h.Address)
 		c.health(nodes)
@@ -124,7 +142,7 @@ func TestVIPFailover(t *testing.T) {
 		partition = append(partition, took)
 		// The isolated node dropped the address by itself.
 		waitFor(t, h.Name+" to drop the VIP while partitioned", 5*time.Second, func() error {
-			if smp.has(h.Netns) {
+			if smp.Has(h.Netns) {
 				return errors.New("still carries it")
 			}
 			return nil
@@ -162,216 +180,10 @@ func TestVIPFailover(t *testing.T) {
 		t.Logf("graceful %d: %s rebooted; handover after %s", i+1, h.Name, took.Round(time.Millisecond))
 	}
 
-	smp.stop()
-	if v := smp.violations(); len(v) > 0 {
+	smp.Stop()
+	if v := smp.Violations(); len(v) > 0 {
 		t.Errorf("two holders seen at once %d times, e.g. %s", len(v), v[0])
 	}
 	t.Logf("VIP failover (fault to TCP answer from the new holder): crash %s; partition %s; freeze %s; graceful %s; sampler: %d samples, 0 double holders",
-		dist(crash), dist(partition), dist(freeze), dist(graceful), smp.samples())
-}
-
-// dist renders p50/p95/max of ds.
-func dist(ds []time.Duration) string {
-	if len(ds) == 0 {
-		return "-"
-	}
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	q := func(p float64) time.Duration { return s[min(len(s)-1, int(p*float64(len(s))))] }
-	return fmt.Sprintf("p50 %s p95 %s max %s (n=%d)", q(0.5).Round(time.Millisecond), q(0.95).Round(time.Millisecond), s[len(s)-1].Round(time.Millisecond), len(s))
-}
-
-// listenIn opens a TCP listener inside the named network namespace.
-func listenIn(t *testing.T, ns, addr string) net.Listener {
-	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	h, err := netns.GetFromName(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	if err := netns.Set(h); err != nil {
-		t.Fatal(err)
-	}
-	ln, lerr := net.Listen("tcp", addr)
-	if err := netns.Set(orig); err != nil {
-		panic(fmt.Sprintf("cannot return to the test's namespace: %v", err)) // the thread is unusable
-	}
-	if lerr != nil {
-		t.Fatal(lerr)
-	}
-	t.Cleanup(func() { ln.Close() })
-	return ln
-}
-
-// serveName answers every connection with name and a newline.
-func serveName(ln net.Listener, name string) {
-	for {
-		conn, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		_, _ = conn.Write([]byte(name + "\n"))
-		conn.Close()
-	}
-}
-
-func macOf(t *testing.T, ns string) string {
-	t.Helper()
-	h, err := netns.GetFromName(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	nl, err := netlink.NewHandleAt(h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nl.Close()
-	l, err := nl.LinkByName("eth0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l.Attrs().HardwareAddr.String()
-}
-
-// hostNeighbour is the host's neighbour entry (MAC) for ip.
-func hostNeighbour(t *testing.T, ip string) string {
-	t.Helper()
-	out, err := exec.Command("ip", "neigh", "show", ip).Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := strings.Fields(string(out))
-	for i := range f {
-		if f[i] == "lladdr" && i+1 < len(f) {
-			return f[i+1]
-		}
-	}
-	return ""
-}
-
-// sampler reads the VIP's presence on every node's up eth0.
-type sampler struct {
-	stopc chan struct{}
-	done  chan struct{}
-
-	mu    sync.Mutex
-	cur   map[string]bool // netns → carries the VIP on an up link
-	bad   []string
-	count int
-}
-
-func startSampler(t *testing.T, vip string, nodes []clusterNode) *sampler {
-	s := &sampler{stopc: make(chan struct{}), done: make(chan struct{}), cur: map[string]bool{}}
-	type handle struct {
-		ns string
-		nl *netlink.Handle
-	}
-	var hs []handle
-	for _, n := range nodes {
-		h, err := netns.GetFromName(n.Netns)
-		if err != nil {
-			t.Fatal(err)
-		}
-		nl, err := netlink.NewHandleAt(h)
-		h.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		hs = append(hs, handle{n.Netns, nl})
-	}
-	ip := net.ParseIP(vip)
-	go func() {
-		defer close(s.done)
-		defer func() {
-			for _, h := range hs {
-				h.nl.Close()
-			}
-		}()
-		for {
-			seen := map[string]bool{}
-			var up []string
-			for _, h := range hs {
-				l, err := h.nl.LinkByName("eth0")
-				if err != nil {
-					continue
-				}
-				addrs, err := h.nl.AddrList(l, netlink.FAMILY_V4)
-				if err != nil {
-					continue
-				}
-				for _, a := range addrs {
-					if a.IP.Equal(ip) {
-						seen[h.ns] = l.Attrs().Flags&net.FlagUp != 0
-						if seen[h.ns] {
-							up = append(up, h.ns)
-						}
-					}
-				}
-			}
-			s.mu.Lock()
-			s.cur = seen
-			s.count++
-			if len(up) > 1 {
-				s.bad = append(s.bad, time.Now().Format("15:04:05.000")+" "+strings.Join(up, "+"))
-			}
-			s.mu.Unlock()
-			select {
-			case <-s.stopc:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	}()
-	return s
-}
-
-// holders are the namespaces carrying the VIP on an up link.
-func (s *sampler) holders() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []string
-	for ns, up := range s.cur {
-		if up {
-			out = append(out, ns)
-		}
-	}
-	sort.Strings(out)
-	return out
-}
-
-// has reports whether ns carries the VIP at all (up or down link).
-func (s *sampler) has(ns string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, ok := s.cur[ns]
-	return ok
-}
-
-func (s *sampler) stop() {
-	select {
-	case <-s.stopc:
-	default:
-		close(s.stopc)
-	}
-	<-s.done
-}
-
-func (s *sampler) violations() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string(nil), s.bad...)
-}
-
-func (s *sampler) samples() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.count
+		netnstest.Dist(crash), netnstest.Dist(partition), netnstest.Dist(freeze), netnstest.Dist(graceful), smp.Samples())
 }

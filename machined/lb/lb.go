@@ -28,6 +28,7 @@ import (
 
 // Defaults.
 const (
+	Port                 = 7445
 	DefaultListen        = "127.0.0.1:7445"
 	DefaultCheckInterval = 250 * time.Millisecond
 	DefaultDialTimeout   = 300 * time.Millisecond
@@ -59,6 +60,9 @@ type Balancer struct {
 	mu        sync.Mutex
 	upstreams map[string]*upstream
 	changed   chan struct{}
+	// order is the upstreams best first, kept current by every change
+	// so that a new connection does not sort.
+	order []string
 }
 
 // New returns a balancer with no upstreams; SetUpstreams gives it some.
@@ -93,6 +97,7 @@ func (b *Balancer) SetUpstreams(addrs []string) {
 		}
 	}
 	b.upstreams = next
+	b.reorder()
 	close(b.changed)
 	b.changed = make(chan struct{})
 }
@@ -133,6 +138,14 @@ func (b *Balancer) ordered() []*upstream {
 	return us
 }
 
+// reorder recomputes order; b.mu is held.
+func (b *Balancer) reorder() {
+	b.order = b.order[:0]
+	for _, u := range b.ordered() {
+		b.order = append(b.order, u.addr)
+	}
+}
+
 func (b *Balancer) mark(addr string, healthy bool, latency time.Duration, why error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -157,6 +170,7 @@ func (b *Balancer) mark(addr string, healthy bool, latency time.Duration, why er
 	}
 	u.healthy = healthy
 	b.metrics.health(addr, healthy)
+	b.reorder()
 }
 
 // Run serves on ln and checks the upstreams until ctx ends. Connections in
@@ -225,18 +239,16 @@ func (b *Balancer) checkLoop(ctx context.Context) {
 // fails (and marking that one down).
 func (b *Balancer) dial(ctx context.Context) (net.Conn, string, error) {
 	b.mu.Lock()
-	order := b.ordered()
+	order := slices.Clone(b.order)
 	b.mu.Unlock()
 	var errs []error
-	for _, u := range order {
-		d := net.Dialer{Timeout: b.opts.DialTimeout}
-		start := time.Now()
-		c, err := d.DialContext(ctx, "tcp", u.addr)
+	d := net.Dialer{Timeout: b.opts.DialTimeout}
+	for _, addr := range order {
+		c, err := d.DialContext(ctx, "tcp", addr)
 		if err == nil {
-			b.mark(u.addr, true, time.Since(start), nil)
-			return c, u.addr, nil
+			return c, addr, nil
 		}
-		b.mark(u.addr, false, 0, err)
+		b.mark(addr, false, 0, err)
 		errs = append(errs, err)
 	}
 	if len(order) == 0 {
@@ -257,22 +269,32 @@ func (b *Balancer) proxy(ctx context.Context, client net.Conn) {
 	defer up.Close()
 	b.metrics.conn(addr)
 	defer b.metrics.active.Dec()
-	done := make(chan struct{}, 2)
-	pipe := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src)
-		if tc, ok := dst.(*net.TCPConn); ok {
-			_ = tc.CloseWrite()
-		}
-		done <- struct{}{}
+	// One copy runs here, the other in one more goroutine; each half-closes
+	// its destination when its source ends.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		copyHalf(up, client)
+	}()
+	copyHalf(client, up)
+	select {
+	case <-done:
+	case <-ctx.Done():
 	}
-	go pipe(up, client)
-	go pipe(client, up)
-	for range 2 {
-		select {
-		case <-done:
-		case <-ctx.Done():
-			return
-		}
+}
+
+// bufPool holds copy buffers. API traffic is mostly small messages, for
+// which a plain read/write beats splice(2) and its pipe (io.Copy between two
+// TCP connections would splice): measured in docs/benchmarks.md.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// copyHalf copies src to dst and then half-closes dst.
+func copyHalf(dst, src net.Conn) {
+	buf := bufPool.Get().(*[]byte)
+	defer bufPool.Put(buf)
+	_, _ = io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, *buf)
+	if tc, ok := dst.(*net.TCPConn); ok {
+		_ = tc.CloseWrite()
 	}
 }
 

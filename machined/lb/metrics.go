@@ -1,12 +1,18 @@
 package lb
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 type lbMetrics struct {
 	healthy *prometheus.GaugeVec
 	conns   *prometheus.CounterVec
-	active  prometheus.Gauge
-	failed  prometheus.Counter
+	// perUpstream caches conns' children: no label hashing per connection.
+	perUpstream sync.Map // upstream → prometheus.Counter
+	active      prometheus.Gauge
+	failed      prometheus.Counter
 }
 
 func newMetrics(r prometheus.Registerer) *lbMetrics {
@@ -31,11 +37,16 @@ func (m *lbMetrics) health(addr string, ok bool) {
 }
 
 func (m *lbMetrics) conn(addr string) {
-	m.conns.WithLabelValues(addr).Inc()
+	c, ok := m.perUpstream.Load(addr)
+	if !ok {
+		c, _ = m.perUpstream.LoadOrStore(addr, m.conns.WithLabelValues(addr))
+	}
+	c.(prometheus.Counter).Inc()
 	m.active.Inc()
 }
 
 func (m *lbMetrics) forget(addr string) {
 	m.healthy.DeleteLabelValues(addr)
 	m.conns.DeleteLabelValues(addr)
+	m.perUpstream.Delete(addr)
 }

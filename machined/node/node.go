@@ -17,6 +17,7 @@ import (
 	"github.com/ballast-os/ballast/machined/clock"
 	"github.com/ballast-os/ballast/machined/desired"
 	"github.com/ballast-os/ballast/machined/etcd"
+	"github.com/ballast-os/ballast/machined/lb"
 	"github.com/ballast-os/ballast/machined/logs"
 	"github.com/ballast-os/ballast/machined/metrics"
 	"github.com/ballast-os/ballast/machined/server"
@@ -59,6 +60,9 @@ type Options struct {
 	// MetricsListen is the metrics address; "" derives it from the API
 	// listener (same host, port MetricsPort).
 	MetricsListen string
+	// LBListen is the API load balancer's address; "" is 127.0.0.1:7445
+	// (see lbAddr).
+	LBListen string
 }
 
 // Node is one running machined.
@@ -72,6 +76,8 @@ type Node struct {
 	// metrics holds the agent's collectors (services, build, VIP, load
 	// balancer); the default registry adds etcd's and the runtime's.
 	metrics *metrics.Registry
+	// lb is the API load balancer (service lb).
+	lb *lb.Balancer
 
 	applyMu sync.Mutex // serializes ApplyConfiguration
 
@@ -116,6 +122,7 @@ func New(opts Options) (*Node, error) {
 	}
 	n.sup = supervisor.New(supervisor.Options{Clock: opts.Clock, Logger: opts.Logger.With("component", "supervisor"), LogDir: store.LogDir()})
 	n.metrics = metrics.NewRegistry(n.sup)
+	n.lb = lb.New(lb.Options{Logger: opts.Logger.With("component", lbService), Registerer: n.metrics})
 	return n, nil
 }
 

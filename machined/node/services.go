@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 
+	"github.com/ballast-os/ballast/machined/lb"
 	"github.com/ballast-os/ballast/machined/metrics"
 	"github.com/ballast-os/ballast/machined/runner"
 	"github.com/ballast-os/ballast/machined/server"
@@ -17,6 +18,7 @@ import (
 const (
 	apidService    = "apid"
 	metricsService = "metrics"
+	lbService      = "lb"
 )
 
 // MetricsPort is the Prometheus metrics port on the API address.
@@ -52,6 +54,13 @@ func (n *Node) registerServices() error {
 			},
 		},
 	}
+	specs = append(specs, supervisor.Spec{
+		ID:          lbService,
+		Description: "API load balancer on " + n.lbAddr() + " to every known kube-apiserver",
+		Conditions:  []supervisor.Condition{{Name: "machine config applied", Wait: n.waitConfigured}},
+		Runner:      runner.Goroutine(lbService, n.runLB),
+		Restart:     supervisor.Always,
+	})
 	for _, s := range specs {
 		if err := n.sup.Add(s); err != nil {
 			return fmt.Errorf("register service %s: %w", s.ID, err)
@@ -70,6 +79,21 @@ func (n *Node) waitConfigured(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// lbAddr is where the API load balancer listens: 127.0.0.1:7445 in the
+// node's own network namespace. Nodes that share the host's loopback (by
+// hand or in tests, each on its own 127.0.0.x API address) use their API
+// address instead, so they do not collide.
+func (n *Node) lbAddr() string {
+	if n.opts.LBListen != "" {
+		return n.opts.LBListen
+	}
+	host, _, err := net.SplitHostPort(n.opts.Listener.Addr().String())
+	if ip := net.ParseIP(host); err == nil && ip != nil && ip.IsLoopback() && !ip.Equal(net.IPv4(127, 0, 0, 1)) {
+		return net.JoinHostPort(host, strconv.Itoa(lb.Port))
+	}
+	return lb.DefaultListen
 }
 
 func (n *Node) metricsAddr() string {
