@@ -180,6 +180,22 @@ func TestVIPFailover(t *testing.T) {
 		t.Logf("graceful %d: %s rebooted; handover after %s", i+1, h.Name, took.Round(time.Millisecond))
 	}
 
+	// Live: a new VIP address applied with --mode no-reboot moves the VIP.
+	for _, n := range cps {
+		c.liveApply(t, n.Address, `{"machine":{"network":{"interfaces":[{"interface":"eth0","vip":{"ip":"10.81.0.253"}}]}}}`)
+	}
+	waitFor(t, "the VIP to move to its new address", 30*time.Second, func() error {
+		if hs := smp.Holders(); len(hs) != 0 {
+			return fmt.Errorf("the old address is still held by %v", hs)
+		}
+		got, err := netnstest.Answer("10.81.0.253:6443", 500*time.Millisecond)
+		if err != nil {
+			return err
+		}
+		t.Logf("the new VIP 10.81.0.253 answers from %s", got)
+		return nil
+	})
+
 	smp.Stop()
 	if v := smp.Violations(); len(v) > 0 {
 		t.Errorf("two holders seen at once %d times, e.g. %s", len(v), v[0])
