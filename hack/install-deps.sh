@@ -8,7 +8,7 @@ set -euo pipefail
 declare -A groups=(
 	[protoc]="protobuf-compiler:protoc libprotobuf-dev:/usr/include/google/protobuf/duration.proto"
 	[test]="iproute2:ip etcd-client:etcdctl"
-	[bench]="keepalived:keepalived haproxy:haproxy"
+	[bench]="keepalived:keepalived haproxy:haproxy nftables:nft"
 )
 want=("$@")
 [[ ${#want[@]} -eq 0 || ${want[0]} == all ]] && want=(protoc test)

@@ -308,7 +308,7 @@ func renderClusters(creates []createResult, loads []loadResult) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Measured on %s, %d CPUs, %s. Targets on a 2-core machine: 3 CP + 1 worker healthy in ≤ 30 s; join ≤ 5 s per node.\n\n",
 		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.Version())
-	b.WriteString("## `nodectl cluster create` until `health` is green\n\n| control planes | workers | wall time | per joining node: config applied → voting member | per joining node: learner added → voting member |\n| --: | --: | --: | --- | --- |\n")
+	b.WriteString("### `nodectl cluster create` until `health` is green\n\n| control planes | workers | wall time | per joining node: config applied → voting member | per joining node: learner added → voting member |\n| --: | --: | --: | --- | --- |\n")
 	for _, c := range creates {
 		fmt.Fprintf(&b, "| %d | %d | %s | %s | %s |\n", c.cps, c.workers, c.wall.Round(10*time.Millisecond), durations(c.joins), durations(c.learner))
 	}
@@ -321,7 +321,7 @@ interval): consecutive joins are therefore at least ~5 s apart, which is what th
 "config applied" column shows for the second and later joiners. The join itself,
 learner added → promoted, takes well under a second.
 `)
-	b.WriteString("\n## etcd puts (16 concurrent writers, 256-byte values, TLS)\n\n| members | puts | puts/s | p50 | p99 |\n| --: | --: | --: | --: | --: |\n")
+	b.WriteString("\n### etcd puts (16 concurrent writers, 256-byte values, TLS)\n\n| members | puts | puts/s | p50 | p99 |\n| --: | --: | --: | --: | --: |\n")
 	for _, l := range loads {
 		fmt.Fprintf(&b, "| %d | %d | %.0f | %s | %s |\n", l.members, l.puts, l.throughput, l.p50.Round(10*time.Microsecond), l.p99.Round(10*time.Microsecond))
 	}

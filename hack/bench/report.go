@@ -70,6 +70,9 @@ VIP on an up link.
 
 - **crash**: the holder's link down and its agent SIGKILLed (power loss);
 - **partition**: the holder's link down, the agent alive (link back after 2 s);
+- **isolation**: all the holder's traffic dropped by nftables, its link up and
+  the agent alive (for 2 s after the failover, then restored) — the partition
+  an agent cannot see on its link;
 - **graceful**: Ballast: ` + "`nodectl reboot`" + ` of the holder; keepalived: SIGTERM (it sends a
   priority-0 advert as it stops, the classic recipe's graceful handover).
 
@@ -86,6 +89,7 @@ Debian's 2.2.7 defaults and ` + "`advert_int 1`" + `, ` + "`nopreempt`" + `, pri
 		}{
 			{"crash", rs[0].crash, rs[1].crash},
 			{"partition", rs[0].partition, rs[1].partition},
+			{"isolation", rs[0].isolation, rs[1].isolation},
 			{"graceful", rs[0].graceful, rs[1].graceful},
 		} {
 			a50, a95, amx := netnstest.Quantiles(row.a)
@@ -93,8 +97,8 @@ Debian's 2.2.7 defaults and ` + "`advert_int 1`" + `, ` + "`nopreempt`" + `, pri
 			fmt.Fprintf(&b, "| %s (n=%d) | %s | %s | %s | %s | %s | %s | %s |\n", row.name, len(row.a),
 				ms(a50), ms(a95), ms(amx), ms(k50), ms(k95), ms(kmx), ratio(a95, k95))
 		}
-		fmt.Fprintf(&b, "\nSamples with two holders on up links: **Ballast %d** of %d; keepalived %d of %d",
-			len(rs[0].doubles), rs[0].samples, len(rs[1].doubles), rs[1].samples)
+		fmt.Fprintf(&b, "\nSamples with two holders on up links: **Ballast %d** of %d; keepalived %d of %d (%d of them during isolation rounds: split brain)",
+			len(rs[0].doubles), rs[0].samples, len(rs[1].doubles), rs[1].samples, rs[1].isolationDoubles)
 		if len(rs[1].doubles) > 0 {
 			fmt.Fprintf(&b, " (e.g. %s)", rs[1].doubles[0])
 		}

@@ -23,6 +23,7 @@ type vipFleet interface {
 	restoreCrash(i int) error // links up, agent started again
 	partition(i int) error    // links down, the agent alive
 	heal(i int) error
+	namespace(i int) string
 	graceful(i int) error // the agent stopped cleanly (reboot, systemctl stop)
 	restoreGraceful(i int) error
 	settle() error // wait until every node runs and is in sync again
@@ -30,10 +31,32 @@ type vipFleet interface {
 }
 
 type vipResult struct {
-	fleet                      string
-	crash, partition, graceful []time.Duration
-	doubles                    []string
-	samples                    int
+	fleet                                 string
+	crash, partition, isolation, graceful []time.Duration
+	doubles                               []string
+	samples                               int
+	// isolationDoubles counts samples with two holders during isolation
+	// rounds (links up, traffic dropped): split brain.
+	isolationDoubles int
+}
+
+// isolate drops all traffic of a namespace but its loopback with nftables:
+// the link stays up, so an agent that only watches its link does not notice.
+func isolate(ns string) error {
+	cmd := exec.Command("nsenter", "--net=/run/netns/"+ns, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(`table inet benchiso {
+  chain in { type filter hook input priority 0; policy drop; iifname "lo" accept; }
+  chain out { type filter hook output priority 0; policy drop; oifname "lo" accept; }
+}
+`)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("isolate %s: %w: %s", ns, err, out)
+	}
+	return nil
+}
+
+func unisolate(ns string) error {
+	return run("nsenter", "--net=/run/netns/"+ns, "nft", "delete", "table", "inet", "benchiso")
 }
 
 // measureVIP runs rounds of each fault against f, measuring from the fault to
@@ -89,6 +112,7 @@ func measureVIP(f vipFleet, rounds int) (vipResult, error) {
 	faults := []fault{
 		{"crash", f.crash, f.restoreCrash, &r.crash},
 		{"partition", f.partition, f.heal, &r.partition},
+		{"isolation", func(i int) error { return isolate(f.namespace(i)) }, func(i int) error { return unisolate(f.namespace(i)) }, &r.isolation},
 		{"graceful", f.graceful, f.restoreGraceful, &r.graceful},
 	}
 	for _, ft := range faults {
@@ -109,8 +133,12 @@ func measureVIP(f vipFleet, rounds int) (vipResult, error) {
 				return r, err
 			}
 			*ft.into = append(*ft.into, took)
-			if ft.name == "partition" {
+			before := len(smp.Violations())
+			if ft.name == "partition" || ft.name == "isolation" {
 				time.Sleep(2 * time.Second) // the isolated side may act meanwhile
+			}
+			if ft.name == "isolation" {
+				r.isolationDoubles += len(smp.Violations()) - before
 			}
 			if err := ft.undo(byNS[h]); err != nil {
 				return r, err
@@ -161,8 +189,9 @@ func newBallastFleet() (*ballastFleet, error) {
 	return f, nil
 }
 
-func (f *ballastFleet) name() string { return "Ballast" }
-func (f *ballastFleet) vip() string  { return f.vipAddr }
+func (f *ballastFleet) name() string           { return "Ballast" }
+func (f *ballastFleet) namespace(i int) string { return f.nodes[i].netns }
+func (f *ballastFleet) vip() string            { return f.vipAddr }
 func (f *ballastFleet) namespaces() []string {
 	var out []string
 	for _, n := range f.nodes {
@@ -363,9 +392,10 @@ func (f *keepalivedFleet) signal(i int, sig syscall.Signal) error {
 	return fmt.Errorf("keepalived %d did not stop on %s", i+1, sig)
 }
 
-func (f *keepalivedFleet) name() string         { return "keepalived" }
-func (f *keepalivedFleet) vip() string          { return kaVIP }
-func (f *keepalivedFleet) namespaces() []string { return f.nss }
+func (f *keepalivedFleet) name() string           { return "keepalived" }
+func (f *keepalivedFleet) namespace(i int) string { return f.nss[i] }
+func (f *keepalivedFleet) vip() string            { return kaVIP }
+func (f *keepalivedFleet) namespaces() []string   { return f.nss }
 func (f *keepalivedFleet) link(i int, state string) error {
 	return run("ip", "-n", f.nss[i], "link", "set", "eth0", state)
 }

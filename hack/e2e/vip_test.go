@@ -1,12 +1,17 @@
 package e2e
 
 import (
+	"net/http"
+
 	"errors"
 	"fmt"
 	"net"
 	"syscall"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
 
 	"github.com/ballast-os/ballast/hack/netnstest"
 )
@@ -180,6 +185,28 @@ func TestVIPFailover(t *testing.T) {
 		t.Logf("graceful %d: %s rebooted; handover after %s", i+1, h.Name, took.Round(time.Millisecond))
 	}
 
+	// Metrics, read with Prometheus's own parser: the holder says so, the
+	// load balancer reports its upstreams, and etcd's metrics are there.
+	h := holder()
+	if _, err := netnstest.AnswerIn(h.Netns, "127.0.0.1:7445", 2*time.Second); err != nil {
+		t.Fatalf("through %s's load balancer: %v", h.Name, err)
+	}
+	families := scrapeMetrics(t, h.Address+":50001")
+	for _, want := range []struct {
+		family string
+		value  float64
+	}{{"ballast_vip_holder", 1}, {"etcd_server_has_leader", 1}} {
+		f, ok := families[want.family]
+		if !ok || len(f.GetMetric()) == 0 || f.GetMetric()[0].GetGauge().GetValue() != want.value {
+			t.Errorf("metric %s on the holder %s: %v, want %v", want.family, h.Name, f, want.value)
+		}
+	}
+	for _, fam := range []string{"ballast_vip_acquisitions_total", "ballast_vip_take_seconds", "ballast_lb_upstream_healthy", "ballast_lb_connections_total", "ballast_service_up"} {
+		if _, ok := families[fam]; !ok {
+			t.Errorf("metric family %s missing on %s", fam, h.Name)
+		}
+	}
+
 	// Live: a new VIP address applied with --mode no-reboot moves the VIP.
 	for _, n := range cps {
 		c.liveApply(t, n.Address, `{"machine":{"network":{"interfaces":[{"interface":"eth0","vip":{"ip":"10.81.0.253"}}]}}}`)
@@ -202,4 +229,20 @@ func TestVIPFailover(t *testing.T) {
 	}
 	t.Logf("VIP failover (fault to TCP answer from the new holder): crash %s; partition %s; freeze %s; graceful %s; sampler: %d samples, 0 double holders",
 		netnstest.Dist(crash), netnstest.Dist(partition), netnstest.Dist(freeze), netnstest.Dist(graceful), smp.Samples())
+}
+
+// scrapeMetrics reads a node's metrics page with the Prometheus text parser.
+func scrapeMetrics(t *testing.T, addr string) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var p expfmt.TextParser
+	families, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("metrics of %s do not parse: %v", addr, err)
+	}
+	return families
 }

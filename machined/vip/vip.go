@@ -366,7 +366,7 @@ func (c *Controller) hold(ctx context.Context, cli *clientv3.Client, key string,
 	defer cancelKeep()
 	if ka, err := cli.KeepAlive(keep, h.lease); err == nil {
 		go func() {
-			for range ka { //nolint:revive // drain
+			for range ka { // drain the keep-alive answers
 			}
 		}()
 	}
