@@ -52,7 +52,7 @@ func serveLB(listen, metricsAddr string, upstreams []string) error {
 	reg := prometheus.NewRegistry()
 	b := lb.New(lb.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), CheckInterval: lbCheck, Registerer: reg})
 	b.SetUpstreams(upstreams)
-	ln, err := net.Listen("tcp", listen)
+	ln, err := lb.Listen(context.Background(), listen)
 	if err != nil {
 		return err
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"time"
 
@@ -23,7 +22,7 @@ const lbRefresh = 5 * time.Second
 // from the config (endpoint and peers) and, on control planes, the etcd
 // membership.
 func (n *Node) runLB(ctx context.Context, out io.Writer) error {
-	ln, err := net.Listen("tcp", n.lbAddr())
+	ln, err := lb.Listen(ctx, n.lbAddr())
 	if err != nil {
 		return fmt.Errorf("listen for the API load balancer: %w", err)
 	}
