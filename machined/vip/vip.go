@@ -304,9 +304,16 @@ func (c *Controller) follow(ctx context.Context, cli *clientv3.Client, key strin
 				c.updateStatus(func(st *Status) { st.Holder, st.Since, st.Lease, st.Term = cl.Holder, cl.Since, ev.Kv.Lease, cl.Term })
 			}
 		case <-expiry.C():
-			// No renewal for a whole TTL by this node's clock.
-			if err := c.opts.Healthy(ctx); err != nil {
-				return nil, nil
+			// No renewal for a whole TTL by this node's clock. When the
+			// holder was also etcd's leader, etcd may still be electing a
+			// new one: wait for local health briefly rather than start
+			// over (the compare-and-swap fails anyway if the holder
+			// renewed meanwhile).
+			for waited := time.Duration(0); c.opts.Healthy(ctx) != nil; waited += s.renew {
+				if waited > 5*s.ttl || ctx.Err() != nil {
+					return nil, nil
+				}
+				c.sleep(ctx, s.renew)
 			}
 			return c.tryClaim(ctx, cli, key, s, modRev, term, "takeover", c.clock.Now().Sub(lastChange))
 		}
