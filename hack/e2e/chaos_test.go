@@ -307,7 +307,10 @@ func newEtcdClient(t *testing.T, pkiDir string, nodes []string) *clientv3.Client
 	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints: eps, DialTimeout: 3 * time.Second, Logger: zap.NewNop(), // retries during faults are expected
-		TLS: &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12},
+		// Follow the membership, so the writer keeps writing after a node
+		// moved to another address.
+		AutoSyncInterval: time.Second,
+		TLS:              &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12},
 	})
 	if err != nil {
 		t.Fatal(err)
