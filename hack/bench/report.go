@@ -33,7 +33,7 @@ func merge(path string, blocks map[string]string) error {
 		}
 	}
 	var b strings.Builder
-	b.WriteString("# Benchmarks\n\nMeasured by `make bench` (hack/bench); `go run ./hack/bench -sections vip,lb` measures\nsome sections and keeps the others. These are measurements, not pass/fail criteria;\nevery figure has a baseline measured in the same run on the same machine.\n")
+	b.WriteString("# Benchmarks\n\nMeasured by `make bench` (hack/bench); `go run ./hack/bench -sections vip,lb` measures\nsome sections and keeps the others. These are measurements, not pass/fail criteria.\nThe VIP and load-balancer sections put the classic recipe's keepalived and haproxy\nside by side, measured in the same run on the same machine.\n")
 	for _, name := range sectionOrder {
 		text, ok := blocks[name]
 		if !ok {
