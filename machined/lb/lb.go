@@ -59,7 +59,6 @@ type Balancer struct {
 
 	mu        sync.Mutex
 	upstreams map[string]*upstream
-	changed   chan struct{}
 	// order is the upstreams best first, kept current by every change
 	// so that a new connection does not sort.
 	order []string
@@ -73,7 +72,7 @@ func New(opts Options) *Balancer {
 	if opts.DialTimeout <= 0 {
 		opts.DialTimeout = DefaultDialTimeout
 	}
-	return &Balancer{opts: opts, log: opts.Logger, metrics: newMetrics(opts.Registerer), upstreams: map[string]*upstream{}, changed: make(chan struct{})}
+	return &Balancer{opts: opts, log: opts.Logger, metrics: newMetrics(opts.Registerer), upstreams: map[string]*upstream{}}
 }
 
 // SetUpstreams replaces the upstream set (host:port each). Known upstreams
@@ -98,8 +97,6 @@ func (b *Balancer) SetUpstreams(addrs []string) {
 	}
 	b.upstreams = next
 	b.reorder()
-	close(b.changed)
-	b.changed = make(chan struct{})
 }
 
 // Upstreams returns the upstreams with their health, best first.

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/ballast-os/ballast/machined/lb"
@@ -30,11 +32,14 @@ func (n *Node) runLB(ctx context.Context, out io.Writer) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
+		var last []string
 		for {
 			cfg, changed := n.Config()
-			ups := n.lbUpstreams(ctx, cfg)
-			b.SetUpstreams(ups)
-			fmt.Fprintf(out, "upstreams: %v\n", ups)
+			if ups := n.lbUpstreams(ctx, cfg); !slices.Equal(ups, last) {
+				b.SetUpstreams(ups)
+				fmt.Fprintf(out, "upstreams: %v\n", ups)
+				last = ups
+			}
 			select {
 			case <-ctx.Done():
 				return
@@ -82,10 +87,8 @@ func (n *Node) lbUpstreams(ctx context.Context, cfg *config.Config) []string {
 }
 
 func trimScheme(u string) string {
-	for _, p := range []string{"https://", "http://"} {
-		if len(u) > len(p) && u[:len(p)] == p {
-			return u[len(p):]
-		}
+	if _, rest, ok := strings.Cut(u, "://"); ok {
+		return rest
 	}
 	return u
 }
