@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/ballast-os/ballast/hack/netnstest"
 	"github.com/ballast-os/ballast/machined/lb"
 )
 
@@ -277,8 +277,8 @@ backend be
 	if err != nil {
 		return r, err
 	}
-	r.directP50, r.directP99 = quantile(direct, 0.5), quantile(direct, 0.99)
-	r.p50, r.p99 = quantile(via, 0.5), quantile(via, 0.99)
+	r.directP50, r.directP99 = netnstest.Quantile(direct, 0.5), netnstest.Quantile(direct, 0.99)
+	r.p50, r.p99 = netnstest.Quantile(via, 0.5), netnstest.Quantile(via, 0.99)
 	r.added50, r.added99 = r.p50-r.directP50, r.p99-r.directP99
 	r.rps = throughput(addr, 8, dur)
 
@@ -323,10 +323,4 @@ backend be
 	fmt.Printf("%s: connect+request p50 %s p99 %s (direct %s / %s), %.0f req/s, killed upstream down after %s, %d client failures\n",
 		which, r.p50, r.p99, r.directP50, r.directP99, r.rps, r.markedDown.Round(time.Millisecond), r.failures)
 	return r, nil
-}
-
-func quantile(ds []time.Duration, q float64) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[min(len(s)-1, int(q*float64(len(s))))]
 }

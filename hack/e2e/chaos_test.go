@@ -194,15 +194,6 @@ func TestChaos(t *testing.T) {
 	t.Logf("chaos: %d rounds; %d writes acknowledged (all present on every member), %d failed or unacknowledged during faults", len(rounds), acked, failed)
 }
 
-type clusterNode = struct {
-	Name     string `json:"name"`
-	Role     string `json:"role"`
-	Address  string `json:"address"`
-	Netns    string `json:"netns"`
-	PID      int    `json:"pid"`
-	StateDir string `json:"stateDir"`
-}
-
 // logCount counts the lines of a node's machined log containing substr.
 func logCount(stateDir, substr string) int {
 	data, _ := os.ReadFile(filepath.Join(stateDir, "machined.log"))

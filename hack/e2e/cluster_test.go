@@ -25,16 +25,19 @@ type localCluster struct {
 }
 
 type clusterShow struct {
-	Endpoint string `json:"endpoint"`
-	VIP      string `json:"vip"`
-	Nodes    []struct {
-		Name     string `json:"name"`
-		Role     string `json:"role"`
-		Address  string `json:"address"`
-		Netns    string `json:"netns"`
-		PID      int    `json:"pid"`
-		StateDir string `json:"stateDir"`
-	} `json:"nodes"`
+	Endpoint string        `json:"endpoint"`
+	VIP      string        `json:"vip"`
+	Nodes    []clusterNode `json:"nodes"`
+}
+
+// clusterNode is one node of `cluster show -o json`.
+type clusterNode struct {
+	Name     string `json:"name"`
+	Role     string `json:"role"`
+	Address  string `json:"address"`
+	Netns    string `json:"netns"`
+	PID      int    `json:"pid"`
+	StateDir string `json:"stateDir"`
 }
 
 // SkipPrivilegedEnv names the variable that lets a run without root skip

@@ -70,11 +70,7 @@ func testLiveCertNames(t *testing.T, c *localCluster, stateDir, node, patch, nam
 // snapshotsWritten counts the scheduled snapshots a node logged and lists
 // the snapshot files it keeps.
 func snapshotsWritten(stateDir string) (int, []string, error) {
-	log, err := os.ReadFile(filepath.Join(stateDir, "machined.log"))
-	if err != nil {
-		return 0, nil, err
-	}
-	n := strings.Count(string(log), `msg="etcd snapshot written"`)
+	n := logCount(stateDir, `msg="etcd snapshot written"`)
 	entries, err := os.ReadDir(filepath.Join(stateDir, "var", "lib", "etcd-snapshots"))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return n, nil, err

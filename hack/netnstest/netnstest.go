@@ -11,6 +11,7 @@ import (
 	"net"
 	"os/exec"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -144,13 +145,17 @@ func Dist(ds []time.Duration) string {
 
 // Quantiles returns p50, p95 and max of ds (nearest rank).
 func Quantiles(ds []time.Duration) (p50, p95, mx time.Duration) {
+	return Quantile(ds, 0.5), Quantile(ds, 0.95), Quantile(ds, 1)
+}
+
+// Quantile returns the q quantile of ds (nearest rank; 0 for none).
+func Quantile(ds []time.Duration, q float64) time.Duration {
 	if len(ds) == 0 {
-		return 0, 0, 0
+		return 0
 	}
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	q := func(p float64) time.Duration { return s[min(len(s)-1, int(p*float64(len(s))))] }
-	return q(0.5), q(0.95), s[len(s)-1]
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(q*float64(len(s))))]
 }
 
 // Sampler reads the address on link in every namespace every interval.

@@ -61,7 +61,7 @@ type Manager struct {
 	clock clock.Clock
 
 	requests chan request
-	// snapshots counts the scheduled snapshots written (tests, metrics).
+	// snapshots counts the scheduled snapshots written (for tests).
 	snapshots atomic.Int64
 
 	mu      sync.Mutex

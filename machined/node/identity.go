@@ -71,6 +71,7 @@ func (n *Node) serverIdentity(cfg *config.Config) (tls.Certificate, *x509.CertPo
 		return cert, pool, err
 	}
 	dns, ips := n.localNames(cfg)
+	key := identityKey(cfg, dns, ips)
 	// A control plane certifies itself with the CA key it holds: it is the
 	// only kind of node that can mark a certificate os:node:controlplane.
 	ck, err := pki.Issue(ca, pki.Request{
@@ -87,7 +88,16 @@ func (n *Node) serverIdentity(cfg *config.Config) (tls.Certificate, *x509.CertPo
 	if err != nil {
 		return tls.Certificate{}, nil, err
 	}
+	n.mu.Lock()
+	n.issuedFor = key
+	n.mu.Unlock()
 	return cert, pool, nil
+}
+
+// identityKey is what a control plane's API certificate depends on: the
+// certificate is issued again only when it changes.
+func identityKey(cfg *config.Config, dns []string, ips []net.IP) string {
+	return fmt.Sprint(hostname(cfg), dns, ips, cfg.Machine.CA.Crt)
 }
 
 // localNames lists the names and addresses the API certificate must cover:

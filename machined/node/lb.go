@@ -52,8 +52,8 @@ func (n *Node) runLB(ctx context.Context, out io.Writer) error {
 }
 
 // lbUpstreams are the apiservers the balancer proxies to: every control
-// plane in the etcd membership (on control planes) and in the config's peers
-// and endpoint. The endpoint's host is dropped when others are known: it is
+// plane in the etcd membership (on control planes) and in the config's
+// peers. The endpoint's host is used only when nothing else is known: it is
 // the VIP (or a name for it), which leads to one of them anyway.
 func (n *Node) lbUpstreams(ctx context.Context, cfg *config.Config) []string {
 	if cfg == nil {

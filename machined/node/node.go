@@ -60,9 +60,6 @@ type Options struct {
 	// MetricsListen is the metrics address; "" derives it from the API
 	// listener (same host, port MetricsPort).
 	MetricsListen string
-	// LBListen is the API load balancer's address; "" is 127.0.0.1:7445
-	// (see lbAddr).
-	LBListen string
 }
 
 // Node is one running machined.
@@ -91,6 +88,7 @@ type Node struct {
 	etcdMgr     *etcd.Manager
 	vip         *vip.Controller  // control planes only
 	nodeCert    *tls.Certificate // a worker's certificate from a control-plane node
+	issuedFor   string           // identityKey of a control plane's certificate in use
 	configured  chan struct{}    // closed when the node leaves maintenance mode
 	actions     chan Action
 	resetWanted bool

@@ -73,7 +73,7 @@ type workerCertRequest struct {
 	ip       net.IP
 }
 
-// checkWorkerCSR decides what a worker's certificate may name. csrPEM is the
+// checkWorkerCSR decides what a worker's certificate may name. csr is the
 // worker's request, peerIP the address the call came from as the server saw
 // it, reserved the control planes' names and addresses.
 func checkWorkerCSR(csr *x509.CertificateRequest, peerIP net.IP, reserved reservedIdentity) (workerCertRequest, error) {
@@ -193,12 +193,13 @@ func (n *Node) SignNodeCertificate(ctx context.Context, csrPEM []byte, token str
 // the names it must carry change (machine.certSANs, the hostname, the
 // static addresses), which makes those fields live.
 func (n *Node) mintNodeCertificate(ctx context.Context, out io.Writer) error {
-	var last string
 	n.desired.Watch(ctx, func(_ context.Context, cfg *config.Config) {
 		dns, ips := n.localNames(cfg)
-		names := fmt.Sprint(hostname(cfg), dns, ips, cfg.Machine.CA.Crt)
-		if names == last {
-			return
+		n.mu.Lock()
+		current := n.issuedFor
+		n.mu.Unlock()
+		if identityKey(cfg, dns, ips) == current {
+			return // the certificate in use (e.g. issued at boot) already fits
 		}
 		cert, pool, err := n.serverIdentity(cfg)
 		if err != nil {
@@ -207,11 +208,8 @@ func (n *Node) mintNodeCertificate(ctx context.Context, out io.Writer) error {
 			return
 		}
 		n.creds.SetConfigured(cert, pool)
-		if last != "" {
-			n.log.Info("machine-API certificate issued again for changed names", "dns", dns, "ips", fmt.Sprint(ips))
-		}
+		n.log.Info("machine-API certificate issued for changed names", "dns", dns, "ips", fmt.Sprint(ips))
 		fmt.Fprintf(out, "machine-API certificate for %v %v\n", dns, ips)
-		last = names
 	})
 	return nil
 }

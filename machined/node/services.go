@@ -86,9 +86,6 @@ func (n *Node) waitConfigured(ctx context.Context) error {
 // hand or in tests, each on its own 127.0.0.x API address) use their API
 // address instead, so they do not collide.
 func (n *Node) lbAddr() string {
-	if n.opts.LBListen != "" {
-		return n.opts.LBListen
-	}
 	host, _, err := net.SplitHostPort(n.opts.Listener.Addr().String())
 	if ip := net.ParseIP(host); err == nil && ip != nil && ip.IsLoopback() && !ip.Equal(net.IPv4(127, 0, 0, 1)) {
 		return net.JoinHostPort(host, strconv.Itoa(lb.Port))

@@ -40,9 +40,6 @@ func vipAddr(ip netip.Addr) *netlink.Addr {
 		IPNet:       &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(32, 32)},
 		ValidLft:    addressLifetime,
 		PreferedLft: addressLifetime,
-		// A /32 VIP must not add a prefix route or become the source of
-		// the node's own traffic.
-		Flags: 0,
 	}
 }
 
@@ -92,22 +89,4 @@ func (Netlink) Announce(link string, ip netip.Addr) error {
 		return fmt.Errorf("vip: gratuitous arp on %s: %w", link, err)
 	}
 	return nil
-}
-
-// Has reports whether link carries ip (for status and tests).
-func (Netlink) Has(link string, ip netip.Addr) (bool, error) {
-	l, err := netlink.LinkByName(link)
-	if err != nil {
-		return false, err
-	}
-	addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
-	if err != nil {
-		return false, err
-	}
-	for _, a := range addrs {
-		if a.IP.Equal(ip.AsSlice()) {
-			return true, nil
-		}
-	}
-	return false, nil
 }
