@@ -37,6 +37,10 @@ type flags struct {
 	logFormat string
 	logLevel  string
 	version   bool
+
+	kubernetes     bool
+	imagesDir      string
+	containerdPath string
 }
 
 func parse(args []string, stderr io.Writer) (*flags, error) {
@@ -49,6 +53,9 @@ func parse(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&f.version, "version", false, "print the version and exit")
+	fs.BoolVar(&f.kubernetes, "kubernetes", true, "run containerd and, on control planes, the Kubernetes components (false: the node agent and etcd only)")
+	fs.StringVar(&f.imagesDir, "images-dir", defaultImagesDir(), "directory of the image archives (*.tar) imported into containerd at start")
+	fs.StringVar(&f.containerdPath, "containerd-path", "", "containerd binary (default: next to machined, else in PATH); containerd-shim-runc-v2 must be beside it")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "machined is the Ballast node agent.\n\nUsage:\n  machined --mode container --state-dir DIR [--api-listen ADDR:PORT]\n\nExample:\n  machined --mode container --state-dir /tmp/n1 --api-listen 127.0.0.2:50000\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -114,7 +121,10 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer ln.Close()
 	logger.Info("machined starting", "version", version.Version, "mode", f.mode, "state_dir", stateDir, "pid", os.Getpid())
-	n, err := node.New(node.Options{Mode: f.mode, StateDir: stateDir, Listener: ln, Logger: logger, AgentLog: agentLog})
+	n, err := node.New(node.Options{
+		Mode: f.mode, StateDir: stateDir, Listener: ln, Logger: logger, AgentLog: agentLog,
+		Kubernetes: f.kubernetes, ImagesDir: f.imagesDir, ContainerdPath: f.containerdPath,
+	})
 	if err != nil {
 		return err
 	}
@@ -137,6 +147,18 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		logger.Info("shut down")
 	}
 	return nil
+}
+
+// defaultImagesDir is ../images next to the machined binary (the build's
+// _out/images), else the OS image's /usr/share/ballast/images.
+func defaultImagesDir() string {
+	if exe, err := os.Executable(); err == nil {
+		dir := filepath.Join(filepath.Dir(filepath.Dir(exe)), "images")
+		if st, err := os.Stat(dir); err == nil && st.IsDir() {
+			return dir
+		}
+	}
+	return "/usr/share/ballast/images"
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {

@@ -15,6 +15,7 @@ import (
 	"sync"
 
 	"github.com/ballast-os/ballast/machined/clock"
+	"github.com/ballast-os/ballast/machined/containerd"
 	"github.com/ballast-os/ballast/machined/desired"
 	"github.com/ballast-os/ballast/machined/etcd"
 	"github.com/ballast-os/ballast/machined/lb"
@@ -60,6 +61,13 @@ type Options struct {
 	// MetricsListen is the metrics address; "" derives it from the API
 	// listener (same host, port MetricsPort).
 	MetricsListen string
+	// Kubernetes runs containerd and, on control planes, the Kubernetes
+	// components (false: the node agent and etcd only).
+	Kubernetes bool
+	// ImagesDir holds the image archives imported into containerd.
+	ImagesDir string
+	// ContainerdPath is the containerd binary ("" finds it).
+	ContainerdPath string
 }
 
 // Node is one running machined.
@@ -87,6 +95,7 @@ type Node struct {
 	try         *tryState
 	etcdMgr     *etcd.Manager
 	vip         *vip.Controller  // control planes only
+	ctrd        *containerd.Daemon
 	nodeCert    *tls.Certificate // a worker's certificate from a control-plane node
 	issuedFor   string           // identityKey of a control plane's certificate in use
 	configured  chan struct{}    // closed when the node leaves maintenance mode

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ballast-os/ballast/machined/etcd"
+	"github.com/ballast-os/ballast/machined/k8s"
 	"github.com/ballast-os/ballast/machined/runner"
 	"github.com/ballast-os/ballast/machined/server"
 	"github.com/ballast-os/ballast/machined/supervisor"
@@ -48,7 +49,7 @@ func (n *Node) addRoleServices(cfg *config.Config) error {
 			Logger:     n.log.With("component", vipService),
 			Node:       memberName(cfg, n.advertiseIP(cfg)),
 			Client:     mgr.LocalClient,
-			Healthy:    mgr.Healthy,
+			Healthy:    n.vipHealth(mgr.Healthy),
 			Desired:    n.desired,
 			Clock:      n.clock,
 			Registerer: n.metrics,
@@ -89,12 +90,41 @@ func (n *Node) addRoleServices(cfg *config.Config) error {
 			Restart:     supervisor.OnFailure,
 		})
 	}
+	if n.opts.Kubernetes {
+		ctrd, err := n.containerdSpecs(cfg)
+		if err != nil {
+			return err
+		}
+		specs = append(specs, ctrd...)
+		if cfg.IsControlPlane() {
+			specs = append(specs, n.controlPlaneSpecs(cfg)...)
+		}
+	}
 	for _, spec := range specs {
 		if err := n.sup.Add(spec); err != nil {
 			return fmt.Errorf("register service %s: %w", spec.ID, err)
 		}
 	}
 	return nil
+}
+
+// vipHealth is the health a control plane must have to hold the VIP: its
+// etcd member, and its kube-apiserver ready when the node runs Kubernetes
+// (so that stopping the apiserver on the holder moves the VIP).
+func (n *Node) vipHealth(etcdHealthy func(context.Context) error) func(context.Context) error {
+	if !n.opts.Kubernetes {
+		return etcdHealthy
+	}
+	apiserver := k8s.Cached(k8s.APIServerProbe(n.k8sPaths()).Check, 150*time.Millisecond)
+	return func(ctx context.Context) error {
+		if err := etcdHealthy(ctx); err != nil {
+			return err
+		}
+		if err := apiserver(ctx); err != nil {
+			return fmt.Errorf("kube-apiserver not ready: %w", err)
+		}
+		return nil
+	}
 }
 
 // memberName is the node's stable etcd member name: its hostname, or one

@@ -38,6 +38,12 @@ type Options struct {
 	Root string
 	// Machined is the machined binary to run in each namespace.
 	Machined string
+	// NoKubernetes runs the nodes without containerd and Kubernetes (the
+	// node agent and etcd only).
+	NoKubernetes bool
+	// ImagesDir holds the image archives the nodes import ("" is machined's
+	// default: _out/images next to its binary).
+	ImagesDir string
 	// NodeconfigPath receives the cluster's context, made current.
 	NodeconfigPath string
 	// SkipBootstrap leaves etcd unbootstrapped (for bootstrap --recover-from).
@@ -87,7 +93,8 @@ func Create(ctx context.Context, o Options) (*State, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create cluster dir: %w", err)
 	}
-	st := &State{Name: o.Name, Provisioner: "netns", CIDR: p.String(), Gateway: gw.String(), Dir: dir}
+	st := &State{Name: o.Name, Provisioner: "netns", CIDR: p.String(), Gateway: gw.String(), Dir: dir,
+		Machined: o.Machined, MachinedArgs: machinedArgs(o)}
 	st.Endpoint = "https://" + net.JoinHostPort(addrs[0].String(), "6443")
 	cpPatches := o.ControlPlanePatches
 	if !o.NoVIP {
@@ -156,7 +163,7 @@ func Create(ctx context.Context, o Options) (*State, error) {
 		if err := setupNode(ctx, nm, *node, p, gw); err != nil {
 			return st, err
 		}
-		pid, err := startMachined(o.Machined, *node)
+		pid, err := StartMachined(st, *node)
 		if err != nil {
 			return st, err
 		}
@@ -227,9 +234,23 @@ func addrsOf(nodes []NodeState) []string {
 	return out
 }
 
-// startMachined runs machined in the node's namespace, detached from this
-// process (its own session), logging to the node's directory.
-func startMachined(machined string, node NodeState) (int, error) {
+// machinedArgs are the flags every node's machined gets besides its own.
+func machinedArgs(o Options) []string {
+	var args []string
+	if o.NoKubernetes {
+		args = append(args, "--kubernetes=false")
+	}
+	if o.ImagesDir != "" {
+		args = append(args, "--images-dir", o.ImagesDir)
+	}
+	return args
+}
+
+// StartMachined runs machined in the node's namespace, detached from this
+// process (its own session), logging to the node's directory. It enters
+// only the network namespace (nsenter --net): `ip netns exec` would also
+// remount /sys, hiding the cgroup mounts containerd and runc need.
+func StartMachined(st *State, node NodeState) (int, error) {
 	if err := os.MkdirAll(node.StateDir, 0o700); err != nil {
 		return 0, err
 	}
@@ -238,9 +259,10 @@ func startMachined(machined string, node NodeState) (int, error) {
 		return 0, err
 	}
 	defer logFile.Close()
-	// ip netns exec enters the namespace and execs machined: same PID.
-	cmd := exec.Command("ip", "netns", "exec", node.Netns, machined,
-		"--mode", "container", "--state-dir", node.StateDir, "--api-listen", net.JoinHostPort(node.Address, "50000"))
+	// nsenter enters the namespace and execs machined: same PID.
+	args := append([]string{"--net=/run/netns/" + node.Netns, st.Machined,
+		"--mode", "container", "--state-dir", node.StateDir, "--api-listen", net.JoinHostPort(node.Address, "50000")}, st.MachinedArgs...)
+	cmd := exec.Command("nsenter", args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -29,12 +30,15 @@ func Destroy(ctx context.Context, root, name, nodeconfigPath string, progress io
 	}
 	var errs []error
 	if st != nil {
+		var wg sync.WaitGroup
 		for _, n := range st.Nodes {
 			if n.PID > 0 && isMachined(n.PID, n.StateDir) {
 				fmt.Fprintf(progress, "stopping %s (pid %d)\n", n.Name, n.PID)
-				stopProcess(n.PID)
+				wg.Add(1)
+				go func() { defer wg.Done(); stopProcess(n.PID) }()
 			}
 		}
+		wg.Wait()
 	}
 	// Namespaces by name prefix: also those a crash left unrecorded.
 	list, err := netnsList(ctx)
@@ -57,6 +61,14 @@ func Destroy(ctx context.Context, root, name, nodeconfigPath string, progress io
 			if err := ip(ctx, "link", "del", i.Name()); err != nil && !strings.Contains(err.Error(), "Cannot find device") {
 				errs = append(errs, err)
 			}
+		}
+	}
+	// Container root filesystems a killed containerd left mounted, and the
+	// nodes' cgroups.
+	errs = append(errs, unmountUnder(filepath.Join(root, name)))
+	if st != nil {
+		for _, n := range st.Nodes {
+			removeCgroups(st.Name + "-" + n.Name)
 		}
 	}
 	if err := os.RemoveAll(filepath.Join(root, name)); err != nil {
@@ -92,7 +104,8 @@ func isMachined(pid int, stateDir string) bool {
 // stopProcess sends SIGTERM, then SIGKILL after a grace period.
 func stopProcess(pid int) {
 	_ = syscall.Kill(pid, syscall.SIGTERM)
-	deadline := time.Now().Add(10 * time.Second)
+	// machined stops its containers and containerd first.
+	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		if syscall.Kill(pid, 0) != nil {
 			return

@@ -28,9 +28,12 @@ type State struct {
 	Bridge      string `json:"bridge"`
 	Endpoint    string `json:"endpoint"`
 	// VIP is the control planes' virtual IP ("" when created without).
-	VIP   string      `json:"vip,omitempty"`
-	Dir   string      `json:"dir"`
-	Nodes []NodeState `json:"nodes"`
+	VIP string `json:"vip,omitempty"`
+	Dir string `json:"dir"`
+	// Machined and MachinedArgs start each node's agent (StartMachined).
+	Machined     string      `json:"machined"`
+	MachinedArgs []string    `json:"machinedArgs,omitempty"`
+	Nodes        []NodeState `json:"nodes"`
 }
 
 // NodeState is one node of a local cluster.

@@ -14,6 +14,11 @@ const (
 	DefaultEtcdQuotaBackendBytes = int64(2 << 30) // 2 GiB
 	DefaultEtcdSnapshotCount     = uint64(10000)
 
+	DefaultCertificateLifetime = Duration(365 * 24 * time.Hour)
+	// MinCertificateLifetime keeps renewals (at two thirds of the lifetime)
+	// further apart than a component takes to restart.
+	MinCertificateLifetime = Duration(time.Minute)
+
 	DefaultVIPTTL           = Duration(1800 * time.Millisecond)
 	DefaultVIPRenewInterval = Duration(200 * time.Millisecond)
 	// MinVIPTTL keeps the TTL above the kernel's address lifetime (1 s, its
@@ -51,6 +56,9 @@ func (c *Config) ApplyDefaults() {
 				vip.RenewInterval = DefaultVIPRenewInterval
 			}
 		}
+	}
+	if c.Cluster.CertificateLifetime == 0 {
+		c.Cluster.CertificateLifetime = DefaultCertificateLifetime
 	}
 	e := &c.Cluster.Etcd
 	if e.HeartbeatInterval == 0 {

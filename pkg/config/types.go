@@ -112,6 +112,11 @@ type Cluster struct {
 	// ServiceAccount is the key that signs service-account tokens (control plane only).
 	ServiceAccount *Key `yaml:"serviceAccount,omitempty" json:"serviceAccount,omitempty"`
 
+	// CertificateLifetime is the validity of every certificate Ballast
+	// issues for the Kubernetes components (default 8760h, at least 1m);
+	// each is renewed when a third of it is left.
+	CertificateLifetime Duration `yaml:"certificateLifetime,omitempty" json:"certificateLifetime,omitempty"`
+
 	Etcd              Etcd      `yaml:"etcd,omitempty" json:"etcd,omitempty"`
 	APIServer         Component `yaml:"apiServer,omitempty" json:"apiServer,omitempty"`
 	ControllerManager Component `yaml:"controllerManager,omitempty" json:"controllerManager,omitempty"`

@@ -32,6 +32,9 @@ func (v *validator) cluster() {
 		v.certAndKey("cluster.aggregatorCA", c.AggregatorCA, v.controlPlane)
 	}
 	v.serviceAccount()
+	if l := c.CertificateLifetime; l != 0 && (l < MinCertificateLifetime || l > Duration(10*365*24*time.Hour)) {
+		v.addf("cluster.certificateLifetime", "%s is out of range (%s to 87600h)", l.Std(), MinCertificateLifetime.Std())
+	}
 	v.etcd()
 	v.component("cluster.apiServer", c.APIServer)
 	v.component("cluster.controllerManager", c.ControllerManager)

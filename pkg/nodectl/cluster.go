@@ -33,7 +33,7 @@ func defaultMachined() string {
 func newClusterCreateCmd(g *globals) *cobra.Command {
 	o := cluster.Options{}
 	var provisioner string
-	var withVIP bool
+	var withVIP, noK8s bool
 	cmd := &cobra.Command{
 		Use:   "create",
 		Short: "Create a local HA cluster: machined in network namespaces on a bridge",
@@ -44,9 +44,13 @@ others join by themselves, and the command waits until 'nodectl health' is green
 The control planes share a VIP (the subnet's last usable address, e.g.
 10.5.0.254), which is the cluster's endpoint; 'nodectl get vip' shows its holder.
 A context named after the cluster is merged into the nodeconfig and made current.
+Every node runs containerd; control planes run kube-apiserver,
+kube-controller-manager and kube-scheduler from the image archives of
+_out/images ('make images'); 'nodectl kubeconfig' then gives kubectl access.
 Needs root.`,
 		Example: `  nodectl cluster create
   nodectl cluster create --name lab --controlplanes 5 --workers 2 --cidr 10.6.0.0/24
+  nodectl cluster create --name etcd-only --no-kubernetes
   nodectl cluster create --config-patch-control-plane '{"cluster":{"etcd":{"snapshots":{"interval":"1h","keep":3}}}}'`,
 		Args: exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -56,6 +60,7 @@ Needs root.`,
 			o.NodeconfigPath = g.nodeconfigPath()
 			o.Progress = g.stdout
 			o.NoVIP = !withVIP
+			o.NoKubernetes = noK8s
 			start := time.Now()
 			st, err := cluster.Create(cmd.Context(), o)
 			if err != nil {
@@ -83,6 +88,8 @@ Needs root.`,
 	f.StringArrayVar(&o.ControlPlanePatches, "config-patch-control-plane", nil, "patch for control-plane configs (repeatable)")
 	f.StringArrayVar(&o.WorkerPatches, "config-patch-worker", nil, "patch for worker configs (repeatable)")
 	f.BoolVar(&o.SkipBootstrap, "skip-bootstrap", false, "do not bootstrap etcd (to run 'bootstrap --recover-from' yourself)")
+	f.BoolVar(&noK8s, "no-kubernetes", false, "run only the node agent and etcd (no containerd, no Kubernetes components)")
+	f.StringVar(&o.ImagesDir, "images-dir", "", "image archives the nodes import (default: machined's, _out/images next to it)")
 	f.BoolVar(&withVIP, "vip", true, "give the control planes a VIP (the subnet's last usable address) and make it the endpoint")
 	return cmd
 }

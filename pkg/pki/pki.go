@@ -163,7 +163,7 @@ func Issue(ca *CertAndKey, req Request) (*CertAndKey, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: req.CommonName, Organization: req.Organization},
-		NotBefore:    now.Add(-time.Hour),
+		NotBefore:    now.Add(-backdate(validity)),
 		NotAfter:     now.Add(validity),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		DNSNames:     req.DNSNames,
@@ -184,6 +184,13 @@ func Issue(ca *CertAndKey, req Request) (*CertAndKey, error) {
 	}
 	out.Crt = encodeCert(der)
 	return out, nil
+}
+
+// backdate is how far before now a leaf is valid from, for clocks slightly
+// behind: an hour, or a tenth of a short validity (so that a short-lived
+// certificate's lifetime is still mostly ahead of it).
+func backdate(validity time.Duration) time.Duration {
+	return min(time.Hour, validity/10)
 }
 
 // ParseCert parses the first PEM CERTIFICATE block.

@@ -1,0 +1,100 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"time"
+
+	"github.com/ballast-os/ballast/machined/containerd"
+	"github.com/ballast-os/ballast/machined/runner"
+	"github.com/ballast-os/ballast/machined/supervisor"
+	"github.com/ballast-os/ballast/pkg/config"
+	"github.com/ballast-os/ballast/pkg/images"
+)
+
+// Service IDs of the container runtime.
+const (
+	containerdService = "containerd"
+	imagesService     = "images"
+)
+
+// containerdSpecs are the node's containerd and the import of the image
+// archives it needs (every node; the Kubernetes components depend on both).
+func (n *Node) containerdSpecs(cfg *config.Config) ([]supervisor.Spec, error) {
+	d := containerd.New(containerd.Options{
+		Binary: n.opts.ContainerdPath,
+		Root:   filepath.Join(n.store.EphemeralDir(), "lib", "containerd"),
+		State:  filepath.Join(n.store.EphemeralDir(), "run", "containerd"),
+	})
+	r, err := d.Runner()
+	if err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	n.ctrd = d
+	n.mu.Unlock()
+	return []supervisor.Spec{{
+		ID:          containerdService,
+		Description: "container runtime (containerd " + containerd.Version + ", runc) on " + d.Socket(),
+		Runner:      r,
+		Restart:     supervisor.Always,
+		Health:      &supervisor.HealthCheck{Check: d.Healthy, Interval: 5 * time.Second, Timeout: 5 * time.Second},
+	}, {
+		ID:          imagesService,
+		Description: "imports the image archives of " + n.opts.ImagesDir + " into containerd",
+		DependsOn:   []string{containerdService},
+		Runner: runner.Goroutine(imagesService, func(ctx context.Context, out io.Writer) error {
+			if err := waitHealthy(ctx, d.Healthy); err != nil {
+				return err
+			}
+			if err := d.ImportDir(ctx, n.opts.ImagesDir, out); err != nil {
+				return err
+			}
+			if !cfg.IsControlPlane() {
+				return nil
+			}
+			for _, c := range images.ControlPlaneComponents {
+				if err := d.EnsureImage(ctx, componentImage(cfg, c), out); err != nil {
+					return err
+				}
+			}
+			return nil
+		}),
+		Restart: supervisor.OnFailure,
+	}}, nil
+}
+
+// waitHealthy polls check until it passes (containerd answers a moment after
+// its process started).
+func waitHealthy(ctx context.Context, check func(context.Context) error) error {
+	var err error
+	for i := 0; ; i++ {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err = check(cctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last: %v)", ctx.Err(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// componentImage is the image a control-plane component runs: the config's
+// cluster.<component>.image, else the one Ballast builds for the version.
+func componentImage(cfg *config.Config, name string) string {
+	c := map[string]config.Component{
+		images.APIServer:         cfg.Cluster.APIServer,
+		images.ControllerManager: cfg.Cluster.ControllerManager,
+		images.Scheduler:         cfg.Cluster.Scheduler,
+	}[name]
+	if c.Image != "" {
+		return c.Image
+	}
+	return images.Ref(name, cfg.Cluster.KubernetesVersion)
+}

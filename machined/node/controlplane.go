@@ -1,0 +1,277 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/ballast-os/ballast/machined/k8s"
+	"github.com/ballast-os/ballast/machined/runner"
+	"github.com/ballast-os/ballast/machined/supervisor"
+	"github.com/ballast-os/ballast/pkg/config"
+	"github.com/ballast-os/ballast/pkg/images"
+)
+
+// k8sCertsService issues and renews the control plane's certificates.
+const k8sCertsService = "k8s-certs"
+
+// restartLockKey serializes certificate-driven component restarts across
+// control planes, so that only one apiserver is down at a time.
+const restartLockKey = "/ballast/locks/control-plane-restart"
+
+// restartReadyTimeout bounds the wait for a restarted component to be
+// healthy before the next one restarts.
+const restartReadyTimeout = 3 * time.Minute
+
+// k8sDir is the node's Kubernetes directory (certificates, kubeconfigs).
+func (n *Node) k8sPaths() k8s.Paths {
+	return k8s.Paths{Dir: filepath.Join(n.store.EphemeralDir(), "lib", "kubernetes")}
+}
+
+// k8sNode is what the control plane's files depend on besides the config.
+func (n *Node) k8sNode(cfg *config.Config) k8s.Node {
+	return k8s.Node{
+		Name:          memberName(cfg, n.advertiseIP(cfg)),
+		AdvertiseIP:   n.advertiseIP(cfg),
+		LocalEndpoint: "https://" + n.lbAddr(),
+	}
+}
+
+// controlPlaneSpecs are the certificate controller and the three
+// components, as containers of the node's containerd.
+func (n *Node) controlPlaneSpecs(cfg *config.Config) []supervisor.Spec {
+	certsReady := make(chan struct{})
+	waitCerts := supervisor.Condition{Name: "kubernetes certificates issued", Wait: func(ctx context.Context) error {
+		select {
+		case <-certsReady:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}}
+	specs := []supervisor.Spec{{
+		ID:          k8sCertsService,
+		Description: "Kubernetes certificates, kubeconfigs and encryption config, renewed when a third of their lifetime is left",
+		Runner: runner.Goroutine(k8sCertsService, func(ctx context.Context, out io.Writer) error {
+			return n.runK8sCerts(ctx, out, certsReady)
+		}),
+		Restart: supervisor.Always,
+	}}
+	probes := map[string]func(context.Context) error{
+		images.APIServer:         k8s.APIServerProbe(n.k8sPaths()).Check,
+		images.ControllerManager: k8s.LocalProbe(k8s.ControllerManagerPort).Check,
+		images.Scheduler:         k8s.LocalProbe(k8s.SchedulerPort).Check,
+	}
+	for _, name := range images.ControlPlaneComponents {
+		deps := []string{containerdService, imagesService, etcdService}
+		if name != images.APIServer {
+			deps = []string{containerdService, imagesService, lbService}
+		}
+		specs = append(specs, supervisor.Spec{
+			ID:          name,
+			Description: name + " " + cfg.Cluster.KubernetesVersion + " (container in containerd namespace " + runner.SystemNamespace + ")",
+			DependsOn:   deps,
+			Conditions:  []supervisor.Condition{waitCerts},
+			Runner:      &componentRunner{n: n, name: name},
+			Restart:     supervisor.Always,
+			Health:      &supervisor.HealthCheck{Check: probes[name], Interval: 2 * time.Second, Timeout: 5 * time.Second},
+		})
+	}
+	return specs
+}
+
+// componentRunner builds a component's container at every start, so that a
+// restart picks up the current config (extraArgs, image) and etcd members.
+type componentRunner struct {
+	n    *Node
+	name string
+}
+
+func (r *componentRunner) String() string { return "container(" + r.name + ")" }
+
+func (r *componentRunner) Run(ctx context.Context, out io.Writer, started func()) error {
+	n := r.n
+	cfg := n.desired.Current()
+	if cfg == nil {
+		return errors.New("no machine config")
+	}
+	comps, err := k8s.Components(cfg, n.k8sNode(cfg), n.k8sPaths(), n.etcdServers(ctx, cfg))
+	if err != nil {
+		return err
+	}
+	var c k8s.Component
+	for _, c = range comps {
+		if c.Name == r.name {
+			break
+		}
+	}
+	n.mu.Lock()
+	d := n.ctrd
+	n.mu.Unlock()
+	name := memberName(cfg, n.advertiseIP(cfg))
+	return runner.Container(runner.ContainerOptions{
+		Client:      d.Client,
+		ID:          c.Name,
+		Image:       c.Image,
+		Args:        c.Args,
+		Mounts:      c.Mounts,
+		Hostname:    name,
+		CgroupsPath: "/ballast/" + name + "/" + c.Name,
+		FIFODir:     d.FIFODir(),
+		GracePeriod: 15 * time.Second,
+	}).Run(ctx, out, started)
+}
+
+// etcdServers are the client URLs of the etcd members, this node's first;
+// the node's own member alone when the list cannot be read.
+func (n *Node) etcdServers(ctx context.Context, cfg *config.Config) []string {
+	own := "https://" + n.advertiseIP(cfg) + ":2379"
+	out := []string{own}
+	n.mu.Lock()
+	mgr := n.etcdMgr
+	n.mu.Unlock()
+	if mgr == nil {
+		return out
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := mgr.Members(cctx)
+	if err != nil {
+		return out
+	}
+	for _, m := range resp.Members {
+		if m.IsLearner {
+			continue
+		}
+		for _, u := range m.ClientURLs {
+			if u != own && !strings.Contains(u, "127.0.0.1") {
+				out = append(out, u)
+			}
+		}
+	}
+	return out
+}
+
+// runK8sCerts keeps the control plane's files current: at start, when the
+// config changes, and when the next certificate is due. Components whose
+// files changed are restarted one at a time, cluster-wide.
+func (n *Node) runK8sCerts(ctx context.Context, out io.Writer, ready chan struct{}) error {
+	first := true
+	for {
+		cfg, changed := n.Config()
+		if cfg == nil {
+			return errors.New("no machine config")
+		}
+		r, err := k8s.Sync(n.k8sPaths(), cfg, n.k8sNode(cfg), time.Now())
+		if err != nil {
+			return fmt.Errorf("kubernetes certificates: %w", err)
+		}
+		if first {
+			fmt.Fprintf(out, "certificates current; next renewal %s\n", r.Next.Format(time.RFC3339))
+			close(ready)
+			first = false
+		} else if len(r.Changed) > 0 {
+			fmt.Fprintf(out, "renewed the files of %s; next renewal %s\n", strings.Join(r.Changed, ", "), r.Next.Format(time.RFC3339))
+			if err := n.restartComponents(ctx, r.Changed, out); err != nil {
+				return err
+			}
+			continue // a restart can take a while: look again at once
+		}
+		wait := time.Until(r.Next)
+		if wait < time.Second {
+			wait = time.Second
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		case <-n.clock.After(wait):
+		}
+	}
+}
+
+// restartComponents restarts each component in turn while holding the
+// cluster-wide restart lock, and waits for it to be healthy again before the
+// next, so the API stays up on the other control planes. The VIP holder
+// hands the VIP over before its apiserver goes down.
+func (n *Node) restartComponents(ctx context.Context, names []string, out io.Writer) error {
+	n.mu.Lock()
+	mgr, vipCtl := n.etcdMgr, n.vip
+	n.mu.Unlock()
+	for _, name := range names {
+		if st, err := n.sup.Get(name); err != nil || st.State != supervisor.StateRunning {
+			continue // not started yet: it will start with the new files
+		}
+		unlock, err := lockRestart(ctx, mgr.LocalClient)
+		if err != nil {
+			return fmt.Errorf("restart lock: %w", err)
+		}
+		if name == images.APIServer && vipCtl != nil {
+			vipCtl.Resign(ctx)
+		}
+		fmt.Fprintf(out, "restarting %s\n", name)
+		err = n.sup.Restart(ctx, name)
+		if err == nil {
+			err = n.waitServiceHealthy(ctx, name, restartReadyTimeout)
+		}
+		unlock()
+		if err != nil {
+			return fmt.Errorf("restart %s: %w", name, err)
+		}
+		fmt.Fprintf(out, "%s is healthy again\n", name)
+	}
+	return nil
+}
+
+// lockRestart takes the cluster-wide restart lock through etcd.
+func lockRestart(ctx context.Context, client func() (*clientv3.Client, error)) (func(), error) {
+	cli, err := client()
+	if err != nil {
+		return nil, err
+	}
+	sess, err := concurrency.NewSession(cli, concurrency.WithTTL(int(restartReadyTimeout/time.Second)))
+	if err != nil {
+		return nil, err
+	}
+	mu := concurrency.NewMutex(sess, restartLockKey)
+	if err := mu.Lock(ctx); err != nil {
+		_ = sess.Close()
+		return nil, err
+	}
+	return func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = mu.Unlock(uctx)
+		_ = sess.Close()
+	}, nil
+}
+
+// waitServiceHealthy waits until the service is Running with a passing
+// health check.
+func (n *Node) waitServiceHealthy(ctx context.Context, id string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		st, err := n.sup.Get(id)
+		if err != nil {
+			return err
+		}
+		if st.State == supervisor.StateRunning && st.Healthy != nil && *st.Healthy {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not healthy after %s: %s %s", id, timeout, st.State, st.HealthMessage)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
