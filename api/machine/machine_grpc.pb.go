@@ -38,6 +38,8 @@ const (
 	MachineService_Shutdown_FullMethodName           = "/ballast.machine.v1alpha1.MachineService/Shutdown"
 	MachineService_Reset_FullMethodName              = "/ballast.machine.v1alpha1.MachineService/Reset"
 	MachineService_VIPStatus_FullMethodName          = "/ballast.machine.v1alpha1.MachineService/VIPStatus"
+	MachineService_Kubeconfig_FullMethodName         = "/ballast.machine.v1alpha1.MachineService/Kubeconfig"
+	MachineService_Containers_FullMethodName         = "/ballast.machine.v1alpha1.MachineService/Containers"
 )
 
 // MachineServiceClient is the client API for MachineService service.
@@ -73,6 +75,13 @@ type MachineServiceClient interface {
 	// VIPStatus reports the control-plane VIP as this node sees it.
 	// Roles: os:admin, os:operator, os:reader.
 	VIPStatus(ctx context.Context, in *VIPStatusRequest, opts ...grpc.CallOption) (*VIPStatusResponse, error)
+	// Kubeconfig returns an admin kubeconfig for the cluster's endpoint, with
+	// a client certificate (O=system:masters) newly issued by this control
+	// plane. Roles: os:admin.
+	Kubeconfig(ctx context.Context, in *KubeconfigRequest, opts ...grpc.CallOption) (*KubeconfigResponse, error)
+	// Containers lists the node's system containers (containerd namespace
+	// "system"). Roles: os:admin, os:operator, os:reader.
+	Containers(ctx context.Context, in *ContainersRequest, opts ...grpc.CallOption) (*ContainersResponse, error)
 }
 
 type machineServiceClient struct {
@@ -212,6 +221,26 @@ func (c *machineServiceClient) VIPStatus(ctx context.Context, in *VIPStatusReque
 	return out, nil
 }
 
+func (c *machineServiceClient) Kubeconfig(ctx context.Context, in *KubeconfigRequest, opts ...grpc.CallOption) (*KubeconfigResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(KubeconfigResponse)
+	err := c.cc.Invoke(ctx, MachineService_Kubeconfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *machineServiceClient) Containers(ctx context.Context, in *ContainersRequest, opts ...grpc.CallOption) (*ContainersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ContainersResponse)
+	err := c.cc.Invoke(ctx, MachineService_Containers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MachineServiceServer is the server API for MachineService service.
 // All implementations must embed UnimplementedMachineServiceServer
 // for forward compatibility.
@@ -245,6 +274,13 @@ type MachineServiceServer interface {
 	// VIPStatus reports the control-plane VIP as this node sees it.
 	// Roles: os:admin, os:operator, os:reader.
 	VIPStatus(context.Context, *VIPStatusRequest) (*VIPStatusResponse, error)
+	// Kubeconfig returns an admin kubeconfig for the cluster's endpoint, with
+	// a client certificate (O=system:masters) newly issued by this control
+	// plane. Roles: os:admin.
+	Kubeconfig(context.Context, *KubeconfigRequest) (*KubeconfigResponse, error)
+	// Containers lists the node's system containers (containerd namespace
+	// "system"). Roles: os:admin, os:operator, os:reader.
+	Containers(context.Context, *ContainersRequest) (*ContainersResponse, error)
 	mustEmbedUnimplementedMachineServiceServer()
 }
 
@@ -290,6 +326,12 @@ func (UnimplementedMachineServiceServer) Reset(context.Context, *ResetRequest) (
 }
 func (UnimplementedMachineServiceServer) VIPStatus(context.Context, *VIPStatusRequest) (*VIPStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method VIPStatus not implemented")
+}
+func (UnimplementedMachineServiceServer) Kubeconfig(context.Context, *KubeconfigRequest) (*KubeconfigResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Kubeconfig not implemented")
+}
+func (UnimplementedMachineServiceServer) Containers(context.Context, *ContainersRequest) (*ContainersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Containers not implemented")
 }
 func (UnimplementedMachineServiceServer) mustEmbedUnimplementedMachineServiceServer() {}
 func (UnimplementedMachineServiceServer) testEmbeddedByValue()                        {}
@@ -521,6 +563,42 @@ func _MachineService_VIPStatus_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MachineService_Kubeconfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(KubeconfigRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MachineServiceServer).Kubeconfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MachineService_Kubeconfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MachineServiceServer).Kubeconfig(ctx, req.(*KubeconfigRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MachineService_Containers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ContainersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MachineServiceServer).Containers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MachineService_Containers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MachineServiceServer).Containers(ctx, req.(*ContainersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // MachineService_ServiceDesc is the grpc.ServiceDesc for MachineService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -571,6 +649,14 @@ var MachineService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "VIPStatus",
 			Handler:    _MachineService_VIPStatus_Handler,
+		},
+		{
+			MethodName: "Kubeconfig",
+			Handler:    _MachineService_Kubeconfig_Handler,
+		},
+		{
+			MethodName: "Containers",
+			Handler:    _MachineService_Containers_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

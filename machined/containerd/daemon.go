@@ -60,6 +60,9 @@ func (d *Daemon) Socket() string { return filepath.Join(d.opts.State, "container
 // FIFODir is where container output FIFOs are created.
 func (d *Daemon) FIFODir() string { return filepath.Join(d.opts.State, "fifo") }
 
+// RuncRoot is runc's state directory for the node's containers.
+func (d *Daemon) RuncRoot() string { return filepath.Join(d.opts.State, "runc") }
+
 func (d *Daemon) configPath() string { return filepath.Join(d.opts.State, "config.toml") }
 func (d *Daemon) pidPath() string    { return filepath.Join(d.opts.State, "containerd.pid") }
 

@@ -125,6 +125,7 @@ func (r *componentRunner) Run(ctx context.Context, out io.Writer, started func()
 		Hostname:    name,
 		CgroupsPath: "/ballast/" + name + "/" + c.Name,
 		FIFODir:     d.FIFODir(),
+		RuncRoot:    d.RuncRoot(),
 		GracePeriod: 15 * time.Second,
 	}).Run(ctx, out, started)
 }

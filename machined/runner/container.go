@@ -10,6 +10,7 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
+	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/v2/defaults"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
@@ -53,6 +54,10 @@ type ContainerOptions struct {
 	CgroupsPath string
 	// FIFODir holds the output FIFOs (default: containerd's).
 	FIFODir string
+	// RuncRoot is runc's state directory for the container. runc's default
+	// (/run/containerd/runc/<namespace>) is machine-wide: two nodes' daemons
+	// would see each other's containers of the same ID.
+	RuncRoot string
 	// StopSignal is sent to stop the container (default SIGTERM).
 	StopSignal syscall.Signal
 	// GracePeriod is how long to wait after StopSignal before SIGKILL
@@ -128,6 +133,7 @@ func (c *containerRunner) Run(ctx context.Context, out io.Writer, started func()
 		specOpts = append(specOpts, oci.WithCgroup(c.opts.CgroupsPath))
 	}
 	ctr, err := cl.NewContainer(nsCtx, c.opts.ID,
+		containerd.WithRuntime(defaults.DefaultRuntime, &runcoptions.Options{Root: c.opts.RuncRoot}),
 		containerd.WithImage(image),
 		containerd.WithNewSnapshot(c.opts.ID, image),
 		containerd.WithNewSpec(specOpts...),

@@ -145,3 +145,13 @@ func (s *Server) Reset(ctx context.Context, req *machine.ResetRequest) (*machine
 func (s *Server) VIPStatus(context.Context, *machine.VIPStatusRequest) (*machine.VIPStatusResponse, error) {
 	return s.node.VIPStatus(), nil
 }
+
+// Kubeconfig implements machine.MachineServiceServer.
+func (s *Server) Kubeconfig(ctx context.Context, _ *machine.KubeconfigRequest) (*machine.KubeconfigResponse, error) {
+	return s.node.Kubeconfig(ctx)
+}
+
+// Containers implements machine.MachineServiceServer.
+func (s *Server) Containers(ctx context.Context, _ *machine.ContainersRequest) (*machine.ContainersResponse, error) {
+	return s.node.Containers(ctx)
+}

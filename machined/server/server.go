@@ -73,6 +73,10 @@ type Machine interface {
 	ScratchDir() string
 	// VIPStatus reports the control-plane VIP (empty on nodes without one).
 	VIPStatus() *machine.VIPStatusResponse
+	// Kubeconfig issues an admin kubeconfig (control-plane nodes only).
+	Kubeconfig(ctx context.Context) (*machine.KubeconfigResponse, error)
+	// Containers lists the node's system containers.
+	Containers(ctx context.Context) (*machine.ContainersResponse, error)
 }
 
 // Services is the part of the supervisor the API drives.

@@ -84,6 +84,7 @@ worker's certificate is refused there.`,
 		newServicesCmd(g), newServiceCmd(g), newLogsCmd(g),
 		newRebootCmd(g), newShutdownCmd(g), newResetCmd(g), newConfigCmd(g),
 		newBootstrapCmd(g), newEtcdCmd(g), newHealthCmd(g), newClusterCmd(g),
+		newKubeconfigCmd(g), newContainersCmd(g),
 	)
 	root.InitDefaultCompletionCmd()
 	return root
