@@ -1,6 +1,9 @@
 // Package health checks a cluster the way an operator would: every node
 // answers, every service is up and healthy, etcd has exactly the control
-// planes as started voting members, one leader and no alarms.
+// planes as started voting members, one leader and no alarms, the VIP has
+// one holder, and, where the control planes run Kubernetes, every
+// kube-apiserver is ready, the endpoint answers and the leader leases are
+// held.
 package health
 
 import (
@@ -85,6 +88,9 @@ func Run(ctx context.Context, nodes []Node, dial Dialer) []Check {
 		checks = append(checks, etcdChecks(ctx, cps, clients)...)
 		if c, ok := vipCheck(ctx, cps, clients); ok {
 			checks = append(checks, c)
+		}
+		if k, ok := kubernetesChecks(ctx, cps, clients); ok {
+			checks = append(checks, k...)
 		}
 	}
 	return checks

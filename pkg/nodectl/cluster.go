@@ -156,10 +156,17 @@ func newHealthCmd(g *globals) *cobra.Command {
 	var wait time.Duration
 	cmd := &cobra.Command{
 		Use:   "health",
-		Short: "Check the cluster: nodes answer, services healthy, etcd members = control planes, one leader, no alarms",
+		Short: "Check the cluster: nodes answer, services healthy, etcd, the VIP, kube-apiservers ready, endpoint and leader leases",
 		Long: `Check the cluster's health. The nodes come from --control-plane-nodes and
 --worker-nodes, else from the local cluster named like the current context, else
-from -n (roles are read from each node's config).`,
+from -n (roles are read from each node's config).
+
+Checks: every node answers; its services are up and pass their health checks;
+etcd's members are exactly the control planes, started and voting, with one
+leader and no alarms; one control plane holds the VIP; and where Kubernetes
+runs: kube-apiserver ready on every control plane, the endpoint answers
+/readyz (with an admin kubeconfig a control plane issues), and the
+kube-scheduler and kube-controller-manager leases are held.`,
 		Example: `  nodectl health
   nodectl health --control-plane-nodes 10.5.0.2,10.5.0.3,10.5.0.4 --worker-nodes 10.5.0.5 --wait-timeout 2m`,
 		Args: exactArgs(0, ""),
@@ -179,6 +186,13 @@ from -n (roles are read from each node's config).`,
 			}
 			if err != nil {
 				return err
+			}
+			for _, c := range health.Run(cmd.Context(), nodes, dial) {
+				status := "OK  "
+				if c.Err != nil {
+					status = "FAIL" // changed since Wait passed
+				}
+				fmt.Fprintf(g.stdout, "%s %s\n", status, c.Name)
 			}
 			fmt.Fprintf(g.stdout, "healthy: %d nodes (%d control planes)\n", len(nodes), countRole(nodes, config.TypeControlPlane))
 			return nil
