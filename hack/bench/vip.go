@@ -177,7 +177,7 @@ func newBallastFleet() (*ballastFleet, error) {
 	}
 	f := &ballastFleet{root: root, cluster: "benchvip", env: []string{"NODECONFIG=" + filepath.Join(root, "nodeconfig")}}
 	_, _ = nodectl(f.env, "cluster", "destroy", "--name", f.cluster, "--state", root)
-	if _, err := nodectl(f.env, "cluster", "create", "--name", f.cluster, "--state", root, "--controlplanes", "3", "--workers", "0", "--cidr", "10.86.0.0/24"); err != nil {
+	if _, err := nodectl(f.env, "cluster", "create", "--name", f.cluster, "--state", root, "--controlplanes", "3", "--workers", "0", "--cidr", "10.86.0.0/24", "--no-kubernetes"); err != nil {
 		return nil, err
 	}
 	f.vipAddr = "10.86.0.254"
@@ -238,7 +238,7 @@ func (f *ballastFleet) start(i int) error {
 	}
 	defer logf.Close()
 	cmd := exec.Command("nsenter", "--net=/run/netns/"+n.netns, filepath.Join(*binDir, "machined"),
-		"--mode", "container", "--state-dir", n.stateDir, "--api-listen", n.addr+":50000")
+		"--mode", "container", "--state-dir", n.stateDir, "--api-listen", n.addr+":50000", "--kubernetes=false")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {

@@ -108,7 +108,15 @@ func (c *localCluster) on(t *testing.T) *localCluster {
 	return &cc
 }
 
+// create makes an etcd-only cluster (no containerd, no Kubernetes): the
+// tests of the node agent and etcd need no apiservers competing for the
+// CPU. createKubernetes makes a full one.
 func (c *localCluster) create(extra ...string) {
+	c.t.Helper()
+	c.createKubernetes(append([]string{"--no-kubernetes"}, extra...)...)
+}
+
+func (c *localCluster) createKubernetes(extra ...string) {
 	c.t.Helper()
 	c.must(append([]string{"cluster", "create", "--name", c.name, "--cidr", c.cidr, "--state", c.root}, extra...)...)
 }
@@ -189,8 +197,20 @@ func (c *localCluster) startNode(netns, stateDir, addr string) {
 		c.t.Fatal(err)
 	}
 	defer logf.Close()
-	cmd := exec.Command("ip", "netns", "exec", netns, filepath.Join(binDir, "machined"),
-		"--mode", "container", "--state-dir", stateDir, "--api-listen", addr+":50000")
+	var st struct {
+		MachinedArgs []string `json:"machinedArgs"`
+	}
+	data, err := os.ReadFile(filepath.Join(c.root, c.name, "cluster.json"))
+	if err == nil {
+		err = json.Unmarshal(data, &st)
+	}
+	if err != nil {
+		c.t.Fatalf("cluster state: %v", err)
+	}
+	// As `cluster create` does: nsenter --net keeps the host's /sys (and
+	// its cgroup mounts), which `ip netns exec` would remount.
+	cmd := exec.Command("nsenter", append([]string{"--net=/run/netns/" + netns, filepath.Join(binDir, "machined"),
+		"--mode", "container", "--state-dir", stateDir, "--api-listen", addr + ":50000"}, st.MachinedArgs...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {

@@ -83,7 +83,9 @@ func (b *syncBuffer) String() string {
 func startMachined(t *testing.T, stateDir, addr string) *machined {
 	t.Helper()
 	m := &machined{t: t, stateDir: stateDir, addr: addr, log: &syncBuffer{}, done: make(chan struct{})}
-	m.cmd = exec.Command(filepath.Join(binDir, "machined"), "--mode", "container", "--state-dir", stateDir, "--api-listen", addr)
+	// Nodes sharing the host's loopback run no Kubernetes: their components'
+	// ports would collide (the Kubernetes tests use namespaced clusters).
+	m.cmd = exec.Command(filepath.Join(binDir, "machined"), "--mode", "container", "--state-dir", stateDir, "--api-listen", addr, "--kubernetes=false")
 	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
 	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := m.cmd.Start(); err != nil {

@@ -1,0 +1,386 @@
+package e2e
+
+import (
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestKubernetesControlPlane runs a 3-control-plane cluster with the real
+// components (containerd, kube-apiserver, kube-controller-manager,
+// kube-scheduler from the images `make images` builds) and drives it with
+// stock kubectl and etcdctl: readiness through the VIP, leader leases and
+// their failover, a ConfigMap, Secrets encrypted at rest, VIP moves when an
+// apiserver stops or its node loses power, per-node container isolation,
+// and certificate rotation that keeps the API answering.
+func TestKubernetesControlPlane(t *testing.T) {
+	requireRoot(t)
+	if _, err := exec.LookPath("kubectl"); err != nil {
+		t.Fatalf("kubectl is not installed: %v", err)
+	}
+	for _, f := range []string{"containerd", "containerd-shim-runc-v2"} {
+		if _, err := os.Stat(filepath.Join(binDir, f)); err != nil {
+			t.Fatalf("%s missing next to machined (make images): %v", f, err)
+		}
+	}
+	c := newLocalCluster(t, "e2ek8s", "10.79.0.0/24")
+	c.createKubernetes("--workers", "0")
+	show := c.show()
+	kc := filepath.Join(c.root, "kubeconfig")
+	c.must("kubeconfig", kc)
+	k := kubectl{t: t, kubeconfig: kc}
+	byName := map[string]clusterNode{}
+	for _, n := range show.Nodes {
+		byName["e2ek8s-"+n.Name] = n
+	}
+
+	t.Run("kubectl through the VIP", func(t *testing.T) {
+		k := k.on(t)
+		if out := k.must("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"); out != show.Endpoint {
+			t.Fatalf("kubeconfig server %q, want the endpoint %q", out, show.Endpoint)
+		}
+		if out := k.must("get", "--raw=/readyz"); out != "ok" {
+			t.Fatalf("/readyz = %q", out)
+		}
+		for _, lease := range []string{"kube-scheduler", "kube-controller-manager"} {
+			waitFor(t, lease+" lease held", 60*time.Second, func() error {
+				if h := k.leaseHolder(lease); h == "" {
+					return errors.New("no holder")
+				}
+				return nil
+			})
+		}
+		k.must("create", "configmap", "e2e", "--from-literal=greeting=hello-ballast")
+		if out := k.must("get", "configmap", "e2e", "-o", "jsonpath={.data.greeting}"); out != "hello-ballast" {
+			t.Fatalf("ConfigMap round trip: %q", out)
+		}
+		r := c.on(t).must("health")
+		for _, want := range []string{"kube-apiserver ready on 10.79.0.2", "answers /readyz", "leases kube-scheduler and kube-controller-manager held"} {
+			if !strings.Contains(r.stdout, want) {
+				t.Fatalf("health does not report %q:\n%s", want, r.stdout)
+			}
+		}
+	})
+
+	t.Run("Secrets are encrypted at rest", func(t *testing.T) {
+		k := k.on(t)
+		k.must("create", "secret", "generic", "e2e-secret", "--from-literal=password=plaintext-must-not-show")
+		c := c.on(t)
+		cp1 := show.Nodes[0]
+		c.must("-n", cp1.Address, "etcd", "client-cert", "--output-dir", c.etcdPKI)
+		raw, err := c.etcdctl(cp1.Address, "get", "/registry/secrets/default/e2e-secret")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(raw, "plaintext-must-not-show") || !strings.Contains(raw, "k8s:enc:secretbox:v1:") {
+			t.Fatalf("the Secret in etcd is not secretbox-encrypted:\n%q", raw)
+		}
+		if out := k.must("get", "secret", "e2e-secret", "-o", "jsonpath={.data.password}"); out == "" {
+			t.Fatal("the Secret does not read back")
+		}
+	})
+
+	t.Run("nodes never share a container cgroup or socket", func(t *testing.T) {
+		cgroups, sockets := map[string]string{}, map[string]string{}
+		for _, n := range show.Nodes {
+			var resp struct {
+				Containers []struct {
+					ID  string `json:"id"`
+					Pid uint32 `json:"pid"`
+				} `json:"containers"`
+			}
+			out := c.on(t).must("-n", n.Address, "containers", "-o", "json").stdout
+			if err := json.Unmarshal([]byte(out), &resp); err != nil {
+				t.Fatalf("containers -o json: %v\n%s", err, out)
+			}
+			if len(resp.Containers) != 3 {
+				t.Fatalf("%s runs %d system containers, want 3: %s", n.Name, len(resp.Containers), out)
+			}
+			for _, ctr := range resp.Containers {
+				data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", ctr.Pid))
+				if err != nil {
+					t.Fatalf("%s %s: %v", n.Name, ctr.ID, err)
+				}
+				want := "/ballast/e2ek8s-" + n.Name + "/" + ctr.ID
+				if !strings.Contains(string(data), want) {
+					t.Fatalf("%s %s (pid %d) is not in cgroup %s:\n%s", n.Name, ctr.ID, ctr.Pid, want, data)
+				}
+				if other, ok := cgroups[want]; ok {
+					t.Fatalf("cgroup %s used by %s and %s", want, other, n.Name)
+				}
+				cgroups[want] = n.Name
+			}
+			sock := filepath.Join(n.StateDir, "var", "run", "containerd", "containerd.sock")
+			if _, err := os.Stat(sock); err != nil {
+				t.Fatalf("%s: containerd socket: %v", n.Name, err)
+			}
+			if other, ok := sockets[sock]; ok {
+				t.Fatalf("socket %s shared by %s and %s", sock, other, n.Name)
+			}
+			sockets[sock] = n.Name
+		}
+	})
+
+	t.Run("stopping kube-apiserver on the VIP holder moves the VIP", func(t *testing.T) {
+		c, k := c.on(t), k.on(t)
+		holder := vipHolder(t, c, show.Nodes[0].Address)
+		h := byName[holder]
+		c.must("-n", h.Address, "service", "kube-apiserver", "stop")
+		waitFor(t, "VIP held by another node", 60*time.Second, func() error {
+			if now := vipHolder(t, c, otherThan(show.Nodes, h).Address); now == holder || now == "" {
+				return fmt.Errorf("holder %q", now)
+			}
+			return nil
+		})
+		waitFor(t, "kubectl through the VIP", 30*time.Second, func() error { return k.readyz() })
+		c.must("-n", h.Address, "service", "kube-apiserver", "start")
+		waitFor(t, "cluster healthy", 2*time.Minute, func() error { return c.healthErr() })
+	})
+
+	t.Run("the controller-manager lease moves when its node loses power", func(t *testing.T) {
+		c, k := c.on(t), k.on(t)
+		holder := k.leaseHolder("kube-controller-manager")
+		node, ok := byName[strings.SplitN(holder, "_", 2)[0]]
+		if !ok {
+			t.Fatalf("lease holder %q is no node of the cluster", holder)
+		}
+		powerOff(t, node)
+		waitFor(t, "another node holds the lease", 2*time.Minute, func() error {
+			if err := k.readyz(); err != nil {
+				return err
+			}
+			if now := k.leaseHolder("kube-controller-manager"); now == "" || strings.HasPrefix(now, "e2ek8s-"+node.Name+"_") {
+				return fmt.Errorf("holder %q", now)
+			}
+			return nil
+		})
+		c.startNode(node.Netns, node.StateDir, node.Address)
+		waitFor(t, "cluster healthy after the node came back", 3*time.Minute, func() error { return c.healthErr() })
+	})
+
+	t.Run("kubectl works again through the VIP when its holder loses power", func(t *testing.T) {
+		c, k := c.on(t), k.on(t)
+		holder := vipHolder(t, c, show.Nodes[0].Address)
+		h := byName[holder]
+		powerOff(t, h)
+		waitFor(t, "kubectl through the VIP", 2*time.Minute, func() error { return k.readyz() })
+		if now := vipHolder(t, c, otherThan(show.Nodes, h).Address); now == holder {
+			t.Fatalf("VIP still claimed by the dead node %s", holder)
+		}
+		c.startNode(h.Netns, h.StateDir, h.Address)
+		waitFor(t, "cluster healthy after the node came back", 3*time.Minute, func() error { return c.healthErr() })
+	})
+
+	t.Run("certificates are renewed and the API keeps answering", func(t *testing.T) {
+		c := c.on(t)
+		before := servedSerials(t, show.Nodes)
+		// A short lifetime, applied live: every certificate outlives it, so
+		// each node reissues at once and restarts its components one at a
+		// time, cluster-wide; a third of a minute later they are due again.
+		var samples, degraded atomic.Int64
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(200 * time.Millisecond):
+				}
+				ready := 0
+				for _, n := range show.Nodes {
+					if apiserverReady(n.Address) {
+						ready++
+					}
+				}
+				samples.Add(1)
+				if ready < 2 {
+					degraded.Add(1)
+				}
+			}
+		}()
+		for _, n := range show.Nodes {
+			c.liveApply(t, n.Address, `{"cluster":{"certificateLifetime":"1m"}}`)
+		}
+		var first map[string]*big.Int
+		waitFor(t, "every apiserver serves a new certificate", 3*time.Minute, func() error {
+			now := servedSerials(t, show.Nodes)
+			for addr, s := range now {
+				if s == nil {
+					return fmt.Errorf("%s does not answer", addr)
+				}
+				if s.Cmp(before[addr]) == 0 {
+					return fmt.Errorf("%s still serves serial %s", addr, s)
+				}
+			}
+			first = now
+			return nil
+		})
+		waitFor(t, "renewed again when a third of the minute is left", 3*time.Minute, func() error {
+			now := servedSerials(t, show.Nodes)
+			for addr, s := range now {
+				if s == nil {
+					return fmt.Errorf("%s does not answer", addr)
+				}
+				if s.Cmp(first[addr]) == 0 {
+					return fmt.Errorf("%s still serves serial %s", addr, s)
+				}
+			}
+			return nil
+		})
+		for _, n := range show.Nodes {
+			c.liveApply(t, n.Address, `{"cluster":{"certificateLifetime":"8760h"}}`)
+		}
+		close(stop)
+		wg.Wait()
+		t.Logf("rotation: %d samples of the three apiservers, %d with fewer than two ready", samples.Load(), degraded.Load())
+		if degraded.Load() > 0 {
+			t.Fatalf("%d of %d samples had fewer than two apiservers ready: restarts were not one at a time", degraded.Load(), samples.Load())
+		}
+		waitFor(t, "cluster healthy", 3*time.Minute, func() error { return c.healthErr() })
+		if err := k.on(t).readyz(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// kubectl runs stock kubectl with a kubeconfig.
+type kubectl struct {
+	t          *testing.T
+	kubeconfig string
+}
+
+func (k kubectl) on(t *testing.T) kubectl { k.t = t; return k }
+
+func (k kubectl) run(args ...string) (string, error) {
+	cmd := exec.Command("kubectl", append([]string{"--kubeconfig", k.kubeconfig, "--request-timeout=10s"}, args...)...)
+	out, err := cmd.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return "", fmt.Errorf("kubectl %s: %v: %s", strings.Join(args, " "), err, ee.Stderr)
+		}
+		return "", err
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+func (k kubectl) must(args ...string) string {
+	k.t.Helper()
+	out, err := k.run(args...)
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	return out
+}
+
+func (k kubectl) readyz() error {
+	out, err := k.run("get", "--raw=/readyz")
+	if err == nil && out != "ok" {
+		err = fmt.Errorf("/readyz: %q", out)
+	}
+	return err
+}
+
+func (k kubectl) leaseHolder(name string) string {
+	out, _ := k.run("-n", "kube-system", "get", "lease", name, "-o", "jsonpath={.spec.holderIdentity}")
+	return out
+}
+
+func (c *localCluster) healthErr() error {
+	r := c.nodectl("health")
+	if r.code != 0 {
+		return errors.New(r.String())
+	}
+	return nil
+}
+
+// vipHolder asks a node who holds the VIP.
+func vipHolder(t *testing.T, c *localCluster, addr string) string {
+	t.Helper()
+	r := c.nodectl("-n", addr, "get", "vip", "-o", "json")
+	var v struct {
+		Holder string `json:"holder"`
+	}
+	_ = json.Unmarshal([]byte(r.stdout), &v)
+	return v.Holder
+}
+
+func otherThan(nodes []clusterNode, n clusterNode) clusterNode {
+	for _, o := range nodes {
+		if o.Name != n.Name && o.Role == n.Role {
+			return o
+		}
+	}
+	return n
+}
+
+// powerOff kills everything of a node at once, as a power loss would:
+// machined, containerd, the shims and the component containers.
+func powerOff(t *testing.T, n clusterNode) {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "pids", n.Netns).Output()
+	if err != nil {
+		t.Fatalf("ip netns pids %s: %v", n.Netns, err)
+	}
+	for _, f := range strings.Fields(string(out)) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	waitFor(t, n.Name+" powered off", 20*time.Second, func() error {
+		out, _ := exec.Command("ip", "netns", "pids", n.Netns).Output()
+		if s := strings.TrimSpace(string(out)); s != "" {
+			return fmt.Errorf("still running: %s", s)
+		}
+		return nil
+	})
+}
+
+// apiserverReady reports whether a node's apiserver answers /readyz.
+func apiserverReady(addr string) bool {
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", net.JoinHostPort(addr, "6443"), &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // readiness only
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := conn.Write([]byte("GET /readyz HTTP/1.1\r\nHost: " + addr + "\r\nConnection: close\r\n\r\n")); err != nil {
+		return false
+	}
+	buf := make([]byte, 512)
+	n, _ := conn.Read(buf)
+	return strings.HasPrefix(string(buf[:n]), "HTTP/1.1 200")
+}
+
+// servedSerials are the serial numbers of the certificates the apiservers
+// serve now (nil for one that does not answer).
+func servedSerials(t *testing.T, nodes []clusterNode) map[string]*big.Int {
+	t.Helper()
+	out := map[string]*big.Int{}
+	for _, n := range nodes {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", net.JoinHostPort(n.Address, "6443"), &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // reads the certificate only
+		if err != nil {
+			out[n.Address] = nil // restarting
+			continue
+		}
+		out[n.Address] = conn.ConnectionState().PeerCertificates[0].SerialNumber
+		conn.Close()
+	}
+	return out
+}
