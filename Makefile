@@ -21,13 +21,16 @@ build: ## Build nodectl and machined into _out/bin
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/nodectl ./cmd/nodectl
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/machined ./cmd/machined
 
-.PHONY: images
-images: ## Build containerd and the Kubernetes components from their modules, pack the component images (_out/images; cached by version)
+.PHONY: containerd
+containerd: ## Build containerd, its runc shim and ctr from the module version machined's client uses, into _out/bin (cached by version)
 	hack/build-containerd.sh
-	hack/build-k8s.sh
 	@source hack/tools.env && mkdir -p $(BIN) && \
-		for b in containerd containerd-shim-runc-v2 ctr; do cp -p $(OUT)/containerd/$$CONTAINERD_VERSION/$$b $(BIN)/$$b.tmp && mv $(BIN)/$$b.tmp $(BIN)/$$b; done && \
-		$(GO) run ./hack/mkimages -bin-dir $(OUT)/k8s/$$KUBERNETES_VERSION -version $$KUBERNETES_VERSION -out $(OUT)/images
+		for b in containerd containerd-shim-runc-v2 ctr; do cp -p $(OUT)/containerd/$$CONTAINERD_VERSION/$$b $(BIN)/$$b.tmp && mv $(BIN)/$$b.tmp $(BIN)/$$b; done
+
+.PHONY: images
+images: containerd ## Build the Kubernetes components from k8s.io/kubernetes and pack their OCI image archives into _out/images (cached by version)
+	hack/build-k8s.sh
+	@source hack/tools.env && $(GO) run ./hack/mkimages -bin-dir $(OUT)/k8s/$$KUBERNETES_VERSION -version $$KUBERNETES_VERSION -out $(OUT)/images
 
 .PHONY: cluster
 cluster: deps build images ## Create a local HA cluster (3 control planes + 1 worker; needs root) and print how to use kubectl
@@ -50,8 +53,8 @@ deps: ## Install the Debian packages the build and tests need
 test: deps verify-generate lint test-unit test-e2e fuzz ## Run every check and test (what CI runs)
 
 .PHONY: test-unit
-test-unit: testsum ## Unit tests (fast, no root); prints test counts per package
-	set -o pipefail; CGO_ENABLED=1 $(GO) test -race -count=1 -json ./pkg/... ./machined/... ./hack/testsum/... | $(BIN)/testsum -title "unit tests"
+test-unit: containerd testsum ## Unit tests (root for the container runner's; BALLAST_SKIP_PRIVILEGED=1 skips those); prints test counts per package
+	set -o pipefail; BALLAST_BIN_DIR=$(abspath $(BIN)) CGO_ENABLED=1 $(GO) test -race -count=1 -json ./pkg/... ./machined/... ./hack/testsum/... | $(BIN)/testsum -title "unit tests"
 
 .PHONY: test-e2e
 test-e2e: build images testsum ## End-to-end tests with real binaries (root; BALLAST_SKIP_PRIVILEGED=1 skips the privileged ones)

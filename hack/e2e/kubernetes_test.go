@@ -80,8 +80,7 @@ func TestKubernetesControlPlane(t *testing.T) {
 		k.must("create", "secret", "generic", "e2e-secret", "--from-literal=password=plaintext-must-not-show")
 		c := c.on(t)
 		cp1 := show.Nodes[0]
-		c.must("-n", cp1.Address, "etcd", "client-cert", "--output-dir", c.etcdPKI)
-		raw, err := c.etcdctl(cp1.Address, "get", "/registry/secrets/default/e2e-secret")
+		raw, err := c.etcdctl("https://"+cp1.Address+":2379", "get", "/registry/secrets/default/e2e-secret")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -96,16 +95,19 @@ func TestKubernetesControlPlane(t *testing.T) {
 	t.Run("nodes never share a container cgroup or socket", func(t *testing.T) {
 		cgroups, sockets := map[string]string{}, map[string]string{}
 		for _, n := range show.Nodes {
-			var resp struct {
-				Containers []struct {
-					ID  string `json:"id"`
-					Pid uint32 `json:"pid"`
-				} `json:"containers"`
+			var results []struct {
+				Result struct {
+					Containers []struct {
+						ID  string `json:"id"`
+						Pid uint32 `json:"pid"`
+					} `json:"containers"`
+				} `json:"result"`
 			}
 			out := c.on(t).must("-n", n.Address, "containers", "-o", "json").stdout
-			if err := json.Unmarshal([]byte(out), &resp); err != nil {
+			if err := json.Unmarshal([]byte(out), &results); err != nil || len(results) != 1 {
 				t.Fatalf("containers -o json: %v\n%s", err, out)
 			}
+			resp := results[0].Result
 			if len(resp.Containers) != 3 {
 				t.Fatalf("%s runs %d system containers, want 3: %s", n.Name, len(resp.Containers), out)
 			}
@@ -137,10 +139,10 @@ func TestKubernetesControlPlane(t *testing.T) {
 	t.Run("stopping kube-apiserver on the VIP holder moves the VIP", func(t *testing.T) {
 		c, k := c.on(t), k.on(t)
 		holder := vipHolder(t, c, show.Nodes[0].Address)
-		h := byName[holder]
+		h := nodeNamed(t, byName, holder)
 		c.must("-n", h.Address, "service", "kube-apiserver", "stop")
 		waitFor(t, "VIP held by another node", 60*time.Second, func() error {
-			if now := vipHolder(t, c, otherThan(show.Nodes, h).Address); now == holder || now == "" {
+			if now := vipHolder(t, c, otherThan(show.Nodes, h).Address); now == holder {
 				return fmt.Errorf("holder %q", now)
 			}
 			return nil
@@ -153,10 +155,7 @@ func TestKubernetesControlPlane(t *testing.T) {
 	t.Run("the controller-manager lease moves when its node loses power", func(t *testing.T) {
 		c, k := c.on(t), k.on(t)
 		holder := k.leaseHolder("kube-controller-manager")
-		node, ok := byName[strings.SplitN(holder, "_", 2)[0]]
-		if !ok {
-			t.Fatalf("lease holder %q is no node of the cluster", holder)
-		}
+		node := nodeNamed(t, byName, strings.SplitN(holder, "_", 2)[0])
 		powerOff(t, node)
 		waitFor(t, "another node holds the lease", 2*time.Minute, func() error {
 			if err := k.readyz(); err != nil {
@@ -174,7 +173,7 @@ func TestKubernetesControlPlane(t *testing.T) {
 	t.Run("kubectl works again through the VIP when its holder loses power", func(t *testing.T) {
 		c, k := c.on(t), k.on(t)
 		holder := vipHolder(t, c, show.Nodes[0].Address)
-		h := byName[holder]
+		h := nodeNamed(t, byName, holder)
 		powerOff(t, h)
 		waitFor(t, "kubectl through the VIP", 2*time.Minute, func() error { return k.readyz() })
 		if now := vipHolder(t, c, otherThan(show.Nodes, h).Address); now == holder {
@@ -310,15 +309,36 @@ func (c *localCluster) healthErr() error {
 	return nil
 }
 
-// vipHolder asks a node who holds the VIP.
+// vipHolder asks a node who holds the VIP, waiting until someone does.
 func vipHolder(t *testing.T, c *localCluster, addr string) string {
 	t.Helper()
-	r := c.nodectl("-n", addr, "get", "vip", "-o", "json")
-	var v struct {
-		Holder string `json:"holder"`
+	var holder string
+	waitFor(t, "a VIP holder", time.Minute, func() error {
+		r := c.nodectl("-n", addr, "get", "vip", "-o", "json")
+		var v []struct {
+			Result struct {
+				Holder string `json:"holder"`
+			} `json:"result"`
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &v); err != nil || len(v) != 1 {
+			return fmt.Errorf("get vip: %v: %s", err, r)
+		}
+		if holder = v[0].Result.Holder; holder == "" {
+			return errors.New("no holder")
+		}
+		return nil
+	})
+	return holder
+}
+
+// node returns the node of a hostname (a VIP or lease holder).
+func nodeNamed(t *testing.T, byName map[string]clusterNode, hostname string) clusterNode {
+	t.Helper()
+	n, ok := byName[hostname]
+	if !ok || n.Address == "" {
+		t.Fatalf("%q is no node of the cluster", hostname)
 	}
-	_ = json.Unmarshal([]byte(r.stdout), &v)
-	return v.Holder
+	return n
 }
 
 func otherThan(nodes []clusterNode, n clusterNode) clusterNode {

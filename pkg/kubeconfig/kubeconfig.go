@@ -120,6 +120,11 @@ func Merge(base, add []byte) ([]byte, error) {
 func mergeNamed(base, add any) ([]any, error) {
 	bl, _ := base.([]any)
 	al, _ := add.([]any)
+	for _, e := range bl {
+		if _, ok := e.(map[string]any); !ok {
+			return nil, fmt.Errorf("entry is not a mapping")
+		}
+	}
 	out := append([]any(nil), bl...)
 	for _, e := range al {
 		m, ok := e.(map[string]any)
