@@ -94,7 +94,7 @@ type Node struct {
 	cfgBytes    []byte // the active config as applied
 	try         *tryState
 	etcdMgr     *etcd.Manager
-	vip         *vip.Controller  // control planes only
+	vip         *vip.Controller // control planes only
 	ctrd        *containerd.Daemon
 	nodeCert    *tls.Certificate // a worker's certificate from a control-plane node
 	issuedFor   string           // identityKey of a control plane's certificate in use

@@ -103,7 +103,7 @@ func Write(dst string, spec Spec) (v1.Hash, error) {
 	}
 	tag := spec.Name[strings.LastIndex(spec.Name, ":")+1:]
 	if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{
-		NameAnnotation:                     spec.Name,
+		NameAnnotation:                      spec.Name,
 		"org.opencontainers.image.ref.name": tag,
 	})); err != nil {
 		return v1.Hash{}, fmt.Errorf("write image: %w", err)
