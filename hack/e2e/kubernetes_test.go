@@ -183,6 +183,27 @@ func TestKubernetesControlPlane(t *testing.T) {
 		waitFor(t, "cluster healthy after the node came back", 3*time.Minute, func() error { return c.healthErr() })
 	})
 
+	t.Run("live: scheduler extraArgs", func(t *testing.T) {
+		c := c.on(t)
+		for _, n := range show.Nodes {
+			c.liveApply(t, n.Address, `{"cluster":{"scheduler":{"extraArgs":{"v":"3"}}}}`)
+		}
+		for _, n := range show.Nodes {
+			waitFor(t, n.Name+"'s kube-scheduler runs with --v=3", 3*time.Minute, func() error {
+				pid := containerPid(t, c, n.Address, "kube-scheduler")
+				cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+				if err != nil {
+					return err
+				}
+				if !strings.Contains(string(cmdline), "--v=3\x00") {
+					return fmt.Errorf("command line %q", strings.ReplaceAll(string(cmdline), "\x00", " "))
+				}
+				return nil
+			})
+		}
+		waitFor(t, "cluster healthy", 3*time.Minute, func() error { return c.healthErr() })
+	})
+
 	t.Run("certificates are renewed and the API keeps answering", func(t *testing.T) {
 		c := c.on(t)
 		before := servedSerials(t, show.Nodes)
@@ -256,6 +277,30 @@ func TestKubernetesControlPlane(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// containerPid is the host PID of a node's system container (0 when it has
+// no task).
+func containerPid(t *testing.T, c *localCluster, addr, id string) uint32 {
+	t.Helper()
+	var results []struct {
+		Result struct {
+			Containers []struct {
+				ID  string `json:"id"`
+				Pid uint32 `json:"pid"`
+			} `json:"containers"`
+		} `json:"result"`
+	}
+	out := c.must("-n", addr, "containers", "-o", "json").stdout
+	if err := json.Unmarshal([]byte(out), &results); err != nil || len(results) != 1 {
+		t.Fatalf("containers -o json: %v\n%s", err, out)
+	}
+	for _, ctr := range results[0].Result.Containers {
+		if ctr.ID == id {
+			return ctr.Pid
+		}
+	}
+	return 0
 }
 
 // kubectl runs stock kubectl with a kubeconfig.

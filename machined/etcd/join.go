@@ -20,7 +20,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 )
 
-// errLearnerBusy means another node holds the cluster's one learner slot.
+// errLearnerBusy means other nodes hold every learner slot of the cluster.
 var errLearnerBusy = errors.New("another learner is catching up")
 
 // found is a reachable cluster.
@@ -131,7 +131,7 @@ func (m *Manager) join(ctx context.Context, f *found, out io.Writer) (*member, e
 	cancel()
 	if err != nil {
 		if errors.Is(err, rpctypes.ErrTooManyLearners) {
-			m.setStatus("waiting for another node's join to finish (one learner at a time)")
+			m.setStatus("waiting for other nodes' joins to finish (at most 4 learners at a time)")
 			return nil, errLearnerBusy
 		}
 		return nil, fmt.Errorf("add learner: %w", err)

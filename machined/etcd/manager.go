@@ -353,16 +353,23 @@ func (m *Manager) memberConfig(state, initial, token string) memberConfig {
 	cfg := m.config().WithDefaults()
 	return memberConfig{
 		name: m.opts.Name, dataDir: m.opts.DataDir, peerURL: m.peerURL(), clientURL: m.clientURL(),
-		state: state, initial: initial, token: token, pki: m.pki, tunables: cfg.Cluster.Etcd, maxLearners: 1,
+		state: state, initial: initial, token: token, pki: m.pki, tunables: cfg.Cluster.Etcd, maxLearners: maxLearners,
 	}
 }
+
+// maxLearners lets the control planes of a new cluster join together: they
+// are all added as learners while the first node is the only voter, so
+// etcd's strict reconfiguration check (every voter connected for 5 s before
+// a member is added) has no other voter to wait for. One learner at a time
+// made each join after the first wait out that window.
+const maxLearners = 4
 
 // joinOrWait joins the cluster a peer belongs to, or waits for bootstrap.
 func (m *Manager) joinOrWait(ctx context.Context, out io.Writer) (*request, error) {
 	// Poll briskly at first (a bootstrap or a learner slot is usually
 	// seconds away), then settle to a slower pace.
 	const fastPolls = 40
-	backoff := 500 * time.Millisecond
+	backoff := 250 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		// A change of the peers (live) starts the next attempt at once.
 		_, changed := m.opts.Desired.Get()

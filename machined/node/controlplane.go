@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -165,6 +166,7 @@ func (n *Node) etcdServers(ctx context.Context, cfg *config.Config) []string {
 // files changed are restarted one at a time, cluster-wide.
 func (n *Node) runK8sCerts(ctx context.Context, out io.Writer, ready chan struct{}) error {
 	first := true
+	var specs map[string]string
 	for {
 		cfg, changed := n.Config()
 		if cfg == nil {
@@ -174,13 +176,23 @@ func (n *Node) runK8sCerts(ctx context.Context, out io.Writer, ready chan struct
 		if err != nil {
 			return fmt.Errorf("kubernetes certificates: %w", err)
 		}
+		// Components whose flags changed (cluster.*.extraArgs, live) restart
+		// as well, through the same one-at-a-time path.
+		now := n.componentSpecs(cfg)
+		restart := r.Changed
+		for _, name := range []string{images.Scheduler, images.ControllerManager, images.APIServer} {
+			if specs != nil && now[name] != specs[name] && !slices.Contains(restart, name) {
+				restart = append(restart, name)
+			}
+		}
+		specs = now
 		if first {
 			fmt.Fprintf(out, "certificates current; next renewal %s\n", r.Next.Format(time.RFC3339))
 			close(ready)
 			first = false
-		} else if len(r.Changed) > 0 {
-			fmt.Fprintf(out, "renewed the files of %s; next renewal %s\n", strings.Join(r.Changed, ", "), r.Next.Format(time.RFC3339))
-			if err := n.restartComponents(ctx, r.Changed, out); err != nil {
+		} else if len(restart) > 0 {
+			fmt.Fprintf(out, "files or flags of %s changed; next renewal %s\n", strings.Join(restart, ", "), r.Next.Format(time.RFC3339))
+			if err := n.restartComponents(ctx, restart, out); err != nil {
 				return err
 			}
 			continue // a restart can take a while: look again at once
@@ -196,6 +208,20 @@ func (n *Node) runK8sCerts(ctx context.Context, out io.Writer, ready chan struct
 		case <-n.clock.After(wait):
 		}
 	}
+}
+
+// componentSpecs fingerprints each component's image and flags (without
+// the etcd member list, which a restart picks up anyway).
+func (n *Node) componentSpecs(cfg *config.Config) map[string]string {
+	comps, err := k8s.Components(cfg, n.k8sNode(cfg), n.k8sPaths(), []string{"-"})
+	if err != nil {
+		return nil
+	}
+	out := map[string]string{}
+	for _, c := range comps {
+		out[c.Name] = c.Image + " " + strings.Join(c.Args, " ")
+	}
+	return out
 }
 
 // restartComponents restarts each component in turn while holding the

@@ -14,6 +14,7 @@ var livePaths = []string{
 	"machine.certSANs",
 	"cluster.etcd.snapshots",
 	"cluster.etcd.peers",
+	"cluster.certificateLifetime",
 }
 
 // liveComponentFields are the fields of every cluster component
@@ -24,7 +25,8 @@ var liveComponentFields = []string{"extraArgs", "certSANs"}
 // new (after defaults) and cannot be applied to a running node; nil when
 // every change (if any) can be applied live. Live changes are those under
 // machine.network, machine.certSANs, cluster.*.extraArgs,
-// cluster.*.certSANs, cluster.etcd.snapshots and cluster.etcd.peers.
+// cluster.*.certSANs, cluster.etcd.snapshots, cluster.etcd.peers and
+// cluster.certificateLifetime.
 func RebootRequired(old, new *Config) []string {
 	a, b := make(map[string]string), make(map[string]string)
 	flatten(reflect.ValueOf(old.WithDefaults()), "", a)
