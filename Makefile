@@ -41,9 +41,11 @@ cluster-destroy: ## Destroy the local cluster made by 'make cluster'
 	$(BIN)/nodectl cluster destroy $(CLUSTER_ARGS)
 
 .PHONY: bench
-bench: deps build ## Measure local clusters, etcd, the VIP and the LB against keepalived/haproxy; writes docs/benchmarks.md (root)
+bench: deps build images ## Measure clusters, etcd (vs stock etcd), Kubernetes, the VIP and the LB (vs keepalived/haproxy); writes docs/benchmarks.md (root)
 	hack/install-deps.sh bench
-	$(GO) run ./hack/bench -bin $(BIN) -out docs/benchmarks.md
+	@v=$$($(GO) list -m -f '{{.Version}}' go.etcd.io/etcd/server/v3) && mkdir -p $(OUT)/etcd/$$v && \
+		{ [[ -x $(OUT)/etcd/$$v/etcd ]] || $(GO) build -trimpath -o $(OUT)/etcd/$$v/etcd go.etcd.io/etcd/server/v3; }
+	$(GO) run ./hack/bench -bin $(BIN) -stock-etcd $(OUT)/etcd/$$($(GO) list -m -f '{{.Version}}' go.etcd.io/etcd/server/v3)/etcd -out docs/benchmarks.md
 
 .PHONY: deps
 deps: ## Install the Debian packages the build and tests need

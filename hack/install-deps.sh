@@ -8,7 +8,7 @@ set -euo pipefail
 declare -A groups=(
 	[protoc]="protobuf-compiler:protoc libprotobuf-dev:/usr/include/google/protobuf/duration.proto"
 	[test]="iproute2:ip etcd-client:etcdctl runc:runc util-linux:nsenter busybox-static:/bin/busybox"
-	[bench]="keepalived:keepalived haproxy:haproxy nftables:nft"
+	[bench]="keepalived:keepalived haproxy:haproxy nftables:nft etcd-server:etcd"
 )
 want=("$@")
 [[ ${#want[@]} -eq 0 || ${want[0]} == all ]] && want=(protoc test)

@@ -7,7 +7,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -15,13 +14,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"sort"
 	"strings"
-	"sync"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/ballast-os/ballast/pkg/client"
 	"github.com/ballast-os/ballast/pkg/nodeconfig"
@@ -32,7 +27,7 @@ var (
 	out    = flag.String("out", "docs/benchmarks.md", "report file")
 	quick  = flag.Bool("quick", false, "fewer sizes, rounds and a shorter load")
 
-	sections = flag.String("sections", "clusters,vip,lb", "what to measure: clusters, vip, lb (comma-separated); the report keeps the other sections as they were")
+	sections = flag.String("sections", "clusters,etcd,vip,lb,kubernetes", "what to measure: clusters, etcd, vip, lb, kubernetes (comma-separated); the report keeps the other sections as they were")
 
 	lbServe     = flag.String("lb-serve", "", "internal: run Ballast's API load balancer on this address (the LB benchmark's own process)")
 	lbMetrics   = flag.String("lb-metrics", "", "internal: with -lb-serve, serve its metrics here")
@@ -78,6 +73,20 @@ func main() {
 			fail(err)
 		}
 		blocks["clusters"] = renderClusters(creates, loads)
+	}
+	if want["etcd"] {
+		forms, loads, err := measureEtcd()
+		if err != nil {
+			fail(err)
+		}
+		blocks["etcd"] = renderEtcd(forms, loads)
+	}
+	if want["kubernetes"] {
+		r, err := measureKubernetes()
+		if err != nil {
+			fail(err)
+		}
+		blocks["kubernetes"] = renderKubernetes(r)
 	}
 	if want["vip"] {
 		rounds := 20
@@ -244,45 +253,11 @@ func measureLoad(dir string, members int) (loadResult, error) {
 	for _, e := range nc.Endpoints {
 		eps = append(eps, "https://"+e+":2379")
 	}
-	// The load ends by cancelling in-flight puts; the client would log each.
-	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, TLS: tlsConf, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		return loadResult{}, err
-	}
-	defer cli.Close()
 	duration := 10 * time.Second
 	if *quick {
 		duration = 3 * time.Second
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), duration)
-	defer cancel()
-	var mu sync.Mutex
-	var lat []time.Duration
-	var wg sync.WaitGroup
-	val := strings.Repeat("v", 256)
-	for w := range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ctx.Err() == nil; i++ {
-				t0 := time.Now()
-				if _, err := cli.Put(ctx, fmt.Sprintf("bench/%d/%d", w, i), val); err != nil {
-					return
-				}
-				d := time.Since(t0)
-				mu.Lock()
-				lat = append(lat, d)
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	if len(lat) == 0 {
-		return loadResult{}, fmt.Errorf("no put succeeded")
-	}
-	return loadResult{members: members, puts: len(lat), throughput: float64(len(lat)) / duration.Seconds(),
-		p50: lat[len(lat)/2], p99: lat[len(lat)*99/100]}, nil
+	return putLoad(eps, tlsConf, members, duration)
 }
 
 func durations(ds []time.Duration) string {

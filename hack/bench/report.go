@@ -11,12 +11,14 @@ import (
 )
 
 // sectionOrder is the order of the report's sections.
-var sectionOrder = []string{"clusters", "vip", "lb"}
+var sectionOrder = []string{"clusters", "etcd", "kubernetes", "vip", "lb"}
 
 var sectionTitle = map[string]string{
-	"clusters": "Local clusters and etcd",
-	"vip":      "Control-plane VIP failover: Ballast vs keepalived",
-	"lb":       "API load balancer: Ballast vs haproxy",
+	"clusters":   "Local clusters and etcd",
+	"etcd":       "Embedded etcd vs stock etcd: formation and puts",
+	"kubernetes": "Kubernetes control plane: cluster create to every apiserver ready, and memory",
+	"vip":        "Control-plane VIP failover: Ballast vs keepalived",
+	"lb":         "API load balancer: Ballast vs haproxy",
 }
 
 // merge writes the report: the sections measured now replace their earlier
@@ -33,7 +35,7 @@ func merge(path string, blocks map[string]string) error {
 		}
 	}
 	var b strings.Builder
-	b.WriteString("# Benchmarks\n\nMeasured by `make bench` (hack/bench); `go run ./hack/bench -sections vip,lb` measures\nsome sections and keeps the others. These are measurements, not pass/fail criteria.\nThe VIP and load-balancer sections put the classic recipe's keepalived and haproxy\nside by side, measured in the same run on the same machine.\n")
+	b.WriteString("# Benchmarks\n\nMeasured by `make bench` (hack/bench); `go run ./hack/bench -sections vip,lb` measures\nsome sections and keeps the others. These are measurements, not pass/fail criteria.\nThe etcd, VIP and load-balancer sections put stock etcd, the classic recipe's\nkeepalived and haproxy side by side, measured in the same run on the same machine.\n")
 	for _, name := range sectionOrder {
 		text, ok := blocks[name]
 		if !ok {
