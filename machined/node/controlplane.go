@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -23,8 +23,8 @@ import (
 // k8sCertsService issues and renews the control plane's certificates.
 const k8sCertsService = "k8s-certs"
 
-// restartLockKey serializes certificate-driven component restarts across
-// control planes, so that only one apiserver is down at a time.
+// restartLockKey serializes kube-apiserver restarts (renewed certificates,
+// changed flags) across control planes, so that only one is down at a time.
 const restartLockKey = "/ballast/locks/control-plane-restart"
 
 // restartReadyTimeout bounds the wait for a restarted component to be
@@ -49,6 +49,8 @@ func (n *Node) k8sNode(cfg *config.Config) k8s.Node {
 // components, as containers of the node's containerd.
 func (n *Node) controlPlaneSpecs(cfg *config.Config) []supervisor.Spec {
 	certsReady := make(chan struct{})
+	var readyOnce sync.Once
+	markReady := func() { readyOnce.Do(func() { close(certsReady) }) }
 	waitCerts := supervisor.Condition{Name: "kubernetes certificates issued", Wait: func(ctx context.Context) error {
 		select {
 		case <-certsReady:
@@ -61,7 +63,7 @@ func (n *Node) controlPlaneSpecs(cfg *config.Config) []supervisor.Spec {
 		ID:          k8sCertsService,
 		Description: "Kubernetes certificates, kubeconfigs and encryption config, renewed when a third of their lifetime is left",
 		Runner: runner.Goroutine(k8sCertsService, func(ctx context.Context, out io.Writer) error {
-			return n.runK8sCerts(ctx, out, certsReady)
+			return n.runK8sCerts(ctx, out, markReady)
 		}),
 		Restart: supervisor.Always,
 	}}
@@ -164,7 +166,7 @@ func (n *Node) etcdServers(ctx context.Context, cfg *config.Config) []string {
 // runK8sCerts keeps the control plane's files current: at start, when the
 // config changes, and when the next certificate is due. Components whose
 // files changed are restarted one at a time, cluster-wide.
-func (n *Node) runK8sCerts(ctx context.Context, out io.Writer, ready chan struct{}) error {
+func (n *Node) runK8sCerts(ctx context.Context, out io.Writer, ready func()) error {
 	first := true
 	var specs map[string]string
 	for {
@@ -178,23 +180,45 @@ func (n *Node) runK8sCerts(ctx context.Context, out io.Writer, ready chan struct
 		}
 		// Components whose flags changed (cluster.*.extraArgs, live) restart
 		// as well, through the same one-at-a-time path.
+		// Pending restarts outlive a failure of this loop (the service is
+		// restarted), so no component keeps running on replaced files.
 		now := n.componentSpecs(cfg)
-		restart := r.Changed
+		n.mu.Lock()
+		if n.pendingRestart == nil {
+			n.pendingRestart = map[string]bool{}
+		}
+		for _, name := range r.Changed {
+			n.pendingRestart[name] = true
+		}
 		for _, name := range []string{images.Scheduler, images.ControllerManager, images.APIServer} {
-			if specs != nil && now[name] != specs[name] && !slices.Contains(restart, name) {
+			if specs != nil && now[name] != specs[name] {
+				n.pendingRestart[name] = true
+			}
+		}
+		var restart []string
+		for _, name := range []string{images.Scheduler, images.ControllerManager, images.APIServer} {
+			if n.pendingRestart[name] {
 				restart = append(restart, name)
 			}
 		}
+		n.mu.Unlock()
 		specs = now
-		if first {
-			fmt.Fprintf(out, "certificates current; next renewal %s\n", r.Next.Format(time.RFC3339))
-			close(ready)
-			first = false
-		} else if len(restart) > 0 {
-			fmt.Fprintf(out, "files or flags of %s changed; next renewal %s\n", strings.Join(restart, ", "), r.Next.Format(time.RFC3339))
+		if len(restart) > 0 {
+			// At the first pass the components have not started (they
+			// wait for ready) unless this loop itself was restarted.
+			if !first {
+				fmt.Fprintf(out, "files or flags of %s changed; next renewal %s\n", strings.Join(restart, ", "), r.Next.Format(time.RFC3339))
+			}
 			if err := n.restartComponents(ctx, restart, out); err != nil {
 				return err
 			}
+		}
+		if first {
+			fmt.Fprintf(out, "certificates current; next renewal %s\n", r.Next.Format(time.RFC3339))
+			ready()
+			first = false
+		}
+		if len(restart) > 0 {
 			continue // a restart can take a while: look again at once
 		}
 		wait := time.Until(r.Next)
@@ -224,27 +248,34 @@ func (n *Node) componentSpecs(cfg *config.Config) map[string]string {
 	return out
 }
 
-// restartComponents restarts each component in turn while holding the
-// cluster-wide restart lock, and waits for it to be healthy again before the
-// next, so the API stays up on the other control planes. The VIP holder
-// hands the VIP over before its apiserver goes down.
+// restartComponents restarts each component in turn and waits for it to be
+// healthy again before the next. kube-apiserver restarts hold the
+// cluster-wide restart lock, so the API stays up on the other control planes;
+// the VIP holder hands the VIP over first. The scheduler and
+// controller-manager are leader-elected and restart without it.
 func (n *Node) restartComponents(ctx context.Context, names []string, out io.Writer) error {
 	n.mu.Lock()
 	mgr, vipCtl := n.etcdMgr, n.vip
 	n.mu.Unlock()
 	for _, name := range names {
 		if st, err := n.sup.Get(name); err != nil || st.State != supervisor.StateRunning {
-			continue // not started yet: it will start with the new files
+			n.mu.Lock()
+			delete(n.pendingRestart, name) // not started yet: it starts with the new files
+			n.mu.Unlock()
+			continue
 		}
-		unlock, err := lockRestart(ctx, mgr.LocalClient)
-		if err != nil {
-			return fmt.Errorf("restart lock: %w", err)
-		}
-		if name == images.APIServer && vipCtl != nil {
-			vipCtl.Resign(ctx)
+		unlock := func() {}
+		if name == images.APIServer {
+			var err error
+			if unlock, err = lockRestart(ctx, mgr.LocalClient); err != nil {
+				return fmt.Errorf("restart lock: %w", err)
+			}
+			if vipCtl != nil {
+				vipCtl.Resign(ctx)
+			}
 		}
 		fmt.Fprintf(out, "restarting %s\n", name)
-		err = n.sup.Restart(ctx, name)
+		err := n.sup.Restart(ctx, name)
 		if err == nil {
 			err = n.waitServiceHealthy(ctx, name, restartReadyTimeout)
 		}
@@ -252,6 +283,9 @@ func (n *Node) restartComponents(ctx context.Context, names []string, out io.Wri
 		if err != nil {
 			return fmt.Errorf("restart %s: %w", name, err)
 		}
+		n.mu.Lock()
+		delete(n.pendingRestart, name)
+		n.mu.Unlock()
 		fmt.Fprintf(out, "%s is healthy again\n", name)
 	}
 	return nil

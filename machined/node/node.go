@@ -90,17 +90,20 @@ type Node struct {
 	// controller that follows a live field watches it.
 	desired *desired.Config
 
-	mu          sync.Mutex
-	cfgBytes    []byte // the active config as applied
-	try         *tryState
-	etcdMgr     *etcd.Manager
-	vip         *vip.Controller // control planes only
-	ctrd        *containerd.Daemon
-	nodeCert    *tls.Certificate // a worker's certificate from a control-plane node
-	issuedFor   string           // identityKey of a control plane's certificate in use
-	configured  chan struct{}    // closed when the node leaves maintenance mode
-	actions     chan Action
-	resetWanted bool
+	mu       sync.Mutex
+	cfgBytes []byte // the active config as applied
+	try      *tryState
+	etcdMgr  *etcd.Manager
+	vip      *vip.Controller // control planes only
+	ctrd     *containerd.Daemon
+	// pendingRestart are Kubernetes components whose files or flags
+	// changed and that have not been restarted since (k8s-certs service).
+	pendingRestart map[string]bool
+	nodeCert       *tls.Certificate // a worker's certificate from a control-plane node
+	issuedFor      string           // identityKey of a control plane's certificate in use
+	configured     chan struct{}    // closed when the node leaves maintenance mode
+	actions        chan Action
+	resetWanted    bool
 }
 
 // New prepares a node; Run starts it.

@@ -15,9 +15,10 @@ const (
 	DefaultEtcdSnapshotCount     = uint64(10000)
 
 	DefaultCertificateLifetime = Duration(365 * 24 * time.Hour)
-	// MinCertificateLifetime keeps renewals (at two thirds of the lifetime)
-	// further apart than a component takes to restart.
-	MinCertificateLifetime = Duration(time.Minute)
+	// MinCertificateLifetime leaves the last third of a lifetime (a minute)
+	// for the control planes to restart their apiservers one after another
+	// before the old certificates expire.
+	MinCertificateLifetime = Duration(3 * time.Minute)
 
 	DefaultVIPTTL           = Duration(1800 * time.Millisecond)
 	DefaultVIPRenewInterval = Duration(200 * time.Millisecond)

@@ -113,7 +113,7 @@ type Cluster struct {
 	ServiceAccount *Key `yaml:"serviceAccount,omitempty" json:"serviceAccount,omitempty"`
 
 	// CertificateLifetime is the validity of every certificate Ballast
-	// issues for the Kubernetes components (default 8760h, at least 1m);
+	// issues for the Kubernetes components (default 8760h, at least 3m);
 	// each is renewed when a third of it is left.
 	CertificateLifetime Duration `yaml:"certificateLifetime,omitempty" json:"certificateLifetime,omitempty"`
 
