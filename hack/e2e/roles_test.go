@@ -180,6 +180,31 @@ func TestRoleMatrix(t *testing.T) {
 			return err
 		}},
 	}
+	// Calls this node (no VIP, no Kubernetes: --kubernetes=false) answers
+	// with an empty status or FailedPrecondition when allowed.
+	stateCalls := []call{
+		{"VIPStatus", func(ctx context.Context, c *client.Client) error {
+			_, err := c.VIPStatus(ctx, &machine.VIPStatusRequest{})
+			return err
+		}},
+		{"Kubeconfig", func(ctx context.Context, c *client.Client) error {
+			_, err := c.Kubeconfig(ctx, &machine.KubeconfigRequest{})
+			return err
+		}},
+		{"Containers", func(ctx context.Context, c *client.Client) error {
+			_, err := c.Containers(ctx, &machine.ContainersRequest{})
+			return err
+		}},
+	}
+	stateAllowed := map[string][]string{
+		pki.RoleAdmin:      {"VIPStatus", "Kubeconfig", "Containers"},
+		pki.RoleOperator:   {"VIPStatus", "Containers"},
+		pki.RoleReader:     {"VIPStatus", "Containers"},
+		pki.RoleEtcdBackup: {},
+	}
+	if n := len(machine.MachineService_ServiceDesc.Methods) + len(machine.MachineService_ServiceDesc.Streams); n != len(calls)+len(destructive)+len(stateCalls) {
+		t.Fatalf("the machine service has %d RPCs, the matrix covers %d: add the new ones", n, len(calls)+len(destructive)+len(stateCalls))
+	}
 	// The expected matrix is written out here, not read from the server's
 	// table, so that a change to either is a visible decision.
 	etcdAllowed := map[string][]string{
@@ -207,7 +232,7 @@ func TestRoleMatrix(t *testing.T) {
 					checkCall(t, c, cl, want, codes.PermissionDenied)
 				}
 			}
-			for _, cl := range etcdCalls {
+			for _, cl := range append(append([]call{}, etcdCalls...), stateCalls...) {
 				if cl.name == "Bootstrap" && contains(etcdAllowed[role], cl.name) {
 					continue
 				}
@@ -215,7 +240,7 @@ func TestRoleMatrix(t *testing.T) {
 				err := cl.fn(ctx, c)
 				cancel()
 				code := status.Code(err)
-				if contains(etcdAllowed[role], cl.name) {
+				if contains(etcdAllowed[role], cl.name) || contains(stateAllowed[role], cl.name) {
 					if code == codes.PermissionDenied || code == codes.Unauthenticated {
 						t.Errorf("%s: allowed role refused: %v", cl.name, err)
 					}
@@ -232,7 +257,7 @@ func TestRoleMatrix(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		for _, cl := range append(append(append([]call{}, calls...), destructive...), etcdCalls...) {
+		for _, cl := range append(append(append(append([]call{}, calls...), destructive...), etcdCalls...), stateCalls...) {
 			checkCall(t, c, cl, false, codes.Unauthenticated)
 		}
 	})
@@ -305,7 +330,7 @@ func TestRoleMatrix(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		for _, cl := range append(append(append([]call{}, calls...), destructive...), etcdCalls...) {
+		for _, cl := range append(append(append(append([]call{}, calls...), destructive...), etcdCalls...), stateCalls...) {
 			checkCall(t, c, cl, false, codes.Unauthenticated)
 		}
 	})

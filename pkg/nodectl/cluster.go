@@ -72,6 +72,9 @@ Needs root.`,
 			fmt.Fprintf(g.stdout, "\ncluster %s is healthy after %s; endpoint %s\n\n", st.Name, time.Since(start).Round(100*time.Millisecond), st.Endpoint)
 			printClusterTable(g, st)
 			fmt.Fprintf(g.stdout, "\ncontext %q is current in %s; try:\n  nodectl health\n  nodectl etcd members\n", st.Name, o.NodeconfigPath)
+			if !o.NoKubernetes {
+				fmt.Fprintf(g.stdout, "\nKubernetes: get an admin kubeconfig for %s and use kubectl:\n  %s kubeconfig\n  kubectl get --raw=/readyz\n  kubectl -n kube-system get leases\n", st.Endpoint, os.Args[0])
+			}
 			return nil
 		},
 	}
