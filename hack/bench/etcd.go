@@ -139,7 +139,7 @@ func (f *stockFleet) start(binary string) error {
 			"--initial-cluster", strings.Join(initial, ","), "--initial-cluster-state", "new", "--initial-cluster-token", "bench",
 			"--cert-file", p(name + ".crt"), "--key-file", p(name + ".key"), "--trusted-ca-file", p("ca.crt"), "--client-cert-auth",
 			"--peer-cert-file", p(name + ".crt"), "--peer-key-file", p(name + ".key"), "--peer-trusted-ca-file", p("ca.crt"), "--peer-client-cert-auth",
-			"--heartbeat-interval", "100", "--election-timeout", "1000", "--log-level", "warn",
+			"--heartbeat-interval", "100", "--election-timeout", "1000",
 		}
 		logf, err := os.Create(p(name + ".log"))
 		if err != nil {
