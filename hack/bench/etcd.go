@@ -20,7 +20,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"github.com/ballast-os/ballast/pkg/client"
 	"github.com/ballast-os/ballast/pkg/nodeconfig"
 	"github.com/ballast-os/ballast/pkg/pki"
 )
@@ -75,10 +74,9 @@ func newStockFleet(n int) (*stockFleet, error) {
 	if err != nil {
 		return nil, err
 	}
-	if f.client, err = client.TLSConfig(client.Options{Address: f.addrs[0], CA: f.ca.Crt, Crt: cl.Crt, Key: cl.Key}); err != nil {
+	if f.client, err = etcdClientTLS(f.ca.Crt, cl.Crt, cl.Key); err != nil {
 		return nil, err
 	}
-	f.client.ServerName = ""
 	for i, a := range f.addrs {
 		ck, err := pki.Issue(f.ca, pki.Request{CommonName: fmt.Sprintf("m%d", i+1), IPs: []net.IP{net.ParseIP(a)}, Usage: pki.UsageServer | pki.UsageClient})
 		if err != nil {
@@ -159,12 +157,40 @@ func (f *stockFleet) start(binary string) error {
 	return nil
 }
 
+// logTail returns the end of every member's log (for errors).
+func (f *stockFleet) logTail() string {
+	var b strings.Builder
+	for i := range f.addrs {
+		data, _ := os.ReadFile(filepath.Join(f.dir, fmt.Sprintf("m%d.log", i+1)))
+		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+		if len(lines) > 5 {
+			lines = lines[len(lines)-5:]
+		}
+		fmt.Fprintf(&b, "--- m%d\n%s\n", i+1, strings.Join(lines, "\n"))
+	}
+	return b.String()
+}
+
 func (f *stockFleet) endpoints() []string {
 	var eps []string
 	for _, a := range f.addrs {
 		eps = append(eps, "https://"+a+":2379")
 	}
 	return eps
+}
+
+// etcdClientTLS is the TLS config of an etcd client: the CA, a client
+// certificate; the server name is each endpoint's address.
+func etcdClientTLS(caPEM, crtPEM, keyPEM []byte) (*tls.Config, error) {
+	cert, err := tls.X509KeyPair(crtPEM, keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := pki.Pool(caPEM)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, Certificates: []tls.Certificate{cert}}, nil
 }
 
 // waitWritable returns once a put succeeds through every member.
@@ -224,7 +250,7 @@ func stockFormation(binary string, n int) (time.Duration, error) {
 		return 0, err
 	}
 	if err := waitWritable(f.endpoints(), f.client, time.Minute); err != nil {
-		return 0, err
+		return 0, fmt.Errorf("%w\n%s", err, f.logTail())
 	}
 	return time.Since(start), nil
 }
@@ -274,7 +300,7 @@ func logTimes(path string) (applied, promoted time.Time) {
 			continue
 		}
 		switch {
-		case applied.IsZero() && strings.Contains(line, "machine config applied"):
+		case applied.IsZero() && strings.Contains(line, `msg="machine config applied`):
 			applied = ts
 		case promoted.IsZero() && strings.Contains(line, "promoted to voting etcd member"):
 			promoted = ts
@@ -340,11 +366,10 @@ func ballastLoad(d time.Duration) (loadResult, error) {
 		if _, err := nodectl(env, "-n", nc.Endpoints[0], "etcd", "client-cert", "--output-dir", pkiDir); err != nil {
 			return err
 		}
-		tlsConf, err := client.TLSConfig(client.Options{Address: nc.Endpoints[0], CA: mustRead(pkiDir, "ca.crt"), Crt: mustRead(pkiDir, "client.crt"), Key: mustRead(pkiDir, "client.key")})
+		tlsConf, err := etcdClientTLS(mustRead(pkiDir, "ca.crt"), mustRead(pkiDir, "client.crt"), mustRead(pkiDir, "client.key"))
 		if err != nil {
 			return err
 		}
-		tlsConf.ServerName = ""
 		var eps []string
 		for _, e := range nc.Endpoints {
 			eps = append(eps, "https://"+e+":2379")
@@ -367,7 +392,7 @@ func stockLoad(binary string, d time.Duration) (loadResult, error) {
 		return loadResult{}, err
 	}
 	if err := waitWritable(f.endpoints(), f.client, time.Minute); err != nil {
-		return loadResult{}, err
+		return loadResult{}, fmt.Errorf("%w\n%s", err, f.logTail())
 	}
 	return putLoad(f.endpoints(), f.client, 3, d)
 }

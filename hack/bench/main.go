@@ -215,7 +215,7 @@ func joinTime(logPath string) (time.Duration, time.Duration, bool) {
 			continue
 		}
 		switch {
-		case applied.IsZero() && strings.Contains(line, "machine config applied"):
+		case applied.IsZero() && strings.Contains(line, `msg="machine config applied`):
 			applied = ts
 		case added.IsZero() && strings.Contains(line, "added as etcd learner"):
 			added = ts

@@ -17,6 +17,7 @@ import (
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.etcd.io/etcd/server/v3/embed"
 )
 
@@ -115,21 +116,31 @@ func reachable(ctx context.Context, endpoints []string) []string {
 // earlier failed try is removed first (this node has no data, so it is stale).
 func (m *Manager) join(ctx context.Context, f *found, out io.Writer) (*member, error) {
 	m.setStatus("joining the cluster through " + f.endpoint)
+	// Joins are serialized through a lock in etcd, from the add until the
+	// new member has started: raft drops a membership change proposed while
+	// another is pending (etcd then waits for it until the caller's
+	// deadline), and a member validates its initial cluster against the
+	// membership when it starts, which must not have grown meanwhile.
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	unlock, err := lockJoin(lctx, f.cli)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
 	for _, mem := range f.members {
 		if mem.Name == m.opts.Name || slices.Contains(mem.PeerURLs, m.peerURL()) {
 			m.log.Info("removing a stale etcd member left by an earlier try", "id", fmt.Sprintf("%x", mem.ID), "name", mem.Name, "learner", mem.IsLearner)
-			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			_, err := f.cli.MemberRemove(cctx, mem.ID)
-			cancel()
-			if err != nil {
+			if _, err := f.cli.MemberRemove(lctx, mem.ID); err != nil && !errors.Is(err, rpctypes.ErrMemberNotFound) {
+				unlock()
+				cancel()
 				return nil, fmt.Errorf("remove stale member %x: %w", mem.ID, err)
 			}
 		}
 	}
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	added, err := f.cli.MemberAddAsLearner(cctx, []string{m.peerURL()})
+	added, err := f.cli.MemberAddAsLearner(lctx, []string{m.peerURL()})
 	cancel()
 	if err != nil {
+		unlock()
 		if errors.Is(err, rpctypes.ErrTooManyLearners) {
 			m.setStatus("waiting for other nodes' joins to finish (at most 4 learners at a time)")
 			return nil, errLearnerBusy
@@ -149,10 +160,12 @@ func (m *Manager) join(ctx context.Context, f *found, out io.Writer) (*member, e
 	}
 	m.log.Info("added as etcd learner", "id", fmt.Sprintf("%x", myID), "initial_cluster", strings.Join(initial, ","))
 	mem, err := startMember(ctx, m.memberConfig(embed.ClusterStateFlagExisting, strings.Join(initial, ","), ""), out)
+	unlock()
 	if err != nil {
 		_ = m.wipe() // a half-started member's data would make the next try start as a member
 		return nil, err
 	}
+	m.awaitPeers(ctx, f.cli)
 	if err := m.promote(ctx, f.cli, myID); err != nil {
 		mem.Close()
 		_ = m.wipe()
@@ -173,6 +186,83 @@ const (
 // promoter is the part of the etcd client promotion needs.
 type promoter interface {
 	MemberPromote(ctx context.Context, id uint64) (*clientv3.MemberPromoteResponse, error)
+}
+
+// joinLockKey serializes member adds of joining nodes.
+const joinLockKey = "/ballast/locks/etcd-join"
+
+// lockJoin takes the cluster's join lock; the returned func releases it.
+// The lock lives on a session lease, so a node that dies holding it frees
+// it after 10 s.
+func lockJoin(ctx context.Context, cli *clientv3.Client) (func(), error) {
+	sess, err := concurrency.NewSession(cli, concurrency.WithTTL(10))
+	if err != nil {
+		return nil, fmt.Errorf("join lock session: %w", err)
+	}
+	mu := concurrency.NewMutex(sess, joinLockKey)
+	if err := mu.Lock(ctx); err != nil {
+		_ = sess.Close()
+		return nil, fmt.Errorf("join lock: %w", err)
+	}
+	return func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = mu.Unlock(uctx)
+		_ = sess.Close()
+	}, nil
+}
+
+// promoteHoldoff bounds how long a new learner waits for the other
+// configured peers to be added before it asks for promotion.
+const promoteHoldoff = 5 * time.Second
+
+// awaitPeers holds a new learner's promotion until every peer of
+// cluster.etcd.peers is a member, or promoteHoldoff passed. Peers added
+// while the bootstrap node is the only voter skip etcd's 5 s connectivity
+// window (see maxLearners); a learner promoted early would make the next
+// peers wait it out.
+func (m *Manager) awaitPeers(ctx context.Context, cli *clientv3.Client) {
+	peers := m.config().Cluster.Etcd.Peers
+	if len(peers) == 0 {
+		return
+	}
+	deadline := m.clock.Now().Add(promoteHoldoff)
+	for m.clock.Now().Before(deadline) {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		resp, err := cli.MemberList(cctx)
+		cancel()
+		if err == nil && peersAreMembers(peers, resp.Members) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.clock.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// peersAreMembers reports whether every peer (host or host:port) is the
+// host of some member's peer URL.
+func peersAreMembers(peers []string, members []*etcdserverpb.Member) bool {
+	hosts := map[string]bool{}
+	for _, mem := range members {
+		for _, u := range mem.PeerURLs {
+			if pu, err := url.Parse(u); err == nil {
+				hosts[pu.Hostname()] = true
+			}
+		}
+	}
+	for _, p := range peers {
+		h := p
+		if host, _, err := net.SplitHostPort(p); err == nil {
+			h = host
+		}
+		if !hosts[h] {
+			return false
+		}
+	}
+	return true
 }
 
 // promote makes the learner a voting member once it has caught up.

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -170,5 +171,25 @@ func TestPartialDataOfInterruptedJoin(t *testing.T) {
 				t.Fatalf("hasData %v, hasPartialData %v; want %v, %v", m.hasData(), m.hasPartialData(), tt.data, tt.parts)
 			}
 		})
+	}
+}
+
+func TestPeersAreMembers(t *testing.T) {
+	members := []*etcdserverpb.Member{
+		{PeerURLs: []string{"https://10.5.0.2:2380"}},
+		{PeerURLs: []string{"https://10.5.0.3:2380"}},
+	}
+	for _, tc := range []struct {
+		peers []string
+		want  bool
+	}{
+		{[]string{"10.5.0.2", "10.5.0.3"}, true},
+		{[]string{"10.5.0.2:2379", "10.5.0.3"}, true},
+		{[]string{"10.5.0.2", "10.5.0.4"}, false},
+		{nil, true},
+	} {
+		if got := peersAreMembers(tc.peers, members); got != tc.want {
+			t.Errorf("peersAreMembers(%v) = %v, want %v", tc.peers, got, tc.want)
+		}
 	}
 }
