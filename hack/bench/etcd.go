@@ -3,8 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
-	"flag"
 	"crypto/tls"
+	"flag"
 	"fmt"
 	"net"
 	"os"

@@ -17,7 +17,6 @@ import (
 	"strings"
 	"time"
 
-
 	"github.com/ballast-os/ballast/pkg/client"
 	"github.com/ballast-os/ballast/pkg/nodeconfig"
 )
