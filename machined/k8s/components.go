@@ -98,12 +98,18 @@ func Components(cfg *config.Config, n Node, p Paths, etcdServers []string) ([]Co
 		"leader-elect":              "true",
 		"profiling":                 "false",
 	}
-	mounts := []specs.Mount{{
+	// The apiserver and controller-manager see the directory; the
+	// scheduler only its kubeconfig (no CA or service-account key).
+	dirMount := []specs.Mount{{
 		Destination: ContainerDir, Type: "bind", Source: p.Dir,
 		Options: []string{"rbind", "ro"},
 	}}
+	schedMount := []specs.Mount{{
+		Destination: In(schedulerKC), Type: "bind", Source: p.file(schedulerKC),
+		Options: []string{"bind", "ro"},
+	}}
 	version := cfg.Cluster.KubernetesVersion
-	mk := func(name string, c config.Component, flags map[string]string) Component {
+	mk := func(name string, c config.Component, flags map[string]string, mounts []specs.Mount) Component {
 		img := c.Image
 		if img == "" {
 			img = images.Ref(name, version)
@@ -114,9 +120,9 @@ func Components(cfg *config.Config, n Node, p Paths, etcdServers []string) ([]Co
 		return Component{Name: name, Image: img, Args: Flags(flags), Mounts: mounts}
 	}
 	return []Component{
-		mk(images.APIServer, cfg.Cluster.APIServer, apiserver),
-		mk(images.ControllerManager, cfg.Cluster.ControllerManager, cm),
-		mk(images.Scheduler, cfg.Cluster.Scheduler, sched),
+		mk(images.APIServer, cfg.Cluster.APIServer, apiserver, dirMount),
+		mk(images.ControllerManager, cfg.Cluster.ControllerManager, cm, dirMount),
+		mk(images.Scheduler, cfg.Cluster.Scheduler, sched, schedMount),
 	}, nil
 }
 

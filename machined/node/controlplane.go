@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -109,12 +110,11 @@ func (r *componentRunner) Run(ctx context.Context, out io.Writer, started func()
 	if err != nil {
 		return err
 	}
-	var c k8s.Component
-	for _, c = range comps {
-		if c.Name == r.name {
-			break
-		}
+	i := slices.IndexFunc(comps, func(c k8s.Component) bool { return c.Name == r.name })
+	if i < 0 {
+		return fmt.Errorf("unknown component %s", r.name)
 	}
+	c := comps[i]
 	n.mu.Lock()
 	d := n.ctrd
 	n.mu.Unlock()

@@ -159,6 +159,7 @@ func (c *containerRunner) Run(ctx context.Context, out io.Writer, started func()
 		return fmt.Errorf("%s: wait task: %w", c, err)
 	}
 	if err := task.Start(bg); err != nil {
+		_, _ = task.Delete(bg, containerd.WithProcessKill)
 		return fmt.Errorf("%s: start: %w", c, err)
 	}
 	if c.opts.OnStart != nil {
