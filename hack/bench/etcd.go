@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"flag"
@@ -262,7 +261,8 @@ func ballastFormation(cps int) (time.Duration, error) {
 	_, err := measureCreate(cps, 0, func(dir string) error {
 		var first, last time.Time
 		for i := 1; i <= cps; i++ {
-			applied, promoted := logTimes(filepath.Join(dir, "nodes", fmt.Sprintf("cp%d", i), "machined.log"))
+			t := logTimes(filepath.Join(dir, "nodes", fmt.Sprintf("cp%d", i), "machined.log"))
+			applied, promoted := t.applied, t.promoted
 			if i == 1 {
 				first = applied
 				promoted = applied
@@ -278,35 +278,6 @@ func ballastFormation(cps int) (time.Duration, error) {
 		return nil
 	})
 	return took, err
-}
-
-// logTimes reads when a node's config was applied and when it was promoted.
-func logTimes(path string) (applied, promoted time.Time) {
-	f, err := os.Open(path)
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		m := tsRE.FindStringSubmatch(line)
-		if m == nil {
-			continue
-		}
-		ts, err := time.Parse(time.RFC3339Nano, m[1])
-		if err != nil {
-			continue
-		}
-		switch {
-		case applied.IsZero() && strings.Contains(line, `msg="machine config applied`):
-			applied = ts
-		case promoted.IsZero() && strings.Contains(line, "promoted to voting etcd member"):
-			promoted = ts
-		}
-	}
-	return
 }
 
 // putLoad runs 16 concurrent writers of 256-byte values for d through the

@@ -195,12 +195,24 @@ var tsRE = regexp.MustCompile(`^time=(\S+) `)
 // joinTime reads a node's log: the time from "config applied" and from
 // "added as etcd learner" to "promoted".
 func joinTime(logPath string) (time.Duration, time.Duration, bool) {
-	f, err := os.Open(logPath)
-	if err != nil {
+	t := logTimes(logPath)
+	if t.applied.IsZero() || t.promoted.IsZero() || t.added.IsZero() {
 		return 0, 0, false
 	}
+	return t.promoted.Sub(t.applied), t.promoted.Sub(t.added), true
+}
+
+// nodeTimes are when a node's log first says its config was applied, it was
+// added as an etcd learner, and it was promoted.
+type nodeTimes struct{ applied, added, promoted time.Time }
+
+func logTimes(path string) nodeTimes {
+	var t nodeTimes
+	f, err := os.Open(path)
+	if err != nil {
+		return t
+	}
 	defer f.Close()
-	var applied, added, promoted time.Time
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
@@ -214,18 +226,15 @@ func joinTime(logPath string) (time.Duration, time.Duration, bool) {
 			continue
 		}
 		switch {
-		case applied.IsZero() && strings.Contains(line, `msg="machine config applied`):
-			applied = ts
-		case added.IsZero() && strings.Contains(line, "added as etcd learner"):
-			added = ts
-		case promoted.IsZero() && strings.Contains(line, "promoted to voting etcd member"):
-			promoted = ts
+		case t.applied.IsZero() && strings.Contains(line, `msg="machine config applied`):
+			t.applied = ts
+		case t.added.IsZero() && strings.Contains(line, "added as etcd learner"):
+			t.added = ts
+		case t.promoted.IsZero() && strings.Contains(line, "promoted to voting etcd member"):
+			t.promoted = ts
 		}
 	}
-	if applied.IsZero() || promoted.IsZero() || added.IsZero() {
-		return 0, 0, false
-	}
-	return promoted.Sub(applied), promoted.Sub(added), true
+	return t
 }
 
 // measureLoad puts keys through every member for a fixed time with 16

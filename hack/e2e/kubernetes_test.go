@@ -239,30 +239,13 @@ func TestKubernetesControlPlane(t *testing.T) {
 			c.liveApply(t, n.Address, `{"cluster":{"certificateLifetime":"3m"}}`)
 		}
 		var first map[string]*big.Int
-		waitFor(t, "every apiserver serves a new certificate", 3*time.Minute, func() error {
-			now := servedSerials(t, show.Nodes)
-			for addr, s := range now {
-				if s == nil {
-					return fmt.Errorf("%s does not answer", addr)
-				}
-				if s.Cmp(before[addr]) == 0 {
-					return fmt.Errorf("%s still serves serial %s", addr, s)
-				}
-			}
-			first = now
-			return nil
+		waitFor(t, "every apiserver serves a new certificate", 3*time.Minute, func() (err error) {
+			first, err = newSerials(t, show.Nodes, before)
+			return err
 		})
 		waitFor(t, "renewed again when a third of the lifetime is left", 4*time.Minute, func() error {
-			now := servedSerials(t, show.Nodes)
-			for addr, s := range now {
-				if s == nil {
-					return fmt.Errorf("%s does not answer", addr)
-				}
-				if s.Cmp(first[addr]) == 0 {
-					return fmt.Errorf("%s still serves serial %s", addr, s)
-				}
-			}
-			return nil
+			_, err := newSerials(t, show.Nodes, first)
+			return err
 		})
 		for _, n := range show.Nodes {
 			c.liveApply(t, n.Address, `{"cluster":{"certificateLifetime":"8760h"}}`)
@@ -432,6 +415,21 @@ func apiserverReady(addr string) bool {
 	buf := make([]byte, 512)
 	n, _ := conn.Read(buf)
 	return strings.HasPrefix(string(buf[:n]), "HTTP/1.1 200")
+}
+
+// newSerials returns the served serials once every apiserver serves another
+// certificate than in old.
+func newSerials(t *testing.T, nodes []clusterNode, old map[string]*big.Int) (map[string]*big.Int, error) {
+	now := servedSerials(t, nodes)
+	for addr, s := range now {
+		if s == nil {
+			return nil, fmt.Errorf("%s does not answer", addr)
+		}
+		if s.Cmp(old[addr]) == 0 {
+			return nil, fmt.Errorf("%s still serves serial %s", addr, s)
+		}
+	}
+	return now, nil
 }
 
 // servedSerials are the serial numbers of the certificates the apiservers

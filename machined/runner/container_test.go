@@ -115,6 +115,27 @@ func containerOpts(d *containerd.Daemon, id string, script string) runner.Contai
 	}
 }
 
+// runThenStop runs a container until it prints "ready", cancels it and
+// requires Run to return nil.
+func runThenStop(t *testing.T, opts runner.ContainerOptions) *lineWriter {
+	t.Helper()
+	out := newLineWriter()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- runner.Container(opts).Run(ctx, out, nil) }()
+	out.waitLine(t, "ready")
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("stop returned %v", err)
+		}
+	case <-time.After(safety):
+		t.Fatal("Run did not return after cancel")
+	}
+	return out
+}
+
 // gone checks the container was removed after Run returned.
 func gone(t *testing.T, d *containerd.Daemon, id string) {
 	t.Helper()
@@ -156,22 +177,7 @@ func TestContainer(t *testing.T) {
 	})
 
 	t.Run("graceful stop", func(t *testing.T) {
-		out := newLineWriter()
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() {
-			done <- runner.Container(containerOpts(d, "graceful", `trap "echo got-term; exit 0" TERM; echo ready; while :; do sleep 0.1; done`)).Run(ctx, out, nil)
-		}()
-		out.waitLine(t, "ready")
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatalf("stop returned %v", err)
-			}
-		case <-time.After(safety):
-			t.Fatal("Run did not return after cancel")
-		}
+		out := runThenStop(t, containerOpts(d, "graceful", `trap "echo got-term; exit 0" TERM; echo ready; while :; do sleep 0.1; done`))
 		if !strings.Contains(out.String(), "got-term") {
 			t.Fatalf("no SIGTERM seen:\n%s", out.String())
 		}
@@ -179,22 +185,9 @@ func TestContainer(t *testing.T) {
 	})
 
 	t.Run("killed after the grace period", func(t *testing.T) {
-		out := newLineWriter()
-		ctx, cancel := context.WithCancel(context.Background())
 		opts := containerOpts(d, "stubborn", `trap "echo ignoring-term" TERM; echo ready; while :; do sleep 0.1; done`)
 		opts.GracePeriod = 500 * time.Millisecond
-		done := make(chan error, 1)
-		go func() { done <- runner.Container(opts).Run(ctx, out, nil) }()
-		out.waitLine(t, "ready")
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatalf("stop returned %v", err)
-			}
-		case <-time.After(safety):
-			t.Fatal("a container ignoring SIGTERM was not killed")
-		}
+		out := runThenStop(t, opts)
 		out.waitLine(t, "ignoring-term")
 		gone(t, d, "stubborn")
 	})
