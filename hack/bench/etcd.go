@@ -293,6 +293,7 @@ func putLoad(eps []string, tlsConf *tls.Config, members int, d time.Duration) (l
 	defer cancel()
 	var mu sync.Mutex
 	var lat []time.Duration
+	var firstErr error
 	var wg sync.WaitGroup
 	val := strings.Repeat("v", 256)
 	for w := range 16 {
@@ -302,6 +303,11 @@ func putLoad(eps []string, tlsConf *tls.Config, members int, d time.Duration) (l
 			for i := 0; ctx.Err() == nil; i++ {
 				t0 := time.Now()
 				if _, err := cli.Put(ctx, fmt.Sprintf("bench/%d/%d", w, i), val); err != nil {
+					mu.Lock()
+					if firstErr == nil && ctx.Err() == nil {
+						firstErr = err
+					}
+					mu.Unlock()
 					return
 				}
 				dd := time.Since(t0)
@@ -314,7 +320,7 @@ func putLoad(eps []string, tlsConf *tls.Config, members int, d time.Duration) (l
 	wg.Wait()
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	if len(lat) == 0 {
-		return loadResult{}, fmt.Errorf("no put succeeded")
+		return loadResult{}, fmt.Errorf("no put succeeded through %v: %v", eps, firstErr)
 	}
 	return loadResult{members: members, puts: len(lat), throughput: float64(len(lat)) / d.Seconds(),
 		p50: lat[len(lat)/2], p99: lat[len(lat)*99/100]}, nil

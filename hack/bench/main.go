@@ -17,7 +17,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ballast-os/ballast/pkg/client"
 	"github.com/ballast-os/ballast/pkg/nodeconfig"
 )
 
@@ -253,7 +252,7 @@ func measureLoad(dir string, members int) (loadResult, error) {
 	if _, err := nodectl(env, "-n", nc.Endpoints[0], "etcd", "client-cert", "--output-dir", pkiDir); err != nil {
 		return loadResult{}, err
 	}
-	tlsConf, err := client.TLSConfig(client.Options{Address: nc.Endpoints[0], CA: mustRead(pkiDir, "ca.crt"), Crt: mustRead(pkiDir, "client.crt"), Key: mustRead(pkiDir, "client.key")})
+	tlsConf, err := etcdClientTLS(mustRead(pkiDir, "ca.crt"), mustRead(pkiDir, "client.crt"), mustRead(pkiDir, "client.key"))
 	if err != nil {
 		return loadResult{}, err
 	}
