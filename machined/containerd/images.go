@@ -63,7 +63,7 @@ func importArchive(ctx context.Context, cl *containerd.Client, path string) ([]i
 		return nil, fmt.Errorf("open image archive: %w", err)
 	}
 	defer f.Close()
-	imgs, err := cl.Import(ctx, f, containerd.WithImportCompression())
+	imgs, err := cl.Import(ctx, f)
 	if err != nil {
 		return nil, fmt.Errorf("import %s: %w", path, err)
 	}

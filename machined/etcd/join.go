@@ -67,10 +67,13 @@ func (m *Manager) discover(ctx context.Context) (*found, error) {
 			cli.Close()
 			continue
 		}
-		// Talk to every member from now on, not just the one that answered.
+		// Talk to every voting member from now on, not just the one that
+		// answered (learners refuse writes, leases and membership changes).
 		var eps []string
 		for _, mem := range resp.Members {
-			eps = append(eps, mem.ClientURLs...)
+			if !mem.IsLearner {
+				eps = append(eps, mem.ClientURLs...)
+			}
 		}
 		if len(eps) > 0 {
 			cli.SetEndpoints(eps...)
@@ -166,7 +169,7 @@ func (m *Manager) join(ctx context.Context, f *found, out io.Writer) (*member, e
 		return nil, err
 	}
 	m.awaitPeers(ctx, f.cli)
-	if err := m.promote(ctx, f.cli, myID); err != nil {
+	if err := m.promote(ctx, lockedPromoter{f.cli}, myID); err != nil {
 		mem.Close()
 		_ = m.wipe()
 		return nil, err
@@ -179,7 +182,7 @@ func (m *Manager) join(ctx context.Context, f *found, out io.Writer) (*member, e
 // after promoteTimeout is given up on (the join is undone and retried).
 const (
 	promoteFirstDelay = 200 * time.Millisecond
-	promoteMaxDelay   = 2 * time.Second
+	promoteMaxDelay   = 500 * time.Millisecond
 	promoteTimeout    = 5 * time.Minute
 )
 
@@ -212,27 +215,54 @@ func lockJoin(ctx context.Context, cli *clientv3.Client) (func(), error) {
 	}, nil
 }
 
-// promoteHoldoff bounds how long a new learner waits for the other
-// configured peers to be added before it asks for promotion.
-const promoteHoldoff = 5 * time.Second
+// lockedPromoter promotes under the join lock: learners promoted at once
+// would propose membership changes at once, and raft drops all but one
+// (each dropped call then waits out its deadline).
+type lockedPromoter struct{ cli *clientv3.Client }
+
+func (p lockedPromoter) MemberPromote(ctx context.Context, id uint64) (*clientv3.MemberPromoteResponse, error) {
+	unlock, err := lockJoin(ctx, p.cli)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	return p.cli.MemberPromote(ctx, id)
+}
+
+// promoteHoldoff is how long a new learner waits for the other configured
+// peers to be added, counted from the last time the membership grew (joins
+// go one at a time, each ~0.1 s on an idle machine, longer on a busy one);
+// promoteHoldoffMax bounds the whole wait.
+const (
+	promoteHoldoff    = 3 * time.Second
+	promoteHoldoffMax = 30 * time.Second
+)
 
 // awaitPeers holds a new learner's promotion until every peer of
-// cluster.etcd.peers is a member, or promoteHoldoff passed. Peers added
-// while the bootstrap node is the only voter skip etcd's 5 s connectivity
-// window (see maxLearners); a learner promoted early would make the next
-// peers wait it out.
+// cluster.etcd.peers is a member, or the membership stopped growing for
+// promoteHoldoff. Peers added while the bootstrap node is the only voter
+// skip etcd's 5 s connectivity window (see maxLearners); a learner promoted
+// early would make the next peers wait it out.
 func (m *Manager) awaitPeers(ctx context.Context, cli *clientv3.Client) {
 	peers := m.config().Cluster.Etcd.Peers
 	if len(peers) == 0 {
 		return
 	}
-	deadline := m.clock.Now().Add(promoteHoldoff)
-	for m.clock.Now().Before(deadline) {
+	start := m.clock.Now()
+	deadline := start.Add(promoteHoldoff)
+	members := 0
+	for now := start; now.Before(deadline) && now.Sub(start) < promoteHoldoffMax; now = m.clock.Now() {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
 		resp, err := cli.MemberList(cctx)
 		cancel()
-		if err == nil && peersAreMembers(peers, resp.Members) {
-			return
+		if err == nil {
+			if peersAreMembers(peers, resp.Members) {
+				return
+			}
+			if len(resp.Members) > members {
+				members = len(resp.Members)
+				deadline = now.Add(promoteHoldoff)
+			}
 		}
 		select {
 		case <-ctx.Done():

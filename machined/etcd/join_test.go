@@ -76,10 +76,10 @@ func TestPromoteTiming(t *testing.T) {
 		wantCalls []time.Duration // the first calls' times, when given
 	}{
 		{"ready at once", []error{nil}, false, []time.Duration{0}},
-		{"ready after catching up", []error{notReady, notReady, notReady, nil}, false,
-			[]time.Duration{0, 200 * time.Millisecond, 600 * time.Millisecond, 1400 * time.Millisecond}},
+		{"ready after catching up", []error{notReady, notReady, nil}, false,
+			[]time.Duration{0, 200 * time.Millisecond, 600 * time.Millisecond}},
 		{"delays are capped", []error{notReady, notReady, notReady, notReady, notReady, nil}, false,
-			[]time.Duration{0, 200 * time.Millisecond, 600 * time.Millisecond, 1400 * time.Millisecond, 3000 * time.Millisecond, 5000 * time.Millisecond}},
+			[]time.Duration{0, 200 * time.Millisecond, 600 * time.Millisecond, 1100 * time.Millisecond, 1600 * time.Millisecond, 2100 * time.Millisecond}},
 		{"never ready", []error{notReady}, true, nil},
 	}
 	for _, tt := range tests {

@@ -52,18 +52,29 @@ func (n *Node) containerdSpecs(cfg *config.Config) ([]supervisor.Spec, error) {
 			if err := d.ImportDir(ctx, n.opts.ImagesDir, out); err != nil {
 				return err
 			}
-			if !cfg.IsControlPlane() {
-				return nil
-			}
-			for _, c := range images.ControlPlaneComponents {
-				if err := d.EnsureImage(ctx, componentImage(cfg, c), out); err != nil {
-					return err
+			if cfg.IsControlPlane() {
+				for _, c := range images.ControlPlaneComponents {
+					if err := d.EnsureImage(ctx, componentImage(cfg, c), out); err != nil {
+						return err
+					}
 				}
 			}
+			n.imagesOnce.Do(func() { close(n.imagesReady) })
 			return nil
 		}),
 		Restart: supervisor.OnFailure,
 	}}, nil
+}
+
+// waitImages is the condition of the components: the images service
+// finished (a Running goroutine would satisfy a dependency too early).
+func (n *Node) waitImages(ctx context.Context) error {
+	select {
+	case <-n.imagesReady:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // waitHealthy polls check until it passes (containerd answers a moment after

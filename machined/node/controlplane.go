@@ -74,15 +74,15 @@ func (n *Node) controlPlaneSpecs(cfg *config.Config) []supervisor.Spec {
 		images.Scheduler:         k8s.LocalProbe(k8s.SchedulerPort).Check,
 	}
 	for _, name := range images.ControlPlaneComponents {
-		deps := []string{containerdService, imagesService, etcdService}
+		deps := []string{containerdService, etcdService}
 		if name != images.APIServer {
-			deps = []string{containerdService, imagesService, lbService}
+			deps = []string{containerdService, lbService}
 		}
 		specs = append(specs, supervisor.Spec{
 			ID:          name,
 			Description: name + " " + cfg.Cluster.KubernetesVersion + " (container in containerd namespace " + runner.SystemNamespace + ")",
 			DependsOn:   deps,
-			Conditions:  []supervisor.Condition{waitCerts},
+			Conditions:  []supervisor.Condition{waitCerts, {Name: "images imported", Wait: n.waitImages}},
 			Runner:      &componentRunner{n: n, name: name},
 			Restart:     supervisor.Always,
 			Health:      &supervisor.HealthCheck{Check: probes[name], Interval: 2 * time.Second, Timeout: 5 * time.Second},
