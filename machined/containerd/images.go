@@ -24,10 +24,11 @@ import (
 // the same module version).
 var Version = clientVersion()
 
-// ImportDir imports every *.tar image archive in dir into the system
-// namespace and unpacks it for the default snapshotter. A missing dir is not
-// an error (a node may pull everything instead).
-func (d *Daemon) ImportDir(ctx context.Context, dir string, out io.Writer) error {
+// ImportDir imports the *.tar image archives in dir that want accepts (nil:
+// all) into the system namespace and unpacks them for the default
+// snapshotter. A missing dir is not an error (a node may pull everything
+// instead).
+func (d *Daemon) ImportDir(ctx context.Context, dir string, out io.Writer, want func(file string) bool) error {
 	cl, err := d.Client()
 	if err != nil {
 		return err
@@ -42,6 +43,9 @@ func (d *Daemon) ImportDir(ctx context.Context, dir string, out io.Writer) error
 	}
 	sort.Strings(names)
 	for _, name := range names {
+		if want != nil && !want(filepath.Base(name)) {
+			continue
+		}
 		start := time.Now()
 		imgs, err := importArchive(ctx, cl, name)
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/ballast-os/ballast/machined/containerd"
@@ -49,7 +50,7 @@ func (n *Node) containerdSpecs(cfg *config.Config) ([]supervisor.Spec, error) {
 			if err := waitHealthy(ctx, d.Healthy); err != nil {
 				return err
 			}
-			if err := d.ImportDir(ctx, n.opts.ImagesDir, out); err != nil {
+			if err := d.ImportDir(ctx, n.opts.ImagesDir, out, wantArchive(cfg)); err != nil {
 				return err
 			}
 			if cfg.IsControlPlane() {
@@ -64,6 +65,21 @@ func (n *Node) containerdSpecs(cfg *config.Config) ([]supervisor.Spec, error) {
 		}),
 		Restart: supervisor.OnFailure,
 	}}, nil
+}
+
+// wantArchive keeps the control-plane components' archives off workers.
+func wantArchive(cfg *config.Config) func(string) bool {
+	return func(file string) bool {
+		if cfg.IsControlPlane() {
+			return true
+		}
+		for _, c := range images.ControlPlaneComponents {
+			if strings.HasPrefix(file, c+"-") {
+				return false
+			}
+		}
+		return true
+	}
 }
 
 // waitImages is the condition of the components: the images service

@@ -95,7 +95,7 @@ func realContainerd(t *testing.T) *containerd.Daemon {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.ImportDir(namespaces.WithNamespace(ctx, runner.SystemNamespace), dir, out); err != nil {
+	if err := d.ImportDir(namespaces.WithNamespace(ctx, runner.SystemNamespace), dir, out, nil); err != nil {
 		t.Fatal(err)
 	}
 	return d

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -72,6 +73,24 @@ worker's certificate is refused there.`,
   nodectl --nodeconfig ./nodeconfig -n 10.5.0.2 services`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// An empty -n (say, from an unset shell variable) must not fall
+		// back to every node of the context.
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			for _, f := range []struct {
+				name string
+				list []string
+			}{{"nodes", g.nodes}, {"endpoints", g.endpoints}} {
+				if cmd.Flags().Changed(f.name) && len(f.list) == 0 {
+					return fmt.Errorf("--%s was given but names no node", f.name)
+				}
+				for _, n := range f.list {
+					if strings.TrimSpace(n) == "" {
+						return fmt.Errorf("--%s has an empty entry: %q", f.name, strings.Join(f.list, ","))
+					}
+				}
+			}
+			return nil
+		},
 	}
 	pf := root.PersistentFlags()
 	pf.StringSliceVarP(&g.nodes, "nodes", "n", nil, "target nodes, host or host:port (comma-separated or repeated)")
