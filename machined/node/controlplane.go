@@ -297,7 +297,9 @@ func lockRestart(ctx context.Context, client func() (*clientv3.Client, error)) (
 	if err != nil {
 		return nil, err
 	}
-	sess, err := concurrency.NewSession(cli, concurrency.WithTTL(int(restartReadyTimeout/time.Second)))
+	// The session's lease is kept alive while this node lives; a node that
+	// dies holding the lock frees it after the TTL.
+	sess, err := concurrency.NewSession(cli, concurrency.WithTTL(15))
 	if err != nil {
 		return nil, err
 	}
