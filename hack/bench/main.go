@@ -297,8 +297,8 @@ func renderClusters(creates []createResult, loads []loadResult) string {
 	b.WriteString(`
 All nodes are configured at the same moment, then the first control plane
 bootstraps etcd. The others join together: each takes a lock in etcd, is added
-as a learner and starts, then waits (at most 5 s) until every configured peer is
-a member before asking for promotion. So every node is added while the
+as a learner and starts, then waits until every configured peer is a member
+(at most 3 s after the membership last grew) before asking for promotion. So every node is added while the
 bootstrap node is the only voter, and etcd's strict reconfiguration check (kept
 on: every voter connected for 5 s before a member is added) has nobody to wait
 for. Before, with one learner at a time, consecutive joins were ~5 s apart.
