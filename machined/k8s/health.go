@@ -23,6 +23,12 @@ type Probe struct {
 // serving certificate against the cluster CA in the directory (re-read at
 // every check, so that rotation is seen).
 func APIServerProbe(p Paths) *Probe {
+	return APIServerProbeAt(p, fmt.Sprintf("127.0.0.1:%d", APIServerPort))
+}
+
+// APIServerProbeAt checks /readyz of an apiserver reached at hostport (the
+// node's API load balancer, say), verifying it like APIServerProbe.
+func APIServerProbeAt(p Paths, hostport string) *Probe {
 	tr := &http.Transport{
 		TLSClientConfig: &tls.Config{
 			MinVersion:         tls.VersionTLS12,
@@ -33,7 +39,7 @@ func APIServerProbe(p Paths) *Probe {
 		},
 		DisableKeepAlives: true,
 	}
-	return &Probe{url: fmt.Sprintf("https://127.0.0.1:%d/readyz", APIServerPort), client: &http.Client{Transport: tr, Timeout: 5 * time.Second}}
+	return &Probe{url: "https://" + hostport + "/readyz", client: &http.Client{Transport: tr, Timeout: 5 * time.Second}}
 }
 
 // LocalProbe checks https://127.0.0.1:port/healthz of a component serving a

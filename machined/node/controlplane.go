@@ -73,6 +73,29 @@ func (n *Node) controlPlaneSpecs(cfg *config.Config) []supervisor.Spec {
 		images.ControllerManager: k8s.LocalProbe(k8s.ControllerManagerPort).Check,
 		images.Scheduler:         k8s.LocalProbe(k8s.SchedulerPort).Check,
 	}
+	// The controller-manager and scheduler start once an apiserver answers
+	// through the node's load balancer: started earlier, they exit and
+	// back off, which cost seconds at cluster creation.
+	throughLB := supervisor.Condition{Name: "an apiserver ready through the load balancer", Wait: func(ctx context.Context) error {
+		probe := k8s.APIServerProbeAt(n.k8sPaths(), n.lbAddr())
+		for {
+			if probe.Check(ctx) == nil {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-n.clock.After(250 * time.Millisecond):
+			}
+		}
+	}}
+	conds := func(name string) []supervisor.Condition {
+		c := []supervisor.Condition{waitCerts, {Name: "images imported", Wait: n.waitImages}}
+		if name != images.APIServer {
+			c = append(c, throughLB)
+		}
+		return c
+	}
 	for _, name := range images.ControlPlaneComponents {
 		deps := []string{containerdService, etcdService}
 		if name != images.APIServer {
@@ -82,7 +105,7 @@ func (n *Node) controlPlaneSpecs(cfg *config.Config) []supervisor.Spec {
 			ID:          name,
 			Description: name + " " + cfg.Cluster.KubernetesVersion + " (container in containerd namespace " + runner.SystemNamespace + ")",
 			DependsOn:   deps,
-			Conditions:  []supervisor.Condition{waitCerts, {Name: "images imported", Wait: n.waitImages}},
+			Conditions:  conds(name),
 			Runner:      &componentRunner{n: n, name: name},
 			Restart:     supervisor.Always,
 			Health:      &supervisor.HealthCheck{Check: probes[name], Interval: 2 * time.Second, Timeout: 5 * time.Second},
