@@ -23,7 +23,7 @@ const (
 
 // containerdSpecs are the node's containerd and the import of the image
 // archives it needs (every node; the Kubernetes components depend on both).
-func (n *Node) containerdSpecs(cfg *config.Config) ([]supervisor.Spec, error) {
+func (n *Node) containerdSpecs(cfg *config.Config) []supervisor.Spec {
 	d := containerd.New(containerd.Options{
 		Binary: n.opts.ContainerdPath,
 		Root:   filepath.Join(n.store.EphemeralDir(), "lib", "containerd"),
@@ -31,7 +31,9 @@ func (n *Node) containerdSpecs(cfg *config.Config) ([]supervisor.Spec, error) {
 	})
 	r, err := d.Runner()
 	if err != nil {
-		return nil, err
+		// The node still takes its config; the service reports why it
+		// cannot run (e.g. no containerd binary: 'make images').
+		r = runner.Goroutine(containerdService, func(context.Context, io.Writer) error { return err })
 	}
 	n.mu.Lock()
 	n.ctrd = d
@@ -64,7 +66,7 @@ func (n *Node) containerdSpecs(cfg *config.Config) ([]supervisor.Spec, error) {
 			return nil
 		}),
 		Restart: supervisor.OnFailure,
-	}}, nil
+	}}
 }
 
 // wantArchive keeps the control-plane components' archives off workers.

@@ -91,11 +91,7 @@ func (n *Node) addRoleServices(cfg *config.Config) error {
 		})
 	}
 	if n.opts.Kubernetes {
-		ctrd, err := n.containerdSpecs(cfg)
-		if err != nil {
-			return err
-		}
-		specs = append(specs, ctrd...)
+		specs = append(specs, n.containerdSpecs(cfg)...)
 		if cfg.IsControlPlane() {
 			specs = append(specs, n.controlPlaneSpecs(cfg)...)
 		}
