@@ -92,47 +92,39 @@ func TestKubernetesControlPlane(t *testing.T) {
 		}
 	})
 
-	t.Run("nodes never share a container cgroup or socket", func(t *testing.T) {
-		cgroups, sockets := map[string]string{}, map[string]string{}
+	t.Run("each node's containers live in its own cgroup, namespace and containerd", func(t *testing.T) {
 		for _, n := range show.Nodes {
-			var results []struct {
-				Result struct {
-					Containers []struct {
-						ID  string `json:"id"`
-						Pid uint32 `json:"pid"`
-					} `json:"containers"`
-				} `json:"result"`
+			ctrs := systemContainers(t, c.on(t), n.Address)
+			if len(ctrs) != 3 {
+				t.Fatalf("%s runs %d system containers, want 3: %v", n.Name, len(ctrs), ctrs)
 			}
-			out := c.on(t).must("-n", n.Address, "containers", "-o", "json").stdout
-			if err := json.Unmarshal([]byte(out), &results); err != nil || len(results) != 1 {
-				t.Fatalf("containers -o json: %v\n%s", err, out)
-			}
-			resp := results[0].Result
-			if len(resp.Containers) != 3 {
-				t.Fatalf("%s runs %d system containers, want 3: %s", n.Name, len(resp.Containers), out)
-			}
-			for _, ctr := range resp.Containers {
-				data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", ctr.Pid))
+			netns := nsInode(t, "/run/netns/"+n.Netns)
+			for id, pid := range ctrs {
+				data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
 				if err != nil {
-					t.Fatalf("%s %s: %v", n.Name, ctr.ID, err)
+					t.Fatalf("%s %s: %v", n.Name, id, err)
 				}
-				want := "/ballast/e2ek8s-" + n.Name + "/" + ctr.ID
-				if !strings.Contains(string(data), want) {
-					t.Fatalf("%s %s (pid %d) is not in cgroup %s:\n%s", n.Name, ctr.ID, ctr.Pid, want, data)
+				if want := "/ballast/e2ek8s-" + n.Name + "/" + id; !strings.Contains(string(data), want) {
+					t.Fatalf("%s %s (pid %d) is not in cgroup %s:\n%s", n.Name, id, pid, want, data)
 				}
-				if other, ok := cgroups[want]; ok {
-					t.Fatalf("cgroup %s used by %s and %s", want, other, n.Name)
+				if got := nsInode(t, fmt.Sprintf("/proc/%d/ns/net", pid)); got != netns {
+					t.Fatalf("%s %s (pid %d) is not in the node's network namespace %s", n.Name, id, pid, n.Netns)
 				}
-				cgroups[want] = n.Name
 			}
-			sock := filepath.Join(n.StateDir, "var", "run", "containerd", "containerd.sock")
-			if _, err := os.Stat(sock); err != nil {
-				t.Fatalf("%s: containerd socket: %v", n.Name, err)
+			// The node's containerd serves its own socket from its own
+			// state and runs in the node's namespace.
+			pidData, err := os.ReadFile(filepath.Join(n.StateDir, "var", "run", "containerd", "containerd.pid"))
+			if err != nil {
+				t.Fatalf("%s: containerd pid file: %v", n.Name, err)
 			}
-			if other, ok := sockets[sock]; ok {
-				t.Fatalf("socket %s shared by %s and %s", sock, other, n.Name)
+			pid := strings.TrimSpace(string(pidData))
+			cmdline, err := os.ReadFile("/proc/" + pid + "/cmdline")
+			if err != nil || !strings.Contains(string(cmdline), n.StateDir) {
+				t.Fatalf("%s: containerd %s is not the node's (%q, %v)", n.Name, pid, cmdline, err)
 			}
-			sockets[sock] = n.Name
+			if got := nsInode(t, "/proc/"+pid+"/ns/net"); got != netns {
+				t.Fatalf("%s: containerd %s is not in the node's network namespace", n.Name, pid)
+			}
 		}
 	})
 
@@ -190,7 +182,7 @@ func TestKubernetesControlPlane(t *testing.T) {
 		}
 		for _, n := range show.Nodes {
 			waitFor(t, n.Name+"'s kube-scheduler runs with --v=3", 3*time.Minute, func() error {
-				pid := containerPid(t, c, n.Address, "kube-scheduler")
+				pid := systemContainers(t, c, n.Address)["kube-scheduler"]
 				cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 				if err != nil {
 					return err
@@ -263,9 +255,9 @@ func TestKubernetesControlPlane(t *testing.T) {
 	})
 }
 
-// containerPid is the host PID of a node's system container (0 when it has
-// no task).
-func containerPid(t *testing.T, c *localCluster, addr, id string) uint32 {
+// systemContainers are a node's system containers by ID, with the host PID
+// of each one's task (0 when it has none).
+func systemContainers(t *testing.T, c *localCluster, addr string) map[string]uint32 {
 	t.Helper()
 	var results []struct {
 		Result struct {
@@ -279,12 +271,21 @@ func containerPid(t *testing.T, c *localCluster, addr, id string) uint32 {
 	if err := json.Unmarshal([]byte(out), &results); err != nil || len(results) != 1 {
 		t.Fatalf("containers -o json: %v\n%s", err, out)
 	}
+	ctrs := map[string]uint32{}
 	for _, ctr := range results[0].Result.Containers {
-		if ctr.ID == id {
-			return ctr.Pid
-		}
+		ctrs[ctr.ID] = ctr.Pid
 	}
-	return 0
+	return ctrs
+}
+
+// nsInode identifies a namespace by the inode of its file.
+func nsInode(t *testing.T, path string) uint64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatalf("namespace %s: %v", path, err)
+	}
+	return st.Ino
 }
 
 // kubectl runs stock kubectl with a kubeconfig.

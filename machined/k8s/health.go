@@ -37,7 +37,11 @@ func APIServerProbeAt(p Paths, hostport string) *Probe {
 				return verifyAgainst(p.file(caCrt), cs)
 			},
 		},
-		DisableKeepAlives: true,
+		// Kept alive: the VIP asks several times a second, and a TLS
+		// handshake each time was the probe's main cost. A restarted
+		// apiserver (new certificate) closes the connection.
+		MaxIdleConns:    1,
+		IdleConnTimeout: 30 * time.Second,
 	}
 	return &Probe{url: "https://" + hostport + "/readyz", client: &http.Client{Transport: tr, Timeout: 5 * time.Second}}
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ballast-os/ballast/machined/clock"
 	"github.com/ballast-os/ballast/machined/containerd"
 	"github.com/ballast-os/ballast/machined/runner"
 	"github.com/ballast-os/ballast/machined/supervisor"
@@ -49,7 +50,8 @@ func (n *Node) containerdSpecs(cfg *config.Config) []supervisor.Spec {
 		Description: "imports the image archives of " + n.opts.ImagesDir + " into containerd",
 		DependsOn:   []string{containerdService},
 		Runner: runner.Goroutine(imagesService, func(ctx context.Context, out io.Writer) error {
-			if err := waitHealthy(ctx, d.Healthy); err != nil {
+			// containerd answers a moment after its process started.
+			if err := pollUntil(ctx, n.clock, 100*time.Millisecond, d.Healthy); err != nil {
 				return err
 			}
 			if err := d.ImportDir(ctx, n.opts.ImagesDir, out, wantArchive(cfg)); err != nil {
@@ -86,22 +88,14 @@ func wantArchive(cfg *config.Config) func(string) bool {
 
 // waitImages is the condition of the components: the images service
 // finished (a Running goroutine would satisfy a dependency too early).
-func (n *Node) waitImages(ctx context.Context) error {
-	select {
-	case <-n.imagesReady:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func (n *Node) waitImages(ctx context.Context) error { return waitClosed(ctx, n.imagesReady) }
 
-// waitHealthy polls check until it passes (containerd answers a moment after
-// its process started).
-func waitHealthy(ctx context.Context, check func(context.Context) error) error {
-	var err error
-	for i := 0; ; i++ {
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err = check(cctx)
+// pollUntil calls check every interval until it passes or ctx ends (each
+// call bounded by 5 s); it returns the last failure with ctx's error.
+func pollUntil(ctx context.Context, clk clock.Clock, interval time.Duration, check func(context.Context) error) error {
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := check(cctx)
 		cancel()
 		if err == nil {
 			return nil
@@ -109,8 +103,18 @@ func waitHealthy(ctx context.Context, check func(context.Context) error) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%w (last: %v)", ctx.Err(), err)
-		case <-time.After(100 * time.Millisecond):
+		case <-clk.After(interval):
 		}
+	}
+}
+
+// waitClosed returns once ch is closed, or with ctx's error.
+func waitClosed(ctx context.Context, ch <-chan struct{}) error {
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

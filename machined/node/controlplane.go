@@ -53,12 +53,7 @@ func (n *Node) controlPlaneSpecs(cfg *config.Config) []supervisor.Spec {
 	var readyOnce sync.Once
 	markReady := func() { readyOnce.Do(func() { close(certsReady) }) }
 	waitCerts := supervisor.Condition{Name: "kubernetes certificates issued", Wait: func(ctx context.Context) error {
-		select {
-		case <-certsReady:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+		return waitClosed(ctx, certsReady)
 	}}
 	specs := []supervisor.Spec{{
 		ID:          k8sCertsService,
@@ -77,17 +72,7 @@ func (n *Node) controlPlaneSpecs(cfg *config.Config) []supervisor.Spec {
 	// through the node's load balancer: started earlier, they exit and
 	// back off, which cost seconds at cluster creation.
 	throughLB := supervisor.Condition{Name: "an apiserver ready through the load balancer", Wait: func(ctx context.Context) error {
-		probe := k8s.APIServerProbeAt(n.k8sPaths(), n.lbAddr())
-		for {
-			if probe.Check(ctx) == nil {
-				return nil
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-n.clock.After(250 * time.Millisecond):
-			}
-		}
+		return pollUntil(ctx, n.clock, 250*time.Millisecond, k8s.APIServerProbeAt(n.k8sPaths(), n.lbAddr()).Check)
 	}}
 	conds := func(name string) []supervisor.Condition {
 		c := []supervisor.Condition{waitCerts, {Name: "images imported", Wait: n.waitImages}}
@@ -342,22 +327,20 @@ func lockRestart(ctx context.Context, client func() (*clientv3.Client, error)) (
 // waitServiceHealthy waits until the service is Running with a passing
 // health check.
 func (n *Node) waitServiceHealthy(ctx context.Context, id string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	err := pollUntil(ctx, n.clock, 250*time.Millisecond, func(context.Context) error {
 		st, err := n.sup.Get(id)
-		if err != nil {
+		switch {
+		case err != nil:
 			return err
-		}
-		if st.State == supervisor.StateRunning && st.Healthy != nil && *st.Healthy {
+		case st.State == supervisor.StateRunning && st.Healthy != nil && *st.Healthy:
 			return nil
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not healthy after %s: %s %s", id, timeout, st.State, st.HealthMessage)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(250 * time.Millisecond):
-		}
+		return fmt.Errorf("%s %s", st.State, st.HealthMessage)
+	})
+	if err != nil {
+		return fmt.Errorf("%s not healthy within %s: %w", id, timeout, err)
 	}
+	return nil
 }

@@ -72,14 +72,7 @@ func (n *Node) registerServices() error {
 	return nil
 }
 
-func (n *Node) waitConfigured(ctx context.Context) error {
-	select {
-	case <-n.configured:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func (n *Node) waitConfigured(ctx context.Context) error { return waitClosed(ctx, n.configured) }
 
 // lbAddr is where the API load balancer listens: 127.0.0.1:7445 in the
 // node's own network namespace. Nodes that share the host's loopback (by
