@@ -28,9 +28,13 @@ containerd: ## Build containerd, its runc shim and ctr from the module version m
 		for b in containerd containerd-shim-runc-v2 ctr; do cp -p $(OUT)/containerd/$$CONTAINERD_VERSION/$$b $(BIN)/$$b.tmp && mv $(BIN)/$$b.tmp $(BIN)/$$b; done
 
 .PHONY: images
-images: containerd ## Build the Kubernetes components from k8s.io/kubernetes and pack their OCI image archives into _out/images (cached by version)
+images: containerd ## Build kubelet, the Kubernetes components, CoreDNS and pause, and pack the OCI image archives into _out/images (cached by version)
+	hack/install-deps.sh test
 	hack/build-k8s.sh
-	@source hack/tools.env && $(GO) run ./hack/mkimages -bin-dir $(OUT)/k8s/$$KUBERNETES_VERSION -version $$KUBERNETES_VERSION -out $(OUT)/images
+	hack/build-coredns.sh
+	@source hack/tools.env && $(GO) run ./hack/mkimages -bin-dir $(OUT)/k8s/$$KUBERNETES_VERSION -version $$KUBERNETES_VERSION \
+		-coredns $(OUT)/coredns/$$COREDNS_VERSION/coredns -pause $(OUT)/pause/$$PAUSE_VERSION/pause -out $(OUT)/images && \
+		mkdir -p $(BIN) && cp -p $(OUT)/k8s/$$KUBERNETES_VERSION/kubelet $(BIN)/kubelet.tmp && mv $(BIN)/kubelet.tmp $(BIN)/kubelet
 
 .PHONY: cluster
 cluster: deps build images ## Create a local HA cluster (3 control planes + 1 worker; needs root) and print how to use kubectl

@@ -41,6 +41,8 @@ type Options struct {
 	Root string
 	// State is containerd's runtime directory (sockets, tasks, FIFOs).
 	State string
+	// CRI, when set, turns on the CRI plugin for the kubelet.
+	CRI *CRI
 }
 
 // Daemon is the node's containerd.
@@ -107,7 +109,7 @@ func (d *Daemon) prepare() error {
 			return fmt.Errorf("containerd dir: %w", err)
 		}
 	}
-	if err := atomicfile.Write(d.configPath(), []byte(Config(d.opts.Root, d.opts.State, d.Socket())), 0o644); err != nil {
+	if err := atomicfile.Write(d.configPath(), []byte(Config(d.opts.Root, d.opts.State, d.Socket(), d.opts.CRI)), 0o644); err != nil {
 		return fmt.Errorf("containerd config: %w", err)
 	}
 	killStale(d.pidPath(), d.configPath())

@@ -13,6 +13,7 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/defaults"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	ctrversion "github.com/containerd/containerd/v2/version"
 	"github.com/containerd/errdefs"
 
@@ -24,11 +25,11 @@ import (
 // the same module version).
 var Version = clientVersion()
 
-// ImportDir imports the *.tar image archives in dir that want accepts (nil:
-// all) into the system namespace and unpacks them for the default
-// snapshotter. A missing dir is not an error (a node may pull everything
-// instead).
-func (d *Daemon) ImportDir(ctx context.Context, dir string, out io.Writer, want func(file string) bool) error {
+// ImportDir imports the *.tar image archives in dir into the containerd
+// namespace place names for each ("": skip it; nil: all into the client's
+// default namespace) and unpacks them for the default snapshotter. A missing
+// dir is not an error (a node may pull everything instead).
+func (d *Daemon) ImportDir(ctx context.Context, dir string, out io.Writer, place func(file string) string) error {
 	cl, err := d.Client()
 	if err != nil {
 		return err
@@ -43,22 +44,34 @@ func (d *Daemon) ImportDir(ctx context.Context, dir string, out io.Writer, want 
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		if want != nil && !want(filepath.Base(name)) {
-			continue
+		ictx := ctx
+		if place != nil {
+			ns := place(filepath.Base(name))
+			if ns == "" {
+				continue
+			}
+			ictx = namespaces.WithNamespace(ctx, ns)
 		}
 		start := time.Now()
-		imgs, err := importArchive(ctx, cl, name)
+		imgs, err := importArchive(ictx, cl, name)
 		if err != nil {
 			return err
 		}
 		for _, img := range imgs {
-			if err := unpack(ctx, cl, img); err != nil {
+			if err := unpack(ictx, cl, img); err != nil {
 				return fmt.Errorf("unpack %s: %w", img.Name, err)
 			}
-			fmt.Fprintf(out, "imported %s (%s) from %s in %s\n", img.Name, img.Target.Digest, filepath.Base(name), time.Since(start).Round(time.Millisecond))
+			fmt.Fprintf(out, "imported %s (%s) from %s into %s in %s\n", img.Name, img.Target.Digest, filepath.Base(name), namespaceOf(ictx), time.Since(start).Round(time.Millisecond))
 		}
 	}
 	return nil
+}
+
+func namespaceOf(ctx context.Context) string {
+	if ns, ok := namespaces.Namespace(ctx); ok {
+		return ns
+	}
+	return "the default namespace"
 }
 
 func importArchive(ctx context.Context, cl *containerd.Client, path string) ([]images.Image, error) {

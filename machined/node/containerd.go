@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"strings"
+	"slices"
 	"time"
 
 	"github.com/ballast-os/ballast/machined/clock"
@@ -54,7 +54,7 @@ func (n *Node) containerdSpecs(cfg *config.Config) []supervisor.Spec {
 			if err := pollUntil(ctx, n.clock, 100*time.Millisecond, d.Healthy); err != nil {
 				return err
 			}
-			if err := d.ImportDir(ctx, n.opts.ImagesDir, out, wantArchive(cfg)); err != nil {
+			if err := d.ImportDir(ctx, n.opts.ImagesDir, out, archiveNamespace(cfg)); err != nil {
 				return err
 			}
 			if cfg.IsControlPlane() {
@@ -71,18 +71,18 @@ func (n *Node) containerdSpecs(cfg *config.Config) []supervisor.Spec {
 	}}
 }
 
-// wantArchive keeps the control-plane components' archives off workers.
-func wantArchive(cfg *config.Config) func(string) bool {
-	return func(file string) bool {
-		if cfg.IsControlPlane() {
-			return true
+// archiveNamespace places each archive: pod images in the CRI's namespace,
+// the control-plane components in machined's (control planes only).
+func archiveNamespace(cfg *config.Config) func(string) string {
+	return func(file string) string {
+		name := images.ArchiveImage(file)
+		switch {
+		case slices.Contains(images.PodImages, name):
+			return images.PodNamespace
+		case slices.Contains(images.ControlPlaneComponents, name) && !cfg.IsControlPlane():
+			return ""
 		}
-		for _, c := range images.ControlPlaneComponents {
-			if strings.HasPrefix(file, c+"-") {
-				return false
-			}
-		}
-		return true
+		return runner.SystemNamespace
 	}
 }
 

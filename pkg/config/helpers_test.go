@@ -151,6 +151,14 @@ machine:
   install:
     disk: /dev/sda
     image: ghcr.io/ballast-os/installer:v0.1.0
+  kubelet:
+    extraArgs:
+      v: "2"
+    nodeLabels:
+      topology.kubernetes.io/zone: zone-a
+      example.com/rack: r12
+    nodeTaints:
+      example.com/dedicated: infra:NoSchedule
 cluster:
   name: demo
   controlPlane:

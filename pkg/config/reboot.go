@@ -15,6 +15,7 @@ var livePaths = []string{
 	"cluster.etcd.snapshots",
 	"cluster.etcd.peers",
 	"cluster.certificateLifetime",
+	"machine.kubelet.extraArgs",
 }
 
 // liveComponentFields are the fields of every cluster component

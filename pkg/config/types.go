@@ -44,6 +44,21 @@ type Machine struct {
 	CertSANs []string `yaml:"certSANs,omitempty" json:"certSANs,omitempty"`
 	Network  Network  `yaml:"network,omitempty" json:"network,omitempty"`
 	Install  Install  `yaml:"install,omitempty" json:"install,omitempty"`
+	Kubelet  Kubelet  `yaml:"kubelet,omitempty" json:"kubelet,omitempty"`
+}
+
+// Kubelet configures the node's kubelet (every node runs one).
+type Kubelet struct {
+	// ExtraArgs are kubelet flags (name without dashes → value); they win
+	// over Ballast's own, except the flags Ballast must own (paths,
+	// credentials, the node's name). Applied live (kubelet restarts).
+	ExtraArgs map[string]string `yaml:"extraArgs,omitempty" json:"extraArgs,omitempty"`
+	// NodeLabels are set when the node registers, e.g.
+	// topology.kubernetes.io/zone. Only labels a kubelet may set itself.
+	NodeLabels map[string]string `yaml:"nodeLabels,omitempty" json:"nodeLabels,omitempty"`
+	// NodeTaints are set when the node registers: key → "value:Effect" (or
+	// ":Effect"), Effect one of NoSchedule, PreferNoSchedule, NoExecute.
+	NodeTaints map[string]string `yaml:"nodeTaints,omitempty" json:"nodeTaints,omitempty"`
 }
 
 // Network is the node's network configuration.
@@ -116,6 +131,10 @@ type Cluster struct {
 	// issues for the Kubernetes components (default 8760h, at least 3m);
 	// each is renewed when a third of it is left.
 	CertificateLifetime Duration `yaml:"certificateLifetime,omitempty" json:"certificateLifetime,omitempty"`
+
+	// AllowSchedulingOnControlPlanes leaves control-plane nodes without the
+	// node-role.kubernetes.io/control-plane:NoSchedule taint.
+	AllowSchedulingOnControlPlanes bool `yaml:"allowSchedulingOnControlPlanes,omitempty" json:"allowSchedulingOnControlPlanes,omitempty"`
 
 	Etcd              Etcd      `yaml:"etcd,omitempty" json:"etcd,omitempty"`
 	APIServer         Component `yaml:"apiServer,omitempty" json:"apiServer,omitempty"`

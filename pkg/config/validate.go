@@ -83,6 +83,7 @@ func (v *validator) machine() {
 	v.certAndKey("machine.ca", m.CA, true)
 	v.sans("machine.certSANs", m.CertSANs)
 	v.network()
+	v.kubelet()
 	if d := m.Install.Disk; d != "" && !isDevicePath(d) {
 		v.addf("machine.install.disk", "%q is not a device path under /dev/ (e.g. /dev/sda)", d)
 	}

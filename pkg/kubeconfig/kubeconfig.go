@@ -30,6 +30,24 @@ func New(clusterName, server string, caPEM, crtPEM, keyPEM []byte, user string) 
 	return out, nil
 }
 
+// NewToken renders a kubeconfig whose user authenticates with a bearer
+// token (the kubelet's bootstrap kubeconfig).
+func NewToken(clusterName, server string, caPEM []byte, token, user string) ([]byte, error) {
+	ctxName := user + "@" + clusterName
+	kc := kubeconfig{
+		APIVersion: "v1", Kind: "Config", CurrentContext: ctxName,
+		Clusters: []namedCluster{{Name: clusterName, Cluster: kcCluster{
+			Server: server, CertificateAuthorityData: base64.StdEncoding.EncodeToString(caPEM)}}},
+		Users:    []namedUser{{Name: user, User: kcUser{Token: token}}},
+		Contexts: []namedContext{{Name: ctxName, Context: kcContext{Cluster: clusterName, User: user}}},
+	}
+	out, err := yaml.Marshal(kc)
+	if err != nil {
+		return nil, fmt.Errorf("render kubeconfig: %w", err)
+	}
+	return out, nil
+}
+
 // ClientCert returns the client certificate embedded in a
 // kubeconfig written by New.
 func ClientCert(data []byte) (server string, crtPEM []byte, err error) {
@@ -72,8 +90,9 @@ type namedUser struct {
 }
 
 type kcUser struct {
-	ClientCertificateData string `yaml:"client-certificate-data"`
-	ClientKeyData         string `yaml:"client-key-data"`
+	ClientCertificateData string `yaml:"client-certificate-data,omitempty"`
+	ClientKeyData         string `yaml:"client-key-data,omitempty"`
+	Token                 string `yaml:"token,omitempty"`
 }
 
 type namedContext struct {

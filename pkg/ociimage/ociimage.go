@@ -37,6 +37,9 @@ type File struct {
 	Source string
 	// Mode is the file mode (0755 for programs).
 	Mode int64
+	// Link, when set, makes the entry a symbolic link to Link (Source is
+	// then unused), e.g. busybox's applets.
+	Link string
 }
 
 // Spec describes an image.
@@ -151,7 +154,14 @@ func writeLayerTar(dst string, files []File) error {
 				return fmt.Errorf("layer tar: %w", err)
 			}
 		}
-		if err := addFile(tw, strings.TrimPrefix(file.Path, "/"), file.Source, file.Mode); err != nil {
+		name := strings.TrimPrefix(file.Path, "/")
+		if file.Link != "" {
+			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: name, Linkname: file.Link, Mode: 0o777, Format: tar.FormatPAX}); err != nil {
+				return fmt.Errorf("layer tar: %w", err)
+			}
+			continue
+		}
+		if err := addFile(tw, name, file.Source, file.Mode); err != nil {
 			return err
 		}
 	}

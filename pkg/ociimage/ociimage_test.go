@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -115,4 +116,36 @@ func TestWriteRejects(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestWriteSymlinks(t *testing.T) {
+	dir := t.TempDir()
+	bin := writeFile(t, dir, "busybox", "#!/bin/true\n")
+	dst := filepath.Join(dir, "img.tar")
+	if _, err := Write(dst, Spec{Name: "ballast.local/bb:1", Files: []File{
+		{Path: "/bin/busybox", Source: bin, Mode: 0o755},
+		{Path: "/bin/sh", Link: "busybox"},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(dst)
+	for name, blob := range entries(t, bytes.NewReader(data)) {
+		if !strings.HasPrefix(name, "blobs/") {
+			continue
+		}
+		tr := tar.NewReader(bytes.NewReader(blob))
+		for {
+			h, err := tr.Next()
+			if err != nil {
+				break
+			}
+			if h.Name == "bin/sh" {
+				if h.Typeflag != tar.TypeSymlink || h.Linkname != "busybox" {
+					t.Fatalf("bin/sh = type %c link %q, want a symlink to busybox", h.Typeflag, h.Linkname)
+				}
+				return
+			}
+		}
+	}
+	t.Fatal("no layer holds bin/sh")
 }
