@@ -41,6 +41,7 @@ type flags struct {
 	kubernetes     bool
 	imagesDir      string
 	containerdPath string
+	kubeletPath    string
 }
 
 func parse(args []string, stderr io.Writer) (*flags, error) {
@@ -56,6 +57,7 @@ func parse(args []string, stderr io.Writer) (*flags, error) {
 	fs.BoolVar(&f.kubernetes, "kubernetes", true, "run containerd and, on control planes, the Kubernetes components (false: the node agent and etcd only)")
 	fs.StringVar(&f.imagesDir, "images-dir", defaultImagesDir(), "directory of the image archives (*.tar) imported into containerd at start")
 	fs.StringVar(&f.containerdPath, "containerd-path", "", "containerd binary (default: next to machined, else in PATH); containerd-shim-runc-v2 must be beside it")
+	fs.StringVar(&f.kubeletPath, "kubelet-path", "", "kubelet binary (default: next to machined, else in PATH)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "machined is the Ballast node agent.\n\nUsage:\n  machined --mode container --state-dir DIR [--api-listen ADDR:PORT]\n\nExample:\n  machined --mode container --state-dir /tmp/n1 --api-listen 127.0.0.2:50000\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -123,7 +125,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	logger.Info("machined starting", "version", version.Version, "mode", f.mode, "state_dir", stateDir, "pid", os.Getpid())
 	n, err := node.New(node.Options{
 		Mode: f.mode, StateDir: stateDir, Listener: ln, Logger: logger, AgentLog: agentLog,
-		Kubernetes: f.kubernetes, ImagesDir: f.imagesDir, ContainerdPath: f.containerdPath,
+		Kubernetes: f.kubernetes, ImagesDir: f.imagesDir, ContainerdPath: f.containerdPath, KubeletPath: f.kubeletPath,
 	})
 	if err != nil {
 		return err

@@ -30,7 +30,7 @@ import (
 const maxSocketPath = 107 - len(".ttrpc")
 
 // ErrNotFound is returned when the containerd binary cannot be found.
-var ErrNotFound = errors.New("containerd binary not found")
+var ErrNotFound = runner.ErrBinaryNotFound
 
 // Options configures a Daemon.
 type Options struct {
@@ -141,25 +141,7 @@ func killStale(pidFile, configPath string) {
 }
 
 func (d *Daemon) binary() (string, error) {
-	if d.opts.Binary != "" {
-		if _, err := os.Stat(d.opts.Binary); err != nil {
-			return "", fmt.Errorf("%w: %v", ErrNotFound, err)
-		}
-		return d.opts.Binary, nil
-	}
-	if self, err := os.Executable(); err == nil {
-		p := filepath.Join(filepath.Dir(self), "containerd")
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-	}
-	for _, dir := range filepath.SplitList(os.Getenv("PATH")) {
-		p := filepath.Join(dir, "containerd")
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%w next to machined or in PATH (build it with 'make images' or pass --containerd-path)", ErrNotFound)
+	return runner.FindBinary("containerd", d.opts.Binary, "build it with 'make images' or pass --containerd-path")
 }
 
 // Client returns the client of the daemon; it is created once and

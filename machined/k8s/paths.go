@@ -26,4 +26,8 @@ const (
 	auditPolicy         = "audit-policy.yaml"
 	controllerManagerKC = "controller-manager.kubeconfig"
 	schedulerKC         = "scheduler.kubeconfig"
+	machinedKC          = "machined.kubeconfig"
 )
+
+// MachinedKubeconfig is machined's own admin kubeconfig (control planes).
+func (p Paths) MachinedKubeconfig() string { return p.file(machinedKC) }

@@ -71,6 +71,12 @@ func leaves() []leaf {
 		{name: controllerManagerKC, kubeconfig: true, ca: kubernetesCA, users: []string{images.ControllerManager}, req: func(*config.Config, Node) pki.Request {
 			return pki.Request{CommonName: "system:kube-controller-manager", Usage: pki.UsageClient}
 		}},
+		// machined's own client on control planes: it applies the cluster's
+		// bootstrap manifests (RBAC included) and approves kubelet serving
+		// certificates, so it is a cluster admin like kubeadm's.
+		{name: machinedKC, kubeconfig: true, ca: kubernetesCA, req: func(*config.Config, Node) pki.Request {
+			return pki.Request{CommonName: "ballast:machined", Organization: []string{"system:masters"}, Usage: pki.UsageClient}
+		}},
 		{name: schedulerKC, kubeconfig: true, ca: kubernetesCA, users: []string{images.Scheduler}, req: func(*config.Config, Node) pki.Request {
 			return pki.Request{CommonName: "system:kube-scheduler", Usage: pki.UsageClient}
 		}},

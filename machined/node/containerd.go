@@ -29,6 +29,11 @@ func (n *Node) containerdSpecs(cfg *config.Config) []supervisor.Spec {
 		Binary: n.opts.ContainerdPath,
 		Root:   filepath.Join(n.store.EphemeralDir(), "lib", "containerd"),
 		State:  filepath.Join(n.store.EphemeralDir(), "run", "containerd"),
+		CRI: &containerd.CRI{
+			SandboxImage: images.PodImageRef(images.Pause, cfg.Cluster.KubernetesVersion),
+			CNIBinDirs:   cniBinDirs,
+			CNIConfDir:   n.kubeletPaths().CNIConfDir,
+		},
 	})
 	r, err := d.Runner()
 	if err != nil {
@@ -70,6 +75,9 @@ func (n *Node) containerdSpecs(cfg *config.Config) []supervisor.Spec {
 		Restart: supervisor.OnFailure,
 	}}
 }
+
+// cniBinDirs hold the CNI plugins: Debian's containernetworking-plugins.
+var cniBinDirs = []string{"/usr/lib/cni", "/opt/cni/bin"}
 
 // archiveNamespace places each archive: pod images in the CRI's namespace,
 // the control-plane components in machined's (control planes only).

@@ -68,6 +68,8 @@ type Options struct {
 	ImagesDir string
 	// ContainerdPath is the containerd binary ("" finds it).
 	ContainerdPath string
+	// KubeletPath is the kubelet binary ("" finds it).
+	KubeletPath string
 }
 
 // Node is one running machined.

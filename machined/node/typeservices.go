@@ -95,6 +95,7 @@ func (n *Node) addRoleServices(cfg *config.Config) error {
 		if cfg.IsControlPlane() {
 			specs = append(specs, n.controlPlaneSpecs(cfg)...)
 		}
+		specs = append(specs, n.nodeSpecs(cfg)...)
 	}
 	for _, spec := range specs {
 		if err := n.sup.Add(spec); err != nil {

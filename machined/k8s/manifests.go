@@ -1,0 +1,109 @@
+package k8s
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"embed"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strings"
+	"text/template"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+
+	"github.com/ballast-os/ballast/pkg/config"
+	"github.com/ballast-os/ballast/pkg/images"
+)
+
+//go:embed manifests/*.yaml
+var manifestFiles embed.FS
+
+// ManifestsRevision is bumped when the manifests change in a way their
+// hash would not show (it is part of the recorded version).
+const ManifestsRevision = 1
+
+// Manifests are the cluster's bootstrap objects, rendered for a config.
+type Manifests struct {
+	Objects []*unstructured.Unstructured
+	// Version identifies the set (revision and a hash of the rendered
+	// objects); it is recorded in the cluster once applied.
+	Version string
+}
+
+// RenderManifests renders the bootstrap manifests (bootstrap token and TLS
+// bootstrap RBAC, kube-proxy, CoreDNS) for cfg. localEndpoint is the node's
+// API load balancer, which kube-proxy uses on every node.
+func RenderManifests(cfg *config.Config, localEndpoint string) (Manifests, error) {
+	id, secret, ok := strings.Cut(cfg.Cluster.Token, ".")
+	if !ok {
+		return Manifests{}, fmt.Errorf("cluster.token %q is not <id>.<secret>", "<redacted>")
+	}
+	dns, err := DNSServiceIP(cfg)
+	if err != nil {
+		return Manifests{}, err
+	}
+	data := map[string]string{
+		"TokenID":        id,
+		"TokenSecret":    secret,
+		"PodSubnets":     strings.Join(cfg.Cluster.Network.PodSubnets, ","),
+		"LocalEndpoint":  localEndpoint,
+		"KubeProxyImage": images.PodImageRef(images.KubeProxy, cfg.Cluster.KubernetesVersion),
+		"CoreDNSImage":   images.PodImageRef(images.CoreDNS, cfg.Cluster.KubernetesVersion),
+		"DNSServiceIP":   dns.String(),
+		"DNSDomain":      cfg.Cluster.Network.DNSDomain,
+	}
+	funcs := template.FuncMap{"b64": func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }}
+	names, err := fs.Glob(manifestFiles, "manifests/*.yaml")
+	if err != nil {
+		return Manifests{}, err
+	}
+	sort.Strings(names)
+	var out Manifests
+	h := sha256.New()
+	fmt.Fprintf(h, "revision %d\n", ManifestsRevision)
+	for _, name := range names {
+		src, err := manifestFiles.ReadFile(name)
+		if err != nil {
+			return Manifests{}, err
+		}
+		tmpl, err := template.New(name).Funcs(funcs).Option("missingkey=error").Parse(string(src))
+		if err != nil {
+			return Manifests{}, fmt.Errorf("manifest %s: %w", name, err)
+		}
+		var buf bytes.Buffer
+		if err := tmpl.Execute(&buf, data); err != nil {
+			return Manifests{}, fmt.Errorf("manifest %s: %w", name, err)
+		}
+		h.Write(buf.Bytes())
+		for i, doc := range strings.Split(buf.String(), "\n---\n") {
+			if strings.TrimSpace(stripComments(doc)) == "" {
+				continue
+			}
+			var obj map[string]any
+			if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
+				return Manifests{}, fmt.Errorf("manifest %s document %d: %w", name, i, err)
+			}
+			u := &unstructured.Unstructured{Object: obj}
+			if u.GetKind() == "" || u.GetName() == "" {
+				return Manifests{}, fmt.Errorf("manifest %s document %d: no kind or name", name, i)
+			}
+			out.Objects = append(out.Objects, u)
+		}
+	}
+	out.Version = fmt.Sprintf("%d-%s", ManifestsRevision, hex.EncodeToString(h.Sum(nil))[:16])
+	return out, nil
+}
+
+func stripComments(doc string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(doc, "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(l), "#") {
+			b.WriteString(l + "\n")
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,302 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ballast-os/ballast/machined/k8s"
+	"github.com/ballast-os/ballast/machined/runner"
+	"github.com/ballast-os/ballast/machined/supervisor"
+	"github.com/ballast-os/ballast/pkg/atomicfile"
+	"github.com/ballast-os/ballast/pkg/config"
+)
+
+// kubeletService is the node's kubelet.
+const kubeletService = "kubelet"
+
+// cgroupV1Controllers are the cgroup v1 hierarchies the kubelet's cgroup
+// root must exist in (cgroupfs driver).
+var cgroupV1Controllers = []string{"cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "systemd", "hugetlb", "net_cls", "net_prio", "perf_event"}
+
+func (n *Node) kubeletPaths() k8s.KubeletPaths { return k8s.NewKubeletPaths(n.store.EphemeralDir()) }
+
+// kubeletNode is what the kubelet's files depend on besides the config.
+func (n *Node) kubeletNode(cfg *config.Config) k8s.KubeletNode {
+	n.mu.Lock()
+	d := n.ctrd
+	n.mu.Unlock()
+	name := memberName(cfg, n.advertiseIP(cfg))
+	return k8s.KubeletNode{
+		Name:          name,
+		IP:            n.advertiseIP(cfg),
+		LocalEndpoint: "https://" + n.lbAddr(),
+		CRISocket:     d.Socket(),
+		CgroupRoot:    "/ballast/" + name,
+		CgroupV1:      cgroupV1Host(),
+	}
+}
+
+// cgroupV1Host reports whether /sys/fs/cgroup is a cgroup v1 (or hybrid)
+// layout rather than the unified cgroup2 hierarchy.
+func cgroupV1Host() bool {
+	_, err := os.Stat("/sys/fs/cgroup/cgroup.controllers")
+	return err != nil
+}
+
+// kubeletSpec is the kubelet, a process of the node, started once the
+// images are imported (the pause image must be there).
+func (n *Node) kubeletSpec(cfg *config.Config) supervisor.Spec {
+	return supervisor.Spec{
+		ID:          kubeletService,
+		Description: "kubelet " + cfg.Cluster.KubernetesVersion + " (CRI: the node's containerd)",
+		DependsOn:   []string{containerdService, lbService},
+		Conditions:  []supervisor.Condition{{Name: "images imported", Wait: n.waitImages}},
+		Runner:      &kubeletRunner{n: n},
+		Restart:     supervisor.Always,
+		Health: &supervisor.HealthCheck{
+			Check:    kubeletHealthz,
+			Interval: 5 * time.Second,
+			Timeout:  3 * time.Second,
+		},
+	}
+}
+
+// nodeSpecs are the kubelet, the pod network and, on control planes, the
+// controllers machined runs against the cluster: the bootstrap manifests
+// and the kubelet serving-certificate approver.
+func (n *Node) nodeSpecs(cfg *config.Config) []supervisor.Spec {
+	specs := []supervisor.Spec{n.kubeletSpec(cfg), {
+		ID:          podNetworkService,
+		Description: "pod network: CNI config for the node's pod CIDR, routes to the other nodes' pod CIDRs",
+		DependsOn:   []string{kubeletService},
+		Runner:      runner.Goroutine(podNetworkService, n.runPodNetwork),
+		Restart:     supervisor.Always,
+	}}
+	if !cfg.IsControlPlane() {
+		return specs
+	}
+	throughLB := supervisor.Condition{Name: "an apiserver ready through the load balancer", Wait: func(ctx context.Context) error {
+		return pollUntil(ctx, n.clock, 250*time.Millisecond, k8s.APIServerProbeAt(n.k8sPaths(), n.lbAddr()).Check)
+	}}
+	return append(specs, supervisor.Spec{
+		ID:          manifestsService,
+		Description: "applies the cluster's bootstrap manifests (TLS bootstrap RBAC, kube-proxy, CoreDNS) and labels the control plane's Node",
+		DependsOn:   []string{lbService, k8sCertsService},
+		Conditions:  []supervisor.Condition{throughLB},
+		Runner:      runner.Goroutine(manifestsService, n.runManifests),
+		Restart:     supervisor.Always,
+	}, supervisor.Spec{
+		ID:          csrApproverService,
+		Description: "approves kubelet serving certificates after checking the node's name and addresses",
+		DependsOn:   []string{lbService, k8sCertsService},
+		Conditions:  []supervisor.Condition{throughLB},
+		Runner:      runner.Goroutine(csrApproverService, n.runCSRApprover),
+		Restart:     supervisor.Always,
+	})
+}
+
+// kubeletHealthz asks the kubelet's healthz endpoint (on the node's
+// loopback).
+func kubeletHealthz(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/healthz", k8s.KubeletHealthzPort), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("kubelet healthz: %s %s", resp.Status, bytes.TrimSpace(body))
+	}
+	return nil
+}
+
+// kubeletRunner writes the kubelet's files and runs it; it builds the
+// command at every start, so a restart picks up the current config.
+type kubeletRunner struct{ n *Node }
+
+func (r *kubeletRunner) String() string { return "process(kubelet)" }
+
+func (r *kubeletRunner) Run(ctx context.Context, out io.Writer, started func()) error {
+	n := r.n
+	cfg := n.desired.Current()
+	if cfg == nil {
+		return errors.New("no machine config")
+	}
+	bin, err := runner.FindBinary("kubelet", n.opts.KubeletPath, "build it with 'make images' or pass --kubelet-path")
+	if err != nil {
+		return err
+	}
+	kn, p := n.kubeletNode(cfg), n.kubeletPaths()
+	if err := writeKubeletFiles(cfg, kn, p); err != nil {
+		return err
+	}
+	if kn.CgroupV1 {
+		if err := ensureCgroupV1(kn.CgroupRoot); err != nil {
+			return err
+		}
+	}
+	args := append([]string{bin}, k8s.KubeletArgs(cfg, kn, p)...)
+	tail := &lastLines{max: 5}
+	err = runner.Process(args, runner.ProcessOptions{
+		Env:         []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+		GracePeriod: 10 * time.Second,
+	}).Run(ctx, io.MultiWriter(out, tail), started)
+	var exit *runner.ExitError
+	if errors.As(err, &exit) {
+		// The kubelet's own words (e.g. "unknown flag: --foo") say more
+		// than an exit status.
+		if msg := tail.errorLine(); msg != "" {
+			return fmt.Errorf("%w: %s", err, msg)
+		}
+	}
+	return err
+}
+
+// writeKubeletFiles writes the kubelet's config, bootstrap kubeconfig, CA
+// and resolv.conf, and creates its directories.
+func writeKubeletFiles(cfg *config.Config, kn k8s.KubeletNode, p k8s.KubeletPaths) error {
+	for _, dir := range []string{p.Dir, p.RootDir, p.PodLogsDir, p.CNIConfDir, p.CNIDataDir} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("kubelet dir: %w", err)
+		}
+	}
+	kc, err := k8s.KubeletConfig(cfg, kn, p)
+	if err != nil {
+		return err
+	}
+	boot, err := k8s.BootstrapKubeconfig(cfg, kn)
+	if err != nil {
+		return err
+	}
+	ca, err := k8s.ClusterCACert(cfg)
+	if err != nil {
+		return err
+	}
+	files := []struct {
+		path string
+		data []byte
+		mode os.FileMode
+	}{
+		{p.Config(), kc, 0o644},
+		{p.BootstrapKubeconfig(), boot, 0o600},
+		{p.CA(), ca, 0o644},
+		{p.ResolvConf(), resolvConf(cfg), 0o644},
+	}
+	for _, f := range files {
+		if err := atomicfile.Write(f.path, f.data, f.mode); err != nil {
+			return fmt.Errorf("kubelet file: %w", err)
+		}
+	}
+	return nil
+}
+
+// resolvConf is the resolv.conf pods with dnsPolicy Default get (and
+// CoreDNS forwards to): machine.network.nameservers, else the machine's.
+func resolvConf(cfg *config.Config) []byte {
+	if ns := cfg.Machine.Network.Nameservers; len(ns) > 0 {
+		var b strings.Builder
+		for _, s := range ns {
+			fmt.Fprintf(&b, "nameserver %s\n", s)
+		}
+		return []byte(b.String())
+	}
+	if data, err := os.ReadFile("/etc/resolv.conf"); err == nil {
+		return data
+	}
+	return nil
+}
+
+// ensureCgroupV1 creates the kubelet's cgroup root in every cgroup v1
+// hierarchy (the cgroupfs driver expects it in all), with cpuset's CPUs and
+// memory nodes copied from the parent (a new cpuset starts empty).
+func ensureCgroupV1(root string) error {
+	for _, c := range cgroupV1Controllers {
+		base := filepath.Join("/sys/fs/cgroup", c)
+		if _, err := os.Stat(base); err != nil {
+			continue
+		}
+		dir := base
+		for _, part := range strings.Split(strings.Trim(root, "/"), "/") {
+			parent := dir
+			dir = filepath.Join(dir, part)
+			if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
+				return fmt.Errorf("cgroup %s: %w", dir, err)
+			}
+			if c == "cpuset" {
+				for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+					if cur, _ := os.ReadFile(filepath.Join(dir, f)); len(bytes.TrimSpace(cur)) > 0 {
+						continue
+					}
+					v, err := os.ReadFile(filepath.Join(parent, f))
+					if err != nil {
+						return fmt.Errorf("cgroup %s: %w", parent, err)
+					}
+					if err := os.WriteFile(filepath.Join(dir, f), v, 0o644); err != nil {
+						return fmt.Errorf("cgroup %s/%s: %w", dir, f, err)
+					}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// klogError matches a klog error line ("E1123 15:04:05.000000 …").
+var klogError = regexp.MustCompile(`^E\d{4} `)
+
+// lastLines keeps the last lines written to it.
+type lastLines struct {
+	mu      sync.Mutex
+	max     int
+	partial []byte
+	lines   []string
+}
+
+func (l *lastLines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.partial = append(l.partial, p...)
+	for {
+		i := bytes.IndexByte(l.partial, '\n')
+		if i < 0 {
+			break
+		}
+		if line := strings.TrimSpace(string(l.partial[:i])); line != "" {
+			l.lines = append(l.lines, line)
+			if len(l.lines) > l.max {
+				l.lines = l.lines[1:]
+			}
+		}
+		l.partial = l.partial[i+1:]
+	}
+	return len(p), nil
+}
+
+// errorLine is the last line that reads like an error, else the last line.
+func (l *lastLines) errorLine() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := len(l.lines) - 1; i >= 0; i-- {
+		if s := strings.ToLower(l.lines[i]); strings.Contains(s, "error") || strings.Contains(s, "failed") || strings.Contains(s, "unknown") || klogError.MatchString(l.lines[i]) {
+			return l.lines[i]
+		}
+	}
+	if len(l.lines) > 0 {
+		return l.lines[len(l.lines)-1]
+	}
+	return ""
+}

@@ -1,0 +1,152 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/ballast-os/ballast/machined/k8s"
+	"github.com/ballast-os/ballast/machined/lb"
+)
+
+// manifestsService applies the cluster's bootstrap manifests.
+const manifestsService = "k8s-manifests"
+
+// fieldManager is Ballast's name in server-side apply.
+const fieldManager = "ballast"
+
+// manifestsRecord is the ConfigMap that records the applied manifests'
+// version.
+const manifestsRecord = "ballast-manifests"
+
+// manifestsRecheck is how often a control plane looks again at the
+// recorded version (another control plane may have older manifests).
+const manifestsRecheck = 30 * time.Second
+
+// resources maps the kinds of the manifests to their resources.
+var resources = map[string]schema.GroupVersionResource{
+	"v1/Secret":         {Version: "v1", Resource: "secrets"},
+	"v1/ServiceAccount": {Version: "v1", Resource: "serviceaccounts"},
+	"v1/ConfigMap":      {Version: "v1", Resource: "configmaps"},
+	"v1/Service":        {Version: "v1", Resource: "services"},
+	"rbac.authorization.k8s.io/v1/ClusterRole":        {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterroles"},
+	"rbac.authorization.k8s.io/v1/ClusterRoleBinding": {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterrolebindings"},
+	"apps/v1/DaemonSet":  {Group: "apps", Version: "v1", Resource: "daemonsets"},
+	"apps/v1/Deployment": {Group: "apps", Version: "v1", Resource: "deployments"},
+}
+
+// adminClients are machined's clients on a control plane (its admin
+// kubeconfig, through the node's load balancer).
+func (n *Node) adminClients() (*kubernetes.Clientset, *dynamic.DynamicClient, error) {
+	rc, err := clientcmd.BuildConfigFromFlags("", n.k8sPaths().MachinedKubeconfig())
+	if err != nil {
+		return nil, nil, fmt.Errorf("machined kubeconfig: %w", err)
+	}
+	rc.UserAgent = "ballast-machined"
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, nil, err
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cs, dyn, nil
+}
+
+// runManifests applies the bootstrap manifests (server-side apply, so it is
+// idempotent and any control plane may do it) whenever the recorded version
+// differs from this node's, and labels this control plane's Node.
+func (n *Node) runManifests(ctx context.Context, out io.Writer) error {
+	cs, dyn, err := n.adminClients()
+	if err != nil {
+		return err
+	}
+	labeled := false
+	for {
+		cfg, changed := n.Config()
+		if cfg == nil {
+			return errors.New("no machine config")
+		}
+		m, err := k8s.RenderManifests(cfg, "https://"+lb.DefaultListen)
+		if err != nil {
+			return err
+		}
+		if err := n.applyManifests(ctx, cs, dyn, m, out); err != nil {
+			return err
+		}
+		if !labeled {
+			name := memberName(cfg, n.advertiseIP(cfg))
+			patch := fmt.Sprintf(`{"metadata":{"labels":{%q:""}}}`, k8s.ControlPlaneLabel)
+			_, err := cs.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, []byte(patch), metav1.PatchOptions{FieldManager: fieldManager})
+			switch {
+			case err == nil:
+				fmt.Fprintf(out, "labeled node %s %s\n", name, k8s.ControlPlaneLabel)
+				labeled = true
+			case !apierrors.IsNotFound(err):
+				fmt.Fprintf(out, "label node %s: %v\n", name, err)
+			}
+		}
+		wait := manifestsRecheck
+		if !labeled {
+			wait = 2 * time.Second // the kubelet has not registered yet
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		case <-n.clock.After(wait):
+		}
+	}
+}
+
+// applyManifests applies m unless the cluster records its version already.
+func (n *Node) applyManifests(ctx context.Context, cs *kubernetes.Clientset, dyn *dynamic.DynamicClient, m k8s.Manifests, out io.Writer) error {
+	rec, err := cs.CoreV1().ConfigMaps("kube-system").Get(ctx, manifestsRecord, metav1.GetOptions{})
+	switch {
+	case err == nil && rec.Data["version"] == m.Version:
+		return nil
+	case err != nil && !apierrors.IsNotFound(err):
+		return fmt.Errorf("read %s: %w", manifestsRecord, err)
+	}
+	start := time.Now()
+	for _, obj := range m.Objects {
+		gvr, ok := resources[obj.GetAPIVersion()+"/"+obj.GetKind()]
+		if !ok {
+			return fmt.Errorf("manifest %s %s: kind not known to machined", obj.GetKind(), obj.GetName())
+		}
+		var ri dynamic.ResourceInterface = dyn.Resource(gvr)
+		if ns := obj.GetNamespace(); ns != "" {
+			ri = dyn.Resource(gvr).Namespace(ns)
+		}
+		if _, err := ri.Apply(ctx, obj.GetName(), obj, metav1.ApplyOptions{FieldManager: fieldManager, Force: true}); err != nil {
+			return fmt.Errorf("apply %s %s: %w", strings.ToLower(obj.GetKind()), obj.GetName(), err)
+		}
+	}
+	cm := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: manifestsRecord, Namespace: "kube-system"},
+		Data:       map[string]string{"version": m.Version, "applied": time.Now().UTC().Format(time.RFC3339)},
+	}
+	if _, err := cs.CoreV1().ConfigMaps("kube-system").Update(ctx, cm, metav1.UpdateOptions{FieldManager: fieldManager}); apierrors.IsNotFound(err) {
+		_, err = cs.CoreV1().ConfigMaps("kube-system").Create(ctx, cm, metav1.CreateOptions{FieldManager: fieldManager})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("record manifests: %w", err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("record manifests: %w", err)
+	}
+	fmt.Fprintf(out, "applied %d bootstrap objects (version %s) in %s\n", len(m.Objects), m.Version, time.Since(start).Round(time.Millisecond))
+	return nil
+}

@@ -1,0 +1,227 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/ballast-os/ballast/machined/k8s"
+	"github.com/ballast-os/ballast/pkg/atomicfile"
+)
+
+// podNetworkService keeps the node's CNI config and the routes to the
+// other nodes' pod CIDRs.
+const podNetworkService = "pod-network"
+
+// routeProtocol marks the routes the pod network owns (rtnetlink protocol
+// number; 0x62 is unassigned), so that stale ones are found and removed
+// without touching anybody else's.
+const routeProtocol netlink.RouteProtocol = 0x62
+
+// cniConfName is the node's CNI config file.
+const cniConfName = "10-ballast.conflist"
+
+// cniBridge is the pods' bridge in the node's network namespace.
+const cniBridge = "cni0"
+
+// runPodNetwork watches the cluster's Nodes with the kubelet's credentials
+// (a node may read every Node) and keeps: the CNI config for this node's pod
+// CIDR (Debian's bridge and host-local plugins) and one route per other
+// node, its pod CIDR via its InternalIP (host-gw: the nodes share a link).
+func (n *Node) runPodNetwork(ctx context.Context, out io.Writer) error {
+	cfg := n.desired.Current()
+	if cfg == nil {
+		return errors.New("no machine config")
+	}
+	self := memberName(cfg, n.advertiseIP(cfg))
+	p := n.kubeletPaths()
+	// The kubelet writes its kubeconfig and client certificate once TLS
+	// bootstrap is done.
+	var rc *rest.Config
+	if err := pollUntil(ctx, n.clock, 500*time.Millisecond, func(context.Context) error {
+		var err error
+		rc, err = clientcmd.BuildConfigFromFlags("", p.Kubeconfig())
+		return err
+	}); err != nil {
+		return fmt.Errorf("kubelet kubeconfig: %w", err)
+	}
+	rc.UserAgent = "ballast-machined/pod-network"
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1\n"), 0o644); err != nil {
+		return fmt.Errorf("enable IPv4 forwarding: %w", err)
+	}
+	kick := make(chan struct{}, 1)
+	notify := func(any) {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	}
+	store, informer := cache.NewInformerWithOptions(cache.InformerOptions{
+		ListerWatcher: cache.NewListWatchFromClient(cs.CoreV1().RESTClient(), "nodes", "", fields.Everything()),
+		ObjectType:    &corev1.Node{},
+		Handler: cache.ResourceEventHandlerFuncs{
+			AddFunc:    notify,
+			UpdateFunc: func(_, o any) { notify(o) },
+			DeleteFunc: notify,
+		},
+	})
+	go informer.Run(ctx.Done())
+	var lastErr string
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-kick:
+		case <-n.clock.After(30 * time.Second):
+		}
+		var nodes []*corev1.Node
+		for _, o := range store.List() {
+			nodes = append(nodes, o.(*corev1.Node))
+		}
+		err := syncPodNetwork(self, nodes, p, out)
+		if msg := fmt.Sprint(err); err != nil && msg != lastErr {
+			fmt.Fprintf(out, "pod network: %v\n", err)
+		}
+		lastErr = fmt.Sprint(err)
+	}
+}
+
+// syncPodNetwork writes this node's CNI config and sets the routes to the
+// other nodes' pod CIDRs, removing routes to CIDRs no node has any more.
+func syncPodNetwork(self string, nodes []*corev1.Node, p k8s.KubeletPaths, out io.Writer) error {
+	var errs []error
+	want := map[string]net.IP{}
+	for _, nd := range nodes {
+		cidrs := nd.Spec.PodCIDRs
+		if len(cidrs) == 0 && nd.Spec.PodCIDR != "" {
+			cidrs = []string{nd.Spec.PodCIDR}
+		}
+		if nd.Name == self {
+			if len(cidrs) > 0 {
+				changed, err := writeCNIConfig(p, cidrs)
+				if err != nil {
+					errs = append(errs, err)
+				} else if changed {
+					fmt.Fprintf(out, "CNI config for pod CIDRs %s written\n", strings.Join(cidrs, ", "))
+				}
+			}
+			continue
+		}
+		ip := internalIP(nd)
+		if ip == nil {
+			continue
+		}
+		for _, c := range cidrs {
+			want[c] = ip
+		}
+	}
+	have, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: routeProtocol}, netlink.RT_FILTER_PROTOCOL)
+	if err != nil {
+		return fmt.Errorf("list routes: %w", err)
+	}
+	for cidr, gw := range want {
+		_, dst, err := net.ParseCIDR(cidr)
+		if err != nil || dst.IP.To4() == nil {
+			continue // IPv6 pod CIDRs are not routed here yet
+		}
+		if slices.ContainsFunc(have, func(r netlink.Route) bool { return r.Dst != nil && r.Dst.String() == dst.String() && r.Gw.Equal(gw) }) {
+			continue
+		}
+		if err := netlink.RouteReplace(&netlink.Route{Dst: dst, Gw: gw, Protocol: routeProtocol}); err != nil {
+			errs = append(errs, fmt.Errorf("route %s via %s: %w", cidr, gw, err))
+			continue
+		}
+		fmt.Fprintf(out, "route %s via %s\n", cidr, gw)
+	}
+	for _, r := range have {
+		if r.Dst == nil {
+			continue
+		}
+		if _, ok := want[r.Dst.String()]; ok {
+			continue
+		}
+		if err := netlink.RouteDel(&r); err != nil {
+			errs = append(errs, fmt.Errorf("remove route %s: %w", r.Dst, err))
+			continue
+		}
+		fmt.Fprintf(out, "removed route %s via %s\n", r.Dst, r.Gw)
+	}
+	return errors.Join(errs...)
+}
+
+func internalIP(nd *corev1.Node) net.IP {
+	for _, a := range nd.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			if ip := net.ParseIP(a.Address); ip != nil && ip.To4() != nil {
+				return ip
+			}
+		}
+	}
+	return nil
+}
+
+// CNIConfig renders the node's CNI config list: a bridge with host-local
+// addresses from the node's pod CIDRs (the bridge is the pods' gateway;
+// no masquerading: pod addresses are routed between nodes).
+func CNIConfig(cidrs []string, dataDir string) ([]byte, error) {
+	var ranges [][]map[string]string
+	for _, c := range cidrs {
+		ranges = append(ranges, []map[string]string{{"subnet": c}})
+	}
+	conf := map[string]any{
+		"cniVersion": "1.0.0",
+		"name":       "ballast",
+		"plugins": []any{
+			map[string]any{
+				"type":        "bridge",
+				"bridge":      cniBridge,
+				"isGateway":   true,
+				"ipMasq":      false,
+				"hairpinMode": true,
+				"ipam": map[string]any{
+					"type":    "host-local",
+					"ranges":  ranges,
+					"routes":  []map[string]string{{"dst": "0.0.0.0/0"}},
+					"dataDir": dataDir,
+				},
+			},
+		},
+	}
+	return json.MarshalIndent(conf, "", "  ")
+}
+
+func writeCNIConfig(p k8s.KubeletPaths, cidrs []string) (bool, error) {
+	data, err := CNIConfig(cidrs, p.CNIDataDir)
+	if err != nil {
+		return false, err
+	}
+	path := filepath.Join(p.CNIConfDir, cniConfName)
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+		return false, nil
+	}
+	if err := atomicfile.Write(path, data, 0o644); err != nil {
+		return false, fmt.Errorf("CNI config: %w", err)
+	}
+	return true, nil
+}
