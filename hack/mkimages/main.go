@@ -49,7 +49,9 @@ func main() {
 	}
 	all[images.KubeProxy] = func() (ociimage.Spec, error) { return kubeProxy(*binDir, *version) }
 	if *coredns != "" {
-		all[images.CoreDNS] = func() (ociimage.Spec, error) { return single(images.CoreDNS, images.CoreDNSVersion, *coredns, "/coredns"), nil }
+		all[images.CoreDNS] = func() (ociimage.Spec, error) {
+			return single(images.CoreDNS, images.CoreDNSVersion, *coredns, "/coredns"), nil
+		}
 	}
 	if *pause != "" {
 		all[images.Pause] = func() (ociimage.Spec, error) { return single(images.Pause, images.PauseVersion, *pause, "/pause"), nil }

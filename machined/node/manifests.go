@@ -43,8 +43,8 @@ var resources = map[string]schema.GroupVersionResource{
 	"v1/Service":        {Version: "v1", Resource: "services"},
 	"rbac.authorization.k8s.io/v1/ClusterRole":        {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterroles"},
 	"rbac.authorization.k8s.io/v1/ClusterRoleBinding": {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterrolebindings"},
-	"apps/v1/DaemonSet":  {Group: "apps", Version: "v1", Resource: "daemonsets"},
-	"apps/v1/Deployment": {Group: "apps", Version: "v1", Resource: "deployments"},
+	"apps/v1/DaemonSet":                               {Group: "apps", Version: "v1", Resource: "daemonsets"},
+	"apps/v1/Deployment":                              {Group: "apps", Version: "v1", Resource: "deployments"},
 }
 
 // adminClients are machined's clients on a control plane (its admin
