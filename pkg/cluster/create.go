@@ -53,6 +53,10 @@ type Options struct {
 	NoVIP bool
 	// Patches for both configs, and per role, applied after the cluster's own.
 	Patches, ControlPlanePatches, WorkerPatches []string
+	// Zones spreads the nodes over this many zones (zone-a, zone-b, …),
+	// each role round-robin, as their topology.kubernetes.io/zone label; 0
+	// sets no zone.
+	Zones int
 	// WaitTimeout bounds the wait for a healthy cluster.
 	WaitTimeout time.Duration
 	Progress    io.Writer
@@ -108,14 +112,22 @@ func Create(ctx context.Context, o Options) (*State, error) {
 		st.Endpoint = "https://" + net.JoinHostPort(st.VIP, "6443")
 		cpPatches = append([]string{`{"machine":{"network":{"interfaces":[{"interface":"eth0","vip":{"ip":"` + st.VIP + `"}}]}}}`}, cpPatches...)
 	}
+	if o.Zones < 0 || o.Zones > 26 {
+		return nil, errors.New("--zones must be between 0 and 26")
+	}
 	for i, a := range addrs {
-		role, short := config.TypeControlPlane, fmt.Sprintf("cp%d", i+1)
+		role, short, nth := config.TypeControlPlane, fmt.Sprintf("cp%d", i+1), i
 		if i >= o.ControlPlanes {
-			role, short = config.TypeWorker, fmt.Sprintf("w%d", i-o.ControlPlanes+1)
+			nth = i - o.ControlPlanes
+			role, short = config.TypeWorker, fmt.Sprintf("w%d", nth+1)
+		}
+		zone := ""
+		if o.Zones > 0 {
+			zone = "zone-" + string(rune('a'+nth%o.Zones))
 		}
 		st.Nodes = append(st.Nodes, NodeState{
 			Name: short, Role: role, Address: a.String(), Netns: nm.prefix + short,
-			Veth: fmt.Sprintf("%s-%d", nm.veth, i), StateDir: filepath.Join(dir, "nodes", short),
+			Veth: fmt.Sprintf("%s-%d", nm.veth, i), StateDir: filepath.Join(dir, "nodes", short), Zone: zone,
 		})
 	}
 	logf := func(format string, a ...any) { fmt.Fprintf(o.Progress, format+"\n", a...) }
@@ -134,7 +146,9 @@ func Create(ctx context.Context, o Options) (*State, error) {
 		return st, err
 	}
 	out, err := gen.Generate(gen.Options{ClusterName: o.Name, Endpoint: st.Endpoint, Secrets: bundle,
-		Patches:             append([]string{peersPatch(st)}, o.Patches...),
+		// The nodes' resolver is the bridge's own address, where nothing
+		// answers: DNS queries CoreDNS forwards stay on this machine.
+		Patches:             append([]string{peersPatch(st), `{"machine":{"network":{"nameservers":["` + st.Gateway + `"]}}}`}, o.Patches...),
 		ControlPlanePatches: cpPatches, WorkerPatches: o.WorkerPatches})
 	if err != nil {
 		return st, err
@@ -288,15 +302,20 @@ func applyAll(ctx context.Context, st *State, cp, worker []byte) error {
 			if node.Role == config.TypeWorker {
 				data = worker
 			}
-			errs[i] = applyOne(ctx, node, patchHostname(data, st.Name+"-"+node.Name))
+			errs[i] = applyOne(ctx, node, patchNode(data, st.Name+"-"+node.Name, node.Zone))
 		}()
 	}
 	wg.Wait()
 	return errors.Join(errs...)
 }
 
-func patchHostname(data []byte, hostname string) []byte {
-	out, err := config.ApplyPatches(data, []string{`{"machine":{"network":{"hostname":"` + hostname + `"}}}`})
+// patchNode sets the node's hostname and, if any, its zone label.
+func patchNode(data []byte, hostname, zone string) []byte {
+	patches := []string{`{"machine":{"network":{"hostname":"` + hostname + `"}}}`}
+	if zone != "" {
+		patches = append(patches, `{"machine":{"kubelet":{"nodeLabels":{"topology.kubernetes.io/zone":"`+zone+`"}}}}`)
+	}
+	out, err := config.ApplyPatches(data, patches)
 	if err != nil {
 		return data
 	}

@@ -45,6 +45,8 @@ type NodeState struct {
 	Veth     string `json:"veth"`
 	PID      int    `json:"pid"`
 	StateDir string `json:"stateDir"`
+	// Zone is the node's topology.kubernetes.io/zone ("" for none).
+	Zone string `json:"zone,omitempty"`
 }
 
 // DefaultRoot is where local clusters keep their state: ~/.nodectl/clusters.

@@ -89,7 +89,7 @@ func Run(ctx context.Context, nodes []Node, dial Dialer) []Check {
 		if c, ok := vipCheck(ctx, cps, clients); ok {
 			checks = append(checks, c)
 		}
-		if k, ok := kubernetesChecks(ctx, cps, clients); ok {
+		if k, ok := kubernetesChecks(ctx, cps, clients, len(nodes)); ok {
 			checks = append(checks, k...)
 		}
 	}
@@ -145,7 +145,12 @@ func servicesHealthy(ctx context.Context, c *client.Client) error {
 		switch {
 		case s.GetState() == "Finished":
 		case s.GetState() != "Running":
-			bad = append(bad, fmt.Sprintf("%s is %s", s.GetId(), s.GetState()))
+			msg := fmt.Sprintf("%s is %s", s.GetId(), s.GetState())
+			if ev := s.GetEvents(); len(ev) > 0 && ev[len(ev)-1].GetMessage() != "" {
+				// Why: e.g. the kubelet's own words about a flag it rejects.
+				msg += ": " + ev[len(ev)-1].GetMessage()
+			}
+			bad = append(bad, msg)
 		case !s.GetHealth().GetUnknown() && !s.GetHealth().GetHealthy():
 			bad = append(bad, fmt.Sprintf("%s is unhealthy: %s", s.GetId(), s.GetHealth().GetLastMessage()))
 		}

@@ -34,9 +34,10 @@ type kubeClient struct {
 
 // kubernetesChecks checks the Kubernetes control plane when the control
 // planes run it: kube-apiserver ready on each, the endpoint answering
-// /readyz, and the scheduler's and controller-manager's leases held. ok is
+// /readyz, the scheduler's and controller-manager's leases held, the
+// cluster's nodes (wantNodes of them) Ready and CoreDNS available. ok is
 // false when no control plane runs kube-apiserver.
-func kubernetesChecks(ctx context.Context, cps []Node, clients map[string]*client.Client) ([]Check, bool) {
+func kubernetesChecks(ctx context.Context, cps []Node, clients map[string]*client.Client, wantNodes int) ([]Check, bool) {
 	var checks []Check
 	var first *client.Client
 	var firstAddr string
@@ -72,7 +73,86 @@ func kubernetesChecks(ctx context.Context, cps []Node, clients map[string]*clien
 	}
 	checks = append(checks, Check{"Kubernetes endpoint " + kc.server + " answers /readyz", kc.readyz(ctx)})
 	checks = append(checks, Check{"leases kube-scheduler and kube-controller-manager held", kc.leasesHeld(ctx)})
+	checks = append(checks, Check{fmt.Sprintf("%d nodes registered and Ready", wantNodes), kc.nodesReady(ctx, wantNodes)})
+	checks = append(checks, Check{"CoreDNS available", kc.deploymentAvailable(ctx, "kube-system", "coredns")})
 	return checks, true
+}
+
+// nodesReady requires at least want Nodes, each with condition Ready True.
+func (k *kubeClient) nodesReady(ctx context.Context, want int) error {
+	body, err := k.get(ctx, "/api/v1/nodes")
+	if err != nil {
+		return err
+	}
+	var list struct {
+		Items []struct {
+			Metadata struct {
+				Name string `json:"name"`
+			} `json:"metadata"`
+			Status struct {
+				Conditions []struct {
+					Type    string `json:"type"`
+					Status  string `json:"status"`
+					Reason  string `json:"reason"`
+					Message string `json:"message"`
+				} `json:"conditions"`
+			} `json:"status"`
+		} `json:"items"`
+	}
+	if err := json.Unmarshal(body, &list); err != nil {
+		return fmt.Errorf("nodes: %w", err)
+	}
+	var problems []string
+	if len(list.Items) < want {
+		problems = append(problems, fmt.Sprintf("%d of %d registered", len(list.Items), want))
+	}
+	for _, n := range list.Items {
+		ready := false
+		for _, c := range n.Status.Conditions {
+			if c.Type != "Ready" {
+				continue
+			}
+			ready = c.Status == "True"
+			if !ready {
+				problems = append(problems, fmt.Sprintf("%s not Ready (%s: %s)", n.Metadata.Name, c.Reason, c.Message))
+			}
+		}
+		if !ready && len(n.Status.Conditions) == 0 {
+			problems = append(problems, n.Metadata.Name+" has reported no status yet")
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%s", strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// deploymentAvailable requires every wanted replica of a Deployment to be
+// available.
+func (k *kubeClient) deploymentAvailable(ctx context.Context, ns, name string) error {
+	body, err := k.get(ctx, "/apis/apps/v1/namespaces/"+ns+"/deployments/"+name)
+	if err != nil {
+		return err
+	}
+	var d struct {
+		Spec struct {
+			Replicas *int `json:"replicas"`
+		} `json:"spec"`
+		Status struct {
+			Available int `json:"availableReplicas"`
+		} `json:"status"`
+	}
+	if err := json.Unmarshal(body, &d); err != nil {
+		return fmt.Errorf("deployment %s: %w", name, err)
+	}
+	want := 1
+	if d.Spec.Replicas != nil {
+		want = *d.Spec.Replicas
+	}
+	if d.Status.Available < want || want == 0 {
+		return fmt.Errorf("%d of %d replicas available", d.Status.Available, want)
+	}
+	return nil
 }
 
 func kubeClientFor(ctx context.Context, addr string, c *client.Client) (*kubeClient, error) {

@@ -44,12 +44,16 @@ others join by themselves, and the command waits until 'nodectl health' is green
 The control planes share a VIP (the subnet's last usable address, e.g.
 10.5.0.254), which is the cluster's endpoint; 'nodectl get vip' shows its holder.
 A context named after the cluster is merged into the nodeconfig and made current.
-Every node runs containerd; control planes run kube-apiserver,
-kube-controller-manager and kube-scheduler from the image archives of
-_out/images ('make images'); 'nodectl kubeconfig' then gives kubectl access.
-Needs root.`,
+Every node runs containerd and a kubelet (TLS bootstrap with the cluster's
+token); control planes run kube-apiserver, kube-controller-manager and
+kube-scheduler, and apply kube-proxy and CoreDNS, all from the image archives
+of _out/images ('make images'). The nodes of each role are spread over
+--zones zones (topology.kubernetes.io/zone). The command waits until every
+node is Ready and CoreDNS is available; 'nodectl kubeconfig' then gives
+kubectl access. Needs root.`,
 		Example: `  nodectl cluster create
   nodectl cluster create --name lab --controlplanes 5 --workers 2 --cidr 10.6.0.0/24
+  nodectl cluster create --name big --workers 4 --zones 2
   nodectl cluster create --name etcd-only --no-kubernetes
   nodectl cluster create --config-patch-control-plane '{"cluster":{"etcd":{"snapshots":{"interval":"1h","keep":3}}}}'`,
 		Args: exactArgs(0, ""),
@@ -73,7 +77,7 @@ Needs root.`,
 			printClusterTable(g, st)
 			fmt.Fprintf(g.stdout, "\ncontext %q is current in %s; try:\n  nodectl health\n  nodectl etcd members\n", st.Name, o.NodeconfigPath)
 			if !o.NoKubernetes {
-				fmt.Fprintf(g.stdout, "\nKubernetes: get an admin kubeconfig for %s and use kubectl:\n  %s kubeconfig\n  kubectl get --raw=/readyz\n  kubectl -n kube-system get leases\n", st.Endpoint, os.Args[0])
+				fmt.Fprintf(g.stdout, "\nKubernetes: get an admin kubeconfig for %s and use kubectl:\n  %s kubeconfig\n  kubectl get nodes -L topology.kubernetes.io/zone\n  kubectl -n kube-system get pods -o wide\n", st.Endpoint, os.Args[0])
 			}
 			return nil
 		},
@@ -82,6 +86,7 @@ Needs root.`,
 	f.StringVar(&o.Name, "name", "ballast", "cluster name")
 	f.IntVar(&o.ControlPlanes, "controlplanes", 3, "number of control-plane nodes")
 	f.IntVar(&o.Workers, "workers", 1, "number of worker nodes")
+	f.IntVar(&o.Zones, "zones", 3, "spread the nodes of each role over this many zones (zone-a, zone-b, …) as their topology.kubernetes.io/zone label; 0 for none")
 	f.StringVar(&o.CIDR, "cidr", "10.5.0.0/24", "network of the cluster's bridge")
 	f.StringVar(&provisioner, "provisioner", "netns", "how nodes run: netns")
 	f.StringVar(&o.Root, "state", cluster.DefaultRoot(), "directory of local clusters' state")
@@ -131,9 +136,13 @@ func newClusterShowCmd(g *globals) *cobra.Command {
 
 func printClusterTable(g *globals, st *cluster.State) {
 	tw := newTable(g.stdout)
-	fmt.Fprintln(tw, "NAME\tROLE\tADDRESS\tNETNS\tPID")
+	fmt.Fprintln(tw, "NAME\tROLE\tADDRESS\tZONE\tNETNS\tPID")
 	for _, n := range st.Nodes {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", n.Name, n.Role, n.Address, n.Netns, n.PID)
+		zone := n.Zone
+		if zone == "" {
+			zone = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\n", n.Name, n.Role, n.Address, zone, n.Netns, n.PID)
 	}
 	tw.Flush()
 }
