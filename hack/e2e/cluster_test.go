@@ -36,6 +36,7 @@ type clusterNode struct {
 	Role     string `json:"role"`
 	Address  string `json:"address"`
 	Netns    string `json:"netns"`
+	Veth     string `json:"veth"`
 	PID      int    `json:"pid"`
 	StateDir string `json:"stateDir"`
 }

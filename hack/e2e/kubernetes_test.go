@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ballast-os/ballast/pkg/cluster"
 )
 
 // TestKubernetesControlPlane runs a 3-control-plane cluster with the real
@@ -381,7 +383,9 @@ func otherThan(nodes []clusterNode, n clusterNode) clusterNode {
 }
 
 // powerOff kills everything of a node at once, as a power loss would:
-// machined, containerd, the shims and the component containers.
+// machined, containerd, the kubelet, the shims, the component containers
+// and the pods (in network namespaces of their own, found by the node's
+// cgroups).
 func powerOff(t *testing.T, n clusterNode) {
 	t.Helper()
 	out, err := exec.Command("ip", "netns", "pids", n.Netns).Output()
@@ -393,6 +397,7 @@ func powerOff(t *testing.T, n clusterNode) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
+	cluster.KillCgroupProcesses(strings.TrimPrefix(n.Netns, "ballast-"))
 	waitFor(t, n.Name+" powered off", 20*time.Second, func() error {
 		out, _ := exec.Command("ip", "netns", "pids", n.Netns).Output()
 		if s := strings.TrimSpace(string(out)); s != "" {

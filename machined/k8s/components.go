@@ -50,6 +50,7 @@ func Components(cfg *config.Config, n Node, p Paths, etcdServers []string) ([]Co
 		"etcd-cafile":                        In(etcdCACrt),
 		"etcd-certfile":                      In("apiserver-etcd-client.crt"),
 		"etcd-keyfile":                       In("apiserver-etcd-client.key"),
+		"kubelet-certificate-authority":      In(caCrt),
 		"kubelet-client-certificate":         In("apiserver-kubelet-client.crt"),
 		"kubelet-client-key":                 In("apiserver-kubelet-client.key"),
 		"kubelet-preferred-address-types":    "InternalIP,ExternalIP,Hostname",

@@ -150,6 +150,26 @@ func (r *kubeletRunner) Run(ctx context.Context, out io.Writer, started func()) 
 		}
 	}
 	args := append([]string{bin}, k8s.KubeletArgs(cfg, kn, p)...)
+	// machine.kubelet.extraArgs is live: a config that changes the
+	// kubelet's flags or config restarts it.
+	fingerprint := kubeletFingerprint(cfg, kn, p)
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go func() {
+		for {
+			cur, changed := n.Config()
+			if cur != nil && kubeletFingerprint(cur, n.kubeletNode(cur), p) != fingerprint {
+				fmt.Fprintln(out, "kubelet flags or config changed: restarting the kubelet")
+				go func() { _ = n.sup.Restart(context.WithoutCancel(ctx), kubeletService) }()
+				return
+			}
+			select {
+			case <-wctx.Done():
+				return
+			case <-changed:
+			}
+		}
+	}()
 	tail := &lastLines{max: 5}
 	err = runner.Process(args, runner.ProcessOptions{
 		Env:         []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
@@ -164,6 +184,15 @@ func (r *kubeletRunner) Run(ctx context.Context, out io.Writer, started func()) 
 		}
 	}
 	return err
+}
+
+// kubeletFingerprint identifies the kubelet's flags and config.
+func kubeletFingerprint(cfg *config.Config, kn k8s.KubeletNode, p k8s.KubeletPaths) string {
+	kc, err := k8s.KubeletConfig(cfg, kn, p)
+	if err != nil {
+		return err.Error()
+	}
+	return strings.Join(k8s.KubeletArgs(cfg, kn, p), " ") + "\n" + string(kc)
 }
 
 // writeKubeletFiles writes the kubelet's config, bootstrap kubeconfig, CA

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -70,4 +71,50 @@ func removeCgroups(node string) {
 			_ = unix.Rmdir(d)
 		}
 	}
+}
+
+// KillCgroupProcesses kills every process in a node's cgroups
+// (/ballast/<node>/… under every hierarchy): its pods' containers, which
+// live in network namespaces of their own and so escape a kill by the
+// node's namespace. It waits (up to 5 s) until they are gone and reports
+// how many it signalled.
+func KillCgroupProcesses(node string) int {
+	total := 0
+	for range 50 {
+		n := killCgroupOnce(node)
+		if n == 0 {
+			break
+		}
+		total += n
+		time.Sleep(100 * time.Millisecond)
+	}
+	return total
+}
+
+func killCgroupOnce(node string) int {
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*/ballast/" + node)
+	if st, err := os.Stat("/sys/fs/cgroup/ballast/" + node); err == nil && st.IsDir() {
+		roots = append(roots, "/sys/fs/cgroup/ballast/"+node)
+	}
+	killed := map[int]bool{}
+	for _, root := range roots {
+		_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+			if err != nil || !d.IsDir() {
+				return nil
+			}
+			data, err := os.ReadFile(filepath.Join(p, "cgroup.procs"))
+			if err != nil {
+				return nil
+			}
+			for _, f := range strings.Fields(string(data)) {
+				var pid int
+				if _, err := fmt.Sscan(f, &pid); err == nil && pid > 1 && !killed[pid] {
+					_ = unix.Kill(pid, unix.SIGKILL)
+					killed[pid] = true
+				}
+			}
+			return nil
+		})
+	}
+	return len(killed)
 }

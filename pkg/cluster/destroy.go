@@ -53,6 +53,12 @@ func Destroy(ctx context.Context, root, name, nodeconfigPath string, progress io
 			}
 		}
 	}
+	// Pods live in namespaces of their own, in the nodes' cgroups.
+	if st != nil {
+		for _, n := range st.Nodes {
+			KillCgroupProcesses(st.Name + "-" + n.Name)
+		}
+	}
 	// Host-side veths go with their namespaces; remove stragglers and the bridge.
 	ifaces, _ := os.ReadDir("/sys/class/net")
 	for _, i := range ifaces {
