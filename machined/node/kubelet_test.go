@@ -1,0 +1,149 @@
+package node
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/ballast-os/ballast/machined/k8s"
+	"github.com/ballast-os/ballast/pkg/config"
+)
+
+func servingCSR(t *testing.T, user, cn string, org []string, dns []string, ips ...string) *certificatesv1.CertificateSigningRequest {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn, Organization: org}, DNSNames: dns}
+	for _, ip := range ips {
+		tmpl.IPAddresses = append(tmpl.IPAddresses, net.ParseIP(ip))
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &certificatesv1.CertificateSigningRequest{Spec: certificatesv1.CertificateSigningRequestSpec{
+		Request:    pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}),
+		SignerName: certificatesv1.KubeletServingSignerName,
+		Username:   user,
+		Groups:     []string{"system:nodes", "system:authenticated"},
+		Usages:     []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageServerAuth},
+	}}
+}
+
+func nodeWith(name string, ips ...string) corev1.Node {
+	n := corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	for _, ip := range ips {
+		n.Status.Addresses = append(n.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: ip})
+	}
+	n.Status.Addresses = append(n.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeHostName, Address: name})
+	return n
+}
+
+func TestCheckServingCSR(t *testing.T) {
+	nodes := []corev1.Node{nodeWith("w1", "10.5.0.5"), nodeWith("w2", "10.5.0.6")}
+	org := []string{"system:nodes"}
+	for _, tc := range []struct {
+		name   string
+		csr    *certificatesv1.CertificateSigningRequest
+		nodes  []corev1.Node
+		want   string // "" approve, "not yet", else part of the denial
+		mutate func(*certificatesv1.CertificateSigningRequest)
+	}{
+		{name: "own name and address", csr: servingCSR(t, "system:node:w1", "system:node:w1", org, []string{"w1"}, "10.5.0.5"), nodes: nodes},
+		{name: "another node's address", csr: servingCSR(t, "system:node:w1", "system:node:w1", org, []string{"w1"}, "10.5.0.6"), nodes: nodes, want: "is not an address of node w1"},
+		{name: "an address two nodes report", csr: servingCSR(t, "system:node:w1", "system:node:w1", org, []string{"w1"}, "10.5.0.5"),
+			nodes: []corev1.Node{nodeWith("w1", "10.5.0.5"), nodeWith("w2", "10.5.0.5")}, want: "also an address of node w2"},
+		{name: "another node's name", csr: servingCSR(t, "system:node:w1", "system:node:w1", org, []string{"w2"}, "10.5.0.5"), nodes: nodes, want: `DNS name "w2"`},
+		{name: "subject of another node", csr: servingCSR(t, "system:node:w1", "system:node:w2", org, []string{"w1"}), nodes: nodes, want: "is not system:node:w1"},
+		{name: "not a node", csr: servingCSR(t, "alice", "system:node:w1", org, nil), nodes: nodes, want: "not by a node"},
+		{name: "node not registered yet", csr: servingCSR(t, "system:node:w3", "system:node:w3", org, []string{"w3"}, "10.5.0.7"), nodes: nodes, want: "not yet"},
+		{name: "client usage", csr: servingCSR(t, "system:node:w1", "system:node:w1", org, []string{"w1"}), nodes: nodes, want: "not for serving",
+			mutate: func(c *certificatesv1.CertificateSigningRequest) {
+				c.Spec.Usages = append(c.Spec.Usages, certificatesv1.UsageClientAuth)
+			}},
+		{name: "garbage request", csr: servingCSR(t, "system:node:w1", "system:node:w1", org, nil), nodes: nodes, want: "not a PEM certificate request",
+			mutate: func(c *certificatesv1.CertificateSigningRequest) { c.Spec.Request = []byte("junk") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.mutate != nil {
+				tc.mutate(tc.csr)
+			}
+			err := checkServingCSR(tc.csr, tc.nodes)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("denied: %v", err)
+			case tc.want == "not yet" && !errors.Is(err, errCSRNotYet):
+				t.Fatalf("got %v, want to wait", err)
+			case tc.want != "" && tc.want != "not yet" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("got %v, want a denial with %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestCNIConfig(t *testing.T) {
+	data, err := CNIConfig([]string{"10.244.3.0/24"}, "/state/cni")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c struct {
+		CNIVersion string `json:"cniVersion"`
+		Plugins    []struct {
+			Type   string `json:"type"`
+			IPMasq bool   `json:"ipMasq"`
+			IPAM   struct {
+				Ranges  [][]map[string]string `json:"ranges"`
+				DataDir string                `json:"dataDir"`
+			} `json:"ipam"`
+		} `json:"plugins"`
+	}
+	if err := json.Unmarshal(data, &c); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Plugins) != 1 || c.Plugins[0].Type != "bridge" || c.Plugins[0].IPMasq ||
+		c.Plugins[0].IPAM.Ranges[0][0]["subnet"] != "10.244.3.0/24" || c.Plugins[0].IPAM.DataDir != "/state/cni" {
+		t.Fatalf("CNI config:\n%s", data)
+	}
+}
+
+// TestManifestKindsAreKnown: every kind the bootstrap manifests use can be
+// applied by machined.
+func TestManifestKindsAreKnown(t *testing.T) {
+	cfg := &config.Config{}
+	cfg.Cluster.Token = "abcdef.0123456789abcdef"
+	cfg.Cluster.Network.ServiceSubnets = []string{"10.96.0.0/12"}
+	cfg.Cluster.KubernetesVersion = "v1.36.3"
+	m, err := k8s.RenderManifests(cfg, "https://127.0.0.1:7445")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range m.Objects {
+		if _, ok := resources[o.GetAPIVersion()+"/"+o.GetKind()]; !ok {
+			t.Errorf("%s %s: kind unknown to machined", o.GetAPIVersion(), o.GetKind())
+		}
+	}
+}
+
+func TestLastLines(t *testing.T) {
+	l := &lastLines{max: 3}
+	for _, s := range []string{"I1123 starting\n", "E1123 15:04:05.000000 1 run.go:72] \"command failed\" err=\"unknown flag: --x\"\n", "exiting", "\n"} {
+		_, _ = l.Write([]byte(s))
+	}
+	if got := l.errorLine(); !strings.Contains(got, "unknown flag: --x") {
+		t.Fatalf("errorLine = %q", got)
+	}
+}
