@@ -37,8 +37,9 @@ images: containerd ## Build kubelet, the Kubernetes components, CoreDNS and paus
 		mkdir -p $(BIN) && cp -p $(OUT)/k8s/$$KUBERNETES_VERSION/kubelet $(BIN)/kubelet.tmp && mv $(BIN)/kubelet.tmp $(BIN)/kubelet
 
 .PHONY: cluster
-cluster: deps build images ## Create a local HA cluster (3 control planes + 1 worker; needs root) and print how to use kubectl
+cluster: deps build images ## Create a local HA cluster (3 control planes + 1 worker; needs root), deploy hack/demo.yaml and show it answering
 	$(BIN)/nodectl cluster create $(CLUSTER_ARGS)
+	hack/cluster-demo.sh
 
 .PHONY: cluster-destroy
 cluster-destroy: ## Destroy the local cluster made by 'make cluster'
