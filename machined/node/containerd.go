@@ -59,7 +59,18 @@ func (n *Node) containerdSpecs(cfg *config.Config) []supervisor.Spec {
 			if err := pollUntil(ctx, n.clock, 100*time.Millisecond, d.Healthy); err != nil {
 				return err
 			}
-			if err := d.ImportDir(ctx, n.opts.ImagesDir, out, archiveNamespace(cfg)); err != nil {
+			// The components' archives first: the apiserver waits for them,
+			// the pod images are needed only once a kubelet has registered.
+			place := archiveNamespace(cfg)
+			only := func(system bool) func(string) string {
+				return func(file string) string {
+					if ns := place(file); (ns == runner.SystemNamespace) == system {
+						return ns
+					}
+					return ""
+				}
+			}
+			if err := d.ImportDir(ctx, n.opts.ImagesDir, out, only(true)); err != nil {
 				return err
 			}
 			if cfg.IsControlPlane() {
@@ -68,6 +79,10 @@ func (n *Node) containerdSpecs(cfg *config.Config) []supervisor.Spec {
 						return err
 					}
 				}
+			}
+			n.componentImagesOnce.Do(func() { close(n.componentImagesReady) })
+			if err := d.ImportDir(ctx, n.opts.ImagesDir, out, only(false)); err != nil {
+				return err
 			}
 			n.imagesOnce.Do(func() { close(n.imagesReady) })
 			return nil
@@ -94,9 +109,15 @@ func archiveNamespace(cfg *config.Config) func(string) string {
 	}
 }
 
-// waitImages is the condition of the components: the images service
-// finished (a Running goroutine would satisfy a dependency too early).
+// waitImages is the kubelet's condition: the images service finished (a
+// Running goroutine would satisfy a dependency too early).
 func (n *Node) waitImages(ctx context.Context) error { return waitClosed(ctx, n.imagesReady) }
+
+// waitComponentImages is the control-plane components' condition: their
+// images are imported.
+func (n *Node) waitComponentImages(ctx context.Context) error {
+	return waitClosed(ctx, n.componentImagesReady)
+}
 
 // pollUntil calls check every interval until it passes or ctx ends (each
 // call bounded by 5 s); it returns the last failure with ctx's error.

@@ -75,7 +75,7 @@ func (n *Node) controlPlaneSpecs(cfg *config.Config) []supervisor.Spec {
 		return pollUntil(ctx, n.clock, 250*time.Millisecond, k8s.APIServerProbeAt(n.k8sPaths(), n.lbAddr()).Check)
 	}}
 	conds := func(name string) []supervisor.Condition {
-		c := []supervisor.Condition{waitCerts, {Name: "images imported", Wait: n.waitImages}}
+		c := []supervisor.Condition{waitCerts, {Name: "component images imported", Wait: n.waitComponentImages}}
 		if name != images.APIServer {
 			c = append(c, throughLB)
 		}

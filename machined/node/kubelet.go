@@ -149,6 +149,9 @@ func (r *kubeletRunner) Run(ctx context.Context, out io.Writer, started func()) 
 			return err
 		}
 	}
+	if err := n.bootstrapKubelet(ctx, kn, p, out); err != nil {
+		return err
+	}
 	args := append([]string{bin}, k8s.KubeletArgs(cfg, kn, p)...)
 	// machine.kubelet.extraArgs is live: a config that changes the
 	// kubelet's flags or config restarts it.

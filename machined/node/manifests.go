@@ -55,6 +55,11 @@ func (n *Node) adminClients() (*kubernetes.Clientset, *dynamic.DynamicClient, er
 		return nil, nil, fmt.Errorf("machined kubeconfig: %w", err)
 	}
 	rc.UserAgent = "ballast-machined"
+	// Through the load balancer a request may land on an apiserver that
+	// listens but is not ready yet: fail it quickly and retry rather than
+	// hang. The bootstrap manifests are a burst of requests.
+	rc.Timeout = 10 * time.Second
+	rc.QPS, rc.Burst = 50, 100
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return nil, nil, err

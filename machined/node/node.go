@@ -101,14 +101,18 @@ type Node struct {
 	// pendingRestart are Kubernetes components whose files or flags
 	// changed and that have not been restarted since (k8s-certs service).
 	pendingRestart map[string]bool
-	// imagesReady is closed once the images service imported every archive.
-	imagesReady chan struct{}
-	imagesOnce  sync.Once
-	nodeCert    *tls.Certificate // a worker's certificate from a control-plane node
-	issuedFor   string           // identityKey of a control plane's certificate in use
-	configured  chan struct{}    // closed when the node leaves maintenance mode
-	actions     chan Action
-	resetWanted bool
+	// componentImagesReady is closed once the images service imported the
+	// control-plane components' archives (they go first), imagesReady once
+	// it imported every archive.
+	componentImagesReady chan struct{}
+	componentImagesOnce  sync.Once
+	imagesReady          chan struct{}
+	imagesOnce           sync.Once
+	nodeCert             *tls.Certificate // a worker's certificate from a control-plane node
+	issuedFor            string           // identityKey of a control plane's certificate in use
+	configured           chan struct{}    // closed when the node leaves maintenance mode
+	actions              chan Action
+	resetWanted          bool
 }
 
 // New prepares a node; Run starts it.
@@ -135,6 +139,8 @@ func New(opts Options) (*Node, error) {
 		configured:  make(chan struct{}),
 		actions:     make(chan Action, 1),
 		imagesReady: make(chan struct{}),
+
+		componentImagesReady: make(chan struct{}),
 	}
 	n.sup = supervisor.New(supervisor.Options{Clock: opts.Clock, Logger: opts.Logger.With("component", "supervisor"), LogDir: store.LogDir()})
 	n.metrics = metrics.NewRegistry(n.sup)

@@ -48,6 +48,24 @@ func NewToken(clusterName, server string, caPEM []byte, token, user string) ([]b
 	return out, nil
 }
 
+// NewFiles renders a kubeconfig whose user's certificate and key are files
+// (which their owner rotates, like the kubelet's).
+func NewFiles(clusterName, server string, caPEM []byte, crtFile, keyFile, user string) ([]byte, error) {
+	ctxName := user + "@" + clusterName
+	kc := kubeconfig{
+		APIVersion: "v1", Kind: "Config", CurrentContext: ctxName,
+		Clusters: []namedCluster{{Name: clusterName, Cluster: kcCluster{
+			Server: server, CertificateAuthorityData: base64.StdEncoding.EncodeToString(caPEM)}}},
+		Users:    []namedUser{{Name: user, User: kcUser{ClientCertificate: crtFile, ClientKey: keyFile}}},
+		Contexts: []namedContext{{Name: ctxName, Context: kcContext{Cluster: clusterName, User: user}}},
+	}
+	out, err := yaml.Marshal(kc)
+	if err != nil {
+		return nil, fmt.Errorf("render kubeconfig: %w", err)
+	}
+	return out, nil
+}
+
 // ClientCert returns the client certificate embedded in a
 // kubeconfig written by New.
 func ClientCert(data []byte) (server string, crtPEM []byte, err error) {
@@ -93,6 +111,8 @@ type kcUser struct {
 	ClientCertificateData string `yaml:"client-certificate-data,omitempty"`
 	ClientKeyData         string `yaml:"client-key-data,omitempty"`
 	Token                 string `yaml:"token,omitempty"`
+	ClientCertificate     string `yaml:"client-certificate,omitempty"`
+	ClientKey             string `yaml:"client-key,omitempty"`
 }
 
 type namedContext struct {
