@@ -11,5 +11,8 @@ kubectl rollout status deployment/hello --timeout=180s
 kubectl get pods -l app=hello -o wide
 echo "asking the Service 'hello' from a pod:"
 kubectl delete pod hello-client --ignore-not-found --wait >/dev/null
-kubectl run hello-client --rm -i --restart=Never --image="ballast.local/busybox:$BUSYBOX_VERSION" \
-	--image-pull-policy=IfNotPresent -- sh -c 'printf "GET / HTTP/1.0\r\n\r\n" | nc -w 5 hello 80 | tail -1'
+kubectl run hello-client --restart=Never --image="ballast.local/busybox:$BUSYBOX_VERSION" \
+	--image-pull-policy=IfNotPresent -- sh -c 'printf "GET / HTTP/1.0\r\n\r\n" | nc -w 5 hello 80 | tail -1' >/dev/null
+kubectl wait --for=jsonpath='{.status.phase}'=Succeeded pod/hello-client --timeout=120s >/dev/null
+kubectl logs hello-client
+kubectl delete pod hello-client --wait=false >/dev/null
