@@ -93,18 +93,7 @@ func createK8s(readRSS bool, r *k8sResult) (time.Duration, error) {
 		for i := 1; i <= 3; i++ {
 			addr := fmt.Sprintf("10.90.0.%d", i+1)
 			stateDir := filepath.Join(root, "benchk8s", "nodes", fmt.Sprintf("cp%d", i))
-			n := nodeRSS{node: fmt.Sprintf("cp%d", i), procs: map[string]int64{}}
-			if pid, err := pgrep("--state-dir " + stateDir + " "); err == nil {
-				n.procs["machined"] = rssKiB(pid)
-			}
-			if data, err := os.ReadFile(filepath.Join(stateDir, "var", "run", "containerd", "containerd.pid")); err == nil {
-				if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil {
-					n.procs["containerd"] = rssKiB(pid)
-				}
-			}
-			if pid, err := pgrep("kubelet .*--root-dir=" + stateDir + "/"); err == nil {
-				n.procs["kubelet"] = rssKiB(pid)
-			}
+			n := nodeAgentsRSS(fmt.Sprintf("cp%d", i), stateDir)
 			out, err := nodectl(env, "-n", addr, "containers", "-o", "json")
 			if err == nil {
 				var res []struct {
@@ -125,6 +114,23 @@ func createK8s(readRSS bool, r *k8sResult) (time.Duration, error) {
 		}
 	}
 	return took, nil
+}
+
+// nodeAgentsRSS reads the RSS of a node's machined, containerd and kubelet.
+func nodeAgentsRSS(name, stateDir string) nodeRSS {
+	n := nodeRSS{node: name, procs: map[string]int64{}}
+	if pid, err := pgrep("--state-dir " + stateDir + " "); err == nil {
+		n.procs["machined"] = rssKiB(pid)
+	}
+	if data, err := os.ReadFile(filepath.Join(stateDir, "var", "run", "containerd", "containerd.pid")); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil {
+			n.procs["containerd"] = rssKiB(pid)
+		}
+	}
+	if pid, err := pgrep("kubelet .*--root-dir=" + stateDir + "/"); err == nil {
+		n.procs["kubelet"] = rssKiB(pid)
+	}
+	return n
 }
 
 func pgrep(pattern string) (int, error) {

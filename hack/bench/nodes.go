@@ -29,6 +29,10 @@ var workerRSSOrder = []string{"machined", "containerd", "kubelet"}
 
 const benchPods = 30
 
+// spreadManifest is the Deployment the worker-failure measurement and the
+// e2e test move off a powered-off worker.
+const spreadManifest = "hack/e2e/testdata/spread.yaml"
+
 // measureNodes times `cluster create` of 3 control planes and 2 workers
 // until every node is Ready and CoreDNS available; on the last cluster it
 // measures pod start latency for 30 pods, reads the workers' RSS, and
@@ -94,20 +98,7 @@ func nodesRound(r *nodesResult, full bool) error {
 	}
 	time.Sleep(20 * time.Second) // idle
 	for _, w := range []string{"w1", "w2"} {
-		stateDir := filepath.Join(root, "benchwl", "nodes", w)
-		n := nodeRSS{node: w, procs: map[string]int64{}}
-		if pid, err := pgrep("--state-dir " + stateDir + " "); err == nil {
-			n.procs["machined"] = rssKiB(pid)
-		}
-		if data, err := os.ReadFile(filepath.Join(stateDir, "var", "run", "containerd", "containerd.pid")); err == nil {
-			if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil {
-				n.procs["containerd"] = rssKiB(pid)
-			}
-		}
-		if pid, err := pgrep("kubelet .*--root-dir=" + stateDir + "/"); err == nil {
-			n.procs["kubelet"] = rssKiB(pid)
-		}
-		r.workerRSS = append(r.workerRSS, n)
+		r.workerRSS = append(r.workerRSS, nodeAgentsRSS(w, filepath.Join(root, "benchwl", "nodes", w)))
 	}
 	// Pod start latency: 30 pods created at once, each timed from the
 	// moment the create returned to the first poll that sees it Running.
@@ -149,25 +140,12 @@ func nodesRound(r *nodesResult, full bool) error {
 	// Worker failure: 4 replicas over both workers, tolerating an
 	// unreachable node for 5 s; w1 loses power (link down, every process
 	// killed).
-	spread := fmt.Sprintf(`apiVersion: apps/v1
-kind: Deployment
-metadata: {name: spread}
-spec:
-  replicas: 4
-  selector: {matchLabels: {app: spread}}
-  template:
-    metadata: {labels: {app: spread}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      tolerations:
-        - {key: node.kubernetes.io/not-ready, operator: Exists, effect: NoExecute, tolerationSeconds: 5}
-        - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 5}
-      topologySpreadConstraints:
-        - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: ScheduleAnyway, labelSelector: {matchLabels: {app: spread}}}
-      containers: [{name: c, image: %s, imagePullPolicy: IfNotPresent, command: [sleep, "3600"]}]
-`, busybox)
+	spread, err := os.ReadFile(spreadManifest)
+	if err != nil {
+		return err
+	}
 	sf := filepath.Join(root, "spread.yaml")
-	if err := os.WriteFile(sf, []byte(spread), 0o600); err != nil {
+	if err := os.WriteFile(sf, []byte(strings.ReplaceAll(string(spread), "BUSYBOX", busybox)), 0o600); err != nil {
 		return err
 	}
 	if _, err := k("apply", "-f", sf); err != nil {

@@ -176,7 +176,11 @@ func TestKubernetesWorkloads(t *testing.T) {
 
 	t.Run("a worker's power loss reschedules its pods; it comes back Ready", func(t *testing.T) {
 		k := k.on(t)
-		k.apply(workerOnlyManifest)
+		spread, err := os.ReadFile("testdata/spread.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		k.apply(string(spread))
 		k.must("rollout", "status", "deployment/spread", "--timeout=120s")
 		on := func(node string) int {
 			n := 0
@@ -280,31 +284,6 @@ metadata: {name: web}
 spec:
   selector: {app: web}
   ports: [{port: 80, targetPort: 8080}]
-`
-
-const workerOnlyManifest = `apiVersion: apps/v1
-kind: Deployment
-metadata: {name: spread}
-spec:
-  replicas: 4
-  selector: {matchLabels: {app: spread}}
-  template:
-    metadata: {labels: {app: spread}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      tolerations:
-        - {key: node.kubernetes.io/not-ready, operator: Exists, effect: NoExecute, tolerationSeconds: 5}
-        - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 5}
-      topologySpreadConstraints:
-        - maxSkew: 1
-          topologyKey: kubernetes.io/hostname
-          whenUnsatisfiable: ScheduleAnyway
-          labelSelector: {matchLabels: {app: spread}}
-      containers:
-        - name: sleep
-          image: BUSYBOX
-          imagePullPolicy: IfNotPresent
-          command: [sleep, "3600"]
 `
 
 type taint struct {

@@ -3,7 +3,6 @@ package k8s
 import (
 	"fmt"
 	"net"
-	"net/netip"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -82,20 +81,7 @@ type KubeletNode struct {
 
 // DNSServiceIP is the cluster DNS Service's ClusterIP: the tenth address of
 // the first service subnet (kubeadm's choice, so 10.96.0.10 by default).
-func DNSServiceIP(cfg *config.Config) (net.IP, error) {
-	if len(cfg.Cluster.Network.ServiceSubnets) == 0 {
-		return nil, fmt.Errorf("cluster.network.serviceSubnets is empty")
-	}
-	p, err := netip.ParsePrefix(cfg.Cluster.Network.ServiceSubnets[0])
-	if err != nil {
-		return nil, fmt.Errorf("cluster.network.serviceSubnets[0]: %w", err)
-	}
-	a := p.Masked().Addr()
-	for range 10 {
-		a = a.Next()
-	}
-	return net.IP(a.AsSlice()), nil
-}
+func DNSServiceIP(cfg *config.Config) (net.IP, error) { return serviceIP(cfg, 10) }
 
 // KubeletConfig renders the kubelet's KubeletConfiguration.
 func KubeletConfig(cfg *config.Config, n KubeletNode, p KubeletPaths) ([]byte, error) {

@@ -123,7 +123,10 @@ func APIServerSANs(cfg *config.Config, n Node) ([]string, []net.IP) {
 
 // FirstServiceIP is the kubernetes Service's ClusterIP: the first address of
 // the first service subnet.
-func FirstServiceIP(cfg *config.Config) (net.IP, error) {
+func FirstServiceIP(cfg *config.Config) (net.IP, error) { return serviceIP(cfg, 1) }
+
+// serviceIP is the nth address of the first service subnet.
+func serviceIP(cfg *config.Config, nth int) (net.IP, error) {
 	if len(cfg.Cluster.Network.ServiceSubnets) == 0 {
 		return nil, fmt.Errorf("cluster.network.serviceSubnets is empty")
 	}
@@ -131,7 +134,11 @@ func FirstServiceIP(cfg *config.Config) (net.IP, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster.network.serviceSubnets[0]: %w", err)
 	}
-	return net.IP(p.Masked().Addr().Next().AsSlice()), nil
+	a := p.Masked().Addr()
+	for range nth {
+		a = a.Next()
+	}
+	return net.IP(a.AsSlice()), nil
 }
 
 func apiserverRequest(cfg *config.Config, n Node) pki.Request {

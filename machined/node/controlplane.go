@@ -71,9 +71,7 @@ func (n *Node) controlPlaneSpecs(cfg *config.Config) []supervisor.Spec {
 	// The controller-manager and scheduler start once an apiserver answers
 	// through the node's load balancer: started earlier, they exit and
 	// back off, which cost seconds at cluster creation.
-	throughLB := supervisor.Condition{Name: "an apiserver ready through the load balancer", Wait: func(ctx context.Context) error {
-		return pollUntil(ctx, n.clock, 250*time.Millisecond, k8s.APIServerProbeAt(n.k8sPaths(), n.lbAddr()).Check)
-	}}
+	throughLB := n.apiserverThroughLB()
 	conds := func(name string) []supervisor.Condition {
 		c := []supervisor.Condition{waitCerts, {Name: "component images imported", Wait: n.waitComponentImages}}
 		if name != images.APIServer {
@@ -97,6 +95,15 @@ func (n *Node) controlPlaneSpecs(cfg *config.Config) []supervisor.Spec {
 		})
 	}
 	return specs
+}
+
+// apiserverThroughLB is the condition of what talks to the API from a
+// control plane: an apiserver answers ready through the node's load
+// balancer.
+func (n *Node) apiserverThroughLB() supervisor.Condition {
+	return supervisor.Condition{Name: "an apiserver ready through the load balancer", Wait: func(ctx context.Context) error {
+		return pollUntil(ctx, n.clock, 250*time.Millisecond, k8s.APIServerProbeAt(n.k8sPaths(), n.lbAddr()).Check)
+	}}
 }
 
 // componentRunner builds a component's container at every start, so that a

@@ -85,9 +85,7 @@ func (n *Node) nodeSpecs(cfg *config.Config) []supervisor.Spec {
 	if !cfg.IsControlPlane() {
 		return specs
 	}
-	throughLB := supervisor.Condition{Name: "an apiserver ready through the load balancer", Wait: func(ctx context.Context) error {
-		return pollUntil(ctx, n.clock, 250*time.Millisecond, k8s.APIServerProbeAt(n.k8sPaths(), n.lbAddr()).Check)
-	}}
+	throughLB := n.apiserverThroughLB()
 	return append(specs, supervisor.Spec{
 		ID:          manifestsService,
 		Description: "applies the cluster's bootstrap manifests (TLS bootstrap RBAC, kube-proxy, CoreDNS) and labels the control plane's Node",
