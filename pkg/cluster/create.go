@@ -99,6 +99,9 @@ func Create(ctx context.Context, o Options) (*State, error) {
 	}
 	st := &State{Name: o.Name, Provisioner: "netns", CIDR: p.String(), Gateway: gw.String(), Dir: dir,
 		Machined: o.Machined, MachinedArgs: machinedArgs(o)}
+	if !o.NoKubernetes {
+		st.HostTunables = readTunables()
+	}
 	st.Endpoint = "https://" + net.JoinHostPort(addrs[0].String(), "6443")
 	cpPatches := o.ControlPlanePatches
 	if !o.NoVIP {

@@ -77,6 +77,9 @@ func Destroy(ctx context.Context, root, name, nodeconfigPath string, progress io
 			removeCgroups(st.Name + "-" + n.Name)
 		}
 	}
+	if st != nil {
+		restoreTunables(st.HostTunables)
+	}
 	if err := os.RemoveAll(filepath.Join(root, name)); err != nil {
 		errs = append(errs, err)
 	}

@@ -34,6 +34,10 @@ type State struct {
 	Machined     string      `json:"machined"`
 	MachinedArgs []string    `json:"machinedArgs,omitempty"`
 	Nodes        []NodeState `json:"nodes"`
+	// HostTunables are the host's kernel settings the kubelets change
+	// (kernel.panic, vm.overcommit_memory, …) as they were before create;
+	// destroy puts them back.
+	HostTunables map[string]string `json:"hostTunables,omitempty"`
 }
 
 // NodeState is one node of a local cluster.
