@@ -87,6 +87,478 @@ func (ApplyMode) EnumDescriptor() ([]byte, []int) {
 	return file_machine_machine_proto_rawDescGZIP(), []int{0}
 }
 
+type NetworkStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkStatusRequest) Reset() {
+	*x = NetworkStatusRequest{}
+	mi := &file_machine_machine_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkStatusRequest) ProtoMessage() {}
+
+func (x *NetworkStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkStatusRequest.ProtoReflect.Descriptor instead.
+func (*NetworkStatusRequest) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{0}
+}
+
+type NetworkLink struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Name         string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Index        int32                  `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	HardwareAddr string                 `protobuf:"bytes,3,opt,name=hardware_addr,json=hardwareAddr,proto3" json:"hardware_addr,omitempty"`
+	Mtu          int32                  `protobuf:"varint,4,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	// state is the operational state (up, down, unknown …).
+	State         string `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
+	Kind          string `protobuf:"bytes,6,opt,name=kind,proto3" json:"kind,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkLink) Reset() {
+	*x = NetworkLink{}
+	mi := &file_machine_machine_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkLink) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkLink) ProtoMessage() {}
+
+func (x *NetworkLink) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkLink.ProtoReflect.Descriptor instead.
+func (*NetworkLink) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *NetworkLink) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NetworkLink) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *NetworkLink) GetHardwareAddr() string {
+	if x != nil {
+		return x.HardwareAddr
+	}
+	return ""
+}
+
+func (x *NetworkLink) GetMtu() int32 {
+	if x != nil {
+		return x.Mtu
+	}
+	return 0
+}
+
+func (x *NetworkLink) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *NetworkLink) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+type NetworkAddress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Link  string                 `protobuf:"bytes,1,opt,name=link,proto3" json:"link,omitempty"`
+	// address in CIDR notation.
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// source: static (machine.network), dhcp, or other (not Ballast's).
+	Source string `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	// valid_lifetime_seconds is 0 for a permanent address.
+	ValidLifetimeSeconds uint32 `protobuf:"varint,4,opt,name=valid_lifetime_seconds,json=validLifetimeSeconds,proto3" json:"valid_lifetime_seconds,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *NetworkAddress) Reset() {
+	*x = NetworkAddress{}
+	mi := &file_machine_machine_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkAddress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkAddress) ProtoMessage() {}
+
+func (x *NetworkAddress) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkAddress.ProtoReflect.Descriptor instead.
+func (*NetworkAddress) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *NetworkAddress) GetLink() string {
+	if x != nil {
+		return x.Link
+	}
+	return ""
+}
+
+func (x *NetworkAddress) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *NetworkAddress) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *NetworkAddress) GetValidLifetimeSeconds() uint32 {
+	if x != nil {
+		return x.ValidLifetimeSeconds
+	}
+	return 0
+}
+
+type NetworkRoute struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// destination in CIDR notation ("default" for the default route).
+	Destination string `protobuf:"bytes,1,opt,name=destination,proto3" json:"destination,omitempty"`
+	Gateway     string `protobuf:"bytes,2,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	Link        string `protobuf:"bytes,3,opt,name=link,proto3" json:"link,omitempty"`
+	// protocol: kernel, static, dhcp, boot, ballast-pods …
+	Protocol      string `protobuf:"bytes,4,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	Metric        int32  `protobuf:"varint,5,opt,name=metric,proto3" json:"metric,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkRoute) Reset() {
+	*x = NetworkRoute{}
+	mi := &file_machine_machine_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkRoute) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkRoute) ProtoMessage() {}
+
+func (x *NetworkRoute) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkRoute.ProtoReflect.Descriptor instead.
+func (*NetworkRoute) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *NetworkRoute) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *NetworkRoute) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
+func (x *NetworkRoute) GetLink() string {
+	if x != nil {
+		return x.Link
+	}
+	return ""
+}
+
+func (x *NetworkRoute) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *NetworkRoute) GetMetric() int32 {
+	if x != nil {
+		return x.Metric
+	}
+	return 0
+}
+
+type DHCPLease struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Link     string                 `protobuf:"bytes,1,opt,name=link,proto3" json:"link,omitempty"`
+	Address  string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Server   string                 `protobuf:"bytes,3,opt,name=server,proto3" json:"server,omitempty"`
+	Router   string                 `protobuf:"bytes,4,opt,name=router,proto3" json:"router,omitempty"`
+	Dns      []string               `protobuf:"bytes,5,rep,name=dns,proto3" json:"dns,omitempty"`
+	Hostname string                 `protobuf:"bytes,6,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	Obtained *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=obtained,proto3" json:"obtained,omitempty"`
+	RenewAt  *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=renew_at,json=renewAt,proto3" json:"renew_at,omitempty"`
+	Expires  *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=expires,proto3" json:"expires,omitempty"`
+	// state: bound, renewing, rebinding, discovering.
+	State         string `protobuf:"bytes,10,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DHCPLease) Reset() {
+	*x = DHCPLease{}
+	mi := &file_machine_machine_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DHCPLease) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DHCPLease) ProtoMessage() {}
+
+func (x *DHCPLease) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DHCPLease.ProtoReflect.Descriptor instead.
+func (*DHCPLease) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *DHCPLease) GetLink() string {
+	if x != nil {
+		return x.Link
+	}
+	return ""
+}
+
+func (x *DHCPLease) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *DHCPLease) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *DHCPLease) GetRouter() string {
+	if x != nil {
+		return x.Router
+	}
+	return ""
+}
+
+func (x *DHCPLease) GetDns() []string {
+	if x != nil {
+		return x.Dns
+	}
+	return nil
+}
+
+func (x *DHCPLease) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *DHCPLease) GetObtained() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Obtained
+	}
+	return nil
+}
+
+func (x *DHCPLease) GetRenewAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RenewAt
+	}
+	return nil
+}
+
+func (x *DHCPLease) GetExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Expires
+	}
+	return nil
+}
+
+func (x *DHCPLease) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+type NetworkStatusResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Links     []*NetworkLink         `protobuf:"bytes,1,rep,name=links,proto3" json:"links,omitempty"`
+	Addresses []*NetworkAddress      `protobuf:"bytes,2,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	Routes    []*NetworkRoute        `protobuf:"bytes,3,rep,name=routes,proto3" json:"routes,omitempty"`
+	Resolvers []string               `protobuf:"bytes,4,rep,name=resolvers,proto3" json:"resolvers,omitempty"`
+	// resolvers_source: config, dhcp or none.
+	ResolversSource string       `protobuf:"bytes,5,opt,name=resolvers_source,json=resolversSource,proto3" json:"resolvers_source,omitempty"`
+	Leases          []*DHCPLease `protobuf:"bytes,6,rep,name=leases,proto3" json:"leases,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *NetworkStatusResponse) Reset() {
+	*x = NetworkStatusResponse{}
+	mi := &file_machine_machine_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkStatusResponse) ProtoMessage() {}
+
+func (x *NetworkStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkStatusResponse.ProtoReflect.Descriptor instead.
+func (*NetworkStatusResponse) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *NetworkStatusResponse) GetLinks() []*NetworkLink {
+	if x != nil {
+		return x.Links
+	}
+	return nil
+}
+
+func (x *NetworkStatusResponse) GetAddresses() []*NetworkAddress {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+func (x *NetworkStatusResponse) GetRoutes() []*NetworkRoute {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
+func (x *NetworkStatusResponse) GetResolvers() []string {
+	if x != nil {
+		return x.Resolvers
+	}
+	return nil
+}
+
+func (x *NetworkStatusResponse) GetResolversSource() string {
+	if x != nil {
+		return x.ResolversSource
+	}
+	return ""
+}
+
+func (x *NetworkStatusResponse) GetLeases() []*DHCPLease {
+	if x != nil {
+		return x.Leases
+	}
+	return nil
+}
+
 type VersionRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -95,7 +567,7 @@ type VersionRequest struct {
 
 func (x *VersionRequest) Reset() {
 	*x = VersionRequest{}
-	mi := &file_machine_machine_proto_msgTypes[0]
+	mi := &file_machine_machine_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -107,7 +579,7 @@ func (x *VersionRequest) String() string {
 func (*VersionRequest) ProtoMessage() {}
 
 func (x *VersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[0]
+	mi := &file_machine_machine_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -120,7 +592,7 @@ func (x *VersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionRequest.ProtoReflect.Descriptor instead.
 func (*VersionRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{0}
+	return file_machine_machine_proto_rawDescGZIP(), []int{6}
 }
 
 type VersionResponse struct {
@@ -141,7 +613,7 @@ type VersionResponse struct {
 
 func (x *VersionResponse) Reset() {
 	*x = VersionResponse{}
-	mi := &file_machine_machine_proto_msgTypes[1]
+	mi := &file_machine_machine_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -153,7 +625,7 @@ func (x *VersionResponse) String() string {
 func (*VersionResponse) ProtoMessage() {}
 
 func (x *VersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[1]
+	mi := &file_machine_machine_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -166,7 +638,7 @@ func (x *VersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionResponse.ProtoReflect.Descriptor instead.
 func (*VersionResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{1}
+	return file_machine_machine_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *VersionResponse) GetVersion() string {
@@ -241,7 +713,7 @@ type ApplyConfigurationRequest struct {
 
 func (x *ApplyConfigurationRequest) Reset() {
 	*x = ApplyConfigurationRequest{}
-	mi := &file_machine_machine_proto_msgTypes[2]
+	mi := &file_machine_machine_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -253,7 +725,7 @@ func (x *ApplyConfigurationRequest) String() string {
 func (*ApplyConfigurationRequest) ProtoMessage() {}
 
 func (x *ApplyConfigurationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[2]
+	mi := &file_machine_machine_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -266,7 +738,7 @@ func (x *ApplyConfigurationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyConfigurationRequest.ProtoReflect.Descriptor instead.
 func (*ApplyConfigurationRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{2}
+	return file_machine_machine_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ApplyConfigurationRequest) GetData() []byte {
@@ -312,7 +784,7 @@ type ApplyConfigurationResponse struct {
 
 func (x *ApplyConfigurationResponse) Reset() {
 	*x = ApplyConfigurationResponse{}
-	mi := &file_machine_machine_proto_msgTypes[3]
+	mi := &file_machine_machine_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -324,7 +796,7 @@ func (x *ApplyConfigurationResponse) String() string {
 func (*ApplyConfigurationResponse) ProtoMessage() {}
 
 func (x *ApplyConfigurationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[3]
+	mi := &file_machine_machine_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -337,7 +809,7 @@ func (x *ApplyConfigurationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyConfigurationResponse.ProtoReflect.Descriptor instead.
 func (*ApplyConfigurationResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{3}
+	return file_machine_machine_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ApplyConfigurationResponse) GetMode() ApplyMode {
@@ -376,7 +848,7 @@ type GetConfigurationRequest struct {
 
 func (x *GetConfigurationRequest) Reset() {
 	*x = GetConfigurationRequest{}
-	mi := &file_machine_machine_proto_msgTypes[4]
+	mi := &file_machine_machine_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -388,7 +860,7 @@ func (x *GetConfigurationRequest) String() string {
 func (*GetConfigurationRequest) ProtoMessage() {}
 
 func (x *GetConfigurationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[4]
+	mi := &file_machine_machine_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -401,7 +873,7 @@ func (x *GetConfigurationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigurationRequest.ProtoReflect.Descriptor instead.
 func (*GetConfigurationRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{4}
+	return file_machine_machine_proto_rawDescGZIP(), []int{10}
 }
 
 type GetConfigurationResponse struct {
@@ -416,7 +888,7 @@ type GetConfigurationResponse struct {
 
 func (x *GetConfigurationResponse) Reset() {
 	*x = GetConfigurationResponse{}
-	mi := &file_machine_machine_proto_msgTypes[5]
+	mi := &file_machine_machine_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -428,7 +900,7 @@ func (x *GetConfigurationResponse) String() string {
 func (*GetConfigurationResponse) ProtoMessage() {}
 
 func (x *GetConfigurationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[5]
+	mi := &file_machine_machine_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -441,7 +913,7 @@ func (x *GetConfigurationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigurationResponse.ProtoReflect.Descriptor instead.
 func (*GetConfigurationResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{5}
+	return file_machine_machine_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetConfigurationResponse) GetData() []byte {
@@ -473,7 +945,7 @@ type ServiceListRequest struct {
 
 func (x *ServiceListRequest) Reset() {
 	*x = ServiceListRequest{}
-	mi := &file_machine_machine_proto_msgTypes[6]
+	mi := &file_machine_machine_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -485,7 +957,7 @@ func (x *ServiceListRequest) String() string {
 func (*ServiceListRequest) ProtoMessage() {}
 
 func (x *ServiceListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[6]
+	mi := &file_machine_machine_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -498,7 +970,7 @@ func (x *ServiceListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceListRequest.ProtoReflect.Descriptor instead.
 func (*ServiceListRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{6}
+	return file_machine_machine_proto_rawDescGZIP(), []int{12}
 }
 
 type ServiceEvent struct {
@@ -512,7 +984,7 @@ type ServiceEvent struct {
 
 func (x *ServiceEvent) Reset() {
 	*x = ServiceEvent{}
-	mi := &file_machine_machine_proto_msgTypes[7]
+	mi := &file_machine_machine_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -524,7 +996,7 @@ func (x *ServiceEvent) String() string {
 func (*ServiceEvent) ProtoMessage() {}
 
 func (x *ServiceEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[7]
+	mi := &file_machine_machine_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -537,7 +1009,7 @@ func (x *ServiceEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceEvent.ProtoReflect.Descriptor instead.
 func (*ServiceEvent) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{7}
+	return file_machine_machine_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ServiceEvent) GetTime() *timestamppb.Timestamp {
@@ -573,7 +1045,7 @@ type ServiceHealth struct {
 
 func (x *ServiceHealth) Reset() {
 	*x = ServiceHealth{}
-	mi := &file_machine_machine_proto_msgTypes[8]
+	mi := &file_machine_machine_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -585,7 +1057,7 @@ func (x *ServiceHealth) String() string {
 func (*ServiceHealth) ProtoMessage() {}
 
 func (x *ServiceHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[8]
+	mi := &file_machine_machine_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -598,7 +1070,7 @@ func (x *ServiceHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceHealth.ProtoReflect.Descriptor instead.
 func (*ServiceHealth) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{8}
+	return file_machine_machine_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ServiceHealth) GetUnknown() bool {
@@ -637,7 +1109,7 @@ type ServiceInfo struct {
 
 func (x *ServiceInfo) Reset() {
 	*x = ServiceInfo{}
-	mi := &file_machine_machine_proto_msgTypes[9]
+	mi := &file_machine_machine_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -649,7 +1121,7 @@ func (x *ServiceInfo) String() string {
 func (*ServiceInfo) ProtoMessage() {}
 
 func (x *ServiceInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[9]
+	mi := &file_machine_machine_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -662,7 +1134,7 @@ func (x *ServiceInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceInfo.ProtoReflect.Descriptor instead.
 func (*ServiceInfo) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{9}
+	return file_machine_machine_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ServiceInfo) GetId() string {
@@ -723,7 +1195,7 @@ type ServiceListResponse struct {
 
 func (x *ServiceListResponse) Reset() {
 	*x = ServiceListResponse{}
-	mi := &file_machine_machine_proto_msgTypes[10]
+	mi := &file_machine_machine_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -735,7 +1207,7 @@ func (x *ServiceListResponse) String() string {
 func (*ServiceListResponse) ProtoMessage() {}
 
 func (x *ServiceListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[10]
+	mi := &file_machine_machine_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -748,7 +1220,7 @@ func (x *ServiceListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceListResponse.ProtoReflect.Descriptor instead.
 func (*ServiceListResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{10}
+	return file_machine_machine_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ServiceListResponse) GetServices() []*ServiceInfo {
@@ -767,7 +1239,7 @@ type ServiceActionRequest struct {
 
 func (x *ServiceActionRequest) Reset() {
 	*x = ServiceActionRequest{}
-	mi := &file_machine_machine_proto_msgTypes[11]
+	mi := &file_machine_machine_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -779,7 +1251,7 @@ func (x *ServiceActionRequest) String() string {
 func (*ServiceActionRequest) ProtoMessage() {}
 
 func (x *ServiceActionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[11]
+	mi := &file_machine_machine_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -792,7 +1264,7 @@ func (x *ServiceActionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceActionRequest.ProtoReflect.Descriptor instead.
 func (*ServiceActionRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{11}
+	return file_machine_machine_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ServiceActionRequest) GetId() string {
@@ -811,7 +1283,7 @@ type ServiceActionResponse struct {
 
 func (x *ServiceActionResponse) Reset() {
 	*x = ServiceActionResponse{}
-	mi := &file_machine_machine_proto_msgTypes[12]
+	mi := &file_machine_machine_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -823,7 +1295,7 @@ func (x *ServiceActionResponse) String() string {
 func (*ServiceActionResponse) ProtoMessage() {}
 
 func (x *ServiceActionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[12]
+	mi := &file_machine_machine_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -836,7 +1308,7 @@ func (x *ServiceActionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceActionResponse.ProtoReflect.Descriptor instead.
 func (*ServiceActionResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{12}
+	return file_machine_machine_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ServiceActionResponse) GetMessage() string {
@@ -858,7 +1330,7 @@ type LogsRequest struct {
 
 func (x *LogsRequest) Reset() {
 	*x = LogsRequest{}
-	mi := &file_machine_machine_proto_msgTypes[13]
+	mi := &file_machine_machine_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -870,7 +1342,7 @@ func (x *LogsRequest) String() string {
 func (*LogsRequest) ProtoMessage() {}
 
 func (x *LogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[13]
+	mi := &file_machine_machine_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -883,7 +1355,7 @@ func (x *LogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsRequest.ProtoReflect.Descriptor instead.
 func (*LogsRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{13}
+	return file_machine_machine_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *LogsRequest) GetId() string {
@@ -916,7 +1388,7 @@ type LogLine struct {
 
 func (x *LogLine) Reset() {
 	*x = LogLine{}
-	mi := &file_machine_machine_proto_msgTypes[14]
+	mi := &file_machine_machine_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -928,7 +1400,7 @@ func (x *LogLine) String() string {
 func (*LogLine) ProtoMessage() {}
 
 func (x *LogLine) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[14]
+	mi := &file_machine_machine_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -941,7 +1413,7 @@ func (x *LogLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogLine.ProtoReflect.Descriptor instead.
 func (*LogLine) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{14}
+	return file_machine_machine_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *LogLine) GetLine() string {
@@ -959,7 +1431,7 @@ type RebootRequest struct {
 
 func (x *RebootRequest) Reset() {
 	*x = RebootRequest{}
-	mi := &file_machine_machine_proto_msgTypes[15]
+	mi := &file_machine_machine_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -971,7 +1443,7 @@ func (x *RebootRequest) String() string {
 func (*RebootRequest) ProtoMessage() {}
 
 func (x *RebootRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[15]
+	mi := &file_machine_machine_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -984,7 +1456,7 @@ func (x *RebootRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebootRequest.ProtoReflect.Descriptor instead.
 func (*RebootRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{15}
+	return file_machine_machine_proto_rawDescGZIP(), []int{21}
 }
 
 type RebootResponse struct {
@@ -995,7 +1467,7 @@ type RebootResponse struct {
 
 func (x *RebootResponse) Reset() {
 	*x = RebootResponse{}
-	mi := &file_machine_machine_proto_msgTypes[16]
+	mi := &file_machine_machine_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1007,7 +1479,7 @@ func (x *RebootResponse) String() string {
 func (*RebootResponse) ProtoMessage() {}
 
 func (x *RebootResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[16]
+	mi := &file_machine_machine_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1020,7 +1492,7 @@ func (x *RebootResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebootResponse.ProtoReflect.Descriptor instead.
 func (*RebootResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{16}
+	return file_machine_machine_proto_rawDescGZIP(), []int{22}
 }
 
 type ShutdownRequest struct {
@@ -1031,7 +1503,7 @@ type ShutdownRequest struct {
 
 func (x *ShutdownRequest) Reset() {
 	*x = ShutdownRequest{}
-	mi := &file_machine_machine_proto_msgTypes[17]
+	mi := &file_machine_machine_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1043,7 +1515,7 @@ func (x *ShutdownRequest) String() string {
 func (*ShutdownRequest) ProtoMessage() {}
 
 func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[17]
+	mi := &file_machine_machine_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1056,7 +1528,7 @@ func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownRequest.ProtoReflect.Descriptor instead.
 func (*ShutdownRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{17}
+	return file_machine_machine_proto_rawDescGZIP(), []int{23}
 }
 
 type ShutdownResponse struct {
@@ -1067,7 +1539,7 @@ type ShutdownResponse struct {
 
 func (x *ShutdownResponse) Reset() {
 	*x = ShutdownResponse{}
-	mi := &file_machine_machine_proto_msgTypes[18]
+	mi := &file_machine_machine_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1079,7 +1551,7 @@ func (x *ShutdownResponse) String() string {
 func (*ShutdownResponse) ProtoMessage() {}
 
 func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[18]
+	mi := &file_machine_machine_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1092,7 +1564,7 @@ func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownResponse.ProtoReflect.Descriptor instead.
 func (*ShutdownResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{18}
+	return file_machine_machine_proto_rawDescGZIP(), []int{24}
 }
 
 type ResetRequest struct {
@@ -1107,7 +1579,7 @@ type ResetRequest struct {
 
 func (x *ResetRequest) Reset() {
 	*x = ResetRequest{}
-	mi := &file_machine_machine_proto_msgTypes[19]
+	mi := &file_machine_machine_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1119,7 +1591,7 @@ func (x *ResetRequest) String() string {
 func (*ResetRequest) ProtoMessage() {}
 
 func (x *ResetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[19]
+	mi := &file_machine_machine_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1132,7 +1604,7 @@ func (x *ResetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetRequest.ProtoReflect.Descriptor instead.
 func (*ResetRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{19}
+	return file_machine_machine_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ResetRequest) GetGraceful() bool {
@@ -1157,7 +1629,7 @@ type ResetResponse struct {
 
 func (x *ResetResponse) Reset() {
 	*x = ResetResponse{}
-	mi := &file_machine_machine_proto_msgTypes[20]
+	mi := &file_machine_machine_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1169,7 +1641,7 @@ func (x *ResetResponse) String() string {
 func (*ResetResponse) ProtoMessage() {}
 
 func (x *ResetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[20]
+	mi := &file_machine_machine_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1182,7 +1654,7 @@ func (x *ResetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetResponse.ProtoReflect.Descriptor instead.
 func (*ResetResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{20}
+	return file_machine_machine_proto_rawDescGZIP(), []int{26}
 }
 
 type VIPStatusRequest struct {
@@ -1193,7 +1665,7 @@ type VIPStatusRequest struct {
 
 func (x *VIPStatusRequest) Reset() {
 	*x = VIPStatusRequest{}
-	mi := &file_machine_machine_proto_msgTypes[21]
+	mi := &file_machine_machine_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1205,7 +1677,7 @@ func (x *VIPStatusRequest) String() string {
 func (*VIPStatusRequest) ProtoMessage() {}
 
 func (x *VIPStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[21]
+	mi := &file_machine_machine_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1218,7 +1690,7 @@ func (x *VIPStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VIPStatusRequest.ProtoReflect.Descriptor instead.
 func (*VIPStatusRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{21}
+	return file_machine_machine_proto_rawDescGZIP(), []int{27}
 }
 
 type VIPStatusResponse struct {
@@ -1241,7 +1713,7 @@ type VIPStatusResponse struct {
 
 func (x *VIPStatusResponse) Reset() {
 	*x = VIPStatusResponse{}
-	mi := &file_machine_machine_proto_msgTypes[22]
+	mi := &file_machine_machine_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1725,7 @@ func (x *VIPStatusResponse) String() string {
 func (*VIPStatusResponse) ProtoMessage() {}
 
 func (x *VIPStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[22]
+	mi := &file_machine_machine_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1738,7 @@ func (x *VIPStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VIPStatusResponse.ProtoReflect.Descriptor instead.
 func (*VIPStatusResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{22}
+	return file_machine_machine_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *VIPStatusResponse) GetIp() string {
@@ -1326,7 +1798,7 @@ type KubeconfigRequest struct {
 
 func (x *KubeconfigRequest) Reset() {
 	*x = KubeconfigRequest{}
-	mi := &file_machine_machine_proto_msgTypes[23]
+	mi := &file_machine_machine_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1338,7 +1810,7 @@ func (x *KubeconfigRequest) String() string {
 func (*KubeconfigRequest) ProtoMessage() {}
 
 func (x *KubeconfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[23]
+	mi := &file_machine_machine_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1351,7 +1823,7 @@ func (x *KubeconfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubeconfigRequest.ProtoReflect.Descriptor instead.
 func (*KubeconfigRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{23}
+	return file_machine_machine_proto_rawDescGZIP(), []int{29}
 }
 
 type KubeconfigResponse struct {
@@ -1367,7 +1839,7 @@ type KubeconfigResponse struct {
 
 func (x *KubeconfigResponse) Reset() {
 	*x = KubeconfigResponse{}
-	mi := &file_machine_machine_proto_msgTypes[24]
+	mi := &file_machine_machine_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1379,7 +1851,7 @@ func (x *KubeconfigResponse) String() string {
 func (*KubeconfigResponse) ProtoMessage() {}
 
 func (x *KubeconfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[24]
+	mi := &file_machine_machine_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1392,7 +1864,7 @@ func (x *KubeconfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubeconfigResponse.ProtoReflect.Descriptor instead.
 func (*KubeconfigResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{24}
+	return file_machine_machine_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *KubeconfigResponse) GetKubeconfig() []byte {
@@ -1424,7 +1896,7 @@ type ContainersRequest struct {
 
 func (x *ContainersRequest) Reset() {
 	*x = ContainersRequest{}
-	mi := &file_machine_machine_proto_msgTypes[25]
+	mi := &file_machine_machine_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1436,7 +1908,7 @@ func (x *ContainersRequest) String() string {
 func (*ContainersRequest) ProtoMessage() {}
 
 func (x *ContainersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[25]
+	mi := &file_machine_machine_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1449,7 +1921,7 @@ func (x *ContainersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainersRequest.ProtoReflect.Descriptor instead.
 func (*ContainersRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{25}
+	return file_machine_machine_proto_rawDescGZIP(), []int{31}
 }
 
 type Container struct {
@@ -1469,7 +1941,7 @@ type Container struct {
 
 func (x *Container) Reset() {
 	*x = Container{}
-	mi := &file_machine_machine_proto_msgTypes[26]
+	mi := &file_machine_machine_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1481,7 +1953,7 @@ func (x *Container) String() string {
 func (*Container) ProtoMessage() {}
 
 func (x *Container) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[26]
+	mi := &file_machine_machine_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1494,7 +1966,7 @@ func (x *Container) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Container.ProtoReflect.Descriptor instead.
 func (*Container) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{26}
+	return file_machine_machine_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Container) GetNamespace() string {
@@ -1548,7 +2020,7 @@ type ContainersResponse struct {
 
 func (x *ContainersResponse) Reset() {
 	*x = ContainersResponse{}
-	mi := &file_machine_machine_proto_msgTypes[27]
+	mi := &file_machine_machine_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1560,7 +2032,7 @@ func (x *ContainersResponse) String() string {
 func (*ContainersResponse) ProtoMessage() {}
 
 func (x *ContainersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[27]
+	mi := &file_machine_machine_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1573,7 +2045,7 @@ func (x *ContainersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainersResponse.ProtoReflect.Descriptor instead.
 func (*ContainersResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{27}
+	return file_machine_machine_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ContainersResponse) GetContainers() []*Container {
@@ -1587,7 +2059,45 @@ var File_machine_machine_proto protoreflect.FileDescriptor
 
 const file_machine_machine_proto_rawDesc = "" +
 	"\n" +
-	"\x15machine/machine.proto\x12\x18ballast.machine.v1alpha1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x10\n" +
+	"\x15machine/machine.proto\x12\x18ballast.machine.v1alpha1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x16\n" +
+	"\x14NetworkStatusRequest\"\x98\x01\n" +
+	"\vNetworkLink\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x05R\x05index\x12#\n" +
+	"\rhardware_addr\x18\x03 \x01(\tR\fhardwareAddr\x12\x10\n" +
+	"\x03mtu\x18\x04 \x01(\x05R\x03mtu\x12\x14\n" +
+	"\x05state\x18\x05 \x01(\tR\x05state\x12\x12\n" +
+	"\x04kind\x18\x06 \x01(\tR\x04kind\"\x8c\x01\n" +
+	"\x0eNetworkAddress\x12\x12\n" +
+	"\x04link\x18\x01 \x01(\tR\x04link\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x16\n" +
+	"\x06source\x18\x03 \x01(\tR\x06source\x124\n" +
+	"\x16valid_lifetime_seconds\x18\x04 \x01(\rR\x14validLifetimeSeconds\"\x92\x01\n" +
+	"\fNetworkRoute\x12 \n" +
+	"\vdestination\x18\x01 \x01(\tR\vdestination\x12\x18\n" +
+	"\agateway\x18\x02 \x01(\tR\agateway\x12\x12\n" +
+	"\x04link\x18\x03 \x01(\tR\x04link\x12\x1a\n" +
+	"\bprotocol\x18\x04 \x01(\tR\bprotocol\x12\x16\n" +
+	"\x06metric\x18\x05 \x01(\x05R\x06metric\"\xd2\x02\n" +
+	"\tDHCPLease\x12\x12\n" +
+	"\x04link\x18\x01 \x01(\tR\x04link\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x16\n" +
+	"\x06server\x18\x03 \x01(\tR\x06server\x12\x16\n" +
+	"\x06router\x18\x04 \x01(\tR\x06router\x12\x10\n" +
+	"\x03dns\x18\x05 \x03(\tR\x03dns\x12\x1a\n" +
+	"\bhostname\x18\x06 \x01(\tR\bhostname\x126\n" +
+	"\bobtained\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bobtained\x125\n" +
+	"\brenew_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\arenewAt\x124\n" +
+	"\aexpires\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\x12\x14\n" +
+	"\x05state\x18\n" +
+	" \x01(\tR\x05state\"\xe2\x02\n" +
+	"\x15NetworkStatusResponse\x12;\n" +
+	"\x05links\x18\x01 \x03(\v2%.ballast.machine.v1alpha1.NetworkLinkR\x05links\x12F\n" +
+	"\taddresses\x18\x02 \x03(\v2(.ballast.machine.v1alpha1.NetworkAddressR\taddresses\x12>\n" +
+	"\x06routes\x18\x03 \x03(\v2&.ballast.machine.v1alpha1.NetworkRouteR\x06routes\x12\x1c\n" +
+	"\tresolvers\x18\x04 \x03(\tR\tresolvers\x12)\n" +
+	"\x10resolvers_source\x18\x05 \x01(\tR\x0fresolversSource\x12;\n" +
+	"\x06leases\x18\x06 \x03(\v2#.ballast.machine.v1alpha1.DHCPLeaseR\x06leases\"\x10\n" +
 	"\x0eVersionRequest\"\xdf\x01\n" +
 	"\x0fVersionResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1d\n" +
@@ -1687,7 +2197,7 @@ const file_machine_machine_proto_rawDesc = "" +
 	"\tNO_REBOOT\x10\x01\x12\n" +
 	"\n" +
 	"\x06STAGED\x10\x02\x12\a\n" +
-	"\x03TRY\x10\x032\xd2\v\n" +
+	"\x03TRY\x10\x032\xc4\f\n" +
 	"\x0eMachineService\x12^\n" +
 	"\aVersion\x12(.ballast.machine.v1alpha1.VersionRequest\x1a).ballast.machine.v1alpha1.VersionResponse\x12\x7f\n" +
 	"\x12ApplyConfiguration\x123.ballast.machine.v1alpha1.ApplyConfigurationRequest\x1a4.ballast.machine.v1alpha1.ApplyConfigurationResponse\x12y\n" +
@@ -1704,7 +2214,8 @@ const file_machine_machine_proto_rawDesc = "" +
 	"\n" +
 	"Kubeconfig\x12+.ballast.machine.v1alpha1.KubeconfigRequest\x1a,.ballast.machine.v1alpha1.KubeconfigResponse\x12g\n" +
 	"\n" +
-	"Containers\x12+.ballast.machine.v1alpha1.ContainersRequest\x1a,.ballast.machine.v1alpha1.ContainersResponseB3Z1github.com/ballast-os/ballast/api/machine;machineb\x06proto3"
+	"Containers\x12+.ballast.machine.v1alpha1.ContainersRequest\x1a,.ballast.machine.v1alpha1.ContainersResponse\x12p\n" +
+	"\rNetworkStatus\x12..ballast.machine.v1alpha1.NetworkStatusRequest\x1a/.ballast.machine.v1alpha1.NetworkStatusResponseB3Z1github.com/ballast-os/ballast/api/machine;machineb\x06proto3"
 
 var (
 	file_machine_machine_proto_rawDescOnce sync.Once
@@ -1719,86 +2230,101 @@ func file_machine_machine_proto_rawDescGZIP() []byte {
 }
 
 var file_machine_machine_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_machine_machine_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_machine_machine_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_machine_machine_proto_goTypes = []any{
 	(ApplyMode)(0),                     // 0: ballast.machine.v1alpha1.ApplyMode
-	(*VersionRequest)(nil),             // 1: ballast.machine.v1alpha1.VersionRequest
-	(*VersionResponse)(nil),            // 2: ballast.machine.v1alpha1.VersionResponse
-	(*ApplyConfigurationRequest)(nil),  // 3: ballast.machine.v1alpha1.ApplyConfigurationRequest
-	(*ApplyConfigurationResponse)(nil), // 4: ballast.machine.v1alpha1.ApplyConfigurationResponse
-	(*GetConfigurationRequest)(nil),    // 5: ballast.machine.v1alpha1.GetConfigurationRequest
-	(*GetConfigurationResponse)(nil),   // 6: ballast.machine.v1alpha1.GetConfigurationResponse
-	(*ServiceListRequest)(nil),         // 7: ballast.machine.v1alpha1.ServiceListRequest
-	(*ServiceEvent)(nil),               // 8: ballast.machine.v1alpha1.ServiceEvent
-	(*ServiceHealth)(nil),              // 9: ballast.machine.v1alpha1.ServiceHealth
-	(*ServiceInfo)(nil),                // 10: ballast.machine.v1alpha1.ServiceInfo
-	(*ServiceListResponse)(nil),        // 11: ballast.machine.v1alpha1.ServiceListResponse
-	(*ServiceActionRequest)(nil),       // 12: ballast.machine.v1alpha1.ServiceActionRequest
-	(*ServiceActionResponse)(nil),      // 13: ballast.machine.v1alpha1.ServiceActionResponse
-	(*LogsRequest)(nil),                // 14: ballast.machine.v1alpha1.LogsRequest
-	(*LogLine)(nil),                    // 15: ballast.machine.v1alpha1.LogLine
-	(*RebootRequest)(nil),              // 16: ballast.machine.v1alpha1.RebootRequest
-	(*RebootResponse)(nil),             // 17: ballast.machine.v1alpha1.RebootResponse
-	(*ShutdownRequest)(nil),            // 18: ballast.machine.v1alpha1.ShutdownRequest
-	(*ShutdownResponse)(nil),           // 19: ballast.machine.v1alpha1.ShutdownResponse
-	(*ResetRequest)(nil),               // 20: ballast.machine.v1alpha1.ResetRequest
-	(*ResetResponse)(nil),              // 21: ballast.machine.v1alpha1.ResetResponse
-	(*VIPStatusRequest)(nil),           // 22: ballast.machine.v1alpha1.VIPStatusRequest
-	(*VIPStatusResponse)(nil),          // 23: ballast.machine.v1alpha1.VIPStatusResponse
-	(*KubeconfigRequest)(nil),          // 24: ballast.machine.v1alpha1.KubeconfigRequest
-	(*KubeconfigResponse)(nil),         // 25: ballast.machine.v1alpha1.KubeconfigResponse
-	(*ContainersRequest)(nil),          // 26: ballast.machine.v1alpha1.ContainersRequest
-	(*Container)(nil),                  // 27: ballast.machine.v1alpha1.Container
-	(*ContainersResponse)(nil),         // 28: ballast.machine.v1alpha1.ContainersResponse
-	(*durationpb.Duration)(nil),        // 29: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),      // 30: google.protobuf.Timestamp
+	(*NetworkStatusRequest)(nil),       // 1: ballast.machine.v1alpha1.NetworkStatusRequest
+	(*NetworkLink)(nil),                // 2: ballast.machine.v1alpha1.NetworkLink
+	(*NetworkAddress)(nil),             // 3: ballast.machine.v1alpha1.NetworkAddress
+	(*NetworkRoute)(nil),               // 4: ballast.machine.v1alpha1.NetworkRoute
+	(*DHCPLease)(nil),                  // 5: ballast.machine.v1alpha1.DHCPLease
+	(*NetworkStatusResponse)(nil),      // 6: ballast.machine.v1alpha1.NetworkStatusResponse
+	(*VersionRequest)(nil),             // 7: ballast.machine.v1alpha1.VersionRequest
+	(*VersionResponse)(nil),            // 8: ballast.machine.v1alpha1.VersionResponse
+	(*ApplyConfigurationRequest)(nil),  // 9: ballast.machine.v1alpha1.ApplyConfigurationRequest
+	(*ApplyConfigurationResponse)(nil), // 10: ballast.machine.v1alpha1.ApplyConfigurationResponse
+	(*GetConfigurationRequest)(nil),    // 11: ballast.machine.v1alpha1.GetConfigurationRequest
+	(*GetConfigurationResponse)(nil),   // 12: ballast.machine.v1alpha1.GetConfigurationResponse
+	(*ServiceListRequest)(nil),         // 13: ballast.machine.v1alpha1.ServiceListRequest
+	(*ServiceEvent)(nil),               // 14: ballast.machine.v1alpha1.ServiceEvent
+	(*ServiceHealth)(nil),              // 15: ballast.machine.v1alpha1.ServiceHealth
+	(*ServiceInfo)(nil),                // 16: ballast.machine.v1alpha1.ServiceInfo
+	(*ServiceListResponse)(nil),        // 17: ballast.machine.v1alpha1.ServiceListResponse
+	(*ServiceActionRequest)(nil),       // 18: ballast.machine.v1alpha1.ServiceActionRequest
+	(*ServiceActionResponse)(nil),      // 19: ballast.machine.v1alpha1.ServiceActionResponse
+	(*LogsRequest)(nil),                // 20: ballast.machine.v1alpha1.LogsRequest
+	(*LogLine)(nil),                    // 21: ballast.machine.v1alpha1.LogLine
+	(*RebootRequest)(nil),              // 22: ballast.machine.v1alpha1.RebootRequest
+	(*RebootResponse)(nil),             // 23: ballast.machine.v1alpha1.RebootResponse
+	(*ShutdownRequest)(nil),            // 24: ballast.machine.v1alpha1.ShutdownRequest
+	(*ShutdownResponse)(nil),           // 25: ballast.machine.v1alpha1.ShutdownResponse
+	(*ResetRequest)(nil),               // 26: ballast.machine.v1alpha1.ResetRequest
+	(*ResetResponse)(nil),              // 27: ballast.machine.v1alpha1.ResetResponse
+	(*VIPStatusRequest)(nil),           // 28: ballast.machine.v1alpha1.VIPStatusRequest
+	(*VIPStatusResponse)(nil),          // 29: ballast.machine.v1alpha1.VIPStatusResponse
+	(*KubeconfigRequest)(nil),          // 30: ballast.machine.v1alpha1.KubeconfigRequest
+	(*KubeconfigResponse)(nil),         // 31: ballast.machine.v1alpha1.KubeconfigResponse
+	(*ContainersRequest)(nil),          // 32: ballast.machine.v1alpha1.ContainersRequest
+	(*Container)(nil),                  // 33: ballast.machine.v1alpha1.Container
+	(*ContainersResponse)(nil),         // 34: ballast.machine.v1alpha1.ContainersResponse
+	(*timestamppb.Timestamp)(nil),      // 35: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 36: google.protobuf.Duration
 }
 var file_machine_machine_proto_depIdxs = []int32{
-	0,  // 0: ballast.machine.v1alpha1.ApplyConfigurationRequest.mode:type_name -> ballast.machine.v1alpha1.ApplyMode
-	29, // 1: ballast.machine.v1alpha1.ApplyConfigurationRequest.try_timeout:type_name -> google.protobuf.Duration
-	0,  // 2: ballast.machine.v1alpha1.ApplyConfigurationResponse.mode:type_name -> ballast.machine.v1alpha1.ApplyMode
-	30, // 3: ballast.machine.v1alpha1.ServiceEvent.time:type_name -> google.protobuf.Timestamp
-	9,  // 4: ballast.machine.v1alpha1.ServiceInfo.health:type_name -> ballast.machine.v1alpha1.ServiceHealth
-	8,  // 5: ballast.machine.v1alpha1.ServiceInfo.events:type_name -> ballast.machine.v1alpha1.ServiceEvent
-	30, // 6: ballast.machine.v1alpha1.ServiceInfo.since:type_name -> google.protobuf.Timestamp
-	10, // 7: ballast.machine.v1alpha1.ServiceListResponse.services:type_name -> ballast.machine.v1alpha1.ServiceInfo
-	30, // 8: ballast.machine.v1alpha1.VIPStatusResponse.since:type_name -> google.protobuf.Timestamp
-	30, // 9: ballast.machine.v1alpha1.KubeconfigResponse.expires:type_name -> google.protobuf.Timestamp
-	30, // 10: ballast.machine.v1alpha1.Container.created:type_name -> google.protobuf.Timestamp
-	27, // 11: ballast.machine.v1alpha1.ContainersResponse.containers:type_name -> ballast.machine.v1alpha1.Container
-	1,  // 12: ballast.machine.v1alpha1.MachineService.Version:input_type -> ballast.machine.v1alpha1.VersionRequest
-	3,  // 13: ballast.machine.v1alpha1.MachineService.ApplyConfiguration:input_type -> ballast.machine.v1alpha1.ApplyConfigurationRequest
-	5,  // 14: ballast.machine.v1alpha1.MachineService.GetConfiguration:input_type -> ballast.machine.v1alpha1.GetConfigurationRequest
-	7,  // 15: ballast.machine.v1alpha1.MachineService.ServiceList:input_type -> ballast.machine.v1alpha1.ServiceListRequest
-	12, // 16: ballast.machine.v1alpha1.MachineService.ServiceStart:input_type -> ballast.machine.v1alpha1.ServiceActionRequest
-	12, // 17: ballast.machine.v1alpha1.MachineService.ServiceStop:input_type -> ballast.machine.v1alpha1.ServiceActionRequest
-	12, // 18: ballast.machine.v1alpha1.MachineService.ServiceRestart:input_type -> ballast.machine.v1alpha1.ServiceActionRequest
-	14, // 19: ballast.machine.v1alpha1.MachineService.Logs:input_type -> ballast.machine.v1alpha1.LogsRequest
-	16, // 20: ballast.machine.v1alpha1.MachineService.Reboot:input_type -> ballast.machine.v1alpha1.RebootRequest
-	18, // 21: ballast.machine.v1alpha1.MachineService.Shutdown:input_type -> ballast.machine.v1alpha1.ShutdownRequest
-	20, // 22: ballast.machine.v1alpha1.MachineService.Reset:input_type -> ballast.machine.v1alpha1.ResetRequest
-	22, // 23: ballast.machine.v1alpha1.MachineService.VIPStatus:input_type -> ballast.machine.v1alpha1.VIPStatusRequest
-	24, // 24: ballast.machine.v1alpha1.MachineService.Kubeconfig:input_type -> ballast.machine.v1alpha1.KubeconfigRequest
-	26, // 25: ballast.machine.v1alpha1.MachineService.Containers:input_type -> ballast.machine.v1alpha1.ContainersRequest
-	2,  // 26: ballast.machine.v1alpha1.MachineService.Version:output_type -> ballast.machine.v1alpha1.VersionResponse
-	4,  // 27: ballast.machine.v1alpha1.MachineService.ApplyConfiguration:output_type -> ballast.machine.v1alpha1.ApplyConfigurationResponse
-	6,  // 28: ballast.machine.v1alpha1.MachineService.GetConfiguration:output_type -> ballast.machine.v1alpha1.GetConfigurationResponse
-	11, // 29: ballast.machine.v1alpha1.MachineService.ServiceList:output_type -> ballast.machine.v1alpha1.ServiceListResponse
-	13, // 30: ballast.machine.v1alpha1.MachineService.ServiceStart:output_type -> ballast.machine.v1alpha1.ServiceActionResponse
-	13, // 31: ballast.machine.v1alpha1.MachineService.ServiceStop:output_type -> ballast.machine.v1alpha1.ServiceActionResponse
-	13, // 32: ballast.machine.v1alpha1.MachineService.ServiceRestart:output_type -> ballast.machine.v1alpha1.ServiceActionResponse
-	15, // 33: ballast.machine.v1alpha1.MachineService.Logs:output_type -> ballast.machine.v1alpha1.LogLine
-	17, // 34: ballast.machine.v1alpha1.MachineService.Reboot:output_type -> ballast.machine.v1alpha1.RebootResponse
-	19, // 35: ballast.machine.v1alpha1.MachineService.Shutdown:output_type -> ballast.machine.v1alpha1.ShutdownResponse
-	21, // 36: ballast.machine.v1alpha1.MachineService.Reset:output_type -> ballast.machine.v1alpha1.ResetResponse
-	23, // 37: ballast.machine.v1alpha1.MachineService.VIPStatus:output_type -> ballast.machine.v1alpha1.VIPStatusResponse
-	25, // 38: ballast.machine.v1alpha1.MachineService.Kubeconfig:output_type -> ballast.machine.v1alpha1.KubeconfigResponse
-	28, // 39: ballast.machine.v1alpha1.MachineService.Containers:output_type -> ballast.machine.v1alpha1.ContainersResponse
-	26, // [26:40] is the sub-list for method output_type
-	12, // [12:26] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	35, // 0: ballast.machine.v1alpha1.DHCPLease.obtained:type_name -> google.protobuf.Timestamp
+	35, // 1: ballast.machine.v1alpha1.DHCPLease.renew_at:type_name -> google.protobuf.Timestamp
+	35, // 2: ballast.machine.v1alpha1.DHCPLease.expires:type_name -> google.protobuf.Timestamp
+	2,  // 3: ballast.machine.v1alpha1.NetworkStatusResponse.links:type_name -> ballast.machine.v1alpha1.NetworkLink
+	3,  // 4: ballast.machine.v1alpha1.NetworkStatusResponse.addresses:type_name -> ballast.machine.v1alpha1.NetworkAddress
+	4,  // 5: ballast.machine.v1alpha1.NetworkStatusResponse.routes:type_name -> ballast.machine.v1alpha1.NetworkRoute
+	5,  // 6: ballast.machine.v1alpha1.NetworkStatusResponse.leases:type_name -> ballast.machine.v1alpha1.DHCPLease
+	0,  // 7: ballast.machine.v1alpha1.ApplyConfigurationRequest.mode:type_name -> ballast.machine.v1alpha1.ApplyMode
+	36, // 8: ballast.machine.v1alpha1.ApplyConfigurationRequest.try_timeout:type_name -> google.protobuf.Duration
+	0,  // 9: ballast.machine.v1alpha1.ApplyConfigurationResponse.mode:type_name -> ballast.machine.v1alpha1.ApplyMode
+	35, // 10: ballast.machine.v1alpha1.ServiceEvent.time:type_name -> google.protobuf.Timestamp
+	15, // 11: ballast.machine.v1alpha1.ServiceInfo.health:type_name -> ballast.machine.v1alpha1.ServiceHealth
+	14, // 12: ballast.machine.v1alpha1.ServiceInfo.events:type_name -> ballast.machine.v1alpha1.ServiceEvent
+	35, // 13: ballast.machine.v1alpha1.ServiceInfo.since:type_name -> google.protobuf.Timestamp
+	16, // 14: ballast.machine.v1alpha1.ServiceListResponse.services:type_name -> ballast.machine.v1alpha1.ServiceInfo
+	35, // 15: ballast.machine.v1alpha1.VIPStatusResponse.since:type_name -> google.protobuf.Timestamp
+	35, // 16: ballast.machine.v1alpha1.KubeconfigResponse.expires:type_name -> google.protobuf.Timestamp
+	35, // 17: ballast.machine.v1alpha1.Container.created:type_name -> google.protobuf.Timestamp
+	33, // 18: ballast.machine.v1alpha1.ContainersResponse.containers:type_name -> ballast.machine.v1alpha1.Container
+	7,  // 19: ballast.machine.v1alpha1.MachineService.Version:input_type -> ballast.machine.v1alpha1.VersionRequest
+	9,  // 20: ballast.machine.v1alpha1.MachineService.ApplyConfiguration:input_type -> ballast.machine.v1alpha1.ApplyConfigurationRequest
+	11, // 21: ballast.machine.v1alpha1.MachineService.GetConfiguration:input_type -> ballast.machine.v1alpha1.GetConfigurationRequest
+	13, // 22: ballast.machine.v1alpha1.MachineService.ServiceList:input_type -> ballast.machine.v1alpha1.ServiceListRequest
+	18, // 23: ballast.machine.v1alpha1.MachineService.ServiceStart:input_type -> ballast.machine.v1alpha1.ServiceActionRequest
+	18, // 24: ballast.machine.v1alpha1.MachineService.ServiceStop:input_type -> ballast.machine.v1alpha1.ServiceActionRequest
+	18, // 25: ballast.machine.v1alpha1.MachineService.ServiceRestart:input_type -> ballast.machine.v1alpha1.ServiceActionRequest
+	20, // 26: ballast.machine.v1alpha1.MachineService.Logs:input_type -> ballast.machine.v1alpha1.LogsRequest
+	22, // 27: ballast.machine.v1alpha1.MachineService.Reboot:input_type -> ballast.machine.v1alpha1.RebootRequest
+	24, // 28: ballast.machine.v1alpha1.MachineService.Shutdown:input_type -> ballast.machine.v1alpha1.ShutdownRequest
+	26, // 29: ballast.machine.v1alpha1.MachineService.Reset:input_type -> ballast.machine.v1alpha1.ResetRequest
+	28, // 30: ballast.machine.v1alpha1.MachineService.VIPStatus:input_type -> ballast.machine.v1alpha1.VIPStatusRequest
+	30, // 31: ballast.machine.v1alpha1.MachineService.Kubeconfig:input_type -> ballast.machine.v1alpha1.KubeconfigRequest
+	32, // 32: ballast.machine.v1alpha1.MachineService.Containers:input_type -> ballast.machine.v1alpha1.ContainersRequest
+	1,  // 33: ballast.machine.v1alpha1.MachineService.NetworkStatus:input_type -> ballast.machine.v1alpha1.NetworkStatusRequest
+	8,  // 34: ballast.machine.v1alpha1.MachineService.Version:output_type -> ballast.machine.v1alpha1.VersionResponse
+	10, // 35: ballast.machine.v1alpha1.MachineService.ApplyConfiguration:output_type -> ballast.machine.v1alpha1.ApplyConfigurationResponse
+	12, // 36: ballast.machine.v1alpha1.MachineService.GetConfiguration:output_type -> ballast.machine.v1alpha1.GetConfigurationResponse
+	17, // 37: ballast.machine.v1alpha1.MachineService.ServiceList:output_type -> ballast.machine.v1alpha1.ServiceListResponse
+	19, // 38: ballast.machine.v1alpha1.MachineService.ServiceStart:output_type -> ballast.machine.v1alpha1.ServiceActionResponse
+	19, // 39: ballast.machine.v1alpha1.MachineService.ServiceStop:output_type -> ballast.machine.v1alpha1.ServiceActionResponse
+	19, // 40: ballast.machine.v1alpha1.MachineService.ServiceRestart:output_type -> ballast.machine.v1alpha1.ServiceActionResponse
+	21, // 41: ballast.machine.v1alpha1.MachineService.Logs:output_type -> ballast.machine.v1alpha1.LogLine
+	23, // 42: ballast.machine.v1alpha1.MachineService.Reboot:output_type -> ballast.machine.v1alpha1.RebootResponse
+	25, // 43: ballast.machine.v1alpha1.MachineService.Shutdown:output_type -> ballast.machine.v1alpha1.ShutdownResponse
+	27, // 44: ballast.machine.v1alpha1.MachineService.Reset:output_type -> ballast.machine.v1alpha1.ResetResponse
+	29, // 45: ballast.machine.v1alpha1.MachineService.VIPStatus:output_type -> ballast.machine.v1alpha1.VIPStatusResponse
+	31, // 46: ballast.machine.v1alpha1.MachineService.Kubeconfig:output_type -> ballast.machine.v1alpha1.KubeconfigResponse
+	34, // 47: ballast.machine.v1alpha1.MachineService.Containers:output_type -> ballast.machine.v1alpha1.ContainersResponse
+	6,  // 48: ballast.machine.v1alpha1.MachineService.NetworkStatus:output_type -> ballast.machine.v1alpha1.NetworkStatusResponse
+	34, // [34:49] is the sub-list for method output_type
+	19, // [19:34] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_machine_machine_proto_init() }
@@ -1812,7 +2338,7 @@ func file_machine_machine_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_machine_machine_proto_rawDesc), len(file_machine_machine_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   28,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -40,6 +40,7 @@ const (
 	MachineService_VIPStatus_FullMethodName          = "/ballast.machine.v1alpha1.MachineService/VIPStatus"
 	MachineService_Kubeconfig_FullMethodName         = "/ballast.machine.v1alpha1.MachineService/Kubeconfig"
 	MachineService_Containers_FullMethodName         = "/ballast.machine.v1alpha1.MachineService/Containers"
+	MachineService_NetworkStatus_FullMethodName      = "/ballast.machine.v1alpha1.MachineService/NetworkStatus"
 )
 
 // MachineServiceClient is the client API for MachineService service.
@@ -82,6 +83,10 @@ type MachineServiceClient interface {
 	// Containers lists the node's system containers (containerd namespace
 	// "system"). Roles: os:admin, os:operator, os:reader.
 	Containers(ctx context.Context, in *ContainersRequest, opts ...grpc.CallOption) (*ContainersResponse, error)
+	// NetworkStatus reports the node's links, addresses, routes, resolvers
+	// and DHCP leases as the kernel and the network controller have them.
+	// Roles: os:admin, os:operator, os:reader.
+	NetworkStatus(ctx context.Context, in *NetworkStatusRequest, opts ...grpc.CallOption) (*NetworkStatusResponse, error)
 }
 
 type machineServiceClient struct {
@@ -241,6 +246,16 @@ func (c *machineServiceClient) Containers(ctx context.Context, in *ContainersReq
 	return out, nil
 }
 
+func (c *machineServiceClient) NetworkStatus(ctx context.Context, in *NetworkStatusRequest, opts ...grpc.CallOption) (*NetworkStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(NetworkStatusResponse)
+	err := c.cc.Invoke(ctx, MachineService_NetworkStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MachineServiceServer is the server API for MachineService service.
 // All implementations must embed UnimplementedMachineServiceServer
 // for forward compatibility.
@@ -281,6 +296,10 @@ type MachineServiceServer interface {
 	// Containers lists the node's system containers (containerd namespace
 	// "system"). Roles: os:admin, os:operator, os:reader.
 	Containers(context.Context, *ContainersRequest) (*ContainersResponse, error)
+	// NetworkStatus reports the node's links, addresses, routes, resolvers
+	// and DHCP leases as the kernel and the network controller have them.
+	// Roles: os:admin, os:operator, os:reader.
+	NetworkStatus(context.Context, *NetworkStatusRequest) (*NetworkStatusResponse, error)
 	mustEmbedUnimplementedMachineServiceServer()
 }
 
@@ -332,6 +351,9 @@ func (UnimplementedMachineServiceServer) Kubeconfig(context.Context, *Kubeconfig
 }
 func (UnimplementedMachineServiceServer) Containers(context.Context, *ContainersRequest) (*ContainersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Containers not implemented")
+}
+func (UnimplementedMachineServiceServer) NetworkStatus(context.Context, *NetworkStatusRequest) (*NetworkStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method NetworkStatus not implemented")
 }
 func (UnimplementedMachineServiceServer) mustEmbedUnimplementedMachineServiceServer() {}
 func (UnimplementedMachineServiceServer) testEmbeddedByValue()                        {}
@@ -599,6 +621,24 @@ func _MachineService_Containers_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MachineService_NetworkStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NetworkStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MachineServiceServer).NetworkStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MachineService_NetworkStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MachineServiceServer).NetworkStatus(ctx, req.(*NetworkStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // MachineService_ServiceDesc is the grpc.ServiceDesc for MachineService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -657,6 +697,10 @@ var MachineService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Containers",
 			Handler:    _MachineService_Containers_Handler,
+		},
+		{
+			MethodName: "NetworkStatus",
+			Handler:    _MachineService_NetworkStatus_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -195,11 +195,15 @@ func TestRoleMatrix(t *testing.T) {
 			_, err := c.Containers(ctx, &machine.ContainersRequest{})
 			return err
 		}},
+		{"NetworkStatus", func(ctx context.Context, c *client.Client) error {
+			_, err := c.NetworkStatus(ctx, &machine.NetworkStatusRequest{})
+			return err
+		}},
 	}
 	stateAllowed := map[string][]string{
-		pki.RoleAdmin:      {"VIPStatus", "Kubeconfig", "Containers"},
-		pki.RoleOperator:   {"VIPStatus", "Containers"},
-		pki.RoleReader:     {"VIPStatus", "Containers"},
+		pki.RoleAdmin:      {"VIPStatus", "Kubeconfig", "Containers", "NetworkStatus"},
+		pki.RoleOperator:   {"VIPStatus", "Containers", "NetworkStatus"},
+		pki.RoleReader:     {"VIPStatus", "Containers", "NetworkStatus"},
 		pki.RoleEtcdBackup: {},
 	}
 	if n := len(machine.MachineService_ServiceDesc.Methods) + len(machine.MachineService_ServiceDesc.Streams); n != len(calls)+len(destructive)+len(stateCalls) {

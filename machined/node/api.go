@@ -13,6 +13,7 @@ import (
 	"github.com/ballast-os/ballast/machined/server"
 	"github.com/ballast-os/ballast/machined/state"
 	"github.com/ballast-os/ballast/machined/supervisor"
+	"github.com/ballast-os/ballast/pkg/config"
 	"github.com/ballast-os/ballast/pkg/version"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -120,6 +121,16 @@ func (p protectedServices) Restart(ctx context.Context, id string) error {
 		return fmt.Errorf("%w: %s serves this API and cannot be restarted through it (use reboot)", errdefs.ErrFailedPrecondition, id)
 	}
 	return p.Supervisor.Restart(ctx, id)
+}
+
+// NetworkStatus implements server.Machine.
+func (n *Node) NetworkStatus() (*machine.NetworkStatusResponse, error) {
+	cfg, _ := n.Config()
+	var nw config.Network
+	if cfg != nil {
+		nw = cfg.Machine.Network
+	}
+	return n.network.Status(nw)
 }
 
 // VIPStatus implements server.Machine.

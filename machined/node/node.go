@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"sync"
 
 	"github.com/ballast-os/ballast/machined/clock"
@@ -21,6 +22,7 @@ import (
 	"github.com/ballast-os/ballast/machined/lb"
 	"github.com/ballast-os/ballast/machined/logs"
 	"github.com/ballast-os/ballast/machined/metrics"
+	"github.com/ballast-os/ballast/machined/network"
 	"github.com/ballast-os/ballast/machined/server"
 	"github.com/ballast-os/ballast/machined/state"
 	"github.com/ballast-os/ballast/machined/supervisor"
@@ -98,6 +100,7 @@ type Node struct {
 	etcdMgr  *etcd.Manager
 	vip      *vip.Controller // control planes only
 	ctrd     *containerd.Daemon
+	network  *network.Controller
 	// pendingRestart are Kubernetes components whose files or flags
 	// changed and that have not been restarted since (k8s-certs service).
 	pendingRestart map[string]bool
@@ -145,6 +148,11 @@ func New(opts Options) (*Node, error) {
 	n.sup = supervisor.New(supervisor.Options{Clock: opts.Clock, Logger: opts.Logger.With("component", "supervisor"), LogDir: store.LogDir()})
 	n.metrics = metrics.NewRegistry(n.sup)
 	n.lb = lb.New(lb.Options{Logger: opts.Logger.With("component", lbService), Registerer: n.metrics})
+	n.network = network.New(network.Options{
+		Logger:     opts.Logger.With("component", networkService),
+		Config:     n.Config,
+		ResolvConf: filepath.Join(store.EphemeralDir(), "etc", "resolv.conf"),
+	})
 	return n, nil
 }
 

@@ -19,6 +19,7 @@ const (
 	apidService    = "apid"
 	metricsService = "metrics"
 	lbService      = "lb"
+	networkService = "network"
 )
 
 // MetricsPort is the Prometheus metrics port on the API address.
@@ -55,6 +56,12 @@ func (n *Node) registerServices() error {
 		},
 	}
 	specs = append(specs, supervisor.Spec{
+		ID:          networkService,
+		Description: "applies machine.network through netlink (links, MTU, addresses, routes), DHCPv4 leases, resolvers",
+		Conditions:  []supervisor.Condition{{Name: "machine config applied", Wait: n.waitConfigured}},
+		Runner:      runner.Goroutine(networkService, n.network.Run),
+		Restart:     supervisor.Always,
+	}, supervisor.Spec{
 		ID:          lbService,
 		Description: "API load balancer on " + n.lbAddr() + " to every known kube-apiserver",
 		Conditions:  []supervisor.Condition{{Name: "machine config applied", Wait: n.waitConfigured}},

@@ -141,6 +141,11 @@ func (s *Server) Reset(ctx context.Context, req *machine.ResetRequest) (*machine
 	return &machine.ResetResponse{}, s.node.Reset(ctx, req.GetGraceful(), req.GetForce())
 }
 
+// NetworkStatus implements machine.MachineServiceServer.
+func (s *Server) NetworkStatus(context.Context, *machine.NetworkStatusRequest) (*machine.NetworkStatusResponse, error) {
+	return s.node.NetworkStatus()
+}
+
 // VIPStatus implements machine.MachineServiceServer.
 func (s *Server) VIPStatus(context.Context, *machine.VIPStatusRequest) (*machine.VIPStatusResponse, error) {
 	return s.node.VIPStatus(), nil

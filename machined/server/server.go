@@ -77,6 +77,8 @@ type Machine interface {
 	Kubeconfig(ctx context.Context) (*machine.KubeconfigResponse, error)
 	// Containers lists the node's system containers.
 	Containers(ctx context.Context) (*machine.ContainersResponse, error)
+	// NetworkStatus reports links, addresses, routes, resolvers and leases.
+	NetworkStatus() (*machine.NetworkStatusResponse, error)
 }
 
 // Services is the part of the supervisor the API drives.

@@ -66,6 +66,7 @@ func newGetCmd(g *globals) *cobra.Command {
 		Short: "Show node resources",
 	}
 	cmd.AddCommand(newGetVIPCmd(g))
+	cmd.AddCommand(newGetNetworkCmds(g)...)
 	cmd.AddCommand(&cobra.Command{
 		Use:   "config",
 		Short: "Show the active machine config (secrets redacted unless you are os:admin)",
