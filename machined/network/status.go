@@ -73,7 +73,9 @@ func (c *Controller) Status(n config.Network) (*machine.NetworkStatusResponse, e
 	for _, r := range routes {
 		dst := "default"
 		if r.Dst != nil {
-			dst = r.Dst.String()
+			if ones, _ := r.Dst.Mask.Size(); ones > 0 {
+				dst = r.Dst.String()
+			}
 		}
 		gw := ""
 		if r.Gw != nil {
