@@ -7,7 +7,7 @@ set -euo pipefail
 
 declare -A groups=(
 	[protoc]="protobuf-compiler:protoc libprotobuf-dev:/usr/include/google/protobuf/duration.proto"
-	[test]="iproute2:ip etcd-client:etcdctl runc:runc util-linux:nsenter busybox-static:/bin/busybox nftables:/usr/sbin/nft containernetworking-plugins:/usr/lib/cni/bridge"
+	[test]="iproute2:ip etcd-client:etcdctl runc:runc util-linux:nsenter busybox-static:/bin/busybox nftables:/usr/sbin/nft containernetworking-plugins:/usr/lib/cni/bridge dnsmasq-base:/usr/sbin/dnsmasq"
 	[bench]="keepalived:keepalived haproxy:haproxy nftables:nft etcd-server:etcd"
 )
 want=("$@")

@@ -171,6 +171,25 @@ func TestDHCPWithDnsmasq(t *testing.T) {
 		}
 		return nil
 	})
+
+	// machine.network is live: a static address and MTU added by
+	// apply-config --mode no-reboot appear, and go again when removed.
+	c := &localCluster{t: t, nodeconfig: nc}
+	c.liveApply(t, api, `{"machine":{"network":{"interfaces":[{"interface":"eth1","dhcp":true,"mtu":1400,"addresses":["10.77.1.5/24"]}]}}}`)
+	waitFor(t, "the static address and MTU applied live", 30*time.Second, func() error {
+		addrs, links := ctl("get", "addresses").stdout, ctl("get", "links").stdout
+		if !strings.Contains(addrs, "10.77.1.5/24") || !strings.Contains(addrs, "static") || !strings.Contains(links, "1400") {
+			return fmt.Errorf("addresses:\n%s\nlinks:\n%s", addrs, links)
+		}
+		return nil
+	})
+	c.liveApply(t, api, `{"machine":{"network":{"interfaces":[{"interface":"eth1","dhcp":true,"mtu":1400}]}}}`)
+	waitFor(t, "the static address removed live", 30*time.Second, func() error {
+		if addrs := ctl("get", "addresses").stdout; strings.Contains(addrs, "10.77.1.5/24") {
+			return fmt.Errorf("still there:\n%s", addrs)
+		}
+		return nil
+	})
 	if t.Failed() {
 		t.Logf("dnsmasq:\n%s", srvLog.String())
 	}
