@@ -36,6 +36,11 @@ images: containerd ## Build kubelet, the Kubernetes components, CoreDNS and paus
 		-coredns $(OUT)/coredns/$$COREDNS_VERSION/coredns -pause $(OUT)/pause/$$PAUSE_VERSION/pause -out $(OUT)/images && \
 		mkdir -p $(BIN) && cp -p $(OUT)/k8s/$$KUBERNETES_VERSION/kubelet $(BIN)/kubelet.tmp && mv $(BIN)/kubelet.tmp $(BIN)/kubelet
 
+.PHONY: kernel
+kernel: ## Fetch and unpack Debian's kernel for the OS image into _out/kernel/<version> (vmlinuz, modules and their index; cached)
+	hack/install-deps.sh image
+	hack/build-kernel.sh
+
 .PHONY: cluster
 cluster: deps build images ## Create a local HA cluster (3 control planes + 1 worker; needs root), deploy hack/demo.yaml and show it answering
 	$(BIN)/nodectl cluster create $(CLUSTER_ARGS)

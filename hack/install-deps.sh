@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Ballast's build and tests need. Idempotent: it
 # does nothing when everything is present. Usage: hack/install-deps.sh [GROUP…]
-# Groups: protoc (code generation), test (integration tests), bench (the
+# Groups: protoc (code generation), test (integration tests), image (the OS
+# image: the kernel's module index), bench (the
 # baselines make bench measures against), all (default: protoc and test).
 set -euo pipefail
 
 declare -A groups=(
 	[protoc]="protobuf-compiler:protoc libprotobuf-dev:/usr/include/google/protobuf/duration.proto"
 	[test]="iproute2:ip etcd-client:etcdctl runc:runc util-linux:nsenter busybox-static:/bin/busybox nftables:/usr/sbin/nft containernetworking-plugins:/usr/lib/cni/bridge dnsmasq-base:/usr/sbin/dnsmasq"
+	[image]="kmod:depmod xz-utils:xz"
 	[bench]="keepalived:keepalived haproxy:haproxy nftables:nft etcd-server:etcd"
 )
 want=("$@")
