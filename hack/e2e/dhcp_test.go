@@ -217,4 +217,3 @@ func startMachinedIn(t *testing.T, netns, stateDir, addr string) *machined {
 	m.waitPort()
 	return m
 }
-
