@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -193,27 +192,4 @@ func TestDHCPWithDnsmasq(t *testing.T) {
 	if t.Failed() {
 		t.Logf("dnsmasq:\n%s", srvLog.String())
 	}
-}
-
-// startMachinedIn runs machined (container mode, no Kubernetes) in a
-// network namespace; nsenter execs it, so the PID is machined's.
-func startMachinedIn(t *testing.T, netns, stateDir, addr string) *machined {
-	t.Helper()
-	m := &machined{t: t, stateDir: stateDir, addr: addr, log: &syncBuffer{}, done: make(chan struct{})}
-	m.cmd = exec.Command("nsenter", "--net=/run/netns/"+netns, filepath.Join(binDir, "machined"),
-		"--mode", "container", "--state-dir", stateDir, "--api-listen", addr, "--kubernetes=false")
-	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
-	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := m.cmd.Start(); err != nil {
-		t.Fatalf("start machined: %v", err)
-	}
-	go func() { m.exitErr = m.cmd.Wait(); close(m.done) }()
-	t.Cleanup(func() {
-		m.kill()
-		if t.Failed() {
-			t.Logf("machined %s log:\n%s", addr, m.log.String())
-		}
-	})
-	m.waitPort()
-	return m
 }

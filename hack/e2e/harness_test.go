@@ -82,10 +82,22 @@ func (b *syncBuffer) String() string {
 // The process is killed by PID when the test ends.
 func startMachined(t *testing.T, stateDir, addr string) *machined {
 	t.Helper()
+	return startMachinedIn(t, "", stateDir, addr)
+}
+
+// startMachinedIn runs machined (container mode, no Kubernetes) in a named
+// network namespace ("" for the host's); nsenter execs it, so the PID is
+// machined's.
+func startMachinedIn(t *testing.T, netns, stateDir, addr string) *machined {
+	t.Helper()
 	m := &machined{t: t, stateDir: stateDir, addr: addr, log: &syncBuffer{}, done: make(chan struct{})}
 	// Nodes sharing the host's loopback run no Kubernetes: their components'
 	// ports would collide (the Kubernetes tests use namespaced clusters).
-	m.cmd = exec.Command(filepath.Join(binDir, "machined"), "--mode", "container", "--state-dir", stateDir, "--api-listen", addr, "--kubernetes=false")
+	args := []string{filepath.Join(binDir, "machined"), "--mode", "container", "--state-dir", stateDir, "--api-listen", addr, "--kubernetes=false"}
+	if netns != "" {
+		args = append([]string{"nsenter", "--net=/run/netns/" + netns}, args...)
+	}
+	m.cmd = exec.Command(args[0], args[1:]...)
 	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
 	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := m.cmd.Start(); err != nil {
