@@ -139,7 +139,8 @@ func (r *kubeletRunner) Run(ctx context.Context, out io.Writer, started func()) 
 		return err
 	}
 	kn, p := n.kubeletNode(cfg), n.kubeletPaths()
-	if err := writeKubeletFiles(cfg, kn, p); err != nil {
+	servers, _ := n.network.Resolvers(cfg.Machine.Network)
+	if err := writeKubeletFiles(cfg, kn, p, servers); err != nil {
 		return err
 	}
 	if kn.CgroupV1 {
@@ -197,8 +198,8 @@ func kubeletFingerprint(cfg *config.Config, kn k8s.KubeletNode, p k8s.KubeletPat
 }
 
 // writeKubeletFiles writes the kubelet's config, bootstrap kubeconfig, CA
-// and resolv.conf, and creates its directories.
-func writeKubeletFiles(cfg *config.Config, kn k8s.KubeletNode, p k8s.KubeletPaths) error {
+// and resolv.conf (the node's resolvers), and creates its directories.
+func writeKubeletFiles(cfg *config.Config, kn k8s.KubeletNode, p k8s.KubeletPaths, resolvers []string) error {
 	for _, dir := range []string{p.Dir, p.RootDir, p.PodLogsDir, p.CNIConfDir, p.CNIDataDir} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return fmt.Errorf("kubelet dir: %w", err)
@@ -224,7 +225,7 @@ func writeKubeletFiles(cfg *config.Config, kn k8s.KubeletNode, p k8s.KubeletPath
 		{p.Config(), kc, 0o644},
 		{p.BootstrapKubeconfig(), boot, 0o600},
 		{p.CA(), ca, 0o644},
-		{p.ResolvConf(), resolvConf(cfg), 0o644},
+		{p.ResolvConf(), resolvConf(resolvers), 0o644},
 	}
 	for _, f := range files {
 		if err := atomicfile.Write(f.path, f.data, f.mode); err != nil {
@@ -235,11 +236,12 @@ func writeKubeletFiles(cfg *config.Config, kn k8s.KubeletNode, p k8s.KubeletPath
 }
 
 // resolvConf is the resolv.conf pods with dnsPolicy Default get (and
-// CoreDNS forwards to): machine.network.nameservers, else the machine's.
-func resolvConf(cfg *config.Config) []byte {
-	if ns := cfg.Machine.Network.Nameservers; len(ns) > 0 {
+// CoreDNS forwards to): the node's resolvers (machine.network.nameservers,
+// else DHCP's), else the machine's /etc/resolv.conf.
+func resolvConf(resolvers []string) []byte {
+	if len(resolvers) > 0 {
 		var b strings.Builder
-		for _, s := range ns {
+		for _, s := range resolvers {
 			fmt.Fprintf(&b, "nameserver %s\n", s)
 		}
 		return []byte(b.String())
