@@ -48,7 +48,7 @@ func Config(root, state, socket string, cri *CRI) string {
 	fmt.Fprintf(&b, "root = %s\nstate = %s\n", q(root), q(state))
 	disabled := []string{nriPlugin}
 	if cri == nil {
-		disabled = append(criPlugins, nriPlugin)
+		disabled = append(disabled, criPlugins...)
 	}
 	fmt.Fprintf(&b, "disabled_plugins = %s\n\n", qs(disabled))
 	fmt.Fprintf(&b, "[grpc]\n  address = %s\n\n", q(socket))
@@ -72,7 +72,11 @@ func Config(root, state, socket string, cri *CRI) string {
 	fmt.Fprintf(&b, "\n[plugins.\"io.containerd.cri.v1.runtime\".cni]\n  bin_dirs = %s\n  conf_dir = %s\n  max_conf_num = 1\n", qs(cri.CNIBinDirs), q(cri.CNIConfDir))
 	b.WriteString("\n[plugins.\"io.containerd.cri.v1.runtime\".containerd]\n  default_runtime_name = \"runc\"\n")
 	b.WriteString("\n[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n")
-	fmt.Fprintf(&b, "\n[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.runc.options]\n  Root = %s\n  SystemdCgroup = false\n", q(filepath.Join(state, "runc")))
+	fmt.Fprintf(&b, "\n[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.runc.options]\n  Root = %s\n  SystemdCgroup = false\n", q(runcRoot(state)))
 	b.WriteString("\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  stream_server_address = \"127.0.0.1\"\n  stream_server_port = \"0\"\n")
 	return b.String()
 }
+
+// runcRoot is runc's state directory for the node's containers, under the
+// daemon's state (runc's default, /run/containerd/runc, is machine-wide).
+func runcRoot(state string) string { return filepath.Join(state, "runc") }

@@ -63,7 +63,7 @@ func (d *Daemon) Socket() string { return filepath.Join(d.opts.State, "container
 func (d *Daemon) FIFODir() string { return filepath.Join(d.opts.State, "fifo") }
 
 // RuncRoot is runc's state directory for the node's containers.
-func (d *Daemon) RuncRoot() string { return filepath.Join(d.opts.State, "runc") }
+func (d *Daemon) RuncRoot() string { return runcRoot(d.opts.State) }
 
 func (d *Daemon) configPath() string { return filepath.Join(d.opts.State, "config.toml") }
 func (d *Daemon) pidPath() string    { return filepath.Join(d.opts.State, "containerd.pid") }

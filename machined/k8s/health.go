@@ -57,6 +57,11 @@ func LocalProbe(port int) *Probe {
 	return &Probe{url: fmt.Sprintf("https://127.0.0.1:%d/healthz", port), client: &http.Client{Transport: tr, Timeout: 5 * time.Second}}
 }
 
+// KubeletProbe checks the kubelet's http://127.0.0.1:10248/healthz.
+func KubeletProbe() *Probe {
+	return &Probe{url: fmt.Sprintf("http://127.0.0.1:%d/healthz", KubeletHealthzPort), client: &http.Client{Timeout: 5 * time.Second}}
+}
+
 func verifyAgainst(caFile string, cs tls.ConnectionState) error {
 	caPEM, err := os.ReadFile(caFile)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -96,7 +97,7 @@ func normalize(name string) string { return strings.ReplaceAll(name, "-", "_") }
 func (ix *Index) Match(modalias string) []string {
 	var out []string
 	for _, a := range ix.aliases {
-		if ok, _ := path.Match(a.pattern, modalias); ok && !contains(out, a.module) {
+		if ok, _ := path.Match(a.pattern, modalias); ok && !slices.Contains(out, a.module) {
 			out = append(out, a.module)
 		}
 	}
@@ -149,7 +150,7 @@ func DeviceAliases(sysDevices string) ([]string, error) {
 		}
 		data, err := os.ReadFile(p)
 		if err == nil {
-			if a := strings.TrimSpace(string(data)); a != "" && !contains(out, a) {
+			if a := strings.TrimSpace(string(data)); a != "" && !slices.Contains(out, a) {
 				out = append(out, a)
 			}
 		}
@@ -183,13 +184,4 @@ func (ix *Index) Load(files []string) (loaded int, err error) {
 		}
 	}
 	return loaded, errors.Join(errs...)
-}
-
-func contains(l []string, s string) bool {
-	for _, x := range l {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

@@ -27,10 +27,13 @@ import (
 )
 
 // Route protocols of the routes the controller owns (rtnetlink's
-// RTPROT_STATIC and RTPROT_DHCP).
+// RTPROT_STATIC and RTPROT_DHCP), and of the pod network's routes to the
+// other nodes' pod CIDRs (0x62 is unassigned): marking them lets each owner
+// find and remove its stale routes and nobody else's.
 const (
 	protoStatic netlink.RouteProtocol = 4
 	protoDHCP   netlink.RouteProtocol = 16
+	ProtoPods   netlink.RouteProtocol = 0x62
 )
 
 // ErrNoLink is returned when a configured interface does not exist.

@@ -14,7 +14,7 @@ import (
 
 // routeProtocols names the rtnetlink protocols the report shows.
 var routeProtocols = map[netlink.RouteProtocol]string{
-	unix.RTPROT_KERNEL: "kernel", unix.RTPROT_BOOT: "boot", protoStatic: "static", protoDHCP: "dhcp", 0x62: "ballast-pods",
+	unix.RTPROT_KERNEL: "kernel", unix.RTPROT_BOOT: "boot", protoStatic: "static", protoDHCP: "dhcp", ProtoPods: "ballast-pods",
 }
 
 // Status reads the links, addresses and routes of the node's namespace

@@ -16,14 +16,16 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/kubernetes"
 )
 
 // csrApproverService approves kubelet serving certificates.
 const csrApproverService = "kubelet-serving-approver"
 
-// csrPoll is how often pending CSRs are looked at.
-const csrPoll = time.Second
+// csrRecheck is how often CSRs left undecided (their node has not reported
+// addresses yet) are looked at again without a change to any CSR.
+const csrRecheck = 5 * time.Second
 
 // errCSRNotYet marks a CSR that cannot be judged yet (its Node has not
 // reported addresses): it is looked at again later, not denied.
@@ -38,29 +40,30 @@ func (n *Node) runCSRApprover(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	store, kick := watchResource(ctx, cs.CertificatesV1().RESTClient(), "certificatesigningrequests",
+		fields.OneTermEqualSelector("spec.signerName", certificatesv1.KubeletServingSignerName), &certificatesv1.CertificateSigningRequest{})
 	for {
-		if err := n.approvePending(ctx, cs, out); err != nil && ctx.Err() == nil {
-			fmt.Fprintf(out, "csr: %v\n", err)
-		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-n.clock.After(csrPoll):
+		case <-kick:
+		case <-n.clock.After(csrRecheck):
+		}
+		if err := n.approvePending(ctx, cs, store.List(), out); err != nil && ctx.Err() == nil {
+			fmt.Fprintf(out, "csr: %v\n", err)
 		}
 	}
 }
 
-func (n *Node) approvePending(ctx context.Context, cs *kubernetes.Clientset, out io.Writer) error {
-	list, err := cs.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{FieldSelector: "spec.signerName=" + certificatesv1.KubeletServingSignerName})
-	if err != nil {
-		return fmt.Errorf("list: %w", err)
-	}
+// approvePending decides the undecided CSRs among objs (the informer's).
+func (n *Node) approvePending(ctx context.Context, cs *kubernetes.Clientset, objs []any, out io.Writer) error {
 	var nodes []corev1.Node
-	for i := range list.Items {
-		csr := &list.Items[i]
+	for _, o := range objs {
+		csr := o.(*certificatesv1.CertificateSigningRequest)
 		if decided(csr) {
 			continue
 		}
+		csr = csr.DeepCopy() // the informer's copy is shared
 		if nodes == nil {
 			nl, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 			if err != nil {
@@ -81,7 +84,7 @@ func (n *Node) approvePending(ctx context.Context, cs *kubernetes.Clientset, out
 			cond.Type, cond.Reason, cond.Message = certificatesv1.CertificateDenied, "BallastDenied", verdict.Error()
 		}
 		csr.Status.Conditions = append(csr.Status.Conditions, cond)
-		_, err = cs.CertificatesV1().CertificateSigningRequests().UpdateApproval(ctx, csr.Name, csr, metav1.UpdateOptions{FieldManager: fieldManager})
+		_, err := cs.CertificatesV1().CertificateSigningRequests().UpdateApproval(ctx, csr.Name, csr, metav1.UpdateOptions{FieldManager: fieldManager})
 		switch {
 		case apierrors.IsConflict(err) || apierrors.IsNotFound(err):
 			// Another control plane decided first.

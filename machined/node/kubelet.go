@@ -6,12 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ballast-os/ballast/machined/k8s"
@@ -64,7 +62,7 @@ func (n *Node) kubeletSpec(cfg *config.Config) supervisor.Spec {
 		Runner:      &kubeletRunner{n: n},
 		Restart:     supervisor.Always,
 		Health: &supervisor.HealthCheck{
-			Check:    kubeletHealthz,
+			Check:    k8s.KubeletProbe().Check,
 			Interval: 5 * time.Second,
 			Timeout:  3 * time.Second,
 		},
@@ -101,25 +99,6 @@ func (n *Node) nodeSpecs(cfg *config.Config) []supervisor.Spec {
 		Runner:      runner.Goroutine(csrApproverService, n.runCSRApprover),
 		Restart:     supervisor.Always,
 	})
-}
-
-// kubeletHealthz asks the kubelet's healthz endpoint (on the node's
-// loopback).
-func kubeletHealthz(ctx context.Context) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/healthz", k8s.KubeletHealthzPort), nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("kubelet healthz: %s %s", resp.Status, bytes.TrimSpace(body))
-	}
-	return nil
 }
 
 // kubeletRunner writes the kubelet's files and runs it; it builds the
@@ -172,17 +151,18 @@ func (r *kubeletRunner) Run(ctx context.Context, out io.Writer, started func()) 
 			}
 		}
 	}()
-	tail := &lastLines{max: 5}
 	err = runner.Process(args, runner.ProcessOptions{
 		Env:         []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
 		GracePeriod: 10 * time.Second,
-	}).Run(ctx, io.MultiWriter(out, tail), started)
+	}).Run(ctx, out, started)
 	var exit *runner.ExitError
 	if errors.As(err, &exit) {
-		// The kubelet's own words (e.g. "unknown flag: --foo") say more
-		// than an exit status.
-		if msg := tail.errorLine(); msg != "" {
-			return fmt.Errorf("%w: %s", err, msg)
+		// The kubelet's own words (e.g. "unknown flag: --foo"), the last
+		// lines of its log, say more than an exit status.
+		if buf, lerr := n.sup.Logs(kubeletService); lerr == nil {
+			if msg := errorLine(buf.Tail(5)); msg != "" {
+				return fmt.Errorf("%w: %s", err, msg)
+			}
 		}
 	}
 	return err
@@ -290,45 +270,15 @@ func ensureCgroupV1(root string) error {
 // klogError matches a klog error line ("E1123 15:04:05.000000 …").
 var klogError = regexp.MustCompile(`^E\d{4} `)
 
-// lastLines keeps the last lines written to it.
-type lastLines struct {
-	mu      sync.Mutex
-	max     int
-	partial []byte
-	lines   []string
-}
-
-func (l *lastLines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.partial = append(l.partial, p...)
-	for {
-		i := bytes.IndexByte(l.partial, '\n')
-		if i < 0 {
-			break
-		}
-		if line := strings.TrimSpace(string(l.partial[:i])); line != "" {
-			l.lines = append(l.lines, line)
-			if len(l.lines) > l.max {
-				l.lines = l.lines[1:]
-			}
-		}
-		l.partial = l.partial[i+1:]
-	}
-	return len(p), nil
-}
-
-// errorLine is the last line that reads like an error, else the last line.
-func (l *lastLines) errorLine() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for i := len(l.lines) - 1; i >= 0; i-- {
-		if s := strings.ToLower(l.lines[i]); strings.Contains(s, "error") || strings.Contains(s, "failed") || strings.Contains(s, "unknown") || klogError.MatchString(l.lines[i]) {
-			return l.lines[i]
+// errorLine is the last of lines that reads like an error, else the last.
+func errorLine(lines []string) string {
+	for i := len(lines) - 1; i >= 0; i-- {
+		if s := strings.ToLower(lines[i]); strings.Contains(s, "error") || strings.Contains(s, "failed") || strings.Contains(s, "unknown") || klogError.MatchString(lines[i]) {
+			return lines[i]
 		}
 	}
-	if len(l.lines) > 0 {
-		return l.lines[len(l.lines)-1]
+	if len(lines) > 0 {
+		return lines[len(lines)-1]
 	}
 	return ""
 }

@@ -138,12 +138,17 @@ func TestManifestKindsAreKnown(t *testing.T) {
 	}
 }
 
-func TestLastLines(t *testing.T) {
-	l := &lastLines{max: 3}
-	for _, s := range []string{"I1123 starting\n", "E1123 15:04:05.000000 1 run.go:72] \"command failed\" err=\"unknown flag: --x\"\n", "exiting", "\n"} {
-		_, _ = l.Write([]byte(s))
-	}
-	if got := l.errorLine(); !strings.Contains(got, "unknown flag: --x") {
-		t.Fatalf("errorLine = %q", got)
+func TestErrorLine(t *testing.T) {
+	for _, tc := range []struct {
+		lines []string
+		want  string
+	}{
+		{[]string{"I1123 starting", `E1123 15:04:05.000000 1 run.go:72] "command failed" err="unknown flag: --x"`, "exiting"}, `E1123 15:04:05.000000 1 run.go:72] "command failed" err="unknown flag: --x"`},
+		{[]string{"I1123 starting", "bye"}, "bye"},
+		{nil, ""},
+	} {
+		if got := errorLine(tc.lines); got != tc.want {
+			t.Errorf("errorLine(%q) = %q, want %q", tc.lines, got, tc.want)
+		}
 	}
 }

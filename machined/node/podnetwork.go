@@ -19,10 +19,10 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/ballast-os/ballast/machined/k8s"
+	"github.com/ballast-os/ballast/machined/network"
 	"github.com/ballast-os/ballast/pkg/atomicfile"
 )
 
@@ -30,10 +30,8 @@ import (
 // other nodes' pod CIDRs.
 const podNetworkService = "pod-network"
 
-// routeProtocol marks the routes the pod network owns (rtnetlink protocol
-// number; 0x62 is unassigned), so that stale ones are found and removed
-// without touching anybody else's.
-const routeProtocol netlink.RouteProtocol = 0x62
+// routeProtocol marks the routes the pod network owns.
+const routeProtocol = network.ProtoPods
 
 // cniConfName is the node's CNI config file.
 const cniConfName = "10-ballast.conflist"
@@ -42,7 +40,7 @@ const cniConfName = "10-ballast.conflist"
 const cniBridge = "cni0"
 
 // runPodNetwork watches the cluster's Nodes with the kubelet's credentials
-// (a node may read every Node) and keeps: the CNI config for this node's pod
+// (the bootstrap manifests let nodes list and watch Nodes) and keeps: the CNI config for this node's pod
 // CIDR (Debian's bridge and host-local plugins) and one route per other
 // node, its pod CIDR via its InternalIP (host-gw: the nodes share a link).
 func (n *Node) runPodNetwork(ctx context.Context, out io.Writer) error {
@@ -52,8 +50,8 @@ func (n *Node) runPodNetwork(ctx context.Context, out io.Writer) error {
 	}
 	self := memberName(cfg, n.advertiseIP(cfg))
 	p := n.kubeletPaths()
-	// The kubelet writes its kubeconfig and client certificate once TLS
-	// bootstrap is done.
+	// The kubeconfig and client certificate exist once TLS bootstrap is
+	// done (bootstrapKubelet); the kubelet may have rotated them since.
 	var rc *rest.Config
 	if err := pollUntil(ctx, n.clock, 500*time.Millisecond, func(context.Context) error {
 		var err error
@@ -70,23 +68,7 @@ func (n *Node) runPodNetwork(ctx context.Context, out io.Writer) error {
 	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1\n"), 0o644); err != nil {
 		return fmt.Errorf("enable IPv4 forwarding: %w", err)
 	}
-	kick := make(chan struct{}, 1)
-	notify := func(any) {
-		select {
-		case kick <- struct{}{}:
-		default:
-		}
-	}
-	store, informer := cache.NewInformerWithOptions(cache.InformerOptions{
-		ListerWatcher: cache.NewListWatchFromClient(cs.CoreV1().RESTClient(), "nodes", "", fields.Everything()),
-		ObjectType:    &corev1.Node{},
-		Handler: cache.ResourceEventHandlerFuncs{
-			AddFunc:    notify,
-			UpdateFunc: func(_, o any) { notify(o) },
-			DeleteFunc: notify,
-		},
-	})
-	go informer.Run(ctx.Done())
+	store, kick := watchResource(ctx, cs.CoreV1().RESTClient(), "nodes", fields.Everything(), &corev1.Node{})
 	var lastErr string
 	for {
 		select {

@@ -13,50 +13,32 @@ import (
 // New renders a kubeconfig with one cluster, user and context, the
 // certificates embedded.
 func New(clusterName, server string, caPEM, crtPEM, keyPEM []byte, user string) ([]byte, error) {
-	ctxName := user + "@" + clusterName
-	kc := kubeconfig{
-		APIVersion: "v1", Kind: "Config", CurrentContext: ctxName,
-		Clusters: []namedCluster{{Name: clusterName, Cluster: kcCluster{
-			Server: server, CertificateAuthorityData: base64.StdEncoding.EncodeToString(caPEM)}}},
-		Users: []namedUser{{Name: user, User: kcUser{
-			ClientCertificateData: base64.StdEncoding.EncodeToString(crtPEM),
-			ClientKeyData:         base64.StdEncoding.EncodeToString(keyPEM)}}},
-		Contexts: []namedContext{{Name: ctxName, Context: kcContext{Cluster: clusterName, User: user}}},
-	}
-	out, err := yaml.Marshal(kc)
-	if err != nil {
-		return nil, fmt.Errorf("render kubeconfig: %w", err)
-	}
-	return out, nil
+	return render(clusterName, server, caPEM, user, kcUser{
+		ClientCertificateData: base64.StdEncoding.EncodeToString(crtPEM),
+		ClientKeyData:         base64.StdEncoding.EncodeToString(keyPEM)})
 }
 
 // NewToken renders a kubeconfig whose user authenticates with a bearer
 // token (the kubelet's bootstrap kubeconfig).
 func NewToken(clusterName, server string, caPEM []byte, token, user string) ([]byte, error) {
-	ctxName := user + "@" + clusterName
-	kc := kubeconfig{
-		APIVersion: "v1", Kind: "Config", CurrentContext: ctxName,
-		Clusters: []namedCluster{{Name: clusterName, Cluster: kcCluster{
-			Server: server, CertificateAuthorityData: base64.StdEncoding.EncodeToString(caPEM)}}},
-		Users:    []namedUser{{Name: user, User: kcUser{Token: token}}},
-		Contexts: []namedContext{{Name: ctxName, Context: kcContext{Cluster: clusterName, User: user}}},
-	}
-	out, err := yaml.Marshal(kc)
-	if err != nil {
-		return nil, fmt.Errorf("render kubeconfig: %w", err)
-	}
-	return out, nil
+	return render(clusterName, server, caPEM, user, kcUser{Token: token})
 }
 
 // NewFiles renders a kubeconfig whose user's certificate and key are files
 // (which their owner rotates, like the kubelet's).
 func NewFiles(clusterName, server string, caPEM []byte, crtFile, keyFile, user string) ([]byte, error) {
+	return render(clusterName, server, caPEM, user, kcUser{ClientCertificate: crtFile, ClientKey: keyFile})
+}
+
+// render is a kubeconfig with one cluster (the CA embedded), one user and
+// the context joining them, made current.
+func render(clusterName, server string, caPEM []byte, user string, u kcUser) ([]byte, error) {
 	ctxName := user + "@" + clusterName
 	kc := kubeconfig{
 		APIVersion: "v1", Kind: "Config", CurrentContext: ctxName,
 		Clusters: []namedCluster{{Name: clusterName, Cluster: kcCluster{
 			Server: server, CertificateAuthorityData: base64.StdEncoding.EncodeToString(caPEM)}}},
-		Users:    []namedUser{{Name: user, User: kcUser{ClientCertificate: crtFile, ClientKey: keyFile}}},
+		Users:    []namedUser{{Name: user, User: u}},
 		Contexts: []namedContext{{Name: ctxName, Context: kcContext{Cluster: clusterName, User: user}}},
 	}
 	out, err := yaml.Marshal(kc)

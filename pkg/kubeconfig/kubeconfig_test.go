@@ -5,6 +5,9 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
 func TestNewAndClientCert(t *testing.T) {
@@ -66,5 +69,39 @@ func TestMerge(t *testing.T) {
 	}
 	if _, err := Merge([]byte("clusters: [1, 2]"), lab); err == nil {
 		t.Fatal("a malformed kubeconfig merged")
+	}
+}
+
+// TestNewTokenAndFilesLoadInClientGo: the kubelet and machined read these
+// with client-go's loader.
+func TestNewTokenAndFilesLoadInClientGo(t *testing.T) {
+	ca := []byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+	tok, err := NewToken("demo", "https://127.0.0.1:7445", ca, "abcdef.0123456789abcdef", "kubelet-bootstrap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := NewFiles("demo", "https://127.0.0.1:7445", ca, "/pki/current.pem", "/pki/current.pem", "default-auth")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		data  []byte
+		check func(*clientcmdapi.AuthInfo) bool
+	}{
+		{tok, func(a *clientcmdapi.AuthInfo) bool {
+			return a.Token == "abcdef.0123456789abcdef" && a.ClientCertificate == ""
+		}},
+		{files, func(a *clientcmdapi.AuthInfo) bool {
+			return a.ClientCertificate == "/pki/current.pem" && a.ClientKey == "/pki/current.pem" && a.Token == ""
+		}},
+	} {
+		c, err := clientcmd.Load(tc.data)
+		if err != nil {
+			t.Fatalf("client-go cannot load:\n%s\n%v", tc.data, err)
+		}
+		ctx := c.Contexts[c.CurrentContext]
+		if ctx == nil || c.Clusters[ctx.Cluster].Server != "https://127.0.0.1:7445" || !tc.check(c.AuthInfos[ctx.AuthInfo]) {
+			t.Fatalf("loaded as %+v from:\n%s", c, tc.data)
+		}
 	}
 }
