@@ -18,12 +18,22 @@ import (
 
 	"github.com/ballast-os/ballast/machined/logs"
 	"github.com/ballast-os/ballast/machined/node"
+	"github.com/ballast-os/ballast/machined/pid1"
 	"github.com/ballast-os/ballast/pkg/client"
 	"github.com/ballast-os/ballast/pkg/version"
 )
 
-// Main runs machined and exits the process.
+// Main runs machined and exits the process. As PID 1 it is the machine's
+// init (package pid1), which runs the agent as its child in metal mode;
+// called as modprobe (the image's /sbin/modprobe links to it) it loads a
+// kernel module for the kernel.
 func Main() {
+	switch {
+	case os.Getpid() == 1:
+		pid1.Main()
+	case filepath.Base(os.Args[0]) == "modprobe":
+		os.Exit(pid1.Modprobe(os.Args[1:]))
+	}
 	if err := Run(context.Background(), os.Args[1:], os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "machined:", err)
 		os.Exit(1)
@@ -48,7 +58,7 @@ func parse(args []string, stderr io.Writer) (*flags, error) {
 	f := &flags{}
 	fs := flag.NewFlagSet("machined", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&f.mode, "mode", "", "how machined runs: container (a process in a network namespace, state under --state-dir)")
+	fs.StringVar(&f.mode, "mode", "", "how machined runs: container (a process in a network namespace, state under --state-dir) or metal (the agent of a Ballast machine, started by its init)")
 	fs.StringVar(&f.stateDir, "state-dir", "", "directory holding STATE and EPHEMERAL in container mode")
 	fs.StringVar(&f.apiListen, "api-listen", "0.0.0.0:50000", "machine API address, host or host:port (port 50000 by default)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
@@ -59,7 +69,7 @@ func parse(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.containerdPath, "containerd-path", "", "containerd binary (default: next to machined, else in PATH); containerd-shim-runc-v2 must be beside it")
 	fs.StringVar(&f.kubeletPath, "kubelet-path", "", "kubelet binary (default: next to machined, else in PATH)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "machined is the Ballast node agent.\n\nUsage:\n  machined --mode container --state-dir DIR [--api-listen ADDR:PORT]\n\nExample:\n  machined --mode container --state-dir /tmp/n1 --api-listen 127.0.0.2:50000\n\nFlags:\n")
+		fmt.Fprintf(stderr, "machined is the Ballast node agent.\n\nUsage:\n  machined --mode container --state-dir DIR [--api-listen ADDR:PORT]\n\nAs /init of a Ballast image (PID 1) it mounts, loads modules, reaps and\nstarts itself in --mode metal; see docs/boot.md.\n\nExample:\n  machined --mode container --state-dir /tmp/n1 --api-listen 127.0.0.2:50000\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -84,14 +94,22 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "machined %s (%s, %s)\n", version.Version, version.GitCommit, version.GoVersion())
 		return nil
 	}
-	if f.mode == "" {
-		return errors.New("--mode is required (container)")
-	}
-	if f.mode != node.ModeContainer {
-		return fmt.Errorf("--mode %q is not supported here: use --mode container (metal mode runs as PID 1 from the Ballast image)", f.mode)
-	}
-	if f.stateDir == "" {
-		return errors.New("--state-dir is required in container mode")
+	switch f.mode {
+	case "":
+		return errors.New("--mode is required (container or metal)")
+	case node.ModeContainer:
+		if f.stateDir == "" {
+			return errors.New("--state-dir is required in container mode")
+		}
+	case node.ModeMetal:
+		if os.Getenv("BALLAST_PID1") == "" {
+			return errors.New("--mode metal is the agent of a Ballast machine and is started by its init (PID 1); on another Linux use --mode container")
+		}
+		if f.stateDir == "" {
+			f.stateDir = pid1.Root
+		}
+	default:
+		return fmt.Errorf("--mode %q: want container or metal", f.mode)
 	}
 	stateDir, err := filepath.Abs(f.stateDir)
 	if err != nil {
@@ -134,8 +152,14 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	switch action {
-	case node.ActionReboot:
+	switch {
+	case f.mode == node.ModeMetal && action == node.ActionReboot:
+		logger.Info("rebooting the machine")
+		os.Exit(pid1.ExitReboot)
+	case f.mode == node.ModeMetal && action == node.ActionShutdown:
+		logger.Info("powering off the machine")
+		os.Exit(pid1.ExitPowerOff)
+	case action == node.ActionReboot:
 		logger.Info("rebooting: re-executing machined")
 		ln.Close()
 		agentLog.Close()
@@ -145,7 +169,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		// Same PID, fresh process image: the container-mode reboot.
 		return syscall.Exec(exe, os.Args, os.Environ())
-	case node.ActionShutdown:
+	case action == node.ActionShutdown:
 		logger.Info("shut down")
 	}
 	return nil

@@ -14,7 +14,8 @@ func TestRunRejectsBadFlags(t *testing.T) {
 	}{
 		{nil, "--mode is required"},
 		{[]string{"--mode", "container"}, "--state-dir is required"},
-		{[]string{"--mode", "metal", "--state-dir", "x"}, "not supported"},
+		{[]string{"--mode", "metal", "--state-dir", "x"}, "started by its init"},
+		{[]string{"--mode", "vm"}, "want container or metal"},
 		{[]string{"--mode", "container", "--state-dir", "DIR", "--log-level", "loud"}, "--log-level"},
 		{[]string{"--mode", "container", "--state-dir", "DIR", "--log-format", "xml"}, "--log-format"},
 		{[]string{"--mode", "container", "--state-dir", "DIR", "--api-listen", "1.2.3.4:99999"}, "--api-listen"},

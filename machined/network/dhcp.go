@@ -2,6 +2,7 @@ package network
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -10,6 +11,8 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"github.com/vishvananda/netlink"
+
+	"github.com/ballast-os/ballast/pkg/config"
 )
 
 // DHCP client timing.
@@ -205,10 +208,13 @@ func (c *Controller) bind(name string, lease *nclient4.Lease, state string, out 
 	}
 	fmt.Fprintf(out, "%s: DHCP: %s %s from %s for %s (renew in %s, router %v, dns %v)\n",
 		name, verb, ipn, ack.ServerIdentifier(), lt, t1, router, dns)
-	if cfg, _ := c.opts.Config(); cfg != nil {
-		return c.writeResolvers(cfg.Machine.Network, out)
-	}
-	return nil
+	n, _ := c.effective(c.currentConfig())
+	return errors.Join(c.writeResolvers(n, out), c.setHostname(n, out))
+}
+
+func (c *Controller) currentConfig() *config.Config {
+	cfg, _ := c.opts.Config()
+	return cfg
 }
 
 // unbind removes an expired lease's address.
@@ -220,9 +226,8 @@ func (c *Controller) unbind(name string, out io.Writer) {
 	c.mu.Lock()
 	c.leases[name] = &leaseState{state: "discovering"}
 	c.mu.Unlock()
-	if cfg, _ := c.opts.Config(); cfg != nil {
-		_ = c.writeResolvers(cfg.Machine.Network, out)
-	}
+	n, _ := c.effective(c.currentConfig())
+	_ = c.writeResolvers(n, out)
 }
 
 func (c *Controller) snapshot(name string) leaseState {

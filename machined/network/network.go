@@ -21,6 +21,7 @@ import (
 	"sync"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/ballast-os/ballast/pkg/atomicfile"
 	"github.com/ballast-os/ballast/pkg/config"
@@ -47,6 +48,14 @@ type Options struct {
 	Config func() (*config.Config, <-chan struct{})
 	// ResolvConf is the file the resolvers are written to.
 	ResolvConf string
+	// DHCPByDefault runs DHCP on every Ethernet link while the config names
+	// no interface (and in maintenance mode, before there is a config): a
+	// machine booted from PXE, an ISO or a disk image is reachable at once.
+	DHCPByDefault bool
+	// SetHostname sets the kernel's hostname from machine.network.hostname,
+	// else from the DHCP lease (metal mode: the namespace's UTS is the
+	// machine's).
+	SetHostname bool
 }
 
 // Controller applies machine.network and keeps DHCP leases.
@@ -74,8 +83,8 @@ func (c *Controller) Run(ctx context.Context, out io.Writer) error {
 	var last string
 	for {
 		cfg, changed := c.opts.Config()
-		if cfg != nil {
-			err := c.apply(ctx, cfg.Machine.Network, out)
+		if n, ok := c.effective(cfg); ok {
+			err := c.apply(ctx, n, out)
 			if msg := fmt.Sprint(err); err != nil && msg != last {
 				fmt.Fprintf(out, "network: %v\n", err)
 			}
@@ -89,10 +98,45 @@ func (c *Controller) Run(ctx context.Context, out io.Writer) error {
 	}
 }
 
+// effective is the network to apply for cfg (nil in maintenance mode):
+// cfg's, with DHCP on every Ethernet link when it names no interface and
+// Options.DHCPByDefault is set. False when there is nothing to apply.
+func (c *Controller) effective(cfg *config.Config) (config.Network, bool) {
+	var n config.Network
+	if cfg != nil {
+		n = cfg.Machine.Network
+	}
+	if !c.opts.DHCPByDefault || len(n.Interfaces) > 0 {
+		return n, cfg != nil
+	}
+	links, _ := netlink.LinkList()
+	for _, l := range links {
+		if isEthernet(l) {
+			n.Interfaces = append(n.Interfaces, config.Interface{Interface: l.Attrs().Name, DHCP: true})
+		}
+	}
+	return n, true
+}
+
+// isEthernet: a physical (or emulated) Ethernet device, not a bridge, veth,
+// VLAN or loopback.
+func isEthernet(l netlink.Link) bool {
+	return l.Type() == "device" && l.Attrs().EncapType == "ether" && len(l.Attrs().HardwareAddr) == 6
+}
+
 // apply brings the links to the config: up, MTU, static addresses and
 // routes, a DHCP client where asked (stopped where no longer asked).
 func (c *Controller) apply(ctx context.Context, n config.Network, out io.Writer) error {
 	var errs []error
+	if lo, err := netlink.LinkByName("lo"); err == nil && lo.Attrs().Flags&net.FlagUp == 0 {
+		// A booted machine starts with loopback down; a node's namespace
+		// usually has it up already.
+		if err := netlink.LinkSetUp(lo); err != nil {
+			errs = append(errs, fmt.Errorf("lo: set up: %w", err))
+		} else {
+			fmt.Fprintln(out, "lo: up")
+		}
+	}
 	wantDHCP := map[string]bool{}
 	for _, iface := range n.Interfaces {
 		link, err := netlink.LinkByName(iface.Interface)
@@ -127,8 +171,34 @@ func (c *Controller) apply(ctx context.Context, n config.Network, out io.Writer)
 		}
 	}
 	c.mu.Unlock()
-	errs = append(errs, c.writeResolvers(n, out))
+	errs = append(errs, c.writeResolvers(n, out), c.setHostname(n, out))
 	return errors.Join(errs...)
+}
+
+// setHostname sets the kernel hostname (Options.SetHostname) to the
+// config's, else the first DHCP lease's.
+func (c *Controller) setHostname(n config.Network, out io.Writer) error {
+	if !c.opts.SetHostname {
+		return nil
+	}
+	name := n.Hostname
+	if name == "" {
+		c.mu.Lock()
+		for _, l := range c.leases {
+			if l.hostname != "" && (name == "" || l.hostname < name) {
+				name = l.hostname
+			}
+		}
+		c.mu.Unlock()
+	}
+	if cur, _ := os.Hostname(); name == "" || cur == name {
+		return nil
+	}
+	if err := unix.Sethostname([]byte(name)); err != nil {
+		return fmt.Errorf("set hostname %q: %w", name, err)
+	}
+	fmt.Fprintf(out, "hostname: %s\n", name)
+	return nil
 }
 
 // applyStatic adds the interface's static addresses and routes and removes

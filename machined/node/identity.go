@@ -34,9 +34,17 @@ func (n *Node) enterMaintenance() error {
 			host = ips[len(ips)-1].String()
 		}
 	}
+	n.maintenanceFP = fp
 	n.log.Info("maintenance mode: waiting for a machine config", "address", addr, "fingerprint", fp)
-	n.log.Info("apply a config with: nodectl apply-config --insecure -n " + host + " --cert-fingerprint " + fp + " --file controlplane.yaml")
+	if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+		n.printApplyLine(host) // on metal, printed once DHCP gave an address
+	}
 	return nil
+}
+
+// printApplyLine logs the ready apply-config command for the node at host.
+func (n *Node) printApplyLine(host string) {
+	n.log.Info("apply a config with: nodectl apply-config --insecure -n " + host + " --cert-fingerprint " + n.maintenanceFP + " --file controlplane.yaml")
 }
 
 // serverIdentity returns the configured API certificate and client CA pool.

@@ -114,14 +114,15 @@ type Node struct {
 	nodeCert             *tls.Certificate // a worker's certificate from a control-plane node
 	issuedFor            string           // identityKey of a control plane's certificate in use
 	configured           chan struct{}    // closed when the node leaves maintenance mode
+	maintenanceFP        string           // SHA-256 of the maintenance certificate
 	actions              chan Action
 	resetWanted          bool
 }
 
 // New prepares a node; Run starts it.
 func New(opts Options) (*Node, error) {
-	if opts.Mode != ModeContainer {
-		return nil, fmt.Errorf("mode %q is not supported here: run machined with --mode container (metal mode runs as PID 1 from the Ballast image)", opts.Mode)
+	if opts.Mode != ModeContainer && opts.Mode != ModeMetal {
+		return nil, fmt.Errorf("mode %q: want %s or %s", opts.Mode, ModeContainer, ModeMetal)
 	}
 	if opts.Listener == nil {
 		return nil, errors.New("node: a machine API listener is required")
@@ -152,6 +153,9 @@ func New(opts Options) (*Node, error) {
 		Logger:     opts.Logger.With("component", networkService),
 		Config:     n.Config,
 		ResolvConf: filepath.Join(store.EphemeralDir(), "etc", "resolv.conf"),
+
+		DHCPByDefault: opts.Mode == ModeMetal,
+		SetHostname:   opts.Mode == ModeMetal,
 	})
 	return n, nil
 }

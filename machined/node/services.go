@@ -55,10 +55,24 @@ func (n *Node) registerServices() error {
 			},
 		},
 	}
+	// On metal the network comes up in maintenance mode too (DHCP on every
+	// link), so the API and the boot config are reachable.
+	netConds := []supervisor.Condition{{Name: "machine config applied", Wait: n.waitConfigured}}
+	if n.opts.Mode == ModeMetal {
+		netConds = nil
+		if n.creds.Maintenance() {
+			specs = append(specs, supervisor.Spec{
+				ID:          bootConfigService,
+				Description: "applies the config named on the kernel command line (ballast.config, ballast.platform=nocloud)",
+				Runner:      runner.Goroutine(bootConfigService, n.runBootConfig),
+				Restart:     supervisor.OnFailure,
+			})
+		}
+	}
 	specs = append(specs, supervisor.Spec{
 		ID:          networkService,
 		Description: "applies machine.network through netlink (links, MTU, addresses, routes), DHCPv4 leases, resolvers",
-		Conditions:  []supervisor.Condition{{Name: "machine config applied", Wait: n.waitConfigured}},
+		Conditions:  netConds,
 		Runner:      runner.Goroutine(networkService, n.network.Run),
 		Restart:     supervisor.Always,
 	}, supervisor.Spec{
