@@ -125,11 +125,104 @@ build_pxe() {
 	echo "build-os: pxe/ ($(ls "$out/pxe" | tr '\n' ' '))"
 }
 
+# grub.cfg of the ISO and the disk: serial console first (what qemu -nographic
+# and cloud consoles show), one entry, one second.
+grub_cfg() { # $1: kernel/initramfs directory, $2: extra kernel arguments
+	cat <<-EOF
+		serial --unit=0 --speed=115200
+		terminal_input serial console
+		terminal_output serial console
+		set timeout=1
+		menuentry "Ballast" {
+			linux $1/vmlinuz $CMDLINE $2
+			initrd $1/initramfs.xz
+		}
+	EOF
+}
+
+build_iso() {
+	local iso=$tmp/iso
+	rm -rf "$iso" && mkdir -p "$iso/boot/grub"
+	cp "$out/vmlinuz" "$out/initramfs.xz" "$iso/boot/"
+	grub_cfg /boot "" >"$iso/boot/grub/grub.cfg"
+	find "$iso" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+	# BIOS (El Torito, i386-pc) and UEFI (an embedded FAT image) in one ISO.
+	grub-mkrescue --quiet -o "$out/ballast.iso.tmp" "$iso" -- -volid BALLAST >/dev/null 2>"$tmp/mkrescue.log" ||
+		{ cat "$tmp/mkrescue.log" >&2; exit 1; }
+	mv "$out/ballast.iso.tmp" "$out/ballast.iso"
+	echo "build-os: ballast.iso $(du -m --apparent-size "$out/ballast.iso" | cut -f1) MB"
+}
+
+# Disk layout (MiB). EPHEMERAL takes the rest of DISK_SIZE.
+DISK_SIZE=${DISK_SIZE:-4096}
+le() { # $1: value, $2: bytes → little-endian bytes on stdout
+	local v=$1 i
+	for ((i = 0; i < $2; i++)); do printf "\\$(printf %03o $((v & 255)))"; v=$((v >> 8)); done
+}
+
+build_disk() {
+	local d=$tmp/disk img=$out/disk.raw.tmp
+	rm -rf "$d" && mkdir -p "$d/boot/grub"
+	# Fixed GUIDs and filesystem UUIDs keep the image reproducible; every
+	# machine made from it shares them (as with any cloud image).
+	local guid=5ba11a57-0000-4000-8000-0000000000
+	cp "$out/vmlinuz" "$out/initramfs.xz" "$d/boot/"
+	grub_cfg "" "ballast.platform=nocloud" | sed 's/ballast.platform=metal //' >"$d/boot/grub/grub.cfg"
+	find "$d/boot" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+	export E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH
+	# BOOT-A is written once per image (no journal); STATE and EPHEMERAL are
+	# the node's, journaled.
+	local ext4opts=(-q -F -t ext4 -E root_owner=0:0,hash_seed=${guid}01,lazy_itable_init=0,lazy_journal_init=0)
+	mkfs.ext4 "${ext4opts[@]}" -O ^has_journal -L BOOT-A -U ${guid}a1 -d "$d/boot" "$d/boot-a.img" 256M >/dev/null
+	mkfs.ext4 "${ext4opts[@]}" -L STATE -U ${guid}a5 "$d/state.img" 100M >/dev/null
+	mkfs.ext4 "${ext4opts[@]}" -L EPHEMERAL -U ${guid}a6 "$d/ephemeral.img" $((DISK_SIZE - 680))M >/dev/null
+
+	# GRUB finds BOOT-A by its label from either firmware.
+	printf 'search --no-floppy --label BOOT-A --set root\nset prefix=($root)/grub\nconfigfile ($root)/grub/grub.cfg\n' >"$d/embed.cfg"
+	local mods="part_gpt ext2 search search_label configfile normal linux echo serial terminal test"
+	grub-mkimage -O x86_64-efi -o "$d/BOOTX64.EFI" -p /grub -c "$d/embed.cfg" $mods fat
+	grub-mkimage -O i386-pc -o "$d/core.img" -p /grub -c "$d/embed.cfg" $mods biosdisk
+	mkfs.vfat -C -n EFI -i 5ba11a57 "$d/efi.img" $((64 * 1024)) >/dev/null
+	mmd -i "$d/efi.img" ::/EFI ::/EFI/BOOT
+	mcopy -m -i "$d/efi.img" "$d/BOOTX64.EFI" ::/EFI/BOOT/BOOTX64.EFI
+
+	rm -f "$img" && truncate -s "${DISK_SIZE}M" "$img"
+	sgdisk -o -U ${guid}00 \
+		-n 1:1M:+64M -t 1:EF00 -c 1:EFI -u 1:${guid}01 \
+		-n 2:65M:+1M -t 2:EF02 -c 2:BIOS -u 2:${guid}02 \
+		-n 3:66M:+256M -t 3:8300 -c 3:BOOT-A -u 3:${guid}03 \
+		-n 4:322M:+256M -t 4:8300 -c 4:BOOT-B -u 4:${guid}04 \
+		-n 5:578M:+100M -t 5:8300 -c 5:STATE -u 5:${guid}05 \
+		-n 6:678M:$((DISK_SIZE - 2))M -t 6:8300 -c 6:EPHEMERAL -u 6:${guid}06 "$img" >/dev/null
+	put() { dd if="$1" of="$img" bs=1M seek="$2" conv=notrunc,sparse status=none; }
+	put "$d/efi.img" 1
+	put "$d/boot-a.img" 66
+	put "$d/state.img" 578
+	put "$d/ephemeral.img" 678
+
+	# BIOS: GRUB's boot.img in the MBR's code area, core.img in the BIOS boot
+	# partition (what grub-install does, without a block device): boot.img
+	# learns core.img's first sector, core.img's first sector (diskboot)
+	# the blocklist of the rest.
+	local core_lba=$((65 * 2048)) sectors=$((($(stat -c %s "$d/core.img") + 511) / 512))
+	{ le $((core_lba + 1)) 8; le $((sectors - 1)) 2; } | dd of="$d/core.img" bs=1 seek=500 conv=notrunc status=none
+	dd if="$d/core.img" of="$img" bs=512 seek=$core_lba conv=notrunc status=none
+	dd if=/usr/lib/grub/i386-pc/boot.img of="$img" bs=440 count=1 conv=notrunc status=none
+	le $core_lba 8 | dd of="$img" bs=1 seek=$((0x5c)) conv=notrunc status=none
+	printf '\x90\x90' | dd of="$img" bs=1 seek=$((0x66)) conv=notrunc status=none
+
+	mv "$img" "$out/disk.raw"
+	qemu-img convert -c -O qcow2 "$out/disk.raw" "$out/disk.qcow2.tmp" && mv "$out/disk.qcow2.tmp" "$out/disk.qcow2"
+	echo "build-os: disk.raw ${DISK_SIZE} MB ($(du -m "$out/disk.raw" | cut -f1) MB allocated), disk.qcow2 $(du -m "$out/disk.qcow2" | cut -f1) MB"
+}
+
 need() { [[ -f $out/initramfs.xz && -f $out/vmlinuz ]] || build_initramfs; }
 
 case $what in
 initramfs) build_initramfs ;;
 pxe) need; build_pxe ;;
-all) build_initramfs; build_pxe ;;
+iso) need; build_iso ;;
+disk) need; build_disk ;;
+all) build_initramfs; build_pxe; build_iso; build_disk ;;
 *) echo "usage: hack/build-os.sh [initramfs|pxe|iso|disk|all]" >&2; exit 2 ;;
 esac
