@@ -28,14 +28,14 @@ func (n *Node) runBootConfig(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("kernel command line: %w", err)
 	}
-	// Whatever the source, the API takes a config meanwhile: say how.
-	go n.announceAddress(ctx)
 	src, err := platform.FromCmdline(string(cmdline))
 	if errors.Is(err, platform.ErrNoSource) {
 		fmt.Fprintln(out, "no ballast.config or ballast.platform=nocloud on the kernel command line: waiting for apply-config")
-		<-ctx.Done()
+		n.announceAddress(ctx)
 		return nil
 	}
+	// The API takes a config meanwhile: say how.
+	go n.announceAddress(ctx)
 	if err != nil {
 		n.log.Error("boot config: the node stays in maintenance mode", "error", err)
 		return nil
