@@ -28,7 +28,10 @@ containerd: ## Build containerd, its runc shim and ctr from the module version m
 		for b in containerd containerd-shim-runc-v2 ctr; do cp -p $(OUT)/containerd/$$CONTAINERD_VERSION/$$b $(BIN)/$$b.tmp && mv $(BIN)/$$b.tmp $(BIN)/$$b; done
 
 .PHONY: images
-images: containerd ## Build kubelet, the Kubernetes components, CoreDNS and pause, and pack the OCI image archives into _out/images (cached by version)
+images: container-images os ## Build every artifact: the container images and the OS (vmlinuz, initramfs.xz, pxe/, ballast.iso, disk.raw/qcow2)
+
+.PHONY: container-images
+container-images: containerd ## Build kubelet, the Kubernetes components, CoreDNS and pause, and pack the OCI image archives into _out/images (cached by version)
 	hack/install-deps.sh test
 	hack/build-k8s.sh
 	hack/build-coredns.sh
@@ -36,13 +39,19 @@ images: containerd ## Build kubelet, the Kubernetes components, CoreDNS and paus
 		-coredns $(OUT)/coredns/$$COREDNS_VERSION/coredns -pause $(OUT)/pause/$$PAUSE_VERSION/pause -out $(OUT)/images && \
 		mkdir -p $(BIN) && cp -p $(OUT)/k8s/$$KUBERNETES_VERSION/kubelet $(BIN)/kubelet.tmp && mv $(BIN)/kubelet.tmp $(BIN)/kubelet
 
+.PHONY: os
+os: build container-images ## Build the OS artifacts from _out/bin and Debian's kernel: vmlinuz, initramfs.xz, pxe/, ballast.iso, disk.raw, disk.qcow2 (cached by input hash; docs/boot.md)
+	hack/install-deps.sh image qemu
+	hack/build-kernel.sh
+	hack/build-os.sh all
+
 .PHONY: kernel
 kernel: ## Fetch and unpack Debian's kernel for the OS image into _out/kernel/<version> (vmlinuz, modules and their index; cached)
 	hack/install-deps.sh image
 	hack/build-kernel.sh
 
 .PHONY: cluster
-cluster: deps build images ## Create a local HA cluster (3 control planes + 1 worker; needs root), deploy hack/demo.yaml and show it answering
+cluster: deps build container-images ## Create a local HA cluster (3 control planes + 1 worker; needs root), deploy hack/demo.yaml and show it answering
 	$(BIN)/nodectl cluster create $(CLUSTER_ARGS)
 	hack/cluster-demo.sh
 
@@ -70,7 +79,7 @@ test-unit: containerd testsum ## Unit tests (root for the container runner's; BA
 
 .PHONY: test-e2e
 test-e2e: build images testsum ## End-to-end tests with real binaries (root; BALLAST_SKIP_PRIVILEGED=1 skips the privileged ones)
-	set -o pipefail; BALLAST_BIN_DIR=$(abspath $(BIN)) $(GO) test -count=1 -timeout 40m -json ./hack/e2e/... | $(BIN)/testsum -v -title "end-to-end tests"
+	set -o pipefail; BALLAST_BIN_DIR=$(abspath $(BIN)) BALLAST_OUT_DIR=$(abspath $(OUT)) $(GO) test -count=1 -timeout 50m -json ./hack/e2e/... | $(BIN)/testsum -v -title "end-to-end tests"
 
 .PHONY: testsum
 testsum:

@@ -218,11 +218,29 @@ build_disk() {
 
 need() { [[ -f $out/initramfs.xz && -f $out/vmlinuz ]] || build_initramfs; }
 
+# The artifacts are rebuilt only when an input changed: the binaries, runc,
+# the CNI plugins, the kernel and this script.
+inputs_key() {
+	{
+		sha256sum "$bin"/{machined,containerd,containerd-shim-runc-v2} "$(command -v runc)" "$0"
+		[[ -x $bin/kubelet ]] && sha256sum "$bin/kubelet"
+		echo "$kdir" "$SOURCE_DATE_EPOCH" "$DISK_SIZE"
+	} | sha256sum | cut -c1-16
+}
+if [[ $what == all ]]; then
+	key=$(inputs_key)
+	if [[ -f $out/os.key && $(cat "$out/os.key") == "$key" && -f $out/disk.qcow2 && -f $out/ballast.iso && -f $out/pxe/boot.ipxe ]]; then
+		echo "build-os: artifacts up to date ($key)"
+		exit 0
+	fi
+	rm -f "$out/os.key"
+fi
+
 case $what in
 initramfs) build_initramfs ;;
 pxe) need; build_pxe ;;
 iso) need; build_iso ;;
 disk) need; build_disk ;;
-all) build_initramfs; build_pxe; build_iso; build_disk ;;
+all) build_initramfs; build_pxe; build_iso; build_disk; echo "$key" >"$out/os.key" ;;
 *) echo "usage: hack/build-os.sh [initramfs|pxe|iso|disk|all]" >&2; exit 2 ;;
 esac

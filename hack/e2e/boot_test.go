@@ -1,0 +1,343 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// The boot tests run the OS artifacts of `make images` (hack/build-os.sh) in
+// qemu with TCG and slirp user networking: qemu's DHCP server leases the
+// guest 10.0.2.15, its TFTP server serves the PXE folder, and a forwarded
+// port on 127.0.0.1 reaches the machine API.
+
+// bootTimeout bounds one boot under TCG (~30 s here, more on a busy host).
+const bootTimeout = 4 * time.Minute
+
+// outDir holds the OS artifacts.
+func outDir(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("BALLAST_OUT_DIR")
+	if dir == "" {
+		dir = "../../_out"
+	}
+	for _, f := range []string{"vmlinuz", "initramfs.xz", "pxe/boot.ipxe", "ballast.iso", "disk.qcow2"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Fatalf("OS artifact missing (make images builds them): %v", err)
+		}
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return abs
+}
+
+// vm is one qemu process.
+type vm struct {
+	t       *testing.T
+	port    int // host port forwarded to the guest's 50000
+	cmd     *exec.Cmd
+	console *syncBuffer
+	done    chan struct{}
+	exitErr error
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// bootVM starts qemu (TCG, 2 GiB, 2 vCPUs, virtio NIC on slirp) with the
+// extra arguments; netdev adds options to the user network. The VM is
+// killed (by PID) when the test ends and its console is logged on failure.
+func bootVM(t *testing.T, netdev string, args ...string) *vm {
+	t.Helper()
+	requireRoot(t)
+	qemu, err := exec.LookPath("qemu-system-x86_64")
+	if err != nil {
+		t.Fatalf("qemu is not installed (hack/install-deps.sh qemu): %v", err)
+	}
+	v := &vm{t: t, port: freePort(t), console: &syncBuffer{}, done: make(chan struct{})}
+	nd := fmt.Sprintf("user,id=n0,hostfwd=tcp:127.0.0.1:%d-:50000", v.port)
+	if netdev != "" {
+		nd += "," + netdev
+	}
+	full := append([]string{"-accel", "tcg", "-m", "2048", "-smp", "2", "-display", "none", "-serial", "stdio", "-monitor", "none",
+		"-netdev", nd, "-device", "virtio-net-pci,netdev=n0"}, args...)
+	v.cmd = exec.Command(qemu, full...)
+	v.cmd.Stdout, v.cmd.Stderr = v.console, v.console
+	if err := v.cmd.Start(); err != nil {
+		t.Fatalf("start qemu: %v", err)
+	}
+	go func() { v.exitErr = v.cmd.Wait(); close(v.done) }()
+	t.Cleanup(func() {
+		select {
+		case <-v.done:
+		default:
+			_ = v.cmd.Process.Kill()
+			<-v.done
+		}
+		if t.Failed() {
+			t.Logf("console of the VM:\n%s", tail(v.console.String(), 150))
+		}
+	})
+	return v
+}
+
+func tail(s string, n int) string {
+	l := strings.Split(s, "\n")
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, "\n")
+}
+
+// node is the VM's machine API address for nodectl.
+func (v *vm) node() string { return "127.0.0.1:" + strconv.Itoa(v.port) }
+
+// waitConsole waits for a console line matching re (after the first skip
+// matches) and returns its submatches.
+func (v *vm) waitConsole(re *regexp.Regexp, skip int, timeout time.Duration) []string {
+	v.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if m := re.FindAllStringSubmatch(v.console.String(), -1); len(m) > skip {
+			return m[skip]
+		}
+		select {
+		case <-v.done:
+			v.t.Fatalf("qemu exited (%v) before the console showed %q", v.exitErr, re)
+		default:
+		}
+		if time.Now().After(deadline) {
+			v.t.Fatalf("timed out after %s waiting for the console to show %q", timeout, re)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// waitExit waits for qemu to exit by itself (the guest powered off, or
+// rebooted under -no-reboot).
+func (v *vm) waitExit(timeout time.Duration) {
+	v.t.Helper()
+	select {
+	case <-v.done:
+		if v.exitErr != nil {
+			v.t.Fatalf("qemu exited with %v", v.exitErr)
+		}
+	case <-time.After(timeout):
+		v.t.Fatalf("the VM did not end within %s", timeout)
+	}
+}
+
+// checkCleanEnd asserts the console shows init stopping everything and
+// ending the machine the way asked, and no kernel panic.
+func (v *vm) checkCleanEnd(what string, unmounted ...string) {
+	v.t.Helper()
+	c := v.console.String()
+	for _, want := range append([]string{"init: " + what + ": stopping every process", "init: " + what + " now"}, unmounted...) {
+		if !strings.Contains(c, want) {
+			v.t.Errorf("console lacks %q", want)
+		}
+	}
+	if strings.Contains(c, "Kernel panic") {
+		v.t.Errorf("the kernel panicked")
+	}
+}
+
+var applyLineRE = regexp.MustCompile(`nodectl apply-config --insecure -n (10\.0\.2\.15) --cert-fingerprint ([0-9a-f]{64})`)
+
+// vmConfig generates a cluster whose API certificate also names 127.0.0.1
+// (the forwarded port) and returns the config directory.
+func vmConfig(t *testing.T, name string) string {
+	return genConfig(t, name, "https://10.0.2.15:6443",
+		"--config-patch", `{"machine":{"certSANs":["127.0.0.1"],"network":{"hostname":"`+name+`"}}}`)
+}
+
+// TestBootPXE is boot path (a): qemu's iPXE ROM loads boot.ipxe, the kernel
+// and the initramfs over slirp's TFTP from _out/pxe; machined as PID 1 takes
+// a DHCP lease and serves maintenance mode; the console's apply-config line
+// is used as printed; then mTLS, the leased address, bootstrap, a healthy
+// etcd, and a clean power-off.
+func TestBootPXE(t *testing.T) {
+	out := outDir(t)
+	v := bootVM(t, "tftp="+filepath.Join(out, "pxe")+",bootfile=boot.ipxe", "-boot", "n", "-no-reboot")
+	m := v.waitConsole(applyLineRE, 0, bootTimeout)
+	dir := vmConfig(t, "pxe1")
+	nc := filepath.Join(dir, "nodeconfig")
+	mustNodectl(t, "apply-config", "--insecure", "-n", v.node(), "--cert-fingerprint", m[2], "--file", filepath.Join(dir, "controlplane.yaml"))
+
+	r := mustNodectl(t, "--nodeconfig", nc, "-n", v.node(), "get", "addresses")
+	if !regexp.MustCompile(`eth0\s+10\.0\.2\.15/24\s+dhcp`).MatchString(r.stdout) {
+		t.Fatalf("get addresses shows no DHCP lease of 10.0.2.15 on eth0:\n%s", r.stdout)
+	}
+	if r := mustNodectl(t, "--nodeconfig", nc, "-n", v.node(), "get", "leases"); !strings.Contains(r.stdout, "10.0.2.2") {
+		t.Errorf("get leases does not name slirp's DHCP server 10.0.2.2:\n%s", r.stdout)
+	}
+	waitFor(t, "bootstrap", time.Minute, func() error {
+		r, err := runNodectl(nc, "-n", v.node(), "bootstrap")
+		if err == nil && r.code != 0 {
+			err = errors.New(r.String())
+		}
+		return err
+	})
+	waitFor(t, "a started etcd member", 2*time.Minute, func() error {
+		r, err := runNodectl(nc, "-n", v.node(), "etcd", "members")
+		if err != nil {
+			return err
+		}
+		if r.code != 0 || !regexp.MustCompile(`pxe1\s+https://10\.0\.2\.15:2380\s+https://10\.0\.2\.15:2379\s+false\s+true`).MatchString(r.stdout) {
+			return fmt.Errorf("etcd members: %s", r)
+		}
+		return nil
+	})
+	mustNodectl(t, "--nodeconfig", nc, "-n", v.node(), "etcd", "status")
+
+	mustNodectl(t, "--nodeconfig", nc, "-n", v.node(), "shutdown")
+	v.waitExit(2 * time.Minute)
+	v.checkCleanEnd("power off", "init: unmounted /system")
+}
+
+// TestBootISO is boot path (b): the live ISO boots (SeaBIOS, El Torito) and
+// serves maintenance mode, which takes a config (dry run here).
+func TestBootISO(t *testing.T) {
+	out := outDir(t)
+	v := bootVM(t, "", "-cdrom", filepath.Join(out, "ballast.iso"), "-boot", "d", "-no-reboot")
+	m := v.waitConsole(applyLineRE, 0, bootTimeout)
+	dir := vmConfig(t, "iso1")
+	r := mustNodectl(t, "apply-config", "--insecure", "--dry-run", "-n", v.node(), "--cert-fingerprint", m[2], "--file", filepath.Join(dir, "controlplane.yaml"))
+	if !strings.Contains(r.stdout+r.stderr, "dry run") {
+		t.Fatalf("apply-config --dry-run in maintenance mode: %s", r)
+	}
+	if !strings.Contains(v.console.String(), "init: STATE: no partition named STATE, kept in RAM") {
+		t.Errorf("a live ISO should keep STATE in RAM")
+	}
+}
+
+// TestBootCloudDisk is boot path (c) and (e): the GPT cloud disk (qcow2,
+// UEFI firmware) with a nocloud seed volume labelled cidata is configured
+// without any API call; `nodectl reboot` brings it back configured from
+// STATE; `nodectl shutdown` ends it cleanly with the disks unmounted.
+func TestBootCloudDisk(t *testing.T) {
+	out := outDir(t)
+	tmp := t.TempDir()
+	disk := filepath.Join(tmp, "disk.qcow2")
+	if b, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", filepath.Join(out, "disk.qcow2"), disk).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img create: %v: %s", err, b)
+	}
+	dir := vmConfig(t, "disk1")
+	seed := filepath.Join(tmp, "seed")
+	if err := os.MkdirAll(seed, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := os.ReadFile(filepath.Join(dir, "controlplane.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string][]byte{"user-data": cfg, "meta-data": []byte("instance-id: disk1\n")} {
+		if err := os.WriteFile(filepath.Join(seed, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	iso := filepath.Join(tmp, "seed.iso")
+	if b, err := exec.Command("xorriso", "-as", "mkisofs", "-quiet", "-V", "cidata", "-J", "-r", "-o", iso, seed).CombinedOutput(); err != nil {
+		t.Fatalf("xorriso: %v: %s", err, b)
+	}
+	vars := filepath.Join(tmp, "OVMF_VARS.fd")
+	if b, err := exec.Command("cp", "/usr/share/OVMF/OVMF_VARS_4M.fd", vars).CombinedOutput(); err != nil {
+		t.Fatalf("OVMF (hack/install-deps.sh qemu): %v: %s", err, b)
+	}
+	v := bootVM(t, "",
+		"-drive", "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+		"-drive", "if=pflash,format=raw,file="+vars,
+		"-drive", "file="+disk+",if=virtio,format=qcow2",
+		"-drive", "file="+iso+",if=virtio,format=raw,readonly=on")
+	v.waitConsole(regexp.MustCompile(`init: STATE: /dev/vda5 mounted on /system/state`), 0, bootTimeout)
+	v.waitConsole(regexp.MustCompile(`machine config applied; left maintenance mode`), 0, bootTimeout)
+	nc := filepath.Join(dir, "nodeconfig")
+	waitFor(t, "the API with mTLS", time.Minute, func() error {
+		r, err := runNodectl(nc, "-n", v.node(), "get", "addresses")
+		if err == nil && (r.code != 0 || !strings.Contains(r.stdout, "10.0.2.15/24")) {
+			err = errors.New(r.String())
+		}
+		return err
+	})
+
+	mustNodectl(t, "--nodeconfig", nc, "-n", v.node(), "reboot")
+	v.waitConsole(regexp.MustCompile(`init: reboot now`), 0, 2*time.Minute)
+	v.checkCleanEnd("reboot", "init: unmounted /system/state", "init: unmounted /system/var")
+	v.waitConsole(regexp.MustCompile(`msg="machine config loaded" type=controlplane`), 0, bootTimeout)
+	waitFor(t, "the API with mTLS after the reboot", time.Minute, func() error {
+		r, err := runNodectl(nc, "-n", v.node(), "version")
+		if err == nil && r.code != 0 {
+			err = errors.New(r.String())
+		}
+		return err
+	})
+
+	mustNodectl(t, "--nodeconfig", nc, "-n", v.node(), "shutdown")
+	v.waitExit(2 * time.Minute)
+	v.checkCleanEnd("power off", "init: unmounted /system/state")
+}
+
+// TestBootConfigURL boots the kernel and initramfs directly with
+// ballast.config pointing at a server on the host (slirp's 10.0.2.2): a 404
+// and then garbage leave the node in maintenance mode with the reason on the
+// console; the valid config that follows configures it.
+func TestBootConfigURL(t *testing.T) {
+	out := outDir(t)
+	dir := vmConfig(t, "url1")
+	cfg, err := os.ReadFile(filepath.Join(dir, "controlplane.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hits atomic.Int32
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch hits.Add(1) {
+		case 1:
+			http.NotFound(w, r)
+		case 2:
+			w.Write([]byte("machine: [this is not a config\n"))
+		default:
+			w.Write(cfg)
+		}
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	url := fmt.Sprintf("http://10.0.2.2:%d/controlplane.yaml", ln.Addr().(*net.TCPAddr).Port)
+
+	v := bootVM(t, "", "-kernel", filepath.Join(out, "vmlinuz"), "-initrd", filepath.Join(out, "initramfs.xz"),
+		"-append", "console=ttyS0,115200 panic=10 ballast.config="+url, "-no-reboot")
+	v.waitConsole(regexp.MustCompile(`boot config: staying in maintenance mode.*404 Not Found`), 0, bootTimeout)
+	v.waitConsole(regexp.MustCompile(`boot config: staying in maintenance mode.*is invalid`), 0, time.Minute)
+	v.waitConsole(regexp.MustCompile(`machine config applied; left maintenance mode`), 0, time.Minute)
+	nc := filepath.Join(dir, "nodeconfig")
+	waitFor(t, "the API with mTLS", time.Minute, func() error {
+		r, err := runNodectl(nc, "-n", v.node(), "version")
+		if err == nil && r.code != 0 {
+			err = errors.New(r.String())
+		}
+		return err
+	})
+}
