@@ -34,6 +34,7 @@ const (
 	MachineService_ServiceStop_FullMethodName        = "/ballast.machine.v1alpha1.MachineService/ServiceStop"
 	MachineService_ServiceRestart_FullMethodName     = "/ballast.machine.v1alpha1.MachineService/ServiceRestart"
 	MachineService_Logs_FullMethodName               = "/ballast.machine.v1alpha1.MachineService/Logs"
+	MachineService_Dmesg_FullMethodName              = "/ballast.machine.v1alpha1.MachineService/Dmesg"
 	MachineService_Reboot_FullMethodName             = "/ballast.machine.v1alpha1.MachineService/Reboot"
 	MachineService_Shutdown_FullMethodName           = "/ballast.machine.v1alpha1.MachineService/Shutdown"
 	MachineService_Reset_FullMethodName              = "/ballast.machine.v1alpha1.MachineService/Reset"
@@ -64,6 +65,9 @@ type MachineServiceClient interface {
 	ServiceRestart(ctx context.Context, in *ServiceActionRequest, opts ...grpc.CallOption) (*ServiceActionResponse, error)
 	// Logs streams a service's captured output. Roles: os:admin, os:operator, os:reader.
 	Logs(ctx context.Context, in *LogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[LogLine], error)
+	// Dmesg streams the kernel log (/dev/kmsg) as dmesg prints it; in container
+	// mode that is the host's kernel log. Roles: os:admin, os:operator.
+	Dmesg(ctx context.Context, in *DmesgRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[LogLine], error)
 	// Reboot restarts the node (in container mode: stops services and re-executes
 	// machined). Roles: os:admin, os:operator.
 	Reboot(ctx context.Context, in *RebootRequest, opts ...grpc.CallOption) (*RebootResponse, error)
@@ -186,6 +190,25 @@ func (c *machineServiceClient) Logs(ctx context.Context, in *LogsRequest, opts .
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type MachineService_LogsClient = grpc.ServerStreamingClient[LogLine]
 
+func (c *machineServiceClient) Dmesg(ctx context.Context, in *DmesgRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[LogLine], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &MachineService_ServiceDesc.Streams[1], MachineService_Dmesg_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[DmesgRequest, LogLine]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MachineService_DmesgClient = grpc.ServerStreamingClient[LogLine]
+
 func (c *machineServiceClient) Reboot(ctx context.Context, in *RebootRequest, opts ...grpc.CallOption) (*RebootResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RebootResponse)
@@ -277,6 +300,9 @@ type MachineServiceServer interface {
 	ServiceRestart(context.Context, *ServiceActionRequest) (*ServiceActionResponse, error)
 	// Logs streams a service's captured output. Roles: os:admin, os:operator, os:reader.
 	Logs(*LogsRequest, grpc.ServerStreamingServer[LogLine]) error
+	// Dmesg streams the kernel log (/dev/kmsg) as dmesg prints it; in container
+	// mode that is the host's kernel log. Roles: os:admin, os:operator.
+	Dmesg(*DmesgRequest, grpc.ServerStreamingServer[LogLine]) error
 	// Reboot restarts the node (in container mode: stops services and re-executes
 	// machined). Roles: os:admin, os:operator.
 	Reboot(context.Context, *RebootRequest) (*RebootResponse, error)
@@ -333,6 +359,9 @@ func (UnimplementedMachineServiceServer) ServiceRestart(context.Context, *Servic
 }
 func (UnimplementedMachineServiceServer) Logs(*LogsRequest, grpc.ServerStreamingServer[LogLine]) error {
 	return status.Error(codes.Unimplemented, "method Logs not implemented")
+}
+func (UnimplementedMachineServiceServer) Dmesg(*DmesgRequest, grpc.ServerStreamingServer[LogLine]) error {
+	return status.Error(codes.Unimplemented, "method Dmesg not implemented")
 }
 func (UnimplementedMachineServiceServer) Reboot(context.Context, *RebootRequest) (*RebootResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Reboot not implemented")
@@ -512,6 +541,17 @@ func _MachineService_Logs_Handler(srv interface{}, stream grpc.ServerStream) err
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type MachineService_LogsServer = grpc.ServerStreamingServer[LogLine]
+
+func _MachineService_Dmesg_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(DmesgRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(MachineServiceServer).Dmesg(m, &grpc.GenericServerStream[DmesgRequest, LogLine]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MachineService_DmesgServer = grpc.ServerStreamingServer[LogLine]
 
 func _MachineService_Reboot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RebootRequest)
@@ -707,6 +747,11 @@ var MachineService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Logs",
 			Handler:       _MachineService_Logs_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Dmesg",
+			Handler:       _MachineService_Dmesg_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -209,6 +209,12 @@ func TestBootPXE(t *testing.T) {
 		return nil
 	})
 	mustNodectl(t, "--nodeconfig", nc, "-n", v.node(), "etcd", "status")
+	r = mustNodectl(t, "--nodeconfig", nc, "-n", v.node(), "dmesg")
+	for _, want := range []string{"] Run /init as init process", "] init: ballast init starting", "] init: kernel modules: "} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("nodectl dmesg lacks %q", want)
+		}
+	}
 
 	mustNodectl(t, "--nodeconfig", nc, "-n", v.node(), "shutdown")
 	v.waitExit(2 * time.Minute)

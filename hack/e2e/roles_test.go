@@ -5,6 +5,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -199,10 +201,20 @@ func TestRoleMatrix(t *testing.T) {
 			_, err := c.NetworkStatus(ctx, &machine.NetworkStatusRequest{})
 			return err
 		}},
+		{"Dmesg", func(ctx context.Context, c *client.Client) error {
+			s, err := c.Dmesg(ctx, &machine.DmesgRequest{})
+			if err != nil {
+				return err
+			}
+			if _, err = s.Recv(); errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}},
 	}
 	stateAllowed := map[string][]string{
-		pki.RoleAdmin:      {"VIPStatus", "Kubeconfig", "Containers", "NetworkStatus"},
-		pki.RoleOperator:   {"VIPStatus", "Containers", "NetworkStatus"},
+		pki.RoleAdmin:      {"VIPStatus", "Kubeconfig", "Containers", "NetworkStatus", "Dmesg"},
+		pki.RoleOperator:   {"VIPStatus", "Containers", "NetworkStatus", "Dmesg"},
 		pki.RoleReader:     {"VIPStatus", "Containers", "NetworkStatus"},
 		pki.RoleEtcdBackup: {},
 	}

@@ -6,6 +6,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/ballast-os/ballast/api/machine"
+	"github.com/ballast-os/ballast/machined/kmsg"
 	"github.com/ballast-os/ballast/machined/supervisor"
 	"github.com/ballast-os/ballast/pkg/config"
 )
@@ -124,6 +125,13 @@ func (s *Server) Logs(req *machine.LogsRequest, stream machine.MachineService_Lo
 		}
 	}
 	return nil
+}
+
+// Dmesg implements the RPC.
+func (s *Server) Dmesg(req *machine.DmesgRequest, stream machine.MachineService_DmesgServer) error {
+	return kmsg.Read(stream.Context(), kmsg.Path, req.GetFollow(), func(line string) error {
+		return stream.Send(&machine.LogLine{Line: line})
+	})
 }
 
 // Reboot implements the RPC.

@@ -24,6 +24,7 @@ var methodRoles = map[string][]string{
 	machine.MachineService_ServiceStop_FullMethodName:        changers,
 	machine.MachineService_ServiceRestart_FullMethodName:     changers,
 	machine.MachineService_Logs_FullMethodName:               readers,
+	machine.MachineService_Dmesg_FullMethodName:              changers,
 	machine.MachineService_Reboot_FullMethodName:             changers,
 	machine.MachineService_Shutdown_FullMethodName:           changers,
 	machine.MachineService_Reset_FullMethodName:              admins,

@@ -164,23 +164,7 @@ func newLogsCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return struct{}{}, err
 				}
-				for {
-					line, err := stream.Recv()
-					if err == io.EOF {
-						return struct{}{}, nil
-					}
-					if err != nil {
-						if ctx.Err() != nil {
-							return struct{}{}, nil // interrupted while following
-						}
-						return struct{}{}, err
-					}
-					if len(g.nodes) > 1 {
-						fmt.Fprintf(g.stdout, "%s: %s\n", c.Address, line.GetLine())
-					} else {
-						fmt.Fprintln(g.stdout, line.GetLine())
-					}
-				}
+				return struct{}{}, printLines(ctx, g, c.Address, stream.Recv)
 			})
 			if err != nil {
 				return err
@@ -191,4 +175,53 @@ func newLogsCmd(g *globals) *cobra.Command {
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep streaming new lines")
 	cmd.Flags().Int32Var(&tail, "tail", -1, "lines of history to show first (-1: all kept)")
 	return cmd
+}
+
+func newDmesgCmd(g *globals) *cobra.Command {
+	var follow bool
+	cmd := &cobra.Command{
+		Use:   "dmesg",
+		Short: "Show the node's kernel log (in container mode: the host's)",
+		Example: `  nodectl -n 10.5.0.2 dmesg
+  nodectl -n 10.5.0.2 dmesg -f`,
+		Args: exactArgs(0, ""),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			results, err := fanOut(cmd, g, func(ctx context.Context, c *client.Client) (struct{}, error) {
+				stream, err := c.Dmesg(ctx, &machine.DmesgRequest{Follow: follow})
+				if err != nil {
+					return struct{}{}, err
+				}
+				return struct{}{}, printLines(ctx, g, c.Address, stream.Recv)
+			})
+			if err != nil {
+				return err
+			}
+			return reportErrors(g, results)
+		},
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep streaming new kernel messages")
+	return cmd
+}
+
+// printLines prints a stream of lines until it ends (or, while following,
+// until the command is interrupted), prefixed by the node when several are
+// asked.
+func printLines(ctx context.Context, g *globals, node string, recv func() (*machine.LogLine, error)) error {
+	for {
+		line, err := recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil // interrupted while following
+			}
+			return err
+		}
+		if len(g.nodes) > 1 {
+			fmt.Fprintf(g.stdout, "%s: %s\n", node, line.GetLine())
+		} else {
+			fmt.Fprintln(g.stdout, line.GetLine())
+		}
+	}
 }
