@@ -6,11 +6,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"strconv"
 	"strings"
-	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Path is the kernel log device.
@@ -37,34 +37,37 @@ func Format(record string) (string, error) {
 }
 
 // Read sends every kernel log record still in the buffer to send, then,
-// with follow, the new ones until ctx ends.
+// with follow, the new ones until ctx ends. It reads the raw descriptor
+// (non-blocking, polled): Go's file reads would wait in the runtime poller
+// instead of reporting the end of the buffer.
 func Read(ctx context.Context, path string, follow bool, send func(line string) error) error {
-	flags := os.O_RDONLY
-	if !follow {
-		flags |= syscall.O_NONBLOCK
-	}
-	f, err := os.OpenFile(path, flags, 0)
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("open the kernel log: %w", err)
 	}
-	defer f.Close()
-	if follow {
-		// Closing the file ends a blocked read (char devices use Go's poller).
-		stop := context.AfterFunc(ctx, func() { f.Close() })
-		defer stop()
-	}
+	defer unix.Close(fd)
 	buf := make([]byte, 8192) // a record is at most ~1 KiB plus its dictionary
 	for {
-		n, err := f.Read(buf)
+		n, err := unix.Read(fd, buf)
 		switch {
-		case errors.Is(err, syscall.EPIPE):
+		case errors.Is(err, unix.EPIPE):
 			continue // records were overwritten before we read them
-		case errors.Is(err, syscall.EAGAIN), errors.Is(err, io.EOF):
-			return nil // no more records (non-follow)
-		case err != nil:
+		case errors.Is(err, unix.EAGAIN) || (err == nil && n == 0):
+			if !follow {
+				return nil // the end of the buffer
+			}
 			if ctx.Err() != nil {
 				return nil
 			}
+			// Wait for the next record, waking up to notice ctx's end.
+			if _, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 250); err != nil && !errors.Is(err, unix.EINTR) {
+				return fmt.Errorf("wait for the kernel log: %w", err)
+			}
+			if n == 0 && err == nil {
+				time.Sleep(50 * time.Millisecond) // a pipe without a writer polls as ready
+			}
+			continue
+		case err != nil:
 			return fmt.Errorf("read the kernel log: %w", err)
 		}
 		line, err := Format(string(buf[:n]))

@@ -57,6 +57,11 @@ type Options struct {
 	// each role round-robin, as their topology.kubernetes.io/zone label; 0
 	// sets no zone.
 	Zones int
+	// Provisioner is how nodes run: ProvisionerNetns (default) or
+	// ProvisionerQEMU (VMs booting the OS artifacts in Artifacts).
+	Provisioner string
+	// Artifacts holds vmlinuz, initramfs.xz and disk.qcow2 (make images).
+	Artifacts string
 	// WaitTimeout bounds the wait for a healthy cluster.
 	WaitTimeout time.Duration
 	Progress    io.Writer
@@ -79,8 +84,21 @@ func Create(ctx context.Context, o Options) (*State, error) {
 	if o.Workers < 0 {
 		return nil, errors.New("--workers must not be negative")
 	}
-	if _, err := os.Stat(o.Machined); err != nil {
-		return nil, fmt.Errorf("machined binary: %w (build it with 'make build' or pass --machined-path)", err)
+	switch o.Provisioner {
+	case "", ProvisionerNetns:
+		o.Provisioner = ProvisionerNetns
+		if _, err := os.Stat(o.Machined); err != nil {
+			return nil, fmt.Errorf("machined binary: %w (build it with 'make build' or pass --machined-path)", err)
+		}
+	case ProvisionerQEMU:
+		if !o.NoKubernetes {
+			return nil, ErrQEMUNeedsNoKubernetes
+		}
+		if err := checkArtifacts(o.Artifacts); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("unknown provisioner %q: want %s or %s", o.Provisioner, ProvisionerNetns, ProvisionerQEMU)
 	}
 	if _, err := Load(o.Root, o.Name); err == nil {
 		return nil, fmt.Errorf("cluster %q already exists (nodectl cluster destroy --name %s)", o.Name, o.Name)
@@ -97,8 +115,13 @@ func Create(ctx context.Context, o Options) (*State, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create cluster dir: %w", err)
 	}
-	st := &State{Name: o.Name, Provisioner: "netns", CIDR: p.String(), Gateway: gw.String(), Dir: dir,
+	st := &State{Name: o.Name, Provisioner: o.Provisioner, CIDR: p.String(), Gateway: gw.String(), Dir: dir,
 		Machined: o.Machined, MachinedArgs: machinedArgs(o)}
+	if o.Provisioner == ProvisionerQEMU {
+		if st.Artifacts, err = filepath.Abs(o.Artifacts); err != nil {
+			return nil, err
+		}
+	}
 	if !o.NoKubernetes {
 		st.HostTunables = readTunables()
 	}
@@ -113,7 +136,13 @@ func Create(ctx context.Context, o Options) (*State, error) {
 		}
 		st.VIP = vip.String()
 		st.Endpoint = "https://" + net.JoinHostPort(st.VIP, "6443")
-		cpPatches = append([]string{`{"machine":{"network":{"interfaces":[{"interface":"eth0","vip":{"ip":"` + st.VIP + `"}}]}}}`}, cpPatches...)
+		// A VM keeps its DHCP lease on the link the VIP is on (a namespace's
+		// address is set from outside).
+		dhcp := ""
+		if o.Provisioner == ProvisionerQEMU {
+			dhcp = `"dhcp":true,`
+		}
+		cpPatches = append([]string{`{"machine":{"network":{"interfaces":[{"interface":"eth0",` + dhcp + `"vip":{"ip":"` + st.VIP + `"}}]}}}`}, cpPatches...)
 	}
 	if o.Zones < 0 || o.Zones > 26 {
 		return nil, errors.New("--zones must be between 0 and 26")
@@ -174,13 +203,27 @@ func Create(ctx context.Context, o Options) (*State, error) {
 		return st, err
 	}
 
-	for i := range st.Nodes {
-		node := &st.Nodes[i]
-		logf("starting %s (%s) in network namespace %s", node.Name, node.Address, node.Netns)
-		if err := setupNode(ctx, nm, *node, p, gw); err != nil {
+	if o.Provisioner == ProvisionerQEMU {
+		logf("serving DHCP on %s with dnsmasq", nm.bridge)
+		if st.DHCPPID, err = startDHCP(ctx, st, p); err != nil {
 			return st, err
 		}
-		pid, err := StartMachined(st, *node)
+		if err := st.save(); err != nil {
+			return st, err
+		}
+	}
+	for i := range st.Nodes {
+		node := &st.Nodes[i]
+		var pid int
+		if o.Provisioner == ProvisionerQEMU {
+			logf("booting VM %s (%s) from %s, console in %s", node.Name, node.Address, st.Artifacts, node.consoleLog())
+			pid, err = startVM(ctx, st, *node, st.Artifacts, 1536)
+		} else {
+			logf("starting %s (%s) in network namespace %s", node.Name, node.Address, node.Netns)
+			if err = setupNode(ctx, nm, *node, p, gw); err == nil {
+				pid, err = StartMachined(st, *node)
+			}
+		}
 		if err != nil {
 			return st, err
 		}
@@ -305,7 +348,7 @@ func applyAll(ctx context.Context, st *State, cp, worker []byte) error {
 			if node.Role == config.TypeWorker {
 				data = worker
 			}
-			errs[i] = applyOne(ctx, node, patchNode(data, st.Name+"-"+node.Name, node.Zone))
+			errs[i] = applyOne(ctx, node, node.agentLog(st.Provisioner), bootWait(st.Provisioner), patchNode(data, st.Name+"-"+node.Name, node.Zone))
 		}()
 	}
 	wg.Wait()
@@ -325,17 +368,26 @@ func patchNode(data []byte, hostname, zone string) []byte {
 	return out
 }
 
-func applyOne(ctx context.Context, node NodeState, data []byte) error {
+// bootWait is how long a node may take to serve maintenance mode: a VM
+// under TCG boots in tens of seconds, slower when several boot at once.
+func bootWait(provisioner string) time.Duration {
+	if provisioner == ProvisionerQEMU {
+		return 5 * time.Minute
+	}
+	return 30 * time.Second
+}
+
+func applyOne(ctx context.Context, node NodeState, logPath string, wait time.Duration, data []byte) error {
 	var fp string
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(wait)
 	for fp == "" {
-		log, _ := os.ReadFile(filepath.Join(node.StateDir, "machined.log"))
+		log, _ := os.ReadFile(logPath)
 		if m := fingerprintRE.FindSubmatch(log); m != nil {
 			fp = string(m[1])
 			break
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: machined did not reach maintenance mode; see %s", node.Name, filepath.Join(node.StateDir, "machined.log"))
+			return fmt.Errorf("%s: machined did not reach maintenance mode; see %s", node.Name, logPath)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

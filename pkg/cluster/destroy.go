@@ -32,6 +32,11 @@ func Destroy(ctx context.Context, root, name, nodeconfigPath string, progress io
 	if st != nil {
 		var wg sync.WaitGroup
 		for _, n := range st.Nodes {
+			if n.PID > 0 && st.Provisioner == ProvisionerQEMU {
+				fmt.Fprintf(progress, "stopping VM %s (pid %d)\n", n.Name, n.PID)
+				killOwned(n.PID, n.StateDir)
+				continue
+			}
 			if n.PID > 0 && isMachined(n.PID, n.StateDir) {
 				fmt.Fprintf(progress, "stopping %s (pid %d)\n", n.Name, n.PID)
 				wg.Add(1)
@@ -39,6 +44,9 @@ func Destroy(ctx context.Context, root, name, nodeconfigPath string, progress io
 			}
 		}
 		wg.Wait()
+		if st.DHCPPID > 0 {
+			killOwned(st.DHCPPID, st.Dir)
+		}
 	}
 	// Namespaces by name prefix: also those a crash left unrecorded.
 	list, err := netnsList(ctx)

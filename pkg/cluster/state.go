@@ -34,6 +34,10 @@ type State struct {
 	Machined     string      `json:"machined"`
 	MachinedArgs []string    `json:"machinedArgs,omitempty"`
 	Nodes        []NodeState `json:"nodes"`
+	// Artifacts is the OS artifacts directory VM nodes boot from, DHCPPID
+	// the dnsmasq serving them addresses (provisioner qemu).
+	Artifacts string `json:"artifacts,omitempty"`
+	DHCPPID   int    `json:"dhcpPID,omitempty"`
 	// HostTunables are the host's kernel settings the kubelets change
 	// (kernel.panic, vm.overcommit_memory, …) as they were before create;
 	// destroy puts them back.

@@ -30,6 +30,14 @@ func defaultMachined() string {
 	return "machined"
 }
 
+// defaultArtifacts is _out next to the CLI's _out/bin.
+func defaultArtifacts() string {
+	if exe, err := os.Executable(); err == nil {
+		return filepath.Dir(filepath.Dir(exe))
+	}
+	return "_out"
+}
+
 func newClusterCreateCmd(g *globals) *cobra.Command {
 	o := cluster.Options{}
 	var provisioner string
@@ -50,17 +58,24 @@ kube-scheduler, and apply kube-proxy and CoreDNS, all from the image archives
 of _out/images ('make images'). The nodes of each role are spread over
 --zones zones (topology.kubernetes.io/zone). The command waits until every
 node is Ready and CoreDNS is available; 'nodectl kubeconfig' then gives
-kubectl access. Needs root.`,
+kubectl access. Needs root.
+
+With --provisioner qemu each node is instead a qemu VM (TCG) booting the OS
+artifacts of 'make images' (kernel, initramfs and a copy-on-write overlay of the
+cloud disk) on a tap device of the bridge; Debian's dnsmasq on the bridge leases
+every VM its planned address, the configs are applied through the maintenance
+API as for namespaces, and each VM's serial console is written to
+~/.nodectl/clusters/NAME/nodes/NODE/console.log. VM nodes run the agent and
+etcd only (--no-kubernetes). 'cluster destroy' powers every VM off.`,
 		Example: `  nodectl cluster create
   nodectl cluster create --name lab --controlplanes 5 --workers 2 --cidr 10.6.0.0/24
   nodectl cluster create --name big --workers 4 --zones 2
   nodectl cluster create --name etcd-only --no-kubernetes
+  nodectl cluster create --name vms --provisioner qemu --no-kubernetes --workers 0
   nodectl cluster create --config-patch-control-plane '{"cluster":{"etcd":{"snapshots":{"interval":"1h","keep":3}}}}'`,
 		Args: exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if provisioner != "netns" {
-				return fmt.Errorf("unknown --provisioner %q: only netns is available", provisioner)
-			}
+			o.Provisioner = provisioner
 			o.NodeconfigPath = g.nodeconfigPath()
 			o.Progress = g.stdout
 			o.NoVIP = !withVIP
@@ -88,7 +103,8 @@ kubectl access. Needs root.`,
 	f.IntVar(&o.Workers, "workers", 1, "number of worker nodes")
 	f.IntVar(&o.Zones, "zones", 3, "spread the nodes of each role over this many zones (zone-a, zone-b, …) as their topology.kubernetes.io/zone label; 0 for none")
 	f.StringVar(&o.CIDR, "cidr", "10.5.0.0/24", "network of the cluster's bridge")
-	f.StringVar(&provisioner, "provisioner", "netns", "how nodes run: netns")
+	f.StringVar(&provisioner, "provisioner", cluster.ProvisionerNetns, "how nodes run: netns (machined in network namespaces) or qemu (VMs booting the OS image; with --no-kubernetes)")
+	f.StringVar(&o.Artifacts, "artifacts", defaultArtifacts(), "directory of the OS artifacts VM nodes boot (vmlinuz, initramfs.xz, disk.qcow2; 'make images')")
 	f.StringVar(&o.Root, "state", cluster.DefaultRoot(), "directory of local clusters' state")
 	f.StringVar(&o.Machined, "machined-path", defaultMachined(), "machined binary to run")
 	f.DurationVar(&o.WaitTimeout, "wait-timeout", 5*time.Minute, "how long to wait for the cluster to be healthy")
@@ -136,13 +152,17 @@ func newClusterShowCmd(g *globals) *cobra.Command {
 
 func printClusterTable(g *globals, st *cluster.State) {
 	tw := newTable(g.stdout)
-	fmt.Fprintln(tw, "NAME\tROLE\tADDRESS\tZONE\tNETNS\tPID")
+	fmt.Fprintln(tw, "NAME\tROLE\tADDRESS\tZONE\tRUNS IN\tPID")
 	for _, n := range st.Nodes {
 		zone := n.Zone
 		if zone == "" {
 			zone = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\n", n.Name, n.Role, n.Address, zone, n.Netns, n.PID)
+		where := "netns " + n.Netns
+		if st.Provisioner == cluster.ProvisionerQEMU {
+			where = "qemu VM, tap " + n.Veth
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\n", n.Name, n.Role, n.Address, zone, where, n.PID)
 	}
 	tw.Flush()
 }
