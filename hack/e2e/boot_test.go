@@ -10,11 +10,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ballast-os/ballast/hack/qemuvm"
 )
 
 // The boot tests run the OS artifacts of `make images` (hack/build-os.sh) in
@@ -45,58 +46,27 @@ func outDir(t *testing.T) string {
 	return abs
 }
 
-// vm is one qemu process.
+// vm is one qemu process of a test.
 type vm struct {
-	t       *testing.T
-	port    int // host port forwarded to the guest's 50000
-	cmd     *exec.Cmd
-	console *syncBuffer
-	done    chan struct{}
-	exitErr error
+	*qemuvm.VM
+	t *testing.T
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// bootVM starts qemu (TCG, 2 GiB, 2 vCPUs, virtio NIC on slirp) with the
-// extra arguments; netdev adds options to the user network. The VM is
-// killed (by PID) when the test ends and its console is logged on failure.
+// bootVM starts qemu (qemuvm) with the extra arguments; netdev adds options
+// to the user network. The VM is killed (by PID) when the test ends and its
+// console is logged on failure.
 func bootVM(t *testing.T, netdev string, args ...string) *vm {
 	t.Helper()
 	requireRoot(t)
-	qemu, err := exec.LookPath("qemu-system-x86_64")
+	q, err := qemuvm.Start(netdev, args...)
 	if err != nil {
-		t.Fatalf("qemu is not installed (hack/install-deps.sh qemu): %v", err)
+		t.Fatal(err)
 	}
-	v := &vm{t: t, port: freePort(t), console: &syncBuffer{}, done: make(chan struct{})}
-	nd := fmt.Sprintf("user,id=n0,hostfwd=tcp:127.0.0.1:%d-:50000", v.port)
-	if netdev != "" {
-		nd += "," + netdev
-	}
-	full := append([]string{"-accel", "tcg", "-m", "2048", "-smp", "2", "-display", "none", "-serial", "stdio", "-monitor", "none",
-		"-netdev", nd, "-device", "virtio-net-pci,netdev=n0"}, args...)
-	v.cmd = exec.Command(qemu, full...)
-	v.cmd.Stdout, v.cmd.Stderr = v.console, v.console
-	if err := v.cmd.Start(); err != nil {
-		t.Fatalf("start qemu: %v", err)
-	}
-	go func() { v.exitErr = v.cmd.Wait(); close(v.done) }()
+	v := &vm{VM: q, t: t}
 	t.Cleanup(func() {
-		select {
-		case <-v.done:
-		default:
-			_ = v.cmd.Process.Kill()
-			<-v.done
-		}
+		q.Kill()
 		if t.Failed() {
-			t.Logf("console of the VM:\n%s", tail(v.console.String(), 150))
+			t.Logf("console of the VM:\n%s", tail(q.Console(), 150))
 		}
 	})
 	return v
@@ -111,40 +81,21 @@ func tail(s string, n int) string {
 }
 
 // node is the VM's machine API address for nodectl.
-func (v *vm) node() string { return "127.0.0.1:" + strconv.Itoa(v.port) }
+func (v *vm) node() string { return v.Node() }
 
-// waitConsole waits for a console line matching re (after the first skip
-// matches) and returns its submatches.
 func (v *vm) waitConsole(re *regexp.Regexp, skip int, timeout time.Duration) []string {
 	v.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		if m := re.FindAllStringSubmatch(v.console.String(), -1); len(m) > skip {
-			return m[skip]
-		}
-		select {
-		case <-v.done:
-			v.t.Fatalf("qemu exited (%v) before the console showed %q", v.exitErr, re)
-		default:
-		}
-		if time.Now().After(deadline) {
-			v.t.Fatalf("timed out after %s waiting for the console to show %q", timeout, re)
-		}
-		time.Sleep(200 * time.Millisecond)
+	m, err := v.WaitConsole(re, skip, timeout)
+	if err != nil {
+		v.t.Fatal(err)
 	}
+	return m
 }
 
-// waitExit waits for qemu to exit by itself (the guest powered off, or
-// rebooted under -no-reboot).
 func (v *vm) waitExit(timeout time.Duration) {
 	v.t.Helper()
-	select {
-	case <-v.done:
-		if v.exitErr != nil {
-			v.t.Fatalf("qemu exited with %v", v.exitErr)
-		}
-	case <-time.After(timeout):
-		v.t.Fatalf("the VM did not end within %s", timeout)
+	if err := v.Wait(timeout); err != nil {
+		v.t.Fatalf("the VM did not end cleanly: %v", err)
 	}
 }
 
@@ -152,7 +103,7 @@ func (v *vm) waitExit(timeout time.Duration) {
 // ending the machine the way asked, and no kernel panic.
 func (v *vm) checkCleanEnd(what string, unmounted ...string) {
 	v.t.Helper()
-	c := v.console.String()
+	c := v.Console()
 	for _, want := range append([]string{"init: " + what + ": stopping every process", "init: " + what + " now"}, unmounted...) {
 		if !strings.Contains(c, want) {
 			v.t.Errorf("console lacks %q", want)
@@ -211,7 +162,7 @@ func TestBootPXE(t *testing.T) {
 	})
 	mustNodectl(t, "--nodeconfig", nc, "-n", v.node(), "etcd", "status")
 	r = mustNodectl(t, "--nodeconfig", nc, "-n", v.node(), "dmesg")
-	for _, want := range []string{"] Run /init as init process", "] init: ballast init starting", "] init: kernel modules: "} {
+	for _, want := range []string{"] Run /init as init process", "] init: kernel modules: ", "] machined: "} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("nodectl dmesg lacks %q", want)
 		}
@@ -233,7 +184,7 @@ func TestBootISO(t *testing.T) {
 	if !strings.Contains(r.stdout+r.stderr, "dry run") {
 		t.Fatalf("apply-config --dry-run in maintenance mode: %s", r)
 	}
-	if !strings.Contains(v.console.String(), "init: STATE: no partition named STATE, kept in RAM") {
+	if !strings.Contains(v.Console(), "init: STATE: no partition named STATE, kept in RAM") {
 		t.Errorf("a live ISO should keep STATE in RAM")
 	}
 }

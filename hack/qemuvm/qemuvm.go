@@ -1,0 +1,154 @@
+// Package qemuvm runs the OS artifacts in qemu for the boot tests and the
+// boot benchmark: TCG (KVM is not usable on the build machines), 2 vCPUs,
+// a virtio NIC on slirp user networking with the machine API (50000) and
+// metrics (50001) forwarded to free ports of 127.0.0.1, the serial console
+// captured.
+package qemuvm
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// VM is one qemu process.
+type VM struct {
+	// APIPort and MetricsPort are the host ports forwarded to the guest's
+	// 50000 and 50001.
+	APIPort, MetricsPort int
+	// Started is when qemu was started.
+	Started time.Time
+
+	cmd     *exec.Cmd
+	console *buffer
+	done    chan struct{}
+	exitErr error
+}
+
+type buffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// FreePort returns a TCP port of 127.0.0.1 nobody listens on.
+func FreePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Start boots qemu with args after the common ones; netdev adds options to
+// the user network (tftp=, bootfile=).
+func Start(netdev string, args ...string) (*VM, error) {
+	qemu, err := exec.LookPath("qemu-system-x86_64")
+	if err != nil {
+		return nil, fmt.Errorf("qemu is not installed (hack/install-deps.sh qemu): %w", err)
+	}
+	v := &VM{console: &buffer{}, done: make(chan struct{})}
+	if v.APIPort, err = FreePort(); err != nil {
+		return nil, err
+	}
+	if v.MetricsPort, err = FreePort(); err != nil {
+		return nil, err
+	}
+	nd := fmt.Sprintf("user,id=n0,hostfwd=tcp:127.0.0.1:%d-:50000,hostfwd=tcp:127.0.0.1:%d-:50001", v.APIPort, v.MetricsPort)
+	if netdev != "" {
+		nd += "," + netdev
+	}
+	full := append([]string{"-accel", "tcg", "-m", "2048", "-smp", "2", "-display", "none", "-serial", "stdio", "-monitor", "none",
+		"-netdev", nd, "-device", "virtio-net-pci,netdev=n0"}, args...)
+	v.cmd = exec.Command(qemu, full...)
+	v.cmd.Stdout, v.cmd.Stderr = v.console, v.console
+	v.Started = time.Now()
+	if err := v.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start qemu: %w", err)
+	}
+	go func() { v.exitErr = v.cmd.Wait(); close(v.done) }()
+	return v, nil
+}
+
+// Node is the machine API's forwarded address for nodectl.
+func (v *VM) Node() string { return "127.0.0.1:" + strconv.Itoa(v.APIPort) }
+
+// Console is everything the serial console printed so far.
+func (v *VM) Console() string { return v.console.String() }
+
+// WaitConsole waits for the (skip+1)th console match of re and returns its
+// submatches.
+func (v *VM) WaitConsole(re *regexp.Regexp, skip int, timeout time.Duration) ([]string, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		if m := re.FindAllStringSubmatch(v.console.String(), -1); len(m) > skip {
+			return m[skip], nil
+		}
+		select {
+		case <-v.done:
+			return nil, fmt.Errorf("qemu exited (%v) before the console showed %q", v.exitErr, re)
+		default:
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("timed out after %s waiting for the console to show %q", timeout, re)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Wait waits for qemu to exit by itself (the guest powered off, or rebooted
+// under -no-reboot).
+func (v *VM) Wait(timeout time.Duration) error {
+	select {
+	case <-v.done:
+		return v.exitErr
+	case <-time.After(timeout):
+		return errors.New("the VM did not end within " + timeout.String())
+	}
+}
+
+// Kill stops qemu (by its PID) if it still runs.
+func (v *VM) Kill() {
+	select {
+	case <-v.done:
+	default:
+		_ = v.cmd.Process.Kill()
+		<-v.done
+	}
+}
+
+var stampRE = regexp.MustCompile(`^\[\s*(\d+\.\d+)\]`)
+
+// KernelTime is the kernel timestamp ("[   12.345678] …", seconds since
+// boot) of the first console line containing what.
+func KernelTime(console, what string) (time.Duration, bool) {
+	for _, line := range strings.Split(console, "\n") {
+		if !strings.Contains(line, what) {
+			continue
+		}
+		if m := stampRE.FindStringSubmatch(strings.TrimSpace(line)); m != nil {
+			f, _ := strconv.ParseFloat(m[1], 64)
+			return time.Duration(f * float64(time.Second)), true
+		}
+	}
+	return 0, false
+}
