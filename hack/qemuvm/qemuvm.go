@@ -1,6 +1,8 @@
 // Package qemuvm runs the OS artifacts in qemu for the boot tests and the
 // boot benchmark: TCG (KVM is not usable on the build machines), 2 vCPUs,
-// a virtio NIC on slirp user networking with the machine API (50000) and
+// a virtio RNG (as clouds offer; the kernel's random pool is otherwise
+// seeded seconds late under TCG, and the API's key waits for it), a virtio
+// NIC on slirp user networking with the machine API (50000) and
 // metrics (50001) forwarded to free ports of 127.0.0.1, the serial console
 // captured.
 package qemuvm
@@ -78,7 +80,7 @@ func Start(netdev string, args ...string) (*VM, error) {
 		nd += "," + netdev
 	}
 	full := append([]string{"-accel", "tcg", "-m", "2048", "-smp", "2", "-display", "none", "-serial", "stdio", "-monitor", "none",
-		"-netdev", nd, "-device", "virtio-net-pci,netdev=n0"}, args...)
+		"-netdev", nd, "-device", "virtio-net-pci,netdev=n0", "-device", "virtio-rng-pci"}, args...)
 	v.cmd = exec.Command(qemu, full...)
 	v.cmd.Stdout, v.cmd.Stderr = v.console, v.console
 	v.Started = time.Now()

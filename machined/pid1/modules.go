@@ -3,18 +3,24 @@ package pid1
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/ballast-os/ballast/machined/kmod"
 )
 
-// baseModules are loaded on every machine whatever its hardware: the
-// filesystems of the disk image, the ISO and nocloud volumes, and what
-// containerd and the pod network use. Netfilter modules load on demand
-// through /sbin/modprobe (see Modprobe).
-var baseModules = []string{"ext4", "vfat", "nls_cp437", "nls_ascii", "isofs", "squashfs", "overlay", "bridge", "br_netfilter", "veth"}
+// bootModules are loaded before the agent starts whatever the hardware:
+// ext4 for STATE and EPHEMERAL.
+var bootModules = []string{"ext4"}
+
+// laterModules are loaded while the agent starts: the filesystems of ISO and
+// nocloud volumes, and what containerd and the pod network use. Netfilter
+// modules load on demand through /sbin/modprobe (see Modprobe).
+var laterModules = []string{"vfat", "nls_cp437", "nls_ascii", "isofs", "squashfs", "overlay", "bridge", "br_netfilter", "veth"}
 
 // modulesDir is /lib/modules/<running kernel>.
 func modulesDir() string {
@@ -25,18 +31,21 @@ func modulesDir() string {
 
 // loadModules loads the modules of every device (again while loading one
 // makes new devices appear, as a PCI virtio driver does for its virtio
-// devices), then the base modules.
-func loadModules(log *logger) {
+// devices) and bootModules, each device's driver in parallel (probing is
+// most of the time, and drivers probe independently; a module two chains
+// share is loaded once, the kernel making the second loader wait). It
+// returns the index for the later modules.
+func loadModules(log *logger) *kmod.Index {
 	ix, err := kmod.Open(modulesDir())
 	if err != nil {
 		log.Printf("kernel modules: %v; only built-in drivers are available", err)
-		return
+		return nil
 	}
-	total := 0
+	var total atomic.Int64
 	seen := map[string]bool{}
+	want := slices.Clone(bootModules)
 	for pass := 0; pass < 4; pass++ {
 		aliases, _ := kmod.DeviceAliases("/sys/devices")
-		var want []string
 		for _, a := range aliases {
 			for _, m := range ix.Match(a) {
 				if !seen[m] {
@@ -48,14 +57,32 @@ func loadModules(log *logger) {
 		if len(want) == 0 {
 			break
 		}
-		n := load(log, ix, want)
-		total += n
-		if n == 0 {
+		var wg sync.WaitGroup
+		var loaded atomic.Int64
+		for _, m := range want {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				loaded.Add(int64(load(log, ix, []string{m})))
+			}()
+		}
+		wg.Wait()
+		total.Add(loaded.Load())
+		if loaded.Load() == 0 {
 			break
 		}
+		want = nil
 	}
-	total += load(log, ix, baseModules)
-	log.Printf("kernel modules: %d loaded", total)
+	log.Printf("kernel modules: %d loaded for the devices", total.Load())
+	return ix
+}
+
+// loadLater loads laterModules (in the background, while the agent starts).
+func loadLater(log *logger, ix *kmod.Index) {
+	if ix == nil {
+		return
+	}
+	log.Printf("kernel modules: %d more loaded", load(log, ix, laterModules))
 }
 
 func load(log *logger, ix *kmod.Index, names []string) int {

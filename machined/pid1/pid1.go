@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ballast-os/ballast/machined/kmod"
 )
 
 // Exit codes the agent (the child) uses to tell PID 1 what to do.
@@ -43,19 +45,21 @@ func Main() {
 	console := openConsole()
 	log := newLogger(console)
 	log.Printf("ballast init starting (uptime %s)", uptime())
-	err := boot(log)
+	ix, err := boot(log)
 	if err != nil {
 		log.Printf("boot failed: %v; rebooting in %s", err, failureDelay)
 		time.Sleep(failureDelay)
 		finish(log, unix.LINUX_REBOOT_CMD_RESTART)
 	}
-	finish(log, supervise(log))
+	finish(log, supervise(log, func() { loadLater(log, ix) }))
 }
 
-// boot prepares the machine: pseudo filesystems, modules, disks, read-only root.
-func boot(log *logger) error {
+// boot prepares the machine: pseudo filesystems, the devices' modules,
+// disks, read-only root. It returns the module index for the modules loaded
+// later.
+func boot(log *logger) (*kmod.Index, error) {
 	if err := mountPseudo(); err != nil {
-		return err
+		return nil, err
 	}
 	log.attachKmsg()
 	// Ctrl-Alt-Del sends SIGINT to PID 1 instead of an immediate reset.
@@ -63,19 +67,20 @@ func boot(log *logger) error {
 	if err := os.WriteFile("/proc/sys/kernel/printk_devkmsg", []byte("on\n"), 0o644); err != nil {
 		log.Printf("kmsg rate limit left on: %v", err)
 	}
-	loadModules(log)
+	ix := loadModules(log)
 	if err := mountSystem(log); err != nil {
-		return err
+		return nil, err
 	}
 	if err := unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
 		log.Printf("root filesystem stays writable: %v", err)
 	}
-	return nil
+	return ix, nil
 }
 
-// supervise runs the agent and reaps orphans until the agent exits, and
-// returns the reboot(2) command the machine ends with.
-func supervise(log *logger) int {
+// supervise runs the agent (then, meanwhile, background) and reaps orphans
+// until the agent exits, and returns the reboot(2) command the machine ends
+// with.
+func supervise(log *logger, background func()) int {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, unix.SIGCHLD, unix.SIGINT, unix.SIGTERM, unix.SIGPWR)
 	cmd := exec.Command("/init", agentArgs()...)
@@ -88,6 +93,7 @@ func supervise(log *logger) int {
 		return unix.LINUX_REBOOT_CMD_RESTART
 	}
 	child := cmd.Process.Pid
+	go background()
 	wanted := -1 // reboot(2) command asked for by a signal
 	for sig := range sigs {
 		switch sig {

@@ -112,7 +112,7 @@ func startVM(ctx context.Context, st *State, node NodeState, artifacts string, m
 		"-append", "console=ttyS0,115200 panic=10 ballast.platform=metal ballast.kubernetes=false",
 		"-drive", "file=" + disk + ",if=virtio,format=qcow2",
 		"-netdev", "tap,id=n0,ifname=" + node.Veth + ",script=no,downscript=no",
-		"-device", "virtio-net-pci,netdev=n0,mac=" + nodeMAC(a),
+		"-device", "virtio-net-pci,netdev=n0,mac=" + nodeMAC(a), "-device", "virtio-rng-pci",
 		"-daemonize", "-pidfile", pidFile}
 	if out, err := exec.CommandContext(ctx, "qemu-system-x86_64", args...).CombinedOutput(); err != nil {
 		return 0, fmt.Errorf("start VM %s: %v: %s", node.Name, err, strings.TrimSpace(string(out)))
