@@ -174,6 +174,10 @@ build_disk() {
 	# the node's, journaled.
 	local ext4opts=(-q -F -t ext4 -E root_owner=0:0,hash_seed=${guid}01,lazy_itable_init=0,lazy_journal_init=0)
 	mkfs.ext4 "${ext4opts[@]}" -O ^has_journal -L BOOT-A -U ${guid}a1 -d "$d/boot" "$d/boot-a.img" 256M >/dev/null
+	# mkfs.ext4 -d copies the files' ctimes, which touch cannot set: pin them.
+	(cd "$d/boot" && find . -mindepth 1 | sed 's|^\.||') | while read -r f; do echo "sif $f ctime @$SOURCE_DATE_EPOCH"; done >"$d/ctimes"
+	echo "sif / ctime @$SOURCE_DATE_EPOCH" >>"$d/ctimes"
+	debugfs -w -f "$d/ctimes" "$d/boot-a.img" >/dev/null 2>&1
 	mkfs.ext4 "${ext4opts[@]}" -L STATE -U ${guid}a5 "$d/state.img" 100M >/dev/null
 	mkfs.ext4 "${ext4opts[@]}" -L EPHEMERAL -U ${guid}a6 "$d/ephemeral.img" $((DISK_SIZE - 680))M >/dev/null
 
