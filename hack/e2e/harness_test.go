@@ -17,10 +17,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ballast-os/ballast/hack/qemuvm"
 )
 
 var binDir string
@@ -61,22 +62,8 @@ type machined struct {
 	exitErr  error
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer captures a process's output while a test reads it.
+type syncBuffer = qemuvm.Buffer
 
 // startMachined starts machined in container mode and waits for its API port.
 // The process is killed by PID when the test ends.

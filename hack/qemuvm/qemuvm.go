@@ -29,23 +29,26 @@ type VM struct {
 	Started time.Time
 
 	cmd     *exec.Cmd
-	console *buffer
+	console *Buffer
 	done    chan struct{}
 	exitErr error
 }
 
-type buffer struct {
+// Buffer is an output buffer safe for a process writing and a test reading.
+type Buffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *buffer) Write(p []byte) (int, error) {
+// Write appends p.
+func (b *Buffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *buffer) String() string {
+// String is everything written so far.
+func (b *Buffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
@@ -68,7 +71,7 @@ func Start(netdev string, args ...string) (*VM, error) {
 	if err != nil {
 		return nil, fmt.Errorf("qemu is not installed (hack/install-deps.sh qemu): %w", err)
 	}
-	v := &VM{console: &buffer{}, done: make(chan struct{})}
+	v := &VM{console: &Buffer{}, done: make(chan struct{})}
 	if v.APIPort, err = FreePort(); err != nil {
 		return nil, err
 	}

@@ -159,17 +159,9 @@ func newLogsCmd(g *globals) *cobra.Command {
   nodectl -n 10.5.0.2 logs metrics -f`,
 		Args: exactArgs(1, "ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			results, err := fanOut(cmd, g, func(ctx context.Context, c *client.Client) (struct{}, error) {
-				stream, err := c.Logs(ctx, &machine.LogsRequest{Id: args[0], Follow: follow, TailLines: tail})
-				if err != nil {
-					return struct{}{}, err
-				}
-				return struct{}{}, printLines(ctx, g, c.Address, stream.Recv)
+			return streamLines(cmd, g, func(ctx context.Context, c *client.Client) (lineStream, error) {
+				return c.Logs(ctx, &machine.LogsRequest{Id: args[0], Follow: follow, TailLines: tail})
 			})
-			if err != nil {
-				return err
-			}
-			return reportErrors(g, results)
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep streaming new lines")
@@ -186,29 +178,40 @@ func newDmesgCmd(g *globals) *cobra.Command {
   nodectl -n 10.5.0.2 dmesg -f`,
 		Args: exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			results, err := fanOut(cmd, g, func(ctx context.Context, c *client.Client) (struct{}, error) {
-				stream, err := c.Dmesg(ctx, &machine.DmesgRequest{Follow: follow})
-				if err != nil {
-					return struct{}{}, err
-				}
-				return struct{}{}, printLines(ctx, g, c.Address, stream.Recv)
+			return streamLines(cmd, g, func(ctx context.Context, c *client.Client) (lineStream, error) {
+				return c.Dmesg(ctx, &machine.DmesgRequest{Follow: follow})
 			})
-			if err != nil {
-				return err
-			}
-			return reportErrors(g, results)
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep streaming new kernel messages")
 	return cmd
 }
 
-// printLines prints a stream of lines until it ends (or, while following,
-// until the command is interrupted), prefixed by the node when several are
-// asked.
-func printLines(ctx context.Context, g *globals, node string, recv func() (*machine.LogLine, error)) error {
+// lineStream is a server stream of log lines (Logs, Dmesg).
+type lineStream interface {
+	Recv() (*machine.LogLine, error)
+}
+
+// streamLines opens a stream on every node and prints its lines until it
+// ends (or, while following, until the command is interrupted), prefixed by
+// the node when several are asked.
+func streamLines(cmd *cobra.Command, g *globals, open func(context.Context, *client.Client) (lineStream, error)) error {
+	results, err := fanOut(cmd, g, func(ctx context.Context, c *client.Client) (struct{}, error) {
+		stream, err := open(ctx, c)
+		if err != nil {
+			return struct{}{}, err
+		}
+		return struct{}{}, printLines(ctx, g, c.Address, stream)
+	})
+	if err != nil {
+		return err
+	}
+	return reportErrors(g, results)
+}
+
+func printLines(ctx context.Context, g *globals, node string, stream lineStream) error {
 	for {
-		line, err := recv()
+		line, err := stream.Recv()
 		if err == io.EOF {
 			return nil
 		}
