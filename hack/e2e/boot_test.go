@@ -143,23 +143,7 @@ func TestBootPXE(t *testing.T) {
 	if r := mustNodectl(t, "--nodeconfig", nc, "-n", v.node(), "get", "leases"); !strings.Contains(r.stdout, "10.0.2.2") {
 		t.Errorf("get leases does not name slirp's DHCP server 10.0.2.2:\n%s", r.stdout)
 	}
-	waitFor(t, "bootstrap", time.Minute, func() error {
-		r, err := runNodectl(nc, "-n", v.node(), "bootstrap")
-		if err == nil && r.code != 0 {
-			err = errors.New(r.String())
-		}
-		return err
-	})
-	waitFor(t, "a started etcd member", 2*time.Minute, func() error {
-		r, err := runNodectl(nc, "-n", v.node(), "etcd", "members")
-		if err != nil {
-			return err
-		}
-		if r.code != 0 || !regexp.MustCompile(`pxe1\s+https://10\.0\.2\.15:2380\s+https://10\.0\.2\.15:2379\s+false\s+true`).MatchString(r.stdout) {
-			return fmt.Errorf("etcd members: %s", r)
-		}
-		return nil
-	})
+	bootstrapAndWaitEtcd(t, nc, v.node(), "pxe1")
 	mustNodectl(t, "--nodeconfig", nc, "-n", v.node(), "etcd", "status")
 	r = mustNodectl(t, "--nodeconfig", nc, "-n", v.node(), "dmesg")
 	for _, want := range []string{"] Run /init as init process", "] init: kernel modules: ", "] machined: "} {
@@ -238,17 +222,15 @@ func TestBootCloudDisk(t *testing.T) {
 		return err
 	})
 
+	bootstrapAndWaitEtcd(t, nc, v.node(), "disk1")
+
 	mustNodectl(t, "--nodeconfig", nc, "-n", v.node(), "reboot")
 	v.waitConsole(regexp.MustCompile(`init: reboot now`), 0, 2*time.Minute)
 	v.checkCleanEnd("reboot", "init: unmounted /system/state", "init: unmounted /system/var")
 	v.waitConsole(regexp.MustCompile(`msg="machine config loaded" type=controlplane`), 0, bootTimeout)
-	waitFor(t, "the API with mTLS after the reboot", time.Minute, func() error {
-		r, err := runNodectl(nc, "-n", v.node(), "version")
-		if err == nil && r.code != 0 {
-			err = errors.New(r.String())
-		}
-		return err
-	})
+	// etcd's data is on EPHEMERAL: the member comes back, at the address
+	// DHCP gives after the config was read from STATE.
+	waitEtcdMember(t, nc, v.node(), "disk1")
 
 	mustNodectl(t, "--nodeconfig", nc, "-n", v.node(), "shutdown")
 	v.waitExit(2 * time.Minute)
@@ -332,4 +314,34 @@ func TestClusterQEMU(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(c.root, c.name)); !os.IsNotExist(err) {
 		t.Fatalf("cluster directory left after destroy: %v", err)
 	}
+}
+
+// bootstrapAndWaitEtcd bootstraps etcd on the VM and waits for its member.
+func bootstrapAndWaitEtcd(t *testing.T, nc, node, name string) {
+	t.Helper()
+	waitFor(t, "bootstrap", time.Minute, func() error {
+		r, err := runNodectl(nc, "-n", node, "bootstrap")
+		if err == nil && r.code != 0 {
+			err = errors.New(r.String())
+		}
+		return err
+	})
+	waitEtcdMember(t, nc, node, name)
+}
+
+// waitEtcdMember waits until the VM's etcd lists itself started and voting
+// at slirp's guest address.
+func waitEtcdMember(t *testing.T, nc, node, name string) {
+	t.Helper()
+	want := regexp.MustCompile(name + `\s+https://10\.0\.2\.15:2380\s+https://10\.0\.2\.15:2379\s+false\s+true`)
+	waitFor(t, "a started etcd member at 10.0.2.15", 2*time.Minute, func() error {
+		r, err := runNodectl(nc, "-n", node, "etcd", "members")
+		if err != nil {
+			return err
+		}
+		if r.code != 0 || !want.MatchString(r.stdout) {
+			return fmt.Errorf("etcd members: %s", r)
+		}
+		return nil
+	})
 }

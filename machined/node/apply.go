@@ -133,7 +133,7 @@ func (n *Node) applyFirst(cfg *config.Config, req *machine.ApplyConfigurationReq
 	n.creds.SetConfigured(cert, pool)
 	n.setActive(cfg, req.GetData())
 	close(n.configured)
-	if err := n.addRoleServices(cfg); err != nil {
+	if err := n.startRoleServices(cfg); err != nil {
 		n.log.Error("cannot start the role's services", "error", err)
 	}
 	n.log.Info("machine config applied; left maintenance mode, the API now requires mTLS", "type", cfg.Machine.Type, "cluster", cfg.Cluster.Name)

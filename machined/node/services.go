@@ -88,7 +88,7 @@ func (n *Node) registerServices() error {
 		}
 	}
 	if cfg, _ := n.Config(); cfg != nil {
-		return n.addRoleServices(cfg)
+		return n.startRoleServices(cfg)
 	}
 	return nil
 }

@@ -24,6 +24,30 @@ const (
 	vipService      = "vip"
 )
 
+// startRoleServices adds the role's services. On metal it first waits for
+// the machine to have an address (DHCP comes after the config is read from
+// STATE or a nocloud volume): etcd, the VIP and the Kubernetes components
+// are named and advertised by it, and 127.0.0.1 would be wrong for good.
+func (n *Node) startRoleServices(cfg *config.Config) error {
+	if n.opts.Mode != ModeMetal || n.advertiseIP(cfg) != loopbackIP {
+		return n.addRoleServices(cfg)
+	}
+	go func() {
+		n.log.Info("waiting for an address before starting the role's services")
+		for n.advertiseIP(cfg) == loopbackIP {
+			time.Sleep(200 * time.Millisecond)
+		}
+		n.log.Info("starting the role's services", "address", n.advertiseIP(cfg))
+		if err := n.addRoleServices(cfg); err != nil {
+			n.log.Error("cannot start the role's services", "error", err)
+		}
+	}()
+	return nil
+}
+
+// loopbackIP is advertiseIP's answer when the node has no address at all.
+const loopbackIP = "127.0.0.1"
+
 // addRoleServices registers the services of the node's role once it has a
 // config: etcd on control planes, the certificate fetcher on workers.
 func (n *Node) addRoleServices(cfg *config.Config) error {
@@ -154,7 +178,7 @@ func (n *Node) advertiseIP(cfg *config.Config) string {
 			}
 		}
 	}
-	return "127.0.0.1"
+	return loopbackIP
 }
 
 // Etcd implements server.Machine.
