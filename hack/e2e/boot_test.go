@@ -157,20 +157,56 @@ func TestBootPXE(t *testing.T) {
 	v.checkCleanEnd("power off", "init: unmounted /system")
 }
 
-// TestBootISO is boot path (b): the live ISO boots (SeaBIOS, El Torito) and
-// serves maintenance mode, which takes a config (dry run here).
+// ovmf returns the qemu arguments of UEFI firmware (OVMF, with a fresh copy
+// of its variable store).
+func ovmf(t *testing.T) []string {
+	t.Helper()
+	vars := filepath.Join(t.TempDir(), "OVMF_VARS.fd")
+	if b, err := exec.Command("cp", "/usr/share/OVMF/OVMF_VARS_4M.fd", vars).CombinedOutput(); err != nil {
+		t.Fatalf("OVMF (hack/install-deps.sh qemu): %v: %s", err, b)
+	}
+	return []string{"-drive", "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+		"-drive", "if=pflash,format=raw,file=" + vars}
+}
+
+// TestBootISO is boot path (b): the live ISO boots with SeaBIOS (El Torito)
+// and with OVMF (UEFI) and serves maintenance mode, which takes a config
+// (dry run here).
 func TestBootISO(t *testing.T) {
 	out := outDir(t)
-	v := bootVM(t, "", "-cdrom", filepath.Join(out, "ballast.iso"), "-boot", "d", "-no-reboot")
-	m := v.waitConsole(applyLineRE, 0, bootTimeout)
-	dir := vmConfig(t, "iso1")
-	r := mustNodectl(t, "apply-config", "--insecure", "--dry-run", "-n", v.node(), "--cert-fingerprint", m[2], "--file", filepath.Join(dir, "controlplane.yaml"))
-	if !strings.Contains(r.stdout+r.stderr, "dry run") {
-		t.Fatalf("apply-config --dry-run in maintenance mode: %s", r)
+	for _, fw := range []string{"bios", "uefi"} {
+		t.Run(fw, func(t *testing.T) {
+			args := []string{"-cdrom", filepath.Join(out, "ballast.iso"), "-boot", "d", "-no-reboot"}
+			if fw == "uefi" {
+				args = append(ovmf(t), args...)
+			}
+			v := bootVM(t, "", args...)
+			m := v.waitConsole(applyLineRE, 0, bootTimeout)
+			dir := vmConfig(t, "iso1")
+			r := mustNodectl(t, "apply-config", "--insecure", "--dry-run", "-n", v.node(), "--cert-fingerprint", m[2], "--file", filepath.Join(dir, "controlplane.yaml"))
+			if !strings.Contains(r.stdout+r.stderr, "dry run") {
+				t.Fatalf("apply-config --dry-run in maintenance mode: %s", r)
+			}
+			if !strings.Contains(v.Console(), "init: STATE: no partition named STATE, kept in RAM") {
+				t.Errorf("a live ISO should keep STATE in RAM")
+			}
+		})
 	}
-	if !strings.Contains(v.Console(), "init: STATE: no partition named STATE, kept in RAM") {
-		t.Errorf("a live ISO should keep STATE in RAM")
+}
+
+// TestBootCloudDiskBIOS boots the cloud disk with SeaBIOS (GRUB's boot.img
+// and core.img written by hand): the disk's STATE is mounted and, without a
+// seed volume, the node serves maintenance mode.
+func TestBootCloudDiskBIOS(t *testing.T) {
+	out := outDir(t)
+	disk := filepath.Join(t.TempDir(), "disk.qcow2")
+	if b, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", filepath.Join(out, "disk.qcow2"), disk).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img create: %v: %s", err, b)
 	}
+	v := bootVM(t, "", "-drive", "file="+disk+",if=virtio,format=qcow2", "-no-reboot")
+	v.waitConsole(regexp.MustCompile(`init: STATE: /dev/vda5 mounted on /system/state`), 0, bootTimeout)
+	v.waitConsole(regexp.MustCompile(`boot config: staying in maintenance mode.*no volume with that label`), 0, time.Minute)
+	v.waitConsole(applyLineRE, 0, time.Minute)
 }
 
 // TestBootCloudDisk is boot path (c) and (e): the GPT cloud disk (qcow2,
@@ -202,15 +238,9 @@ func TestBootCloudDisk(t *testing.T) {
 	if b, err := exec.Command("xorriso", "-as", "mkisofs", "-quiet", "-V", "cidata", "-J", "-r", "-o", iso, seed).CombinedOutput(); err != nil {
 		t.Fatalf("xorriso: %v: %s", err, b)
 	}
-	vars := filepath.Join(tmp, "OVMF_VARS.fd")
-	if b, err := exec.Command("cp", "/usr/share/OVMF/OVMF_VARS_4M.fd", vars).CombinedOutput(); err != nil {
-		t.Fatalf("OVMF (hack/install-deps.sh qemu): %v: %s", err, b)
-	}
-	v := bootVM(t, "",
-		"-drive", "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
-		"-drive", "if=pflash,format=raw,file="+vars,
+	v := bootVM(t, "", append(ovmf(t),
 		"-drive", "file="+disk+",if=virtio,format=qcow2",
-		"-drive", "file="+iso+",if=virtio,format=raw,readonly=on")
+		"-drive", "file="+iso+",if=virtio,format=raw,readonly=on")...)
 	v.waitConsole(regexp.MustCompile(`init: STATE: /dev/vda5 mounted on /system/state`), 0, bootTimeout)
 	v.waitConsole(regexp.MustCompile(`machine config applied; left maintenance mode`), 0, bootTimeout)
 	nc := filepath.Join(dir, "nodeconfig")
