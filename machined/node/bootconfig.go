@@ -41,8 +41,8 @@ func (n *Node) runBootConfig(ctx context.Context, out io.Writer) error {
 		return nil
 	}
 	for attempt := 0; ; attempt++ {
-		err := n.applyBootConfig(ctx, src)
-		if err == nil {
+		applied, err := n.applyBootConfig(ctx, src)
+		if applied {
 			fmt.Fprintf(out, "config from %s applied\n", src)
 			return nil
 		}
@@ -64,16 +64,28 @@ func (n *Node) runBootConfig(ctx context.Context, out io.Writer) error {
 	}
 }
 
-func (n *Node) applyBootConfig(ctx context.Context, src platform.Source) error {
+// applyBootConfig reads the source once and applies its config if the node
+// is still in maintenance mode.
+func (n *Node) applyBootConfig(ctx context.Context, src platform.Source) (bool, error) {
 	data, err := src.Read(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
-	if _, err := config.Load(data); err != nil {
-		return fmt.Errorf("config from %s is invalid: %w", src, err)
+	cfg, err := config.Load(data)
+	if err != nil {
+		return false, fmt.Errorf("config from %s is invalid: %w", src, err)
 	}
-	_, err = n.ApplyConfiguration(ctx, &machine.ApplyConfigurationRequest{Data: data, Mode: machine.ApplyMode_AUTO})
-	return err
+	// Under the apply lock, and only in maintenance mode: a config applied
+	// through the API meanwhile wins over the boot config.
+	n.applyMu.Lock()
+	defer n.applyMu.Unlock()
+	if !n.creds.Maintenance() {
+		return false, nil
+	}
+	if _, err := n.applyFirst(cfg, &machine.ApplyConfigurationRequest{Data: data, Mode: machine.ApplyMode_AUTO}, &machine.ApplyConfigurationResponse{}); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // announceAddress prints the apply-config line again with the machine's
