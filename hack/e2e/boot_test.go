@@ -145,6 +145,9 @@ func TestBootPXE(t *testing.T) {
 	}
 	bootstrapAndWaitEtcd(t, nc, v.node(), "pxe1")
 	mustNodectl(t, "--nodeconfig", nc, "-n", v.node(), "etcd", "status")
+	if !strings.Contains(v.Console(), "init: root filesystem read-only") {
+		t.Errorf("the console does not show the root filesystem remounted read-only")
+	}
 	r = mustNodectl(t, "--nodeconfig", nc, "-n", v.node(), "dmesg")
 	for _, want := range []string{"] Run /init as init process", "] init: kernel modules: ", "] machined: "} {
 		if !strings.Contains(r.stdout, want) {

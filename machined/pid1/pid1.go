@@ -73,6 +73,8 @@ func boot(log *logger) (*kmod.Index, error) {
 	}
 	if err := unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
 		log.Printf("root filesystem stays writable: %v", err)
+	} else {
+		log.Printf("root filesystem read-only; writable: %s, /run, /tmp", Root)
 	}
 	return ix, nil
 }
