@@ -8,8 +8,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/ballast-os/ballast/api/machine"
 	"github.com/ballast-os/ballast/machined/platform"
 	"github.com/ballast-os/ballast/pkg/config"
@@ -92,7 +90,7 @@ func (n *Node) applyBootConfig(ctx context.Context, src platform.Source) (bool, 
 // first global address once it has one (DHCP comes after the API listens).
 func (n *Node) announceAddress(ctx context.Context) {
 	for {
-		if ip := firstGlobalIPv4(); ip != "" {
+		if ip := globalAddress(); ip != "" {
 			n.printApplyLine(ip)
 			return
 		}
@@ -104,17 +102,4 @@ func (n *Node) announceAddress(ctx context.Context) {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
-}
-
-func firstGlobalIPv4() string {
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
-	if err != nil {
-		return ""
-	}
-	for _, a := range addrs {
-		if a.IP.IsGlobalUnicast() {
-			return a.IP.String()
-		}
-	}
-	return ""
 }

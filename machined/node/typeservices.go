@@ -171,14 +171,34 @@ func (n *Node) advertiseIP(cfg *config.Config) string {
 			return strings.SplitN(a, "/", 2)[0]
 		}
 	}
-	if addrs, err := net.InterfaceAddrs(); err == nil {
-		for _, a := range addrs {
-			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.IsGlobalUnicast() {
-				return ipn.IP.String()
-			}
-		}
+	if ip := globalAddress(); ip != "" {
+		return ip
 	}
 	return loopbackIP
+}
+
+// globalAddress is the machine's first global unicast IPv4 address, else
+// its first global IPv6 one ("" for none): a router's SLAAC address may come
+// before the DHCP lease.
+func globalAddress() string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return ""
+	}
+	v6 := ""
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok || !ipn.IP.IsGlobalUnicast() {
+			continue
+		}
+		if ipn.IP.To4() != nil {
+			return ipn.IP.String()
+		}
+		if v6 == "" {
+			v6 = ipn.IP.String()
+		}
+	}
+	return v6
 }
 
 // Etcd implements server.Machine.

@@ -43,9 +43,6 @@ func (l *logger) Printf(format string, args ...any) {
 	_, _ = l.prefixed("init: ").Write([]byte(fmt.Sprintf(format, args...) + "\n"))
 }
 
-// Write logs p as init's.
-func (l *logger) Write(p []byte) (int, error) { return l.prefixed("init: ").Write(p) }
-
 // out is the agent's stdout and stderr: every line goes to the kernel log
 // as "machined: ...".
 func (l *logger) out() io.Writer { return l.prefixed("machined: ") }

@@ -41,7 +41,7 @@ func loadModules(log *logger) *kmod.Index {
 		log.Printf("kernel modules: %v; only built-in drivers are available", err)
 		return nil
 	}
-	var total atomic.Int64
+	total := 0
 	seen := map[string]bool{}
 	want := slices.Clone(bootModules)
 	for pass := 0; pass < 4; pass++ {
@@ -67,13 +67,13 @@ func loadModules(log *logger) *kmod.Index {
 			}()
 		}
 		wg.Wait()
-		total.Add(loaded.Load())
+		total += int(loaded.Load())
 		if loaded.Load() == 0 {
 			break
 		}
 		want = nil
 	}
-	log.Printf("kernel modules: %d loaded for the devices", total.Load())
+	log.Printf("kernel modules: %d loaded for the devices", total)
 	return ix
 }
 

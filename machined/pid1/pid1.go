@@ -14,16 +14,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"os/signal"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/ballast-os/ballast/machined/kmod"
+	"github.com/ballast-os/ballast/machined/platform"
 )
 
 // Exit codes the agent (the child) uses to tell PID 1 what to do.
@@ -87,7 +86,8 @@ func supervise(log *logger, background func()) int {
 	signal.Notify(sigs, unix.SIGCHLD, unix.SIGINT, unix.SIGTERM, unix.SIGPWR)
 	cmd := exec.Command("/init", agentArgs()...)
 	cmd.Env = []string{"PATH=/usr/bin:/usr/sbin:/bin:/sbin", "HOME=/system/state", "BALLAST_PID1=1"}
-	cmd.Stdout, cmd.Stderr = log.out(), log.out()
+	out := log.out()
+	cmd.Stdout, cmd.Stderr = out, out // one pipe for both
 	cmd.SysProcAttr = &unix.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		log.Printf("cannot start the agent: %v; rebooting in %s", err, failureDelay)
@@ -148,29 +148,13 @@ func agentExited(log *logger, ws unix.WaitStatus, wanted int) int {
 func agentArgs() []string {
 	args := []string{"--mode", "metal", "--state-dir", Root}
 	data, _ := os.ReadFile("/proc/cmdline")
-	if v, ok := CmdlineValue(string(data), "ballast.kubernetes"); ok {
+	if v, ok := platform.ParseCmdline(string(data))[platform.ArgKubernetes]; ok {
+		if v == "" {
+			v = "true" // a bare flag
+		}
 		args = append(args, "--kubernetes="+v)
 	}
 	return args
-}
-
-// CmdlineValue returns the value of key=value on a kernel command line (the
-// last one wins, as in the kernel); a bare key has the value "true".
-func CmdlineValue(cmdline, key string) (string, bool) {
-	var val string
-	var found bool
-	for _, f := range strings.Fields(cmdline) {
-		k, v, hasValue := strings.Cut(f, "=")
-		if k != key {
-			continue
-		}
-		found = true
-		val = v
-		if !hasValue {
-			val = "true"
-		}
-	}
-	return val, found
 }
 
 // finish stops every process, syncs, unmounts and ends the machine with the
@@ -220,5 +204,3 @@ func uptime() string {
 	}
 	return time.Duration(ts.Nano()).Round(time.Millisecond).String()
 }
-
-var _ io.Writer = (*logger)(nil)

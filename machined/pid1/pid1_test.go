@@ -6,25 +6,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func TestCmdlineValue(t *testing.T) {
-	tests := []struct {
-		cmdline, key, want string
-		found              bool
-	}{
-		{"console=ttyS0 ballast.kubernetes=false", "ballast.kubernetes", "false", true},
-		{"ballast.kubernetes", "ballast.kubernetes", "true", true},
-		{"ballast.kubernetes=0 ballast.kubernetes=1", "ballast.kubernetes", "1", true},
-		{"ballast.kubernetesx=0", "ballast.kubernetes", "", false},
-		{"", "ballast.kubernetes", "", false},
-	}
-	for _, tt := range tests {
-		got, found := CmdlineValue(tt.cmdline, tt.key)
-		if got != tt.want || found != tt.found {
-			t.Errorf("CmdlineValue(%q, %q) = %q, %v; want %q, %v", tt.cmdline, tt.key, got, found, tt.want, tt.found)
-		}
-	}
-}
-
 func TestAgentExited(t *testing.T) {
 	log := newLogger(discard{})
 	// WaitStatus encoding: exit code in bits 8-15, signal in 0-6.

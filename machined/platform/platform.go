@@ -20,6 +20,8 @@ import (
 const (
 	ArgConfig   = "ballast.config"
 	ArgPlatform = "ballast.platform"
+	// ArgKubernetes=false runs the agent and etcd only (--kubernetes=false).
+	ArgKubernetes = "ballast.kubernetes"
 )
 
 // Platforms.
@@ -52,7 +54,7 @@ func (s Source) String() string {
 
 // FromCmdline returns the config source the kernel command line names.
 func FromCmdline(cmdline string) (Source, error) {
-	args := parseCmdline(cmdline)
+	args := ParseCmdline(cmdline)
 	if u, ok := args[ArgConfig]; ok {
 		if err := checkURL(u); err != nil {
 			return Source{}, fmt.Errorf("%s: %w", ArgConfig, err)
@@ -82,8 +84,9 @@ func FromCmdline(cmdline string) (Source, error) {
 	}
 }
 
-// parseCmdline returns key=value arguments (the last wins, as in the kernel).
-func parseCmdline(cmdline string) map[string]string {
+// ParseCmdline returns a kernel command line's arguments: key=value, a bare
+// key with the value "" (the last one wins, as in the kernel).
+func ParseCmdline(cmdline string) map[string]string {
 	out := map[string]string{}
 	for _, f := range strings.Fields(cmdline) {
 		k, v, _ := strings.Cut(f, "=")

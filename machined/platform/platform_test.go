@@ -44,6 +44,26 @@ func TestFromCmdline(t *testing.T) {
 	}
 }
 
+func TestParseCmdline(t *testing.T) {
+	tests := []struct {
+		cmdline, key, want string
+		found              bool
+	}{
+		{"console=ttyS0 ballast.kubernetes=false", ArgKubernetes, "false", true},
+		{"ballast.kubernetes", ArgKubernetes, "", true},
+		{"ballast.kubernetes=0 ballast.kubernetes=1", ArgKubernetes, "1", true},
+		{"ballast.kubernetesx=0", ArgKubernetes, "", false},
+		{"ds=nocloud;s=http://h/", "ds", "nocloud;s=http://h/", true},
+		{"", ArgKubernetes, "", false},
+	}
+	for _, tt := range tests {
+		got, found := ParseCmdline(tt.cmdline)[tt.key]
+		if got != tt.want || found != tt.found {
+			t.Errorf("ParseCmdline(%q)[%q] = %q, %v; want %q, %v", tt.cmdline, tt.key, got, found, tt.want, tt.found)
+		}
+	}
+}
+
 func TestReadURL(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
