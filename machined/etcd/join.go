@@ -41,7 +41,7 @@ func (m *Manager) candidates() []string {
 		if hh, pp, err := net.SplitHostPort(h); err == nil {
 			host, port = hh, pp
 		}
-		if host == m.opts.AdvertiseIP {
+		if host == m.advertiseIP() {
 			continue
 		}
 		u := "https://" + net.JoinHostPort(host, port)
@@ -131,7 +131,7 @@ func (m *Manager) join(ctx context.Context, f *found, out io.Writer) (*member, e
 		return nil, err
 	}
 	for _, mem := range f.members {
-		if mem.Name == m.opts.Name || slices.Contains(mem.PeerURLs, m.peerURL()) {
+		if mem.Name == m.name() || slices.Contains(mem.PeerURLs, m.peerURL()) {
 			m.log.Info("removing a stale etcd member left by an earlier try", "id", fmt.Sprintf("%x", mem.ID), "name", mem.Name, "learner", mem.IsLearner)
 			if _, err := f.cli.MemberRemove(lctx, mem.ID); err != nil && !errors.Is(err, rpctypes.ErrMemberNotFound) {
 				unlock()
@@ -155,7 +155,7 @@ func (m *Manager) join(ctx context.Context, f *found, out io.Writer) (*member, e
 	for _, mem := range added.Members {
 		name := mem.Name
 		if mem.ID == myID {
-			name = m.opts.Name
+			name = m.name()
 		}
 		for _, u := range mem.PeerURLs {
 			initial = append(initial, name+"="+u)
@@ -308,6 +308,12 @@ func (m *Manager) promote(ctx context.Context, cli promoter, id uint64) error {
 			m.log.Info("promoted to voting etcd member", "id", fmt.Sprintf("%x", id))
 			return nil
 		}
+		if errors.Is(err, rpctypes.ErrMemberNotLearner) {
+			// A control plane that saw every configured peer join promoted
+			// it first (see promotePeers).
+			m.log.Info("promoted to voting etcd member by another member", "id", fmt.Sprintf("%x", id))
+			return nil
+		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -368,11 +374,19 @@ func (m *Manager) checkOwnMembership(ctx context.Context, id uint64) {
 		}
 	}
 	urlOK := own != nil && len(own.PeerURLs) == 1 && own.PeerURLs[0] == m.peerURL()
-	if own == nil || len(others) == 0 || (urlOK && !own.IsLearner) {
+	if own == nil || (urlOK && !own.IsLearner) {
 		return
 	}
-	// Through the other members: a learner's own endpoint refuses both.
-	cli, err := m.newClient(others)
+	// Through the other members: a learner's own endpoint refuses both. A
+	// member alone is its own quorum and records its new address itself.
+	through := others
+	if len(through) == 0 {
+		if own.IsLearner {
+			return
+		}
+		through = []string{m.clientURL()}
+	}
+	cli, err := m.newClient(through)
 	if err != nil {
 		return
 	}
@@ -409,7 +423,7 @@ func (m *Manager) updateOwnPeerURL(ctx context.Context) {
 	defer f.cli.Close()
 	myID := m.rememberedID()
 	for _, mem := range f.members {
-		if mem.ID != myID && mem.Name != m.opts.Name {
+		if mem.ID != myID && mem.Name != m.name() {
 			continue
 		}
 		if len(mem.PeerURLs) == 1 && mem.PeerURLs[0] == m.peerURL() {

@@ -65,7 +65,8 @@ func testManager(clk clock.Clock) *Manager {
 
 // TestPromoteTiming: a learner that is not ready is retried with doubling
 // delays capped at promoteMaxDelay; other errors are retried too; the
-// learner is given up on after promoteTimeout. Typed etcd errors decide,
+// learner is given up on after promoteTimeout; a learner another member
+// promoted meanwhile is done. Typed etcd errors decide,
 // not their text.
 func TestPromoteTiming(t *testing.T) {
 	notReady := rpctypes.ErrMemberLearnerNotReady
@@ -81,6 +82,8 @@ func TestPromoteTiming(t *testing.T) {
 		{"delays are capped", []error{notReady, notReady, notReady, notReady, notReady, nil}, false,
 			[]time.Duration{0, 200 * time.Millisecond, 600 * time.Millisecond, 1100 * time.Millisecond, 1600 * time.Millisecond, 2100 * time.Millisecond}},
 		{"never ready", []error{notReady}, true, nil},
+		{"promoted by another member meanwhile", []error{notReady, rpctypes.ErrMemberNotLearner}, false,
+			[]time.Duration{0, 200 * time.Millisecond}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -37,9 +37,10 @@ var (
 // Options configure a Manager.
 type Options struct {
 	Logger *slog.Logger
-	// Name is the member name (the node's hostname); it must not change.
-	Name string
-	// AdvertiseIP is the address peers and clients reach this member at.
+	// Name is the member name (the node's hostname) and AdvertiseIP the
+	// address peers and clients reach this member at, when it starts;
+	// SetAddress changes both.
+	Name        string
 	AdvertiseIP string
 	// DataDir, PKIDir and SnapshotDir live in EPHEMERAL.
 	DataDir, PKIDir, SnapshotDir string
@@ -72,6 +73,12 @@ type Manager struct {
 	left    bool             // left the cluster: stay out until the next boot
 	// pendingMarker is written into a freshly recovered cluster.
 	pendingMarker *recoveryMarker
+	id            identity // the member's name and address (SetAddress)
+
+	// readdress carries SetAddress's notice to the Run loop.
+	readdress chan struct{}
+	// certsFor is the identity the certificates were issued for (Run's).
+	certsFor identity
 }
 
 // request is an operation that must run in the Run loop, which owns the member.
@@ -88,7 +95,8 @@ const (
 	reqBootstrap requestKind = iota
 	reqRecover
 	reqLeave
-	reqRejoin // stale data detected: wipe and join again
+	reqRejoin    // stale data detected: wipe and join again
+	reqReaddress // the node's address changed: start again with it
 )
 
 // New returns a manager; Run starts the member.
@@ -97,12 +105,14 @@ func New(opts Options) *Manager {
 		opts.Clock = clock.Real()
 	}
 	return &Manager{
-		opts:     opts,
-		clock:    opts.Clock,
-		log:      opts.Logger,
-		pki:      newPKIPaths(opts.PKIDir),
-		requests: make(chan request),
-		status:   "starting",
+		opts:      opts,
+		clock:     opts.Clock,
+		log:       opts.Logger,
+		pki:       newPKIPaths(opts.PKIDir),
+		requests:  make(chan request),
+		readdress: make(chan struct{}, 1),
+		status:    "starting",
+		id:        identity{name: opts.Name, ip: opts.AdvertiseIP},
 	}
 }
 
@@ -116,11 +126,11 @@ func (m *Manager) MaxSnapshotBytes() int64 {
 }
 
 func (m *Manager) peerURL() string {
-	return "https://" + net.JoinHostPort(m.opts.AdvertiseIP, strconv.Itoa(PeerPort))
+	return "https://" + net.JoinHostPort(m.advertiseIP(), strconv.Itoa(PeerPort))
 }
 
 func (m *Manager) clientURL() string {
-	return "https://" + net.JoinHostPort(m.opts.AdvertiseIP, strconv.Itoa(ClientPort))
+	return "https://" + net.JoinHostPort(m.advertiseIP(), strconv.Itoa(ClientPort))
 }
 
 // hasData reports whether this node holds etcd data from an earlier run:
@@ -156,12 +166,13 @@ func (m *Manager) Run(ctx context.Context, out io.Writer) error {
 	if cfg == nil || !cfg.IsControlPlane() {
 		return ErrNotControlPlane
 	}
-	if err := m.mintCerts(cfg); err != nil {
-		return err
-	}
+	m.certsFor = identity{} // issued again on every start, for the config's CA
 	for ctx.Err() == nil {
 		var next *request
 		var err error
+		if err := m.ensureCerts(); err != nil {
+			return err
+		}
 		if m.hasPartialData() {
 			m.log.Warn("etcd data of an interrupted join (no write-ahead log); wiping it to join again")
 			if err := m.wipe(); err != nil {
@@ -225,6 +236,8 @@ func (m *Manager) handleOffline(r request) error {
 		return m.wipe()
 	case reqRecover:
 		return m.restore(r)
+	case reqReaddress:
+		m.log.Info("starting the member again at the new address", "address", m.advertiseIP())
 	}
 	return nil
 }
@@ -289,6 +302,11 @@ func (m *Manager) serve(ctx context.Context, mem *member) (*request, error) {
 				return m.removedFromCluster(), nil
 			}
 			return nil, errors.New("etcd member stopped unexpectedly")
+		case <-m.readdress:
+			if m.addressChanged() {
+				cancel()
+				return &request{kind: reqReaddress, done: make(chan error, 1)}, nil
+			}
 		case r := <-m.requests:
 			switch r.kind {
 			case reqBootstrap:
@@ -352,7 +370,7 @@ func (m *Manager) serveExisting(ctx context.Context, out io.Writer) (*request, e
 func (m *Manager) memberConfig(state, initial, token string) memberConfig {
 	cfg := m.config().WithDefaults()
 	return memberConfig{
-		name: m.opts.Name, dataDir: m.opts.DataDir, peerURL: m.peerURL(), clientURL: m.clientURL(),
+		name: m.name(), dataDir: m.opts.DataDir, peerURL: m.peerURL(), clientURL: m.clientURL(),
 		state: state, initial: initial, token: token, pki: m.pki, tunables: cfg.Cluster.Etcd, maxLearners: maxLearners,
 	}
 }
@@ -400,6 +418,11 @@ func (m *Manager) joinOrWait(ctx context.Context, out io.Writer) (*request, erro
 		case <-changed:
 			t.Stop()
 			m.log.Info("config changed; looking for the cluster again")
+		case <-m.readdress:
+			t.Stop()
+			if err := m.ensureCerts(); err != nil {
+				return nil, err
+			}
 		case r := <-m.requests:
 			t.Stop()
 			switch r.kind {
@@ -433,7 +456,7 @@ func (m *Manager) bootstrapNew(ctx context.Context, out io.Writer) (*member, err
 		_ = m.wipe()
 		return nil, err
 	}
-	m.log.Info("etcd cluster bootstrapped", "member", m.opts.Name, "cluster_id", fmt.Sprintf("%x", mem.ClusterID()))
+	m.log.Info("etcd cluster bootstrapped", "member", m.name(), "cluster_id", fmt.Sprintf("%x", mem.ClusterID()))
 	return mem, nil
 }
 

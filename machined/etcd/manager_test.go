@@ -3,8 +3,13 @@ package etcd
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
+	"net"
+	"slices"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -124,6 +129,72 @@ func TestSingleMemberLifecycle(t *testing.T) {
 	t.Run("scheduled snapshots follow the live config and are pruned", func(t *testing.T) {
 		testScheduledSnapshots(t, m, clk, want, cfg)
 	})
+	t.Run("an address change restarts the member at the new address with its data", func(t *testing.T) {
+		testAddressChange(t, m, clk, filepath.Join(dir, "pki", "server.crt"))
+	})
+}
+
+// testAddressChange moves a running single member to another address, as
+// the node does when its DHCP lease or static address changes: the member
+// starts again at the new address with the same ID and data, records its new
+// peer URL itself (alone, it is its own quorum) and its certificate names
+// the new address.
+func testAddressChange(t *testing.T, m *Manager, clk *clock.Fake, serverCrt string) {
+	const newIP = "127.0.0.32"
+	ctx := context.Background()
+	cli, err := m.LocalClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, "/unit/before-move", "kept"); err != nil {
+		t.Fatal(err)
+	}
+	mem, err := m.current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := mem.ID()
+	m.SetAddress("unit-cp1", newIP)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		list, err := m.Members(ctx)
+		if err == nil && len(list.Members) == 1 {
+			got := list.Members[0]
+			if got.ID == id && slices.Equal(got.PeerURLs, []string{"https://" + newIP + ":2380"}) &&
+				slices.Equal(got.ClientURLs, []string{"https://" + newIP + ":2379"}) {
+				break
+			}
+			err = fmt.Errorf("member %x peer %v client %v", got.ID, got.PeerURLs, got.ClientURLs)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("member %x not at %s: %v (%s)", id, newIP, err, m.Status())
+		}
+		clk.Advance(staleCheckInterval) // the membership check that records the peer URL
+		time.Sleep(100 * time.Millisecond)
+	}
+	cli, err = m.LocalClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cli.Endpoints(); !slices.Equal(got, []string{"https://" + newIP + ":2379"}) {
+		t.Fatalf("local client endpoints %v", got)
+	}
+	resp, err := cli.Get(ctx, "/unit/before-move")
+	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "kept" {
+		t.Fatalf("key written before the move: %+v %v", resp, err)
+	}
+	b, err := os.ReadFile(serverCrt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(b)
+	crt, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(crt.IPAddresses, func(ip net.IP) bool { return ip.String() == newIP }) {
+		t.Fatalf("server certificate names %v, not %s", crt.IPAddresses, newIP)
+	}
 }
 
 // testScheduledSnapshots changes cluster.etcd.snapshots on the desired

@@ -30,7 +30,7 @@ func newPKIPaths(dir string) pkiPaths {
 
 // mintCerts issues this member's server, peer and client certificates from
 // the etcd CA in the config. Every node mints its own; keys are 0600.
-func (m *Manager) mintCerts(cfg *config.Config) error {
+func (m *Manager) mintCerts(cfg *config.Config, id identity) error {
 	ca, err := etcdCA(cfg)
 	if err != nil {
 		return err
@@ -38,15 +38,15 @@ func (m *Manager) mintCerts(cfg *config.Config) error {
 	if err := os.MkdirAll(m.opts.PKIDir, 0o700); err != nil {
 		return fmt.Errorf("create etcd pki dir: %w", err)
 	}
-	ips := []net.IP{net.ParseIP(m.opts.AdvertiseIP), net.ParseIP("127.0.0.1")}
-	dns := []string{m.opts.Name, "localhost"}
+	ips := append([]net.IP{net.ParseIP(id.ip), net.ParseIP("127.0.0.1")}, otherAddresses(id.ip)...)
+	dns := []string{id.name, "localhost"}
 	issue := []struct {
 		crt, key string
 		req      pki.Request
 	}{
-		{m.pki.serverCrt, m.pki.serverKey, pki.Request{CommonName: m.opts.Name, DNSNames: dns, IPs: ips, Usage: pki.UsageServer | pki.UsageClient}},
-		{m.pki.peerCrt, m.pki.peerKey, pki.Request{CommonName: m.opts.Name, DNSNames: dns, IPs: ips, Usage: pki.UsageServer | pki.UsageClient}},
-		{m.pki.clientCrt, m.pki.clientKey, pki.Request{CommonName: "machined-" + m.opts.Name, Usage: pki.UsageClient}},
+		{m.pki.serverCrt, m.pki.serverKey, pki.Request{CommonName: id.name, DNSNames: dns, IPs: ips, Usage: pki.UsageServer | pki.UsageClient}},
+		{m.pki.peerCrt, m.pki.peerKey, pki.Request{CommonName: id.name, DNSNames: dns, IPs: ips, Usage: pki.UsageServer | pki.UsageClient}},
+		{m.pki.clientCrt, m.pki.clientKey, pki.Request{CommonName: "machined-" + id.name, Usage: pki.UsageClient}},
 	}
 	m.mu.Lock()
 	m.tlsConf = nil // re-read the new files on next use
@@ -143,4 +143,23 @@ func (m *Manager) ClientCert() (ca, crt, key []byte, endpoints []string, err err
 		return nil, nil, nil, nil, err
 	}
 	return c.Crt, ck.Crt, ck.Key, []string{m.clientURL()}, nil
+}
+
+// otherAddresses are the machine's global unicast addresses besides the
+// advertised one. etcd checks that a peer's certificate names the address
+// the peer connects from, and the kernel picks a link's primary address as
+// the source: with a static address added next to a DHCP lease, the member
+// advertises the static one and dials from the lease.
+func otherAddresses(advertised string) []net.IP {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var out []net.IP
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.IsGlobalUnicast() && ipn.IP.String() != advertised {
+			out = append(out, ipn.IP)
+		}
+	}
+	return out
 }

@@ -57,8 +57,8 @@ func (m *Manager) Recover(ctx context.Context, path string, force bool) error {
 		return err
 	}
 	err := snapshot.NewV3(zapLogger(discard{})).Restore(snapshot.RestoreConfig{
-		SnapshotPath: path, Name: m.opts.Name, OutputDataDir: staged,
-		PeerURLs: []string{m.peerURL()}, InitialCluster: m.opts.Name + "=" + m.peerURL(),
+		SnapshotPath: path, Name: m.name(), OutputDataDir: staged,
+		PeerURLs: []string{m.peerURL()}, InitialCluster: m.name() + "=" + m.peerURL(),
 		InitialClusterToken: "ballast-recovered-" + randomHex(6),
 	})
 	if err != nil {

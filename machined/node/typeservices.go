@@ -80,10 +80,11 @@ func (n *Node) addRoleServices(cfg *config.Config) error {
 		})
 		n.mu.Lock()
 		n.vip = ctl
-		n.mu.Unlock()
-		n.mu.Lock()
 		n.etcdMgr = mgr
 		n.mu.Unlock()
+		if spec, ok := n.addressSpec(mgr); ok {
+			specs = append(specs, spec)
+		}
 		specs = append(specs, supervisor.Spec{
 			ID:          vipService,
 			Description: "control-plane virtual IP (machine.network.interfaces[].vip), elected through etcd",
@@ -161,10 +162,8 @@ func memberName(cfg *config.Config, ip string) string {
 // address when it is specific, else the first static address, else the first
 // global unicast interface address.
 func (n *Node) advertiseIP(cfg *config.Config) string {
-	if host, _, err := net.SplitHostPort(n.opts.Listener.Addr().String()); err == nil {
-		if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
-			return ip.String()
-		}
+	if ip := n.listenIP(); ip != "" {
+		return ip
 	}
 	for _, iface := range cfg.Machine.Network.Interfaces {
 		for _, a := range iface.Addresses {
@@ -175,6 +174,17 @@ func (n *Node) advertiseIP(cfg *config.Config) string {
 		return ip
 	}
 	return loopbackIP
+}
+
+// listenIP is the machine API's listen address when it is a specific one
+// ("" when it listens on every address).
+func (n *Node) listenIP() string {
+	if host, _, err := net.SplitHostPort(n.opts.Listener.Addr().String()); err == nil {
+		if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+			return ip.String()
+		}
+	}
+	return ""
 }
 
 // globalAddress is the machine's first global unicast IPv4 address, else
