@@ -4,6 +4,7 @@
 # anything:
 #   _out/vmlinuz, _out/initramfs.xz   machined as /init, the kernel modules a
 #                                     machine needs, containerd, runc, kubelet,
+#                                     mount/umount,
 #                                     the CNI plugins
 #   _out/pxe/                         vmlinuz, initramfs.xz and boot.ipxe
 #                                     (paths relative to the folder)
@@ -12,7 +13,10 @@
 #                                     BOOT-B (reserved), STATE, EPHEMERAL
 # Same inputs give the same bytes (SOURCE_DATE_EPOCH = the commit's time),
 # except where docs/boot.md says otherwise.
-# Usage: hack/build-os.sh [initramfs|pxe|iso|disk|all]
+#   _out/images.cpio                  the Kubernetes component images as a
+#                                     second initrd (when make container-images
+#                                     built them)
+# Usage: hack/build-os.sh [initramfs|images|pxe|iso|disk|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(realpath -m "${OUT:-_out}")
@@ -70,13 +74,21 @@ build_initramfs() {
 		HOME_URL="https://github.com/ballast-os/ballast"
 	EOF
 	printf '127.0.0.1 localhost\n::1 localhost\n' >"$root/etc/hosts"
+	# The kubelet reads the user database (user-namespace mappings); there
+	# is one user. The machine ID lives on STATE (PID 1 writes it).
+	echo 'root:x:0:0:root:/:/sbin/nologin' >"$root/etc/passwd"
+	echo 'root:x:0:' >"$root/etc/group"
+	ln -s ../system/state/machine-id "$root/etc/machine-id"
 	for b in containerd containerd-shim-runc-v2 kubelet; do
 		[[ -x $bin/$b ]] && cp "$bin/$b" "$root/usr/bin/"
 	done
-	# runc is Debian's (dynamically linked): it and its libraries.
-	cp "$(command -v runc)" "$root/usr/bin/runc"
-	ldd "$(command -v runc)" | grep -o '/[^ ]*' | while read -r lib; do
-		mkdir -p "$root$(dirname "$lib")" && cp -L "$lib" "$root$lib"
+	# Debian's runc, and mount/umount (util-linux), which the kubelet runs
+	# for pod volumes: dynamically linked, with their libraries.
+	for b in runc mount umount; do
+		cp "$(command -v $b)" "$root/usr/bin/$b"
+		ldd "$(command -v $b)" | grep -o '/[^ ]*' | while read -r lib; do
+			mkdir -p "$root$(dirname "$lib")" && cp -L "$lib" "$root$lib"
+		done
 	done
 	for p in bridge host-local loopback portmap; do cp /usr/lib/cni/$p "$root/usr/lib/cni/"; done
 
@@ -112,13 +124,44 @@ build_initramfs() {
 	echo "build-os: initramfs.xz $(du -m "$out/initramfs.xz" | cut -f1) MB ($(du -m "$tmp/initramfs.cpio" | cut -f1) MB unpacked, $(sort -u "$tmp/mods" | wc -l) modules), vmlinuz $(du -m "$out/vmlinuz" | cut -f1) MB"
 }
 
+# The Kubernetes component images (make container-images) as a second
+# initrd: an uncompressed cpio that puts the OCI archives where machined
+# imports them from (/usr/share/ballast/images). The archives' layers are
+# already tar; uncompressed, the kernel unpacks it at memory speed (xz would
+# cost ~40 s of TCG boot time for ~3x less to transfer).
+build_images() {
+	local root=$tmp/images
+	rm -rf "$root" "$out/images.cpio" && mkdir -p "$root/usr/share/ballast/images"
+	ls "$out"/images/*.tar >/dev/null 2>&1 || { echo "build-os: no component images in $out/images (make container-images): images.cpio not built"; return 0; }
+	cp "$out"/images/*.tar "$root/usr/share/ballast/images/"
+	find "$root" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+	(cd "$root" && find . -mindepth 1 | sort | cpio --quiet -o -H newc --reproducible -R 0:0) >"$out/images.cpio.tmp"
+	mv "$out/images.cpio.tmp" "$out/images.cpio"
+	echo "build-os: images.cpio $(du -m "$out/images.cpio" | cut -f1) MB ($(ls "$root/usr/share/ballast/images" | wc -l) images)"
+}
+
 build_pxe() {
 	rm -rf "$out/pxe" && mkdir -p "$out/pxe"
 	cp "$out/vmlinuz" "$out/initramfs.xz" "$out/pxe/"
+	local images=""
+	if [[ -f $out/images.cpio ]]; then
+		cp "$out/images.cpio" "$out/pxe/"
+		images="initrd images.cpio"
+	fi
+	# boot.ipxe: a Kubernetes node (with the component images when built).
+	# agent.ipxe: the agent and etcd only, 52 MB to fetch instead of 500.
 	cat >"$out/pxe/boot.ipxe" <<-EOF
 		#!ipxe
-		# Ballast: serve this folder over TFTP or HTTP and chain-load this script.
+		# Ballast: serve this folder over HTTP (or TFTP) and chain-load this script.
 		kernel vmlinuz $CMDLINE
+		initrd initramfs.xz
+		$images
+		boot
+	EOF
+	cat >"$out/pxe/agent.ipxe" <<-EOF
+		#!ipxe
+		# Ballast without Kubernetes (the agent and etcd): 52 MB instead of 500.
+		kernel vmlinuz $CMDLINE ballast.kubernetes=false
 		initrd initramfs.xz
 		boot
 	EOF
@@ -128,6 +171,8 @@ build_pxe() {
 # grub.cfg of the ISO and the disk: serial console first (what qemu -nographic
 # and cloud consoles show), one entry, one second.
 grub_cfg() { # $1: kernel/initramfs directory, $2: extra kernel arguments
+	local initrds="$1/initramfs.xz"
+	[[ -f $out/images.cpio ]] && initrds+=" $1/images.cpio"
 	cat <<-EOF
 		serial --unit=0 --speed=115200
 		terminal_input serial console
@@ -135,7 +180,7 @@ grub_cfg() { # $1: kernel/initramfs directory, $2: extra kernel arguments
 		set timeout=1
 		menuentry "Ballast" {
 			linux $1/vmlinuz $CMDLINE $2
-			initrd $1/initramfs.xz
+			initrd $initrds
 		}
 	EOF
 }
@@ -144,6 +189,7 @@ build_iso() {
 	local iso=$tmp/iso
 	rm -rf "$iso" && mkdir -p "$iso/boot/grub"
 	cp "$out/vmlinuz" "$out/initramfs.xz" "$iso/boot/"
+	[[ -f $out/images.cpio ]] && cp "$out/images.cpio" "$iso/boot/"
 	grub_cfg /boot "" >"$iso/boot/grub/grub.cfg"
 	find "$iso" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 	# BIOS (El Torito, i386-pc) and UEFI (an embedded FAT image) in one ISO.
@@ -153,33 +199,37 @@ build_iso() {
 	echo "build-os: ballast.iso $(du -m --apparent-size "$out/ballast.iso" | cut -f1) MB"
 }
 
-# Disk layout (MiB). EPHEMERAL takes the rest of DISK_SIZE.
+# Disk layout (MiB): EFI 64, BIOS boot 1, BOOT-A and BOOT-B SLOT each (the
+# kernel, the initramfs and the component images), STATE 100, EPHEMERAL the
+# rest of DISK_SIZE.
 DISK_SIZE=${DISK_SIZE:-4096}
+SLOT=768
 le() { # $1: value, $2: bytes → little-endian bytes on stdout
 	local v=$1 i
 	for ((i = 0; i < $2; i++)); do printf "\\$(printf %03o $((v & 255)))"; v=$((v >> 8)); done
 }
 
 build_disk() {
-	local d=$tmp/disk img=$out/disk.raw.tmp
+	local d=$tmp/disk img=$out/disk.raw.tmp state=$((66 + 2 * SLOT)) eph=$((66 + 2 * SLOT + 100))
 	rm -rf "$d" && mkdir -p "$d/boot/grub"
 	# Fixed GUIDs and filesystem UUIDs keep the image reproducible; every
 	# machine made from it shares them (as with any cloud image).
 	local guid=5ba11a57-0000-4000-8000-0000000000
 	cp "$out/vmlinuz" "$out/initramfs.xz" "$d/boot/"
+	[[ -f $out/images.cpio ]] && cp "$out/images.cpio" "$d/boot/"
 	grub_cfg "" "ballast.platform=nocloud" | sed 's/ballast.platform=metal //' >"$d/boot/grub/grub.cfg"
 	find "$d/boot" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 	export E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH
 	# BOOT-A is written once per image (no journal); STATE and EPHEMERAL are
 	# the node's, journaled.
 	local ext4opts=(-q -F -t ext4 -E root_owner=0:0,hash_seed=${guid}01,lazy_itable_init=0,lazy_journal_init=0)
-	mkfs.ext4 "${ext4opts[@]}" -O ^has_journal -L BOOT-A -U ${guid}a1 -d "$d/boot" "$d/boot-a.img" 256M >/dev/null
+	mkfs.ext4 "${ext4opts[@]}" -O ^has_journal -L BOOT-A -U ${guid}a1 -d "$d/boot" "$d/boot-a.img" ${SLOT}M >/dev/null
 	# mkfs.ext4 -d copies the files' ctimes, which touch cannot set: pin them.
 	(cd "$d/boot" && find . -mindepth 1 | sed 's|^\.||') | while read -r f; do echo "sif $f ctime @$SOURCE_DATE_EPOCH"; done >"$d/ctimes"
 	echo "sif / ctime @$SOURCE_DATE_EPOCH" >>"$d/ctimes"
 	debugfs -w -f "$d/ctimes" "$d/boot-a.img" >/dev/null 2>&1
 	mkfs.ext4 "${ext4opts[@]}" -L STATE -U ${guid}a5 "$d/state.img" 100M >/dev/null
-	mkfs.ext4 "${ext4opts[@]}" -L EPHEMERAL -U ${guid}a6 "$d/ephemeral.img" $((DISK_SIZE - 680))M >/dev/null
+	mkfs.ext4 "${ext4opts[@]}" -L EPHEMERAL -U ${guid}a6 "$d/ephemeral.img" $((DISK_SIZE - 2 - eph))M >/dev/null
 
 	# GRUB finds BOOT-A by its label from either firmware.
 	printf 'search --no-floppy --label BOOT-A --set root\nset prefix=($root)/grub\nconfigfile ($root)/grub/grub.cfg\n' >"$d/embed.cfg"
@@ -194,15 +244,15 @@ build_disk() {
 	sgdisk -o -U ${guid}00 \
 		-n 1:1M:+64M -t 1:EF00 -c 1:EFI -u 1:${guid}01 \
 		-n 2:65M:+1M -t 2:EF02 -c 2:BIOS -u 2:${guid}02 \
-		-n 3:66M:+256M -t 3:8300 -c 3:BOOT-A -u 3:${guid}03 \
-		-n 4:322M:+256M -t 4:8300 -c 4:BOOT-B -u 4:${guid}04 \
-		-n 5:578M:+100M -t 5:8300 -c 5:STATE -u 5:${guid}05 \
-		-n 6:678M:$((DISK_SIZE - 2))M -t 6:8300 -c 6:EPHEMERAL -u 6:${guid}06 "$img" >/dev/null
+		-n 3:66M:+${SLOT}M -t 3:8300 -c 3:BOOT-A -u 3:${guid}03 \
+		-n 4:$((66 + SLOT))M:+${SLOT}M -t 4:8300 -c 4:BOOT-B -u 4:${guid}04 \
+		-n 5:${state}M:+100M -t 5:8300 -c 5:STATE -u 5:${guid}05 \
+		-n 6:${eph}M:$((DISK_SIZE - 2))M -t 6:8300 -c 6:EPHEMERAL -u 6:${guid}06 "$img" >/dev/null
 	put() { dd if="$1" of="$img" bs=1M seek="$2" conv=notrunc,sparse status=none; }
 	put "$d/efi.img" 1
 	put "$d/boot-a.img" 66
-	put "$d/state.img" 578
-	put "$d/ephemeral.img" 678
+	put "$d/state.img" $state
+	put "$d/ephemeral.img" $eph
 
 	# BIOS: GRUB's boot.img in the MBR's code area, core.img in the BIOS boot
 	# partition (what grub-install does, without a block device): boot.img
@@ -223,11 +273,12 @@ build_disk() {
 need() { [[ -f $out/initramfs.xz && -f $out/vmlinuz ]] || build_initramfs; }
 
 # The artifacts are rebuilt only when an input changed: the binaries, runc,
-# the CNI plugins, the kernel and this script.
+# the component images, the CNI plugins, the kernel and this script.
 inputs_key() {
 	{
 		sha256sum "$bin"/{machined,containerd,containerd-shim-runc-v2} "$(command -v runc)" "$0"
 		[[ -x $bin/kubelet ]] && sha256sum "$bin/kubelet"
+		sha256sum "$out"/images/*.tar 2>/dev/null || true
 		echo "$kdir" "$SOURCE_DATE_EPOCH" "$DISK_SIZE"
 	} | sha256sum | cut -c1-16
 }
@@ -242,9 +293,10 @@ fi
 
 case $what in
 initramfs) build_initramfs ;;
-pxe) need; build_pxe ;;
+images) build_images ;;
+pxe) need; build_images; build_pxe ;;
 iso) need; build_iso ;;
 disk) need; build_disk ;;
-all) build_initramfs; build_pxe; build_iso; build_disk; echo "$key" >"$out/os.key" ;;
-*) echo "usage: hack/build-os.sh [initramfs|pxe|iso|disk|all]" >&2; exit 2 ;;
+all) build_initramfs; build_images; build_pxe; build_iso; build_disk; echo "$key" >"$out/os.key" ;;
+*) echo "usage: hack/build-os.sh [initramfs|images|pxe|iso|disk|all]" >&2; exit 2 ;;
 esac

@@ -34,7 +34,7 @@ func outDir(t *testing.T) string {
 	if dir == "" {
 		dir = "../../_out"
 	}
-	for _, f := range []string{"vmlinuz", "initramfs.xz", "pxe/boot.ipxe", "ballast.iso", "disk.qcow2"} {
+	for _, f := range []string{"vmlinuz", "initramfs.xz", "pxe/agent.ipxe", "images.cpio", "ballast.iso", "disk.qcow2"} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			t.Fatalf("OS artifact missing (make images builds them): %v", err)
 		}
@@ -123,14 +123,16 @@ func vmConfig(t *testing.T, name string) string {
 		"--config-patch", `{"machine":{"certSANs":["127.0.0.1"],"network":{"hostname":"`+name+`"}}}`)
 }
 
-// TestBootPXE is boot path (a): qemu's iPXE ROM loads boot.ipxe, the kernel
-// and the initramfs over slirp's TFTP from _out/pxe; machined as PID 1 takes
+// TestBootPXE is boot path (a): qemu's iPXE ROM loads agent.ipxe, the kernel
+// and the initramfs over slirp's TFTP from _out/pxe (boot.ipxe adds the 413
+// MB of component images, minutes over slirp's TFTP under TCG; the images
+// boot with the disk and the VM clusters); machined as PID 1 takes
 // a DHCP lease and serves maintenance mode; the console's apply-config line
 // is used as printed; then mTLS, the leased address, bootstrap, a healthy
 // etcd, and a clean power-off.
 func TestBootPXE(t *testing.T) {
 	out := outDir(t)
-	v := bootVM(t, "tftp="+filepath.Join(out, "pxe")+",bootfile=boot.ipxe", "-boot", "n", "-no-reboot")
+	v := bootVM(t, "tftp="+filepath.Join(out, "pxe")+",bootfile=agent.ipxe", "-boot", "n", "-no-reboot")
 	m := v.waitConsole(applyLineRE, 0, bootTimeout)
 	dir := vmConfig(t, "pxe1")
 	nc := filepath.Join(dir, "nodeconfig")
@@ -315,26 +317,53 @@ func TestBootConfigURL(t *testing.T) {
 	})
 }
 
-// TestClusterQEMU is the qemu provisioner: `nodectl cluster create
-// --provisioner qemu` boots 3 control planes and a worker as VMs on a tap
-// bridge, leases them their addresses with dnsmasq, applies the configs,
-// bootstraps and waits for health (etcd quorum, the VIP); stock etcdctl sees
-// the three members; `cluster destroy` stops every VM and dnsmasq.
+// TestClusterQEMU is the qemu provisioner without Kubernetes: `nodectl
+// cluster create --provisioner qemu --no-kubernetes` boots 3 control planes
+// as VMs on a tap bridge, leases them their addresses with dnsmasq, applies
+// the configs, bootstraps and waits for health (etcd quorum, the VIP); stock
+// etcdctl sees the three members; a static address added live to cp3 moves
+// its etcd member there; `cluster destroy` stops every VM and dnsmasq.
+// (TestClusterQEMUKubernetes has the worker.)
 func TestClusterQEMU(t *testing.T) {
 	out := outDir(t)
 	c := newLocalCluster(t, "e2e-qemu", "10.88.0.0/24")
-	c.create("--provisioner", "qemu", "--artifacts", out, "--workers", "1")
+	c.create("--provisioner", "qemu", "--artifacts", out, "--workers", "0")
 	c.health()
 	if members := c.memberList("https://10.88.0.2:2379"); len(members) != 3 {
 		t.Fatalf("etcdctl member list: %d members, want 3: %+v", len(members), members)
 	}
-	r := c.must("-n", "10.88.0.5", "get", "addresses")
-	if !regexp.MustCompile(`eth0\s+10\.88\.0\.5/24\s+dhcp`).MatchString(r.stdout) {
-		t.Fatalf("the worker VM has no DHCP lease from dnsmasq:\n%s", r.stdout)
+	r := c.must("-n", "10.88.0.4", "get", "addresses")
+	if !regexp.MustCompile(`eth0\s+10\.88\.0\.4/24\s+dhcp`).MatchString(r.stdout) {
+		t.Fatalf("cp3 has no DHCP lease from dnsmasq:\n%s", r.stdout)
 	}
 	if r := c.must("get", "vip"); !strings.Contains(r.stdout, "10.88.0.254") {
 		t.Fatalf("get vip:\n%s", r.stdout)
 	}
+
+	// An address that changes while etcd runs reaches etcd: cp3 gets a
+	// static address live (its advertise address, ahead of the lease); its
+	// member starts again there, its peer URL updated through the others,
+	// and the cluster stays whole.
+	c.must("-n", "10.88.0.4", "apply-config", "--mode", "no-reboot", "--file", filepath.Join(c.root, c.name, "controlplane.yaml"),
+		"--config-patch", `{"machine":{"kubelet":{"nodeLabels":{"topology.kubernetes.io/zone":"zone-c"}},`+
+			`"network":{"hostname":"e2e-qemu-cp3","interfaces":[{"interface":"eth0","dhcp":true,"addresses":["10.88.0.14/24"],"vip":{"ip":"10.88.0.254"}}]}}}`)
+	waitFor(t, "cp3's etcd member at 10.88.0.14", 3*time.Minute, func() error {
+		out, err := c.etcdctl("https://10.88.0.2:2379", "member", "list")
+		if err != nil || !strings.Contains(out, "e2e-qemu-cp3, https://10.88.0.14:2380, https://10.88.0.14:2379, false") {
+			return fmt.Errorf("member list: %v\n%s", err, out)
+		}
+		out, err = c.etcdctl("https://10.88.0.14:2379,https://10.88.0.2:2379,https://10.88.0.3:2379", "endpoint", "health")
+		if err != nil || strings.Count(out, "is healthy") != 3 {
+			return fmt.Errorf("endpoint health: %v\n%s", err, out)
+		}
+		return nil
+	})
+	if r := c.must("-n", "10.88.0.4", "logs", "address"); !strings.Contains(r.stdout, "changed from 10.88.0.4 to 10.88.0.14") {
+		t.Fatalf("cp3's address service did not log the change:\n%s", r.stdout)
+	}
+	// Healthy with cp3 at its new address (its API certificate names it too).
+	c.health("--control-plane-nodes", "10.88.0.2,10.88.0.3,10.88.0.14")
+
 	console, err := os.ReadFile(filepath.Join(c.root, c.name, "nodes", "cp1", "console.log"))
 	if err != nil || !strings.Contains(string(console), "init: ballast init starting") {
 		t.Fatalf("cp1's console log lacks init's start (%v)", err)
@@ -377,4 +406,47 @@ func waitEtcdMember(t *testing.T, nc, node, name string) {
 		}
 		return nil
 	})
+}
+
+// TestClusterQEMUKubernetes boots a control plane and a worker as VMs with
+// the component images (images.cpio after the initramfs): `cluster create`
+// returns once both nodes are Ready and CoreDNS is available; a pod runs on
+// the worker VM, its logs and exec answer through the worker's kubelet, and
+// it reaches the apiserver's Service address over the pod network.
+func TestClusterQEMUKubernetes(t *testing.T) {
+	out := outDir(t)
+	if _, err := os.Stat(filepath.Join(out, "images.cpio")); err != nil {
+		t.Fatalf("OS artifact missing (make images builds it): %v", err)
+	}
+	c := newLocalCluster(t, "e2e-qk", "10.89.0.0/24")
+	c.createKubernetes("--provisioner", "qemu", "--artifacts", out, "--controlplanes", "1", "--workers", "1", "--zones", "0")
+	kc := filepath.Join(c.root, "kubeconfig")
+	c.must("kubeconfig", kc)
+	k := kubectl{t: t, kubeconfig: kc}
+	nodes := k.must("get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status} {end}`)
+	if nodes != "e2e-qk-cp1=True e2e-qk-w1=True" {
+		t.Fatalf("nodes: %q, want both Ready", nodes)
+	}
+	r := c.must("-n", "10.89.0.3", "get", "addresses")
+	if !regexp.MustCompile(`eth0\s+10\.89\.0\.3/24\s+dhcp`).MatchString(r.stdout) {
+		t.Fatalf("the worker VM has no DHCP lease from dnsmasq:\n%s", r.stdout)
+	}
+	k.must("run", "vmpod", "--image", busybox, "--image-pull-policy=IfNotPresent", "--restart=Never",
+		"--overrides", `{"spec":{"nodeName":"e2e-qk-w1"}}`, "--", "sh", "-c", "echo hello from the VM; sleep 3600")
+	k.must("wait", "--for=condition=Ready", "pod/vmpod", "--timeout=180s")
+	if logs := k.must("logs", "vmpod"); logs != "hello from the VM" {
+		t.Fatalf("kubectl logs: %q", logs)
+	}
+	if got := k.must("exec", "vmpod", "--", "cat", "/proc/sys/kernel/hostname"); got != "vmpod" {
+		t.Fatalf("kubectl exec: hostname %q", got)
+	}
+	svc := k.must("get", "service", "kubernetes", "-o", "jsonpath={.spec.clusterIP}")
+	waitFor(t, "the apiserver's Service from the worker's pod", time.Minute, func() error {
+		_, err := k.run("exec", "vmpod", "--", "sh", "-c", "nc -w 3 "+svc+" 443 </dev/null")
+		return err
+	})
+	c.destroy()
+	if b, _ := exec.Command("pgrep", "-f", c.root).Output(); len(b) > 0 {
+		t.Fatalf("processes left after destroy: %s", b)
+	}
 }

@@ -56,13 +56,13 @@ func TestLocalClusterHA(t *testing.T) {
 	t.Run("live: snapshot schedule", func(t *testing.T) {
 		c := c.on(t)
 		pid := pidOf(t, cp1.StateDir)
-		c.liveApply(t, cp1.Address, `{"cluster":{"etcd":{"snapshots":{"interval":"1m","keep":2}}}}`)
+		c.liveApply(t, cp1.Address, `{"cluster":{"etcd":{"snapshots":{"interval":"1m","keep":1}}}}`)
 		scheduled = time.Now()
 		if got := pidOf(t, cp1.StateDir); got != pid {
 			t.Fatalf("machined restarted (pid %d, was %d)", got, pid)
 		}
 		// The snapshots are counted at the end of the test, which runs
-		// for more than three intervals.
+		// for more than two intervals.
 	})
 	t.Run("live: machine.certSANs", func(t *testing.T) {
 		testLiveCertNames(t, c.on(t), cp2.StateDir, cp2.Address, `{"machine":{"certSANs":["api-live.example.internal"]}}`, "api-live.example.internal")
@@ -235,16 +235,16 @@ func TestLocalClusterHA(t *testing.T) {
 	// cp1 was given a 1m schedule keeping 2 at the start, live: by now at
 	// least three were taken and only the newest two are kept.
 	t.Run("live snapshot schedule: written and pruned", func(t *testing.T) {
-		waitFor(t, "three scheduled snapshots on cp1", time.Until(scheduled.Add(4*time.Minute)), func() error {
+		waitFor(t, "two scheduled snapshots on cp1", time.Until(scheduled.Add(3*time.Minute)), func() error {
 			n, files, err := snapshotsWritten(cp1.StateDir)
 			if err != nil {
 				return err
 			}
-			if n < 3 {
+			if n < 2 {
 				return fmt.Errorf("%d snapshots written so far (%v)", n, files)
 			}
-			if len(files) != 2 {
-				return fmt.Errorf("%d snapshots written, %d kept (%v), want 2 kept", n, len(files), files)
+			if len(files) != 1 {
+				return fmt.Errorf("%d snapshots written, %d kept (%v), want 1 kept", n, len(files), files)
 			}
 			return nil
 		})

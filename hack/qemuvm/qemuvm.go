@@ -82,7 +82,7 @@ func Start(netdev string, args ...string) (*VM, error) {
 	if netdev != "" {
 		nd += "," + netdev
 	}
-	full := append([]string{"-accel", "tcg", "-m", "2048", "-smp", "2", "-display", "none", "-serial", "stdio", "-monitor", "none",
+	full := append([]string{"-accel", "tcg", "-m", "3072", "-smp", "2", "-display", "none", "-serial", "stdio", "-monitor", "none",
 		"-netdev", nd, "-device", "virtio-net-pci,netdev=n0", "-device", "virtio-rng-pci"}, args...)
 	v.cmd = exec.Command(qemu, full...)
 	v.cmd.Stdout, v.cmd.Stderr = v.console, v.console

@@ -145,8 +145,11 @@ func KubeletArgs(cfg *config.Config, n KubeletNode, p KubeletPaths) []string {
 		"bootstrap-kubeconfig": p.BootstrapKubeconfig(),
 		"cert-dir":             p.CertDir(),
 		"root-dir":             p.RootDir,
-		"hostname-override":    n.Name,
-		"node-ip":              n.IP,
+		// FlexVolume drivers: under the root dir, not /usr/libexec (the OS
+		// image's is read-only, a host's is not the node's).
+		"volume-plugin-dir": filepath.Join(p.RootDir, "volumeplugins"),
+		"hostname-override": n.Name,
+		"node-ip":           n.IP,
 	}
 	if l := NodeLabels(cfg); l != "" {
 		flags["node-labels"] = l

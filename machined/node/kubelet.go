@@ -34,12 +34,18 @@ func (n *Node) kubeletNode(cfg *config.Config) k8s.KubeletNode {
 	d := n.ctrd
 	n.mu.Unlock()
 	name := memberName(cfg, n.advertiseIP(cfg))
+	// In container mode the node's pods live under a cgroup of its own; on
+	// metal the machine is the node and the kubelet takes the root.
+	cgroupRoot := "/ballast/" + name
+	if n.opts.Mode == ModeMetal {
+		cgroupRoot = "/"
+	}
 	return k8s.KubeletNode{
 		Name:          name,
 		IP:            n.advertiseIP(cfg),
 		LocalEndpoint: "https://" + n.lbAddr(),
 		CRISocket:     d.Socket(),
-		CgroupRoot:    "/ballast/" + name,
+		CgroupRoot:    cgroupRoot,
 		CgroupV1:      cgroupV1Host(),
 	}
 }

@@ -2,6 +2,9 @@ package pid1
 
 import (
 	"bufio"
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ballast-os/ballast/pkg/atomicfile"
 )
 
 type mount struct {
@@ -89,6 +94,23 @@ func mountSystem(log *logger) error {
 		}
 		log.Printf("%s: %s mounted on %s", p.name, dev, target)
 	}
+	return ensureMachineID(log, filepath.Join(Root, "state", "machine-id"))
+}
+
+// ensureMachineID gives the machine its ID (/etc/machine-id links to it):
+// 128 random bits in hex, made once and kept on STATE.
+func ensureMachineID(log *logger, path string) error {
+	if b, err := os.ReadFile(path); err == nil && len(bytes.TrimSpace(b)) == 32 {
+		return nil
+	}
+	id := make([]byte, 16)
+	if _, err := rand.Read(id); err != nil {
+		return fmt.Errorf("machine ID: %w", err)
+	}
+	if err := atomicfile.Write(path, []byte(hex.EncodeToString(id)+"\n"), 0o444); err != nil {
+		return fmt.Errorf("machine ID: %w", err)
+	}
+	log.Printf("machine ID %x created", id)
 	return nil
 }
 

@@ -43,6 +43,7 @@ const failureDelay = 10 * time.Second
 func Main() {
 	console := openConsole()
 	log := newLogger(console)
+	leaveInitramfs(log)
 	log.Printf("ballast init starting (uptime %s)", uptime())
 	ix, err := boot(log)
 	if err != nil {

@@ -62,7 +62,8 @@ type Options struct {
 	Provisioner string
 	// Artifacts holds vmlinuz, initramfs.xz and disk.qcow2 (make images).
 	Artifacts string
-	// WaitTimeout bounds the wait for a healthy cluster.
+	// WaitTimeout bounds the wait for a healthy cluster (0: healthWait's
+	// default).
 	WaitTimeout time.Duration
 	Progress    io.Writer
 }
@@ -91,10 +92,7 @@ func Create(ctx context.Context, o Options) (*State, error) {
 			return nil, fmt.Errorf("machined binary: %w (build it with 'make build' or pass --machined-path)", err)
 		}
 	case ProvisionerQEMU:
-		if !o.NoKubernetes {
-			return nil, ErrQEMUNeedsNoKubernetes
-		}
-		if err := checkArtifacts(o.Artifacts); err != nil {
+		if err := checkArtifacts(o.Artifacts, !o.NoKubernetes); err != nil {
 			return nil, err
 		}
 	default:
@@ -122,7 +120,7 @@ func Create(ctx context.Context, o Options) (*State, error) {
 			return nil, err
 		}
 	}
-	if !o.NoKubernetes {
+	if !o.NoKubernetes && o.Provisioner == ProvisionerNetns {
 		st.HostTunables = readTunables()
 	}
 	st.Endpoint = "https://" + net.JoinHostPort(addrs[0].String(), "6443")
@@ -203,7 +201,11 @@ func Create(ctx context.Context, o Options) (*State, error) {
 		return st, err
 	}
 
+	initrd := ""
 	if o.Provisioner == ProvisionerQEMU {
+		if initrd, err = vmInitrd(st); err != nil {
+			return st, err
+		}
 		logf("serving DHCP on %s with dnsmasq", nm.bridge)
 		if st.DHCPPID, err = startDHCP(ctx, st, p); err != nil {
 			return st, err
@@ -217,7 +219,7 @@ func Create(ctx context.Context, o Options) (*State, error) {
 		var pid int
 		if o.Provisioner == ProvisionerQEMU {
 			logf("booting VM %s (%s) from %s, console in %s", node.Name, node.Address, st.Artifacts, node.consoleLog())
-			pid, err = startVM(ctx, st, *node, st.Artifacts, 1536)
+			pid, err = startVM(ctx, st, *node, initrd)
 		} else {
 			logf("starting %s (%s) in network namespace %s", node.Name, node.Address, node.Netns)
 			if err = setupNode(ctx, nm, *node, p, gw); err == nil {
@@ -253,7 +255,7 @@ func Create(ctx context.Context, o Options) (*State, error) {
 		return st, nil
 	}
 	logf("waiting for the cluster to be healthy")
-	if err := WaitHealthy(ctx, st, dial, o.WaitTimeout, o.Progress); err != nil {
+	if err := WaitHealthy(ctx, st, dial, healthWait(o), o.Progress); err != nil {
 		return st, err
 	}
 	return st, nil
@@ -366,6 +368,19 @@ func patchNode(data []byte, hostname, zone string) []byte {
 		return data
 	}
 	return out
+}
+
+// healthWait is Options.WaitTimeout, or by default 5 minutes, 15 for VMs
+// with Kubernetes: under TCG a VM imports the component images and starts
+// the apiserver in minutes.
+func healthWait(o Options) time.Duration {
+	switch {
+	case o.WaitTimeout > 0:
+		return o.WaitTimeout
+	case o.Provisioner == ProvisionerQEMU && !o.NoKubernetes:
+		return 15 * time.Minute
+	}
+	return 5 * time.Minute
 }
 
 // bootWait is how long a node may take to serve maintenance mode: a VM

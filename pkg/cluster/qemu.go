@@ -2,16 +2,19 @@ package cluster
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/ballast-os/ballast/pkg/config"
 )
 
 // Provisioners: how a local cluster's nodes run.
@@ -20,18 +23,22 @@ const (
 	ProvisionerQEMU  = "qemu"  // a qemu VM per node booting the OS artifacts
 )
 
-// ErrQEMUNeedsNoKubernetes: the OS image does not carry the Kubernetes
-// images yet, so VM nodes run the agent and etcd only.
-var ErrQEMUNeedsNoKubernetes = errors.New("--provisioner qemu runs the node agent and etcd only (the OS image does not carry the Kubernetes images yet): add --no-kubernetes")
-
-// vmArtifacts are the OS artifacts a VM node boots (make images).
+// vmArtifacts are the OS artifacts a VM node boots (make images); a node
+// with Kubernetes also boots imagesArtifact, the component images.
 var vmArtifacts = []string{"vmlinuz", "initramfs.xz", "disk.qcow2"}
 
+const imagesArtifact = "images.cpio"
+
 // checkArtifacts verifies the artifacts directory.
-func checkArtifacts(dir string) error {
+func checkArtifacts(dir string, kubernetes bool) error {
 	for _, f := range vmArtifacts {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			return fmt.Errorf("OS artifact %s: %w (build them with 'make images' or pass --artifacts)", f, err)
+		}
+	}
+	if kubernetes {
+		if _, err := os.Stat(filepath.Join(dir, imagesArtifact)); err != nil {
+			return fmt.Errorf("OS artifact %s (the Kubernetes component images): %w ('make images' builds it; --no-kubernetes boots without it)", imagesArtifact, err)
 		}
 	}
 	for _, tool := range []string{"qemu-system-x86_64", "qemu-img", "dnsmasq"} {
@@ -40,6 +47,55 @@ func checkArtifacts(dir string) error {
 		}
 	}
 	return nil
+}
+
+// kubernetes reports whether the cluster's nodes run Kubernetes.
+func (st *State) kubernetes() bool { return !slices.Contains(st.MachinedArgs, "--kubernetes=false") }
+
+// vmInitrd is the initrd VM nodes boot. With Kubernetes it is the
+// initramfs followed by the component images, written once into the
+// cluster's directory: qemu loads one initrd file, and the kernel unpacks
+// concatenated archives in turn (as a boot loader given two initrds does).
+func vmInitrd(st *State) (string, error) {
+	base := filepath.Join(st.Artifacts, "initramfs.xz")
+	if !st.kubernetes() {
+		return base, nil
+	}
+	path := filepath.Join(st.Dir, "initrd.img")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("VM initrd: %w", err)
+	}
+	defer f.Close()
+	for _, part := range []string{base, filepath.Join(st.Artifacts, imagesArtifact)} {
+		in, err := os.Open(part)
+		if err != nil {
+			return "", fmt.Errorf("VM initrd: %w", err)
+		}
+		_, err = io.Copy(f, in)
+		in.Close()
+		if err != nil {
+			return "", fmt.Errorf("VM initrd: %w", err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		return "", fmt.Errorf("VM initrd: %w", err)
+	}
+	return path, nil
+}
+
+// vmMemMiB is a VM node's memory: the agent and etcd fit in 1.5 GiB; with
+// Kubernetes the unpacked component images (in RAM, then in containerd's
+// store on the disk) and the components need more, control planes most.
+func vmMemMiB(st *State, node NodeState) int {
+	switch {
+	case !st.kubernetes():
+		return 1536
+	case node.Role == config.TypeControlPlane:
+		return 3072
+	default:
+		return 2560
+	}
 }
 
 // nodeMAC derives a node's MAC (QEMU's 52:54:00 prefix) from its address.
@@ -84,7 +140,7 @@ func prefixMask(p netip.Prefix) string {
 // overlay on the image's disk), and boots qemu (TCG) with the image's kernel
 // and initramfs, console to console.log in the node's directory. qemu
 // daemonizes; its PID is returned.
-func startVM(ctx context.Context, st *State, node NodeState, artifacts string, memMiB int) (int, error) {
+func startVM(ctx context.Context, st *State, node NodeState, initrd string) (int, error) {
 	if err := os.MkdirAll(node.StateDir, 0o700); err != nil {
 		return 0, err
 	}
@@ -98,7 +154,7 @@ func startVM(ctx context.Context, st *State, node NodeState, artifacts string, m
 	}
 	disk := filepath.Join(node.StateDir, "disk.qcow2")
 	if out, err := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
-		"-b", filepath.Join(artifacts, "disk.qcow2"), disk).CombinedOutput(); err != nil {
+		"-b", filepath.Join(st.Artifacts, "disk.qcow2"), disk).CombinedOutput(); err != nil {
 		return 0, fmt.Errorf("node %s disk: %v: %s", node.Name, err, out)
 	}
 	a, err := netip.ParseAddr(node.Address)
@@ -106,10 +162,13 @@ func startVM(ctx context.Context, st *State, node NodeState, artifacts string, m
 		return 0, err
 	}
 	pidFile := filepath.Join(node.StateDir, "qemu.pid")
-	args := []string{"-name", st.Name + "-" + node.Name, "-accel", "tcg", "-m", strconv.Itoa(memMiB), "-smp", "2",
+	cmdline := "console=ttyS0,115200 panic=10 ballast.platform=metal"
+	if !st.kubernetes() {
+		cmdline += " ballast.kubernetes=false"
+	}
+	args := []string{"-name", st.Name + "-" + node.Name, "-accel", "tcg", "-m", strconv.Itoa(vmMemMiB(st, node)), "-smp", "2",
 		"-display", "none", "-monitor", "none", "-serial", "file:" + node.consoleLog(),
-		"-kernel", filepath.Join(artifacts, "vmlinuz"), "-initrd", filepath.Join(artifacts, "initramfs.xz"),
-		"-append", "console=ttyS0,115200 panic=10 ballast.platform=metal ballast.kubernetes=false",
+		"-kernel", filepath.Join(st.Artifacts, "vmlinuz"), "-initrd", initrd, "-append", cmdline,
 		"-drive", "file=" + disk + ",if=virtio,format=qcow2",
 		"-netdev", "tap,id=n0,ifname=" + node.Veth + ",script=no,downscript=no",
 		"-device", "virtio-net-pci,netdev=n0,mac=" + nodeMAC(a), "-device", "virtio-rng-pci",

@@ -10,7 +10,7 @@ import (
 // credentials, identity); machine.kubelet.extraArgs may not override them.
 var KubeletOwnedFlags = []string{
 	"bootstrap-kubeconfig", "cert-dir", "config", "container-runtime-endpoint",
-	"hostname-override", "kubeconfig", "root-dir",
+	"hostname-override", "kubeconfig", "root-dir", "volume-plugin-dir",
 }
 
 // TaintEffects are the effects a node taint may have.

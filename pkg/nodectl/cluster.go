@@ -65,13 +65,17 @@ artifacts of 'make images' (kernel, initramfs and a copy-on-write overlay of the
 cloud disk) on a tap device of the bridge; Debian's dnsmasq on the bridge leases
 every VM its planned address, the configs are applied through the maintenance
 API as for namespaces, and each VM's serial console is written to
-~/.nodectl/clusters/NAME/nodes/NODE/console.log. VM nodes run the agent and
-etcd only (--no-kubernetes). 'cluster destroy' powers every VM off.`,
+~/.nodectl/clusters/NAME/nodes/NODE/console.log. With Kubernetes the VMs
+also boot the component images (images.cpio, a second initrd) and get 3 GiB
+(control planes) or 2.5 GiB (workers) of memory; with --no-kubernetes, 1.5 GiB.
+TCG is slow: a control plane and a worker take a few minutes to be Ready.
+'cluster destroy' powers every VM off.`,
 		Example: `  nodectl cluster create
   nodectl cluster create --name lab --controlplanes 5 --workers 2 --cidr 10.6.0.0/24
   nodectl cluster create --name big --workers 4 --zones 2
   nodectl cluster create --name etcd-only --no-kubernetes
   nodectl cluster create --name vms --provisioner qemu --no-kubernetes --workers 0
+  nodectl cluster create --name vmk8s --provisioner qemu --controlplanes 1 --workers 1 --cidr 10.7.0.0/24
   nodectl cluster create --config-patch-control-plane '{"cluster":{"etcd":{"snapshots":{"interval":"1h","keep":3}}}}'`,
 		Args: exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -103,11 +107,11 @@ etcd only (--no-kubernetes). 'cluster destroy' powers every VM off.`,
 	f.IntVar(&o.Workers, "workers", 1, "number of worker nodes")
 	f.IntVar(&o.Zones, "zones", 3, "spread the nodes of each role over this many zones (zone-a, zone-b, …) as their topology.kubernetes.io/zone label; 0 for none")
 	f.StringVar(&o.CIDR, "cidr", "10.5.0.0/24", "network of the cluster's bridge")
-	f.StringVar(&provisioner, "provisioner", cluster.ProvisionerNetns, "how nodes run: netns (machined in network namespaces) or qemu (VMs booting the OS image; with --no-kubernetes)")
+	f.StringVar(&provisioner, "provisioner", cluster.ProvisionerNetns, "how nodes run: netns (machined in network namespaces) or qemu (VMs booting the OS image)")
 	f.StringVar(&o.Artifacts, "artifacts", defaultArtifacts(), "directory of the OS artifacts VM nodes boot (vmlinuz, initramfs.xz, disk.qcow2; 'make images')")
 	f.StringVar(&o.Root, "state", cluster.DefaultRoot(), "directory of local clusters' state")
 	f.StringVar(&o.Machined, "machined-path", defaultMachined(), "machined binary to run")
-	f.DurationVar(&o.WaitTimeout, "wait-timeout", 5*time.Minute, "how long to wait for the cluster to be healthy")
+	f.DurationVar(&o.WaitTimeout, "wait-timeout", 0, "how long to wait for the cluster to be healthy (default 5m; 15m for VMs with Kubernetes)")
 	f.StringArrayVar(&o.Patches, "config-patch", nil, "patch for every node's config, inline or @file (repeatable)")
 	f.StringArrayVar(&o.ControlPlanePatches, "config-patch-control-plane", nil, "patch for control-plane configs (repeatable)")
 	f.StringArrayVar(&o.WorkerPatches, "config-patch-worker", nil, "patch for worker configs (repeatable)")
