@@ -411,8 +411,9 @@ func waitEtcdMember(t *testing.T, nc, node, name string) {
 // TestClusterQEMUKubernetes boots a control plane and a worker as VMs with
 // the component images (images.cpio after the initramfs): `cluster create`
 // returns once both nodes are Ready and CoreDNS is available; a pod runs on
-// the worker VM, its logs and exec answer through the worker's kubelet, and
-// it reaches the apiserver's Service address over the pod network.
+// the worker VM, its logs and exec answer through the worker's kubelet, it
+// resolves kubernetes.default through CoreDNS on the control plane and
+// reaches the apiserver's Service address.
 func TestClusterQEMUKubernetes(t *testing.T) {
 	out := outDir(t)
 	if _, err := os.Stat(filepath.Join(out, "images.cpio")); err != nil {
@@ -440,6 +441,15 @@ func TestClusterQEMUKubernetes(t *testing.T) {
 	if got := k.must("exec", "vmpod", "--", "cat", "/proc/sys/kernel/hostname"); got != "vmpod" {
 		t.Fatalf("kubectl exec: hostname %q", got)
 	}
+	// CoreDNS runs on the control plane: a name resolved from the worker's
+	// pod crosses the pod network between the VMs.
+	waitFor(t, "kubernetes.default resolved from the worker's pod", time.Minute, func() error {
+		out, err := k.run("exec", "vmpod", "--", "nslookup", "kubernetes.default.svc.cluster.local")
+		if err == nil && !strings.Contains(out, "10.96.0.1") {
+			err = fmt.Errorf("nslookup: %s", out)
+		}
+		return err
+	})
 	svc := k.must("get", "service", "kubernetes", "-o", "jsonpath={.spec.clusterIP}")
 	waitFor(t, "the apiserver's Service from the worker's pod", time.Minute, func() error {
 		_, err := k.run("exec", "vmpod", "--", "sh", "-c", "nc -w 3 "+svc+" 443 </dev/null")
