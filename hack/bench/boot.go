@@ -233,7 +233,7 @@ func xzUnpackedMB(path string) float64 {
 func renderBoot(r bootResult) string {
 	var b strings.Builder
 	b.WriteString(stamp() + "\n\n")
-	b.WriteString("qemu with TCG (KVM is not usable here), 2 vCPUs, 2 GiB, virtio NIC on slirp (its DHCP and TFTP). Times come from the console's kernel timestamps, except power-on → API (wall clock, including firmware and loading). The lease time is the console's apply-config line with the leased address (printed within 0.5 s of the lease).\n\n")
+	b.WriteString("qemu with TCG (KVM is not usable here), 2 vCPUs, 3 GiB, virtio NIC on slirp (its DHCP and TFTP). The direct and PXE rounds boot the agent and etcd only (`ballast.kubernetes=false`, `agent.ipxe`); the last row boots a Kubernetes node (initramfs + images.cpio), whose PID 1 first moves / off the initramfs. Times come from the console's kernel timestamps, except power-on → API (wall clock, including firmware and loading). The lease time is the console's apply-config line with the leased address (printed within 0.5 s of the lease).\n\n")
 	b.WriteString("| boot path | kernel start → /init | /init → API listening | /init → DHCP lease | power-on → API (wall) | machined RSS, configured + etcd |\n| --- | --: | --: | --: | --: | --: |\n")
 	for _, x := range r.rounds {
 		rss := "—"
@@ -257,7 +257,7 @@ func renderBoot(r bootResult) string {
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s |\n", a.name, size, note)
 	}
-	b.WriteString("\nThe initramfs carries machined, containerd, its shim, runc (Debian's, with its libraries), the kubelet, four CNI plugins and 274 kernel modules; not the Kubernetes component images.\n")
+	b.WriteString("\nThe initramfs carries machined, containerd, its shim, runc and mount/umount (Debian's, with their libraries), the kubelet, four CNI plugins and 274 kernel modules; the Kubernetes component images are images.cpio, a second initrd (uncompressed: their layers are tar), which the ISO and the disk carry too.\n")
 	return b.String()
 }
 
