@@ -1352,9 +1352,10 @@ const file_machine_etcd_proto_rawDesc = "" +
 	"\rEtcdAlarmList\x12..ballast.machine.v1alpha1.EtcdAlarmListRequest\x1a/.ballast.machine.v1alpha1.EtcdAlarmListResponse\x12t\n" +
 	"\x0fEtcdAlarmDisarm\x120.ballast.machine.v1alpha1.EtcdAlarmDisarmRequest\x1a/.ballast.machine.v1alpha1.EtcdAlarmListResponse\x12d\n" +
 	"\fEtcdSnapshot\x12-.ballast.machine.v1alpha1.EtcdSnapshotRequest\x1a#.ballast.machine.v1alpha1.DataChunk0\x01\x12s\n" +
-	"\x0eEtcdClientCert\x12/.ballast.machine.v1alpha1.EtcdClientCertRequest\x1a0.ballast.machine.v1alpha1.EtcdClientCertResponse2\x99\x01\n" +
+	"\x0eEtcdClientCert\x12/.ballast.machine.v1alpha1.EtcdClientCertRequest\x1a0.ballast.machine.v1alpha1.EtcdClientCertResponse2\xa1\x02\n" +
 	"\x12CertificateService\x12\x82\x01\n" +
-	"\x13SignNodeCertificate\x124.ballast.machine.v1alpha1.SignNodeCertificateRequest\x1a5.ballast.machine.v1alpha1.SignNodeCertificateResponseB3Z1github.com/ballast-os/ballast/api/machine;machineb\x06proto3"
+	"\x13SignNodeCertificate\x124.ballast.machine.v1alpha1.SignNodeCertificateRequest\x1a5.ballast.machine.v1alpha1.SignNodeCertificateResponse\x12\x85\x01\n" +
+	"\x16SignKubeletCertificate\x124.ballast.machine.v1alpha1.SignNodeCertificateRequest\x1a5.ballast.machine.v1alpha1.SignNodeCertificateResponseB3Z1github.com/ballast-os/ballast/api/machine;machineb\x06proto3"
 
 var (
 	file_machine_etcd_proto_rawDescOnce sync.Once
@@ -1413,21 +1414,23 @@ var file_machine_etcd_proto_depIdxs = []int32{
 	20, // 12: ballast.machine.v1alpha1.EtcdService.EtcdSnapshot:input_type -> ballast.machine.v1alpha1.EtcdSnapshotRequest
 	22, // 13: ballast.machine.v1alpha1.EtcdService.EtcdClientCert:input_type -> ballast.machine.v1alpha1.EtcdClientCertRequest
 	24, // 14: ballast.machine.v1alpha1.CertificateService.SignNodeCertificate:input_type -> ballast.machine.v1alpha1.SignNodeCertificateRequest
-	1,  // 15: ballast.machine.v1alpha1.EtcdService.Bootstrap:output_type -> ballast.machine.v1alpha1.BootstrapResponse
-	1,  // 16: ballast.machine.v1alpha1.EtcdService.Recover:output_type -> ballast.machine.v1alpha1.BootstrapResponse
-	5,  // 17: ballast.machine.v1alpha1.EtcdService.EtcdMembers:output_type -> ballast.machine.v1alpha1.EtcdMembersResponse
-	7,  // 18: ballast.machine.v1alpha1.EtcdService.EtcdStatus:output_type -> ballast.machine.v1alpha1.EtcdStatusResponse
-	9,  // 19: ballast.machine.v1alpha1.EtcdService.EtcdLeave:output_type -> ballast.machine.v1alpha1.EtcdLeaveResponse
-	11, // 20: ballast.machine.v1alpha1.EtcdService.EtcdRemoveMember:output_type -> ballast.machine.v1alpha1.EtcdRemoveMemberResponse
-	13, // 21: ballast.machine.v1alpha1.EtcdService.EtcdForfeitLeadership:output_type -> ballast.machine.v1alpha1.EtcdForfeitLeadershipResponse
-	15, // 22: ballast.machine.v1alpha1.EtcdService.EtcdDefrag:output_type -> ballast.machine.v1alpha1.EtcdDefragResponse
-	19, // 23: ballast.machine.v1alpha1.EtcdService.EtcdAlarmList:output_type -> ballast.machine.v1alpha1.EtcdAlarmListResponse
-	19, // 24: ballast.machine.v1alpha1.EtcdService.EtcdAlarmDisarm:output_type -> ballast.machine.v1alpha1.EtcdAlarmListResponse
-	21, // 25: ballast.machine.v1alpha1.EtcdService.EtcdSnapshot:output_type -> ballast.machine.v1alpha1.DataChunk
-	23, // 26: ballast.machine.v1alpha1.EtcdService.EtcdClientCert:output_type -> ballast.machine.v1alpha1.EtcdClientCertResponse
-	25, // 27: ballast.machine.v1alpha1.CertificateService.SignNodeCertificate:output_type -> ballast.machine.v1alpha1.SignNodeCertificateResponse
-	15, // [15:28] is the sub-list for method output_type
-	2,  // [2:15] is the sub-list for method input_type
+	24, // 15: ballast.machine.v1alpha1.CertificateService.SignKubeletCertificate:input_type -> ballast.machine.v1alpha1.SignNodeCertificateRequest
+	1,  // 16: ballast.machine.v1alpha1.EtcdService.Bootstrap:output_type -> ballast.machine.v1alpha1.BootstrapResponse
+	1,  // 17: ballast.machine.v1alpha1.EtcdService.Recover:output_type -> ballast.machine.v1alpha1.BootstrapResponse
+	5,  // 18: ballast.machine.v1alpha1.EtcdService.EtcdMembers:output_type -> ballast.machine.v1alpha1.EtcdMembersResponse
+	7,  // 19: ballast.machine.v1alpha1.EtcdService.EtcdStatus:output_type -> ballast.machine.v1alpha1.EtcdStatusResponse
+	9,  // 20: ballast.machine.v1alpha1.EtcdService.EtcdLeave:output_type -> ballast.machine.v1alpha1.EtcdLeaveResponse
+	11, // 21: ballast.machine.v1alpha1.EtcdService.EtcdRemoveMember:output_type -> ballast.machine.v1alpha1.EtcdRemoveMemberResponse
+	13, // 22: ballast.machine.v1alpha1.EtcdService.EtcdForfeitLeadership:output_type -> ballast.machine.v1alpha1.EtcdForfeitLeadershipResponse
+	15, // 23: ballast.machine.v1alpha1.EtcdService.EtcdDefrag:output_type -> ballast.machine.v1alpha1.EtcdDefragResponse
+	19, // 24: ballast.machine.v1alpha1.EtcdService.EtcdAlarmList:output_type -> ballast.machine.v1alpha1.EtcdAlarmListResponse
+	19, // 25: ballast.machine.v1alpha1.EtcdService.EtcdAlarmDisarm:output_type -> ballast.machine.v1alpha1.EtcdAlarmListResponse
+	21, // 26: ballast.machine.v1alpha1.EtcdService.EtcdSnapshot:output_type -> ballast.machine.v1alpha1.DataChunk
+	23, // 27: ballast.machine.v1alpha1.EtcdService.EtcdClientCert:output_type -> ballast.machine.v1alpha1.EtcdClientCertResponse
+	25, // 28: ballast.machine.v1alpha1.CertificateService.SignNodeCertificate:output_type -> ballast.machine.v1alpha1.SignNodeCertificateResponse
+	25, // 29: ballast.machine.v1alpha1.CertificateService.SignKubeletCertificate:output_type -> ballast.machine.v1alpha1.SignNodeCertificateResponse
+	16, // [16:30] is the sub-list for method output_type
+	2,  // [2:16] is the sub-list for method input_type
 	2,  // [2:2] is the sub-list for extension type_name
 	2,  // [2:2] is the sub-list for extension extendee
 	0,  // [0:2] is the sub-list for field type_name

@@ -577,18 +577,23 @@ var EtcdService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	CertificateService_SignNodeCertificate_FullMethodName = "/ballast.machine.v1alpha1.CertificateService/SignNodeCertificate"
+	CertificateService_SignNodeCertificate_FullMethodName    = "/ballast.machine.v1alpha1.CertificateService/SignNodeCertificate"
+	CertificateService_SignKubeletCertificate_FullMethodName = "/ballast.machine.v1alpha1.CertificateService/SignKubeletCertificate"
 )
 
 // CertificateServiceClient is the client API for CertificateService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// CertificateService lets a worker trade its machine token for a
-// machine-API certificate signed by the OS CA (control-plane nodes only).
-// It is the one RPC a configured node serves without a client certificate.
+// CertificateService lets a worker trade its machine token for its
+// certificates (control-plane nodes only): the machine-API certificate,
+// signed by the OS CA, and its kubelet's client certificate
+// (system:node:<hostname>), signed by the Kubernetes CA. Each names only the
+// hostname the signer checked and the address it saw the call come from.
+// These are the RPCs a configured node serves without a client certificate.
 type CertificateServiceClient interface {
 	SignNodeCertificate(ctx context.Context, in *SignNodeCertificateRequest, opts ...grpc.CallOption) (*SignNodeCertificateResponse, error)
+	SignKubeletCertificate(ctx context.Context, in *SignNodeCertificateRequest, opts ...grpc.CallOption) (*SignNodeCertificateResponse, error)
 }
 
 type certificateServiceClient struct {
@@ -609,15 +614,29 @@ func (c *certificateServiceClient) SignNodeCertificate(ctx context.Context, in *
 	return out, nil
 }
 
+func (c *certificateServiceClient) SignKubeletCertificate(ctx context.Context, in *SignNodeCertificateRequest, opts ...grpc.CallOption) (*SignNodeCertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SignNodeCertificateResponse)
+	err := c.cc.Invoke(ctx, CertificateService_SignKubeletCertificate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CertificateServiceServer is the server API for CertificateService service.
 // All implementations must embed UnimplementedCertificateServiceServer
 // for forward compatibility.
 //
-// CertificateService lets a worker trade its machine token for a
-// machine-API certificate signed by the OS CA (control-plane nodes only).
-// It is the one RPC a configured node serves without a client certificate.
+// CertificateService lets a worker trade its machine token for its
+// certificates (control-plane nodes only): the machine-API certificate,
+// signed by the OS CA, and its kubelet's client certificate
+// (system:node:<hostname>), signed by the Kubernetes CA. Each names only the
+// hostname the signer checked and the address it saw the call come from.
+// These are the RPCs a configured node serves without a client certificate.
 type CertificateServiceServer interface {
 	SignNodeCertificate(context.Context, *SignNodeCertificateRequest) (*SignNodeCertificateResponse, error)
+	SignKubeletCertificate(context.Context, *SignNodeCertificateRequest) (*SignNodeCertificateResponse, error)
 	mustEmbedUnimplementedCertificateServiceServer()
 }
 
@@ -630,6 +649,9 @@ type UnimplementedCertificateServiceServer struct{}
 
 func (UnimplementedCertificateServiceServer) SignNodeCertificate(context.Context, *SignNodeCertificateRequest) (*SignNodeCertificateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SignNodeCertificate not implemented")
+}
+func (UnimplementedCertificateServiceServer) SignKubeletCertificate(context.Context, *SignNodeCertificateRequest) (*SignNodeCertificateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SignKubeletCertificate not implemented")
 }
 func (UnimplementedCertificateServiceServer) mustEmbedUnimplementedCertificateServiceServer() {}
 func (UnimplementedCertificateServiceServer) testEmbeddedByValue()                            {}
@@ -670,6 +692,24 @@ func _CertificateService_SignNodeCertificate_Handler(srv interface{}, ctx contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CertificateService_SignKubeletCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SignNodeCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CertificateServiceServer).SignKubeletCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CertificateService_SignKubeletCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CertificateServiceServer).SignKubeletCertificate(ctx, req.(*SignNodeCertificateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CertificateService_ServiceDesc is the grpc.ServiceDesc for CertificateService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -680,6 +720,10 @@ var CertificateService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SignNodeCertificate",
 			Handler:    _CertificateService_SignNodeCertificate_Handler,
+		},
+		{
+			MethodName: "SignKubeletCertificate",
+			Handler:    _CertificateService_SignKubeletCertificate_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -60,7 +60,7 @@ func testWorkerImpersonation(t *testing.T, c *localCluster, cpAddr, hostIP strin
 	}
 
 	// The control plane's member name is refused outright.
-	if _, err := sign(c.name + "-cp1"); err == nil || !strings.Contains(err.Error(), "control-plane name") {
+	if _, err := sign(c.name + "-cp1"); err == nil || !strings.Contains(err.Error(), "control-plane or cluster-reserved name") {
 		t.Fatalf("a certificate request naming control plane %s-cp1 was not refused: %v", c.name, err)
 	}
 	crtPEM, err := sign("impostor")

@@ -160,8 +160,8 @@ func TestKubernetesWorkloads(t *testing.T) {
 				t.Errorf("exec in %s: hostname %q", p.Metadata.Name, out)
 			}
 		}
-		// The kubelets serve certificates of the cluster CA, approved by
-		// machined, which the apiserver verifies (--kubelet-certificate-authority).
+		// The kubelets serve certificates of the kubelet-serving CA, approved
+		// by machined, which the apiserver verifies (--kubelet-certificate-authority).
 		out := k.must("get", "csr", "-o", "jsonpath={range .items[?(@.spec.signerName==\"kubernetes.io/kubelet-serving\")]}{.spec.username} {.status.conditions[0].reason}{\"\\n\"}{end}")
 		approved := 0
 		for _, l := range lines(out) {
@@ -172,6 +172,10 @@ func TestKubernetesWorkloads(t *testing.T) {
 		if approved < 5 {
 			t.Fatalf("%d serving CSRs approved by Ballast, want 5:\n%s", approved, out)
 		}
+	})
+
+	t.Run("Kubernetes-side trust", func(t *testing.T) {
+		testKubeletTrust(t, c.on(t), byName["e2ewl-cp1"], w1, w2, show.Endpoint)
 	})
 
 	t.Run("a worker's power loss reschedules its pods; it comes back Ready", func(t *testing.T) {

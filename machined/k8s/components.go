@@ -2,6 +2,7 @@ package k8s
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -36,13 +37,15 @@ func Components(cfg *config.Config, n Node, p Paths, etcdServers []string) ([]Co
 		return nil, fmt.Errorf("no etcd servers")
 	}
 	apiserver := map[string]string{
-		"advertise-address":                  n.AdvertiseIP,
-		"bind-address":                       "0.0.0.0",
-		"secure-port":                        fmt.Sprint(APIServerPort),
-		"allow-privileged":                   "true",
-		"authorization-mode":                 "Node,RBAC",
-		"enable-admission-plugins":           "NodeRestriction",
-		"enable-bootstrap-token-auth":        "true",
+		"advertise-address":        n.AdvertiseIP,
+		"bind-address":             "0.0.0.0",
+		"secure-port":              fmt.Sprint(APIServerPort),
+		"allow-privileged":         "true",
+		"authorization-mode":       "Node,RBAC",
+		"enable-admission-plugins": "NodeRestriction",
+		// Kubelets get their client certificates from a control plane over
+		// the machine API: no bearer token can join a node.
+		"enable-bootstrap-token-auth":        "false",
 		"client-ca-file":                     In(caCrt),
 		"tls-cert-file":                      In("apiserver.crt"),
 		"tls-private-key-file":               In("apiserver.key"),
@@ -50,7 +53,7 @@ func Components(cfg *config.Config, n Node, p Paths, etcdServers []string) ([]Co
 		"etcd-cafile":                        In(etcdCACrt),
 		"etcd-certfile":                      In("apiserver-etcd-client.crt"),
 		"etcd-keyfile":                       In("apiserver-etcd-client.key"),
-		"kubelet-certificate-authority":      In(caCrt),
+		"kubelet-certificate-authority":      In(kubeletServingCACrt),
 		"kubelet-client-certificate":         In("apiserver-kubelet-client.crt"),
 		"kubelet-client-key":                 In("apiserver-kubelet-client.key"),
 		"kubelet-preferred-address-types":    "InternalIP,ExternalIP,Hostname",
@@ -71,16 +74,27 @@ func Components(cfg *config.Config, n Node, p Paths, etcdServers []string) ([]Co
 		"profiling":                          "false",
 	}
 	cm := map[string]string{
-		"kubeconfig":                       In(controllerManagerKC),
-		"authentication-kubeconfig":        In(controllerManagerKC),
-		"authorization-kubeconfig":         In(controllerManagerKC),
-		"bind-address":                     "127.0.0.1",
-		"secure-port":                      fmt.Sprint(ControllerManagerPort),
-		"client-ca-file":                   In(caCrt),
-		"cluster-name":                     cfg.Cluster.Name,
-		"cluster-signing-cert-file":        In(caCrt),
-		"cluster-signing-key-file":         In(caKey),
-		"controllers":                      "*,bootstrapsigner,tokencleaner",
+		"kubeconfig":                In(controllerManagerKC),
+		"authentication-kubeconfig": In(controllerManagerKC),
+		"authorization-kubeconfig":  In(controllerManagerKC),
+		"bind-address":              "127.0.0.1",
+		"secure-port":               fmt.Sprint(ControllerManagerPort),
+		"client-ca-file":            In(caCrt),
+		"cluster-name":              cfg.Cluster.Name,
+		// One signer per trust: kubelet serving certificates from their own
+		// CA (the apiserver trusts kubelets through it, no client trusts it
+		// for the apiserver); client certificates from the cluster CA the
+		// apiserver authenticates clients with. The legacy-unknown signer
+		// stays off.
+		"cluster-signing-kubelet-serving-cert-file":       In(kubeletServingCACrt),
+		"cluster-signing-kubelet-serving-key-file":        In(kubeletServingCAKey),
+		"cluster-signing-kubelet-client-cert-file":        In(caCrt),
+		"cluster-signing-kubelet-client-key-file":         In(caKey),
+		"cluster-signing-kube-apiserver-client-cert-file": In(caCrt),
+		"cluster-signing-kube-apiserver-client-key-file":  In(caKey),
+		// tokencleaner deletes expired bootstrap-token Secrets (Ballast
+		// issues none, but one an operator made must not outlive itself).
+		"controllers":                      "*,tokencleaner",
 		"leader-elect":                     "true",
 		"root-ca-file":                     In(caCrt),
 		"service-account-private-key-file": In(saKey),
@@ -99,32 +113,44 @@ func Components(cfg *config.Config, n Node, p Paths, etcdServers []string) ([]Co
 		"leader-elect":              "true",
 		"profiling":                 "false",
 	}
-	// The apiserver and controller-manager see the directory; the
-	// scheduler only its kubeconfig (no CA or service-account key).
-	dirMount := []specs.Mount{{
-		Destination: ContainerDir, Type: "bind", Source: p.Dir,
-		Options: []string{"rbind", "ro"},
-	}}
-	schedMount := []specs.Mount{{
-		Destination: In(schedulerKC), Type: "bind", Source: p.file(schedulerKC),
-		Options: []string{"bind", "ro"},
-	}}
 	version := cfg.Cluster.KubernetesVersion
-	mk := func(name string, c config.Component, flags map[string]string, mounts []specs.Mount) Component {
+	mk := func(name string, c config.Component, flags map[string]string) Component {
 		img := c.Image
 		if img == "" {
 			img = images.Ref(name, version)
 		}
+		// Least privilege: the container sees exactly the files Ballast's
+		// own flags name, each read-only (extraArgs cannot widen it).
+		mounts := fileMounts(p, flags)
 		for k, v := range c.ExtraArgs {
 			flags[k] = v
 		}
 		return Component{Name: name, Image: img, Args: Flags(flags), Mounts: mounts}
 	}
 	return []Component{
-		mk(images.APIServer, cfg.Cluster.APIServer, apiserver, dirMount),
-		mk(images.ControllerManager, cfg.Cluster.ControllerManager, cm, dirMount),
-		mk(images.Scheduler, cfg.Cluster.Scheduler, sched, schedMount),
+		mk(images.APIServer, cfg.Cluster.APIServer, apiserver),
+		mk(images.ControllerManager, cfg.Cluster.ControllerManager, cm),
+		mk(images.Scheduler, cfg.Cluster.Scheduler, sched),
 	}, nil
+}
+
+// fileMounts bind-mounts, read-only, each file of the Kubernetes directory
+// that a flag names, and nothing else of it. A file replaced later (a
+// renewal writes a new inode) reaches the component when it restarts,
+// which Sync asks for.
+func fileMounts(p Paths, flags map[string]string) []specs.Mount {
+	var names []string
+	for _, v := range flags {
+		if name, ok := strings.CutPrefix(v, ContainerDir+"/"); ok && !slices.Contains(names, name) {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	out := make([]specs.Mount, 0, len(names))
+	for _, name := range names {
+		out = append(out, specs.Mount{Destination: In(name), Type: "bind", Source: p.file(name), Options: []string{"bind", "ro"}})
+	}
+	return out
 }
 
 // Flags renders flags as --name=value, sorted by name.

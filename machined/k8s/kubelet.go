@@ -11,7 +11,6 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/ballast-os/ballast/pkg/config"
-	"github.com/ballast-os/ballast/pkg/kubeconfig"
 	"github.com/ballast-os/ballast/pkg/pki"
 )
 
@@ -56,6 +55,9 @@ func NewKubeletPaths(ephemeral string) KubeletPaths {
 // Files of KubeletPaths.Dir.
 func (p KubeletPaths) Config() string     { return filepath.Join(p.Dir, "config.yaml") }
 func (p KubeletPaths) Kubeconfig() string { return filepath.Join(p.Dir, "kubeconfig") }
+
+// BootstrapKubeconfig is where Ballast before 0.17 kept the kubelet's
+// bootstrap token; it is removed when found.
 func (p KubeletPaths) BootstrapKubeconfig() string {
 	return filepath.Join(p.Dir, "bootstrap-kubeconfig")
 }
@@ -140,11 +142,10 @@ func KubeletConfig(cfg *config.Config, n KubeletNode, p KubeletPaths) ([]byte, e
 // machine.kubelet.extraArgs (validation keeps the ones Ballast owns out).
 func KubeletArgs(cfg *config.Config, n KubeletNode, p KubeletPaths) []string {
 	flags := map[string]string{
-		"config":               p.Config(),
-		"kubeconfig":           p.Kubeconfig(),
-		"bootstrap-kubeconfig": p.BootstrapKubeconfig(),
-		"cert-dir":             p.CertDir(),
-		"root-dir":             p.RootDir,
+		"config":     p.Config(),
+		"kubeconfig": p.Kubeconfig(),
+		"cert-dir":   p.CertDir(),
+		"root-dir":   p.RootDir,
 		// FlexVolume drivers: under the root dir, not /usr/libexec (the OS
 		// image's is read-only, a host's is not the node's).
 		"volume-plugin-dir": filepath.Join(p.RootDir, "volumeplugins"),
@@ -193,16 +194,6 @@ func NodeTaints(cfg *config.Config) string {
 	}
 	sort.Strings(out)
 	return strings.Join(out, ",")
-}
-
-// BootstrapKubeconfig is the kubelet's bootstrap kubeconfig: the cluster's
-// bootstrap token against the node's API load balancer.
-func BootstrapKubeconfig(cfg *config.Config, n KubeletNode) ([]byte, error) {
-	ca, err := ClusterCACert(cfg)
-	if err != nil {
-		return nil, err
-	}
-	return kubeconfig.NewToken(cfg.Cluster.Name, n.LocalEndpoint, ca, cfg.Cluster.Token, "kubelet-bootstrap")
 }
 
 // ClusterCACert is the Kubernetes CA certificate (PEM), which every node

@@ -98,12 +98,6 @@ func TestKubeletConfig(t *testing.T) {
 	}
 }
 
-func TestBootstrapKubeconfigNeedsTheCA(t *testing.T) {
-	if _, err := BootstrapKubeconfig(kubeletCfg(t, config.TypeWorker, nil), KubeletNode{}); err == nil {
-		t.Fatal("no error without cluster.ca")
-	}
-}
-
 func TestRenderManifests(t *testing.T) {
 	cfg := kubeletCfg(t, config.TypeControlPlane, nil)
 	m, err := RenderManifests(cfg, "https://127.0.0.1:7445")
@@ -113,8 +107,13 @@ func TestRenderManifests(t *testing.T) {
 	kinds := map[string]int{}
 	for _, o := range m.Objects {
 		kinds[o.GetKind()]++
-		if o.GetKind() == "Secret" && o.GetName() != "bootstrap-token-abcdef" {
-			t.Errorf("bootstrap token secret named %s", o.GetName())
+		if o.GetKind() == "Secret" {
+			t.Errorf("the manifests carry a Secret (%s): no bootstrap token may be published", o.GetName())
+		}
+		for _, obs := range ObsoleteObjects {
+			if o.GetKind() == obs.Kind && o.GetName() == obs.Name {
+				t.Errorf("obsolete %s %s is still applied", obs.Kind, obs.Name)
+			}
 		}
 		if o.GetKind() == "Service" && o.GetName() == "kube-dns" {
 			if ip, _, _ := unstructuredString(o.Object, "spec", "clusterIP"); ip != "10.96.0.10" {
@@ -122,23 +121,28 @@ func TestRenderManifests(t *testing.T) {
 			}
 		}
 	}
-	for kind, want := range map[string]int{"Secret": 1, "DaemonSet": 1, "Deployment": 1, "Service": 1, "ConfigMap": 2} {
+	for kind, want := range map[string]int{"Secret": 0, "DaemonSet": 1, "Deployment": 1, "Service": 1, "ConfigMap": 2} {
 		if kinds[kind] != want {
 			t.Errorf("%d %s objects, want %d (all: %v)", kinds[kind], kind, want, kinds)
 		}
 	}
-	// The version follows the content.
+	// The version follows the content, and the (deprecated) token is not
+	// part of it.
 	cfg.Cluster.Token = "zzzzzz.0123456789abcdef"
 	m2, err := RenderManifests(cfg, "https://127.0.0.1:7445")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m2.Version == m.Version {
-		t.Fatal("a new token left the manifests' version unchanged")
+	if m2.Version != m.Version {
+		t.Fatal("cluster.token changed the manifests")
 	}
-	cfg.Cluster.Token = "no-dot"
-	if _, err := RenderManifests(cfg, "https://127.0.0.1:7445"); err == nil || strings.Contains(err.Error(), "no-dot") {
-		t.Fatalf("bad token: %v (must fail without echoing the token)", err)
+	cfg.Cluster.Network.DNSDomain = "lab.example"
+	m3, err := RenderManifests(cfg, "https://127.0.0.1:7445")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m3.Version == m.Version {
+		t.Fatal("a new DNS domain left the manifests' version unchanged")
 	}
 }
 

@@ -24,7 +24,26 @@ var manifestFiles embed.FS
 
 // ManifestsRevision is bumped when the manifests change in a way their
 // hash would not show (it is part of the recorded version).
-const ManifestsRevision = 1
+const ManifestsRevision = 2
+
+// Obsolete names an object earlier manifests created that the current ones
+// drop: the manifests controller deletes it.
+type Obsolete struct {
+	APIVersion, Kind, Namespace, Name string
+}
+
+// ObsoleteObjects are what earlier revisions applied and this one removes:
+// the bootstrap-token RBAC (kubelets no longer join with a token).
+// Bootstrap-token Secrets are found by type, not by name (LegacyTokenGroup).
+var ObsoleteObjects = []Obsolete{
+	{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRoleBinding", Name: "ballast:kubelet-bootstrap"},
+	{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRoleBinding", Name: "ballast:node-autoapprove-bootstrap"},
+}
+
+// LegacyTokenGroup is the group Ballast's bootstrap tokens (cluster.token,
+// before revision 2) authenticated into: a token Secret that names it is
+// Ballast's and is deleted.
+const LegacyTokenGroup = "system:bootstrappers:ballast"
 
 // Manifests are the cluster's bootstrap objects, rendered for a config.
 type Manifests struct {
@@ -34,21 +53,16 @@ type Manifests struct {
 	Version string
 }
 
-// RenderManifests renders the bootstrap manifests (bootstrap token and TLS
-// bootstrap RBAC, kube-proxy, CoreDNS) for cfg. localEndpoint is the node's
-// API load balancer, which kube-proxy uses on every node.
+// RenderManifests renders the bootstrap manifests (the RBAC of kubelet
+// certificates and the pod network, kube-proxy, CoreDNS) for cfg.
+// localEndpoint is the node's API load balancer, which kube-proxy uses on
+// every node.
 func RenderManifests(cfg *config.Config, localEndpoint string) (Manifests, error) {
-	id, secret, ok := strings.Cut(cfg.Cluster.Token, ".")
-	if !ok {
-		return Manifests{}, fmt.Errorf("cluster.token %q is not <id>.<secret>", "<redacted>")
-	}
 	dns, err := DNSServiceIP(cfg)
 	if err != nil {
 		return Manifests{}, err
 	}
 	data := map[string]string{
-		"TokenID":        id,
-		"TokenSecret":    secret,
 		"PodSubnets":     strings.Join(cfg.Cluster.Network.PodSubnets, ","),
 		"LocalEndpoint":  localEndpoint,
 		"KubeProxyImage": images.PodImageRef(images.KubeProxy, cfg.Cluster.KubernetesVersion),

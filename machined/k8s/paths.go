@@ -19,6 +19,8 @@ const (
 	caCrt               = "ca.crt"
 	caKey               = "ca.key"
 	frontProxyCACrt     = "front-proxy-ca.crt"
+	kubeletServingCACrt = "kubelet-serving-ca.crt"
+	kubeletServingCAKey = "kubelet-serving-ca.key"
 	etcdCACrt           = "etcd-ca.crt"
 	saKey               = "sa.key"
 	saPub               = "sa.pub"

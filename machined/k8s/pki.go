@@ -154,6 +154,10 @@ func frontProxyCA(cfg *config.Config) (*pki.CertAndKey, error) {
 	return caFrom("cluster.aggregatorCA", cfg.Cluster.AggregatorCA)
 }
 
+func kubeletServingCA(cfg *config.Config) (*pki.CertAndKey, error) {
+	return caFrom("cluster.kubeletServingCA", cfg.Cluster.KubeletServingCA)
+}
+
 func etcdCA(cfg *config.Config) (*pki.CertAndKey, error) {
 	return caFrom("cluster.etcd.ca", cfg.Cluster.Etcd.CA)
 }
@@ -333,6 +337,10 @@ func staticFiles(cfg *config.Config) ([]staticFile, error) {
 	if err != nil {
 		return nil, err
 	}
+	kCA, err := kubeletServingCA(cfg)
+	if err != nil {
+		return nil, err
+	}
 	if cfg.Cluster.ServiceAccount == nil || cfg.Cluster.ServiceAccount.Key == "" {
 		return nil, fmt.Errorf("%w: cluster.serviceAccount.key is required on control-plane nodes", ErrMissingSecret)
 	}
@@ -357,6 +365,8 @@ func staticFiles(cfg *config.Config) ([]staticFile, error) {
 		{caCrt, k8sCA.Crt, 0o644, all},
 		{caKey, k8sCA.Key, 0o600, []string{images.ControllerManager}},
 		{frontProxyCACrt, fpCA.Crt, 0o644, []string{images.APIServer}},
+		{kubeletServingCACrt, kCA.Crt, 0o644, []string{images.APIServer, images.ControllerManager}},
+		{kubeletServingCAKey, kCA.Key, 0o600, []string{images.ControllerManager}},
 		{etcdCACrt, eCA.Crt, 0o644, []string{images.APIServer}},
 		{saKey, saPEM, 0o600, []string{images.APIServer, images.ControllerManager}},
 		{saPub, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}), 0o644, []string{images.APIServer}},

@@ -184,9 +184,6 @@ func TestComponentsExtraArgsWin(t *testing.T) {
 	if m := comps[2].Mounts; len(m) != 1 || m[0].Source != "/x/"+schedulerKC {
 		t.Fatalf("the scheduler mounts %v, want its kubeconfig only", m)
 	}
-	if m := api.Mounts; len(m) != 1 || m[0].Source != "/x" || m[0].Destination != ContainerDir {
-		t.Fatalf("the apiserver mounts %v", m)
-	}
 	if _, err := Components(cfg, testNode, Paths{Dir: "/x"}, nil); err == nil {
 		t.Fatal("components without etcd servers")
 	}

@@ -133,7 +133,7 @@ func (r *kubeletRunner) Run(ctx context.Context, out io.Writer, started func()) 
 			return err
 		}
 	}
-	if err := n.bootstrapKubelet(ctx, kn, p, out); err != nil {
+	if err := n.ensureKubeletClient(ctx, cfg, kn, p, out); err != nil {
 		return err
 	}
 	args := append([]string{bin}, k8s.KubeletArgs(cfg, kn, p)...)
@@ -183,8 +183,7 @@ func kubeletFingerprint(cfg *config.Config, kn k8s.KubeletNode, p k8s.KubeletPat
 	return strings.Join(k8s.KubeletArgs(cfg, kn, p), " ") + "\n" + string(kc)
 }
 
-// writeKubeletFiles writes the kubelet's config, bootstrap kubeconfig, CA
-// and resolv.conf (the node's resolvers), and creates its directories.
+// writeKubeletFiles writes the kubelet's config, CA and resolv.conf (the node's resolvers), and creates its directories.
 func writeKubeletFiles(cfg *config.Config, kn k8s.KubeletNode, p k8s.KubeletPaths, resolvers []string) error {
 	for _, dir := range []string{p.Dir, p.RootDir, p.PodLogsDir, p.CNIConfDir, p.CNIDataDir} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -192,10 +191,6 @@ func writeKubeletFiles(cfg *config.Config, kn k8s.KubeletNode, p k8s.KubeletPath
 		}
 	}
 	kc, err := k8s.KubeletConfig(cfg, kn, p)
-	if err != nil {
-		return err
-	}
-	boot, err := k8s.BootstrapKubeconfig(cfg, kn)
 	if err != nil {
 		return err
 	}
@@ -209,7 +204,6 @@ func writeKubeletFiles(cfg *config.Config, kn k8s.KubeletNode, p k8s.KubeletPath
 		mode os.FileMode
 	}{
 		{p.Config(), kc, 0o644},
-		{p.BootstrapKubeconfig(), boot, 0o600},
 		{p.CA(), ca, 0o644},
 		{p.ResolvConf(), resolvConf(resolvers), 0o644},
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -140,6 +141,9 @@ func (n *Node) applyManifests(ctx context.Context, cs *kubernetes.Clientset, dyn
 			return fmt.Errorf("apply %s %s: %w", strings.ToLower(obj.GetKind()), obj.GetName(), err)
 		}
 	}
+	if err := pruneManifests(ctx, cs, dyn, out); err != nil {
+		return err
+	}
 	cm := &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Name: manifestsRecord, Namespace: "kube-system"},
 		Data:       map[string]string{"version": m.Version, "applied": time.Now().UTC().Format(time.RFC3339)},
@@ -153,5 +157,42 @@ func (n *Node) applyManifests(ctx context.Context, cs *kubernetes.Clientset, dyn
 		return fmt.Errorf("record manifests: %w", err)
 	}
 	fmt.Fprintf(out, "applied %d bootstrap objects (version %s) in %s\n", len(m.Objects), m.Version, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// pruneManifests deletes what earlier manifests created and the current
+// ones dropped (k8s.ObsoleteObjects), and every bootstrap-token Secret
+// Ballast made (cluster.token of earlier versions): no bearer token may
+// outlive the design that needed it.
+func pruneManifests(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Interface, out io.Writer) error {
+	for _, o := range k8s.ObsoleteObjects {
+		gvr, ok := resources[o.APIVersion+"/"+o.Kind]
+		if !ok {
+			return fmt.Errorf("obsolete %s %s: kind not known to machined", o.Kind, o.Name)
+		}
+		var ri dynamic.ResourceInterface = dyn.Resource(gvr)
+		if o.Namespace != "" {
+			ri = dyn.Resource(gvr).Namespace(o.Namespace)
+		}
+		switch err := ri.Delete(ctx, o.Name, metav1.DeleteOptions{}); {
+		case err == nil:
+			fmt.Fprintf(out, "deleted obsolete %s %s\n", strings.ToLower(o.Kind), o.Name)
+		case !apierrors.IsNotFound(err):
+			return fmt.Errorf("delete obsolete %s %s: %w", strings.ToLower(o.Kind), o.Name, err)
+		}
+	}
+	list, err := cs.CoreV1().Secrets("kube-system").List(ctx, metav1.ListOptions{FieldSelector: "type=" + string(corev1.SecretTypeBootstrapToken)})
+	if err != nil {
+		return fmt.Errorf("list bootstrap tokens: %w", err)
+	}
+	for _, s := range list.Items {
+		if !slices.Contains(strings.Split(string(s.Data["auth-extra-groups"]), ","), k8s.LegacyTokenGroup) {
+			continue // not Ballast's
+		}
+		if err := cs.CoreV1().Secrets("kube-system").Delete(ctx, s.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("delete bootstrap token %s: %w", s.Name, err)
+		}
+		fmt.Fprintf(out, "deleted Ballast's bootstrap token Secret %s (kubelets no longer join with a token)\n", s.Name)
+	}
 	return nil
 }

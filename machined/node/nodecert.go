@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"slices"
@@ -18,7 +19,6 @@ import (
 
 	"github.com/ballast-os/ballast/api/machine"
 	"github.com/ballast-os/ballast/machined/errdefs"
-	"github.com/ballast-os/ballast/pkg/client"
 	"github.com/ballast-os/ballast/pkg/config"
 	"github.com/ballast-os/ballast/pkg/pki"
 )
@@ -41,10 +41,59 @@ var ErrCertRefused = errors.New("node certificate refused")
 var hostnameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
 
 // reservedIdentity is what a worker's certificate must never name: the
-// control planes' names and addresses as this signer knows them.
+// control planes' names and addresses as this signer knows them, and the
+// cluster's own (the apiserver's in-cluster names, the DNS domain, the
+// Service and pod ranges).
 type reservedIdentity struct {
 	names []string
 	ips   []net.IP
+	// suffixes: a name equal to one or ending in "."+one is reserved.
+	suffixes []string
+	nets     []netip.Prefix
+}
+
+// reservedName reports whether host (lower case) is reserved; localhost
+// always is.
+func (r *reservedIdentity) reservedName(host string) bool {
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") || slices.Contains(r.names, host) {
+		return true
+	}
+	return slices.ContainsFunc(r.suffixes, func(s string) bool { return host == s || strings.HasSuffix(host, "."+s) })
+}
+
+// reservedIP reports whether ip is reserved.
+func (r *reservedIdentity) reservedIP(ip net.IP) bool {
+	if ip.IsLoopback() || ip.IsUnspecified() || ip.IsMulticast() || slices.ContainsFunc(r.ips, ip.Equal) {
+		return true
+	}
+	a, ok := netip.AddrFromSlice(ip)
+	return ok && slices.ContainsFunc(r.nets, func(p netip.Prefix) bool { return p.Contains(a.Unmap()) })
+}
+
+// clusterReserved are the cluster's own names and ranges: "kubernetes" and
+// every name under it (kubernetes.default.svc…), localhost, the cluster DNS
+// domain and "svc", the endpoint's name (an endpoint address may be a
+// control plane's own), the VIPs, and the Service and pod subnets.
+func clusterReserved(cfg *config.Config) reservedIdentity {
+	var r reservedIdentity
+	r.suffixes = append(r.suffixes, "kubernetes", "svc")
+	if d := strings.ToLower(strings.TrimSuffix(cfg.Cluster.Network.DNSDomain, ".")); d != "" {
+		r.suffixes = append(r.suffixes, d)
+	}
+	if u, err := url.Parse(cfg.Cluster.ControlPlane.Endpoint); err == nil && net.ParseIP(u.Hostname()) == nil {
+		r.addHost(u.Hostname())
+	}
+	for _, iface := range cfg.Machine.Network.Interfaces {
+		if iface.VIP != nil {
+			r.addHost(iface.VIP.IP)
+		}
+	}
+	for _, s := range append(slices.Clone(cfg.Cluster.Network.ServiceSubnets), cfg.Cluster.Network.PodSubnets...) {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			r.nets = append(r.nets, p.Masked())
+		}
+	}
+	return r
 }
 
 func (r *reservedIdentity) addHost(h string) {
@@ -83,8 +132,8 @@ func checkWorkerCSR(csr *x509.CertificateRequest, peerIP net.IP, reserved reserv
 	if ip4 := peerIP.To4(); ip4 != nil {
 		peerIP = ip4
 	}
-	if slices.ContainsFunc(reserved.ips, peerIP.Equal) {
-		return workerCertRequest{}, fmt.Errorf("%w: %w: the request comes from %s, a control-plane address", errdefs.ErrPermissionDenied, ErrCertRefused, peerIP)
+	if reserved.reservedIP(peerIP) {
+		return workerCertRequest{}, fmt.Errorf("%w: %w: the request comes from %s, a control-plane or cluster-reserved address", errdefs.ErrPermissionDenied, ErrCertRefused, peerIP)
 	}
 	host := strings.ToLower(strings.TrimSuffix(csr.Subject.CommonName, "."))
 	switch {
@@ -92,10 +141,8 @@ func checkWorkerCSR(csr *x509.CertificateRequest, peerIP net.IP, reserved reserv
 		return workerCertRequest{}, fmt.Errorf("%w: %w: the request names no hostname (subject common name)", errdefs.ErrInvalidArgument, ErrCertRefused)
 	case len(host) > 253 || !hostnameRE.MatchString(host) || net.ParseIP(host) != nil:
 		return workerCertRequest{}, fmt.Errorf("%w: %w: %q is not a valid hostname", errdefs.ErrInvalidArgument, ErrCertRefused, host)
-	case host == "localhost" || strings.HasSuffix(host, ".localhost"):
-		return workerCertRequest{}, fmt.Errorf("%w: %w: a worker cannot be certified as %q", errdefs.ErrPermissionDenied, ErrCertRefused, host)
-	case slices.Contains(reserved.names, host):
-		return workerCertRequest{}, fmt.Errorf("%w: %w: %q is a control-plane name", errdefs.ErrPermissionDenied, ErrCertRefused, host)
+	case reserved.reservedName(host):
+		return workerCertRequest{}, fmt.Errorf("%w: %w: %q is a control-plane or cluster-reserved name", errdefs.ErrPermissionDenied, ErrCertRefused, host)
 	}
 	return workerCertRequest{hostname: host, ip: peerIP}, nil
 }
@@ -104,7 +151,8 @@ func checkWorkerCSR(csr *x509.CertificateRequest, peerIP net.IP, reserved reserv
 // node's own, the config's endpoint, peers and certSANs, and every etcd
 // member's name and URLs when etcd answers.
 func (n *Node) reservedIdentities(ctx context.Context, cfg *config.Config) reservedIdentity {
-	var r reservedIdentity
+	r := clusterReserved(cfg)
+	r.addURL(cfg.Cluster.ControlPlane.Endpoint)
 	r.addHost(hostname(cfg))
 	r.addHost(n.advertiseIP(cfg))
 	for _, h := range cfg.ControlPlaneAddrs() {
@@ -140,26 +188,14 @@ func (n *Node) reservedIdentities(ctx context.Context, cfg *config.Config) reser
 // a worker's machine-API certificate when it presents the machine token.
 // peerIP is the caller's address as the server saw it.
 func (n *Node) SignNodeCertificate(ctx context.Context, csrPEM []byte, token string, peerIP net.IP) ([]byte, error) {
-	cfg, _ := n.Config()
-	if cfg == nil || !cfg.IsControlPlane() || cfg.Machine.CA == nil || cfg.Machine.CA.Key == "" {
-		return nil, fmt.Errorf("%w: only configured control-plane nodes sign certificates", errdefs.ErrFailedPrecondition)
-	}
-	if subtle.ConstantTimeCompare([]byte(token), []byte(cfg.Machine.Token)) != 1 {
-		n.log.Warn("certificate request with a wrong machine token refused", "peer", peerIP.String())
-		return nil, fmt.Errorf("%w: %w: wrong machine token", errdefs.ErrPermissionDenied, ErrCertRefused)
-	}
-	block, _ := pem.Decode(csrPEM)
-	if block == nil || block.Type != "CERTIFICATE REQUEST" {
-		return nil, fmt.Errorf("%w: %w: no PEM certificate request", errdefs.ErrInvalidArgument, ErrCertRefused)
-	}
-	csr, err := x509.ParseCertificateRequest(block.Bytes)
-	if err != nil || csr.CheckSignature() != nil {
-		return nil, fmt.Errorf("%w: %w: invalid certificate request", errdefs.ErrInvalidArgument, ErrCertRefused)
-	}
-	req, err := checkWorkerCSR(csr, peerIP, n.reservedIdentities(ctx, cfg))
+	cfg, csr, req, err := n.checkWorkerRequest(ctx, "node certificate", csrPEM, token, peerIP)
 	if err != nil {
-		n.log.Warn("node certificate request refused", "peer", peerIP.String(), "hostname", csr.Subject.CommonName, "error", err)
 		return nil, err
+	}
+	if err := n.recordWorker(ctx, req); err != nil {
+		// The machine-API certificate does not depend on the registry;
+		// the kubelet's certificate records the machine again.
+		n.log.Warn("cannot record the worker in the machine registry", "node", req.hostname, "error", err)
 	}
 	ca, err := pki.FromB64(cfg.Machine.CA.Crt, cfg.Machine.CA.Key)
 	if err != nil {
@@ -186,6 +222,34 @@ func (n *Node) SignNodeCertificate(ctx context.Context, csrPEM []byte, token str
 	}
 	n.log.Info("signed a worker certificate", "hostname", req.hostname, "ip", req.ip.String(), "ignored_requested_names", strings.Join(ignored, ","))
 	return ck.Crt, nil
+}
+
+// checkWorkerRequest authenticates a worker's certificate request by the
+// machine token and decides what the certificate may name (checkWorkerCSR);
+// what names the kind of certificate in refusals and logs.
+func (n *Node) checkWorkerRequest(ctx context.Context, what string, csrPEM []byte, token string, peerIP net.IP) (*config.Config, *x509.CertificateRequest, workerCertRequest, error) {
+	cfg, _ := n.Config()
+	if cfg == nil || !cfg.IsControlPlane() || cfg.Machine.CA == nil || cfg.Machine.CA.Key == "" {
+		return nil, nil, workerCertRequest{}, fmt.Errorf("%w: only configured control-plane nodes sign certificates", errdefs.ErrFailedPrecondition)
+	}
+	if subtle.ConstantTimeCompare([]byte(token), []byte(cfg.Machine.Token)) != 1 {
+		n.log.Warn(what+" request with a wrong machine token refused", "peer", peerIP.String())
+		return nil, nil, workerCertRequest{}, fmt.Errorf("%w: %w: wrong machine token", errdefs.ErrPermissionDenied, ErrCertRefused)
+	}
+	block, _ := pem.Decode(csrPEM)
+	if block == nil || block.Type != "CERTIFICATE REQUEST" {
+		return nil, nil, workerCertRequest{}, fmt.Errorf("%w: %w: no PEM certificate request", errdefs.ErrInvalidArgument, ErrCertRefused)
+	}
+	csr, err := x509.ParseCertificateRequest(block.Bytes)
+	if err != nil || csr.CheckSignature() != nil {
+		return nil, nil, workerCertRequest{}, fmt.Errorf("%w: %w: invalid certificate request", errdefs.ErrInvalidArgument, ErrCertRefused)
+	}
+	req, err := checkWorkerCSR(csr, peerIP, n.reservedIdentities(ctx, cfg))
+	if err != nil {
+		n.log.Warn(what+" request refused", "peer", peerIP.String(), "hostname", csr.Subject.CommonName, "error", err)
+		return nil, nil, workerCertRequest{}, err
+	}
+	return cfg, csr, req, nil
 }
 
 // mintNodeCertificate is a control plane's node-cert service: it issues the
@@ -270,7 +334,9 @@ func (n *Node) fetchOnce(ctx context.Context, cfg *config.Config, out io.Writer)
 	delay := time.Second
 	for {
 		for _, addr := range controlPlaneHosts(cfg) {
-			crt, err := requestCert(ctx, addr, source, caPEM, csrPEM, cfg.Machine.Token)
+			crt, err := callCertService(ctx, addr, source, caPEM, func(ctx context.Context, c machine.CertificateServiceClient) (*machine.SignNodeCertificateResponse, error) {
+				return c.SignNodeCertificate(ctx, &machine.SignNodeCertificateRequest{Csr: csrPEM, Token: cfg.Machine.Token})
+			})
 			if err != nil {
 				fmt.Fprintf(out, "certificate request to %s failed: %v\n", addr, err)
 				continue
@@ -309,22 +375,4 @@ func controlPlaneHosts(cfg *config.Config) []string {
 		}
 	}
 	return out
-}
-
-func requestCert(ctx context.Context, addr string, source net.IP, caPEM, csrPEM []byte, token string) ([]byte, error) {
-	c, err := client.New(client.Options{Address: addr, CA: caPEM, ServerOnly: true, RequireControlPlane: true, SourceIP: source})
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	resp, err := machine.NewCertificateServiceClient(c.Conn()).SignNodeCertificate(cctx, &machine.SignNodeCertificateRequest{Csr: csrPEM, Token: token})
-	if err != nil {
-		return nil, err
-	}
-	if len(resp.GetCrt()) == 0 {
-		return nil, errors.New("empty certificate")
-	}
-	return resp.GetCrt(), nil
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/ballast-os/ballast/machined/errdefs"
+	"github.com/ballast-os/ballast/pkg/config"
 	"github.com/ballast-os/ballast/pkg/pki"
 )
 
@@ -15,7 +16,14 @@ import (
 // to certify whatever names and addresses the CSR asked for, so anyone with
 // a worker.yaml could get a certificate for a control plane's address.
 func TestCheckWorkerCSR(t *testing.T) {
-	reserved := reservedIdentity{names: []string{"cp1", "api.example.internal"}, ips: []net.IP{net.ParseIP("10.5.0.2"), net.ParseIP("10.5.0.10")}}
+	cfg := &config.Config{}
+	cfg.Cluster.ControlPlane.Endpoint = "https://api.example.internal:6443"
+	cfg.Cluster.Network.DNSDomain = "cluster.local"
+	cfg.Cluster.Network.ServiceSubnets = []string{"10.96.0.0/12"}
+	cfg.Cluster.Network.PodSubnets = []string{"10.244.0.0/16"}
+	reserved := clusterReserved(cfg)
+	reserved.names = append(reserved.names, "cp1")
+	reserved.ips = append(reserved.ips, net.ParseIP("10.5.0.2"), net.ParseIP("10.5.0.10"))
 	key, _, err := pki.NewKey()
 	if err != nil {
 		t.Fatal(err)
@@ -50,6 +58,13 @@ func TestCheckWorkerCSR(t *testing.T) {
 		{"claims a control plane's name", csr("cp1"), "10.5.0.5", "", "", errdefs.ErrPermissionDenied},
 		{"claims a certSAN of the control plane", csr("api.example.internal"), "10.5.0.5", "", "", errdefs.ErrPermissionDenied},
 		{"claims localhost", csr("localhost"), "10.5.0.5", "", "", errdefs.ErrPermissionDenied},
+		// The review's attack: system:node:kubernetes.default.svc.
+		{"claims kubernetes.default.svc", csr("kubernetes.default.svc"), "10.5.0.5", "", "", errdefs.ErrPermissionDenied},
+		{"claims kubernetes", csr("kubernetes"), "10.5.0.5", "", "", errdefs.ErrPermissionDenied},
+		{"claims a name under the cluster domain", csr("evil.default.svc.cluster.local"), "10.5.0.5", "", "", errdefs.ErrPermissionDenied},
+		{"a name that merely starts with kubernetes is fine", csr("kubernetes-worker-1"), "10.5.0.5", "kubernetes-worker-1", "10.5.0.5", nil},
+		{"calls from a Service address", csr("w1"), "10.96.0.1", "", "", errdefs.ErrPermissionDenied},
+		{"calls from a pod address", csr("w1"), "10.244.3.9", "", "", errdefs.ErrPermissionDenied},
 		{"hostname is an IP", csr("10.5.0.2"), "10.5.0.5", "", "", errdefs.ErrInvalidArgument},
 		{"hostname with a wildcard", csr("*.example.internal"), "10.5.0.5", "", "", errdefs.ErrInvalidArgument},
 		{"no hostname", csr(""), "10.5.0.5", "", "", errdefs.ErrInvalidArgument},

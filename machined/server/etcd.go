@@ -230,15 +230,27 @@ type certServer struct {
 }
 
 func (c *certServer) SignNodeCertificate(ctx context.Context, req *machine.SignNodeCertificateRequest) (*machine.SignNodeCertificateResponse, error) {
-	var ip net.IP
-	if p, ok := peer.FromContext(ctx); ok {
-		if a, ok := p.Addr.(*net.TCPAddr); ok {
-			ip = a.IP
-		}
-	}
-	crt, err := c.s.node.SignNodeCertificate(ctx, req.GetCsr(), req.GetToken(), ip)
+	crt, err := c.s.node.SignNodeCertificate(ctx, req.GetCsr(), req.GetToken(), peerIP(ctx))
 	if err != nil {
 		return nil, err
 	}
 	return &machine.SignNodeCertificateResponse{Crt: crt}, nil
+}
+
+func (c *certServer) SignKubeletCertificate(ctx context.Context, req *machine.SignNodeCertificateRequest) (*machine.SignNodeCertificateResponse, error) {
+	crt, err := c.s.node.SignKubeletCertificate(ctx, req.GetCsr(), req.GetToken(), peerIP(ctx))
+	if err != nil {
+		return nil, err
+	}
+	return &machine.SignNodeCertificateResponse{Crt: crt}, nil
+}
+
+// peerIP is the caller's address as the server saw it (nil if unknown).
+func peerIP(ctx context.Context) net.IP {
+	if p, ok := peer.FromContext(ctx); ok {
+		if a, ok := p.Addr.(*net.TCPAddr); ok {
+			return a.IP
+		}
+	}
+	return nil
 }

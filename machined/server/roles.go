@@ -50,7 +50,8 @@ var methodRoles = map[string][]string{
 // tokenMethods are served on a configured node without a client
 // certificate: the handler authenticates the caller by the machine token.
 var tokenMethods = map[string]bool{
-	machine.CertificateService_SignNodeCertificate_FullMethodName: true,
+	machine.CertificateService_SignNodeCertificate_FullMethodName:    true,
+	machine.CertificateService_SignKubeletCertificate_FullMethodName: true,
 }
 
 // maintenanceMethods are the only RPCs served before the node has a config.

@@ -69,6 +69,9 @@ type Machine interface {
 	// matches; peerIP is the caller's address as this server saw it, the
 	// only address the certificate may name.
 	SignNodeCertificate(ctx context.Context, csr []byte, token string, peerIP net.IP) ([]byte, error)
+	// SignKubeletCertificate signs a worker kubelet's client CSR
+	// (system:node:<checked hostname>) when the machine token matches.
+	SignKubeletCertificate(ctx context.Context, csr []byte, token string, peerIP net.IP) ([]byte, error)
 	// ScratchDir is where uploads are staged (in EPHEMERAL).
 	ScratchDir() string
 	// VIPStatus reports the control-plane VIP (empty on nodes without one).

@@ -142,13 +142,13 @@ func TestRedact(t *testing.T) {
 			t.Errorf("redacted config contains secret %.20q…", s)
 		}
 	}
-	for _, crt := range []string{p.machineCrt, p.clusterCrt, p.aggregatorCrt, p.etcdCrt} {
+	for _, crt := range []string{p.machineCrt, p.clusterCrt, p.aggregatorCrt, p.kubeletCrt, p.etcdCrt} {
 		if !strings.Contains(string(b), crt) {
 			t.Errorf("redacted config lost certificate %.20q…", crt)
 		}
 	}
-	if got := strings.Count(string(b), Redacted); got != 8 {
-		t.Errorf("found %d %q, want 8", got, Redacted)
+	if got := strings.Count(string(b), Redacted); got != 9 {
+		t.Errorf("found %d %q, want 9", got, Redacted)
 	}
 	// Empty secrets stay empty.
 	w := mustDecode(t, workerYAML(t)).Redact()

@@ -26,6 +26,7 @@ type testPKI struct {
 	machineCrt, machineKey       string
 	clusterCrt, clusterKey       string
 	aggregatorCrt, aggregatorKey string
+	kubeletCrt, kubeletKey       string
 	etcdCrt, etcdKey             string
 	saKey                        string
 	secretbox                    string
@@ -47,6 +48,7 @@ func getPKI(tb testing.TB) *testPKI {
 		p.machineCrt, p.machineKey = mintCert(tb, "machine-ca", true)
 		p.clusterCrt, p.clusterKey = mintCert(tb, "kubernetes-ca", true)
 		p.aggregatorCrt, p.aggregatorKey = mintCert(tb, "front-proxy-ca", true)
+		p.kubeletCrt, p.kubeletKey = mintCert(tb, "kubelet-serving-ca", true)
 		p.etcdCrt, p.etcdKey = mintCert(tb, "etcd-ca", true)
 		p.leafCrt, p.otherKey = mintCert(tb, "leaf", false)
 		_, p.saKey = mintCert(tb, "service-accounts", true)
@@ -97,7 +99,7 @@ func mintCert(tb testing.TB, cn string, isCA bool) (crt, key string) {
 func (p *testPKI) secrets() []string {
 	return []string{
 		testMachineToken, testClusterToken, p.machineKey, p.clusterKey,
-		p.aggregatorKey, p.etcdKey, p.saKey, p.secretbox,
+		p.aggregatorKey, p.kubeletKey, p.etcdKey, p.saKey, p.secretbox,
 	}
 }
 
@@ -110,6 +112,8 @@ func (p *testPKI) render(tmpl string) string {
 		"{{CLUSTER_CA_KEY}}", p.clusterKey,
 		"{{AGGREGATOR_CA_CRT}}", p.aggregatorCrt,
 		"{{AGGREGATOR_CA_KEY}}", p.aggregatorKey,
+		"{{KUBELET_CA_CRT}}", p.kubeletCrt,
+		"{{KUBELET_CA_KEY}}", p.kubeletKey,
 		"{{ETCD_CA_CRT}}", p.etcdCrt,
 		"{{ETCD_CA_KEY}}", p.etcdKey,
 		"{{SA_KEY}}", p.saKey,
@@ -178,6 +182,9 @@ cluster:
   aggregatorCA:
     crt: {{AGGREGATOR_CA_CRT}}
     key: {{AGGREGATOR_CA_KEY}}
+  kubeletServingCA:
+    crt: {{KUBELET_CA_CRT}}
+    key: {{KUBELET_CA_KEY}}
   serviceAccount:
     key: {{SA_KEY}}
   etcd:

@@ -17,6 +17,7 @@ func (c *Config) Redact() *Config {
 	redact(&out.Cluster.SecretboxEncryptionSecret)
 	redactKey(out.Cluster.CA)
 	redactKey(out.Cluster.AggregatorCA)
+	redactKey(out.Cluster.KubeletServingCA)
 	redactKey(out.Cluster.Etcd.CA)
 	if out.Cluster.ServiceAccount != nil {
 		redact(&out.Cluster.ServiceAccount.Key)

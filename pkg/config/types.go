@@ -116,14 +116,22 @@ type Cluster struct {
 	Network      ClusterNet   `yaml:"network,omitempty" json:"network,omitempty"`
 	// KubernetesVersion is the version of the control-plane components.
 	KubernetesVersion string `yaml:"kubernetesVersion,omitempty" json:"kubernetesVersion,omitempty"`
-	// Token is the Kubernetes bootstrap token (abcdef.0123456789abcdef).
-	Token string `yaml:"token" json:"token"`
+	// Token is the Kubernetes bootstrap token of Ballast before 0.17
+	// (abcdef.0123456789abcdef). Deprecated and unused: kubelets get their
+	// client certificates from a control plane over the machine API and the
+	// apiserver accepts no bootstrap token. A control plane deletes the
+	// token's Secret (and any other token Secret Ballast made) when it finds it.
+	Token string `yaml:"token,omitempty" json:"token,omitempty"`
 	// SecretboxEncryptionSecret encrypts Secrets at rest (base64, 32 bytes).
 	SecretboxEncryptionSecret string `yaml:"secretboxEncryptionSecret,omitempty" json:"secretboxEncryptionSecret,omitempty"`
 	// CA is the Kubernetes CA. Workers carry only the certificate.
 	CA *CertAndKey `yaml:"ca" json:"ca"`
 	// AggregatorCA is the front-proxy CA (control plane only).
 	AggregatorCA *CertAndKey `yaml:"aggregatorCA,omitempty" json:"aggregatorCA,omitempty"`
+	// KubeletServingCA signs the kubelets' serving certificates (control
+	// plane only): the apiserver trusts kubelets through it alone, and no
+	// client trusts it for the apiserver.
+	KubeletServingCA *CertAndKey `yaml:"kubeletServingCA,omitempty" json:"kubeletServingCA,omitempty"`
 	// ServiceAccount is the key that signs service-account tokens (control plane only).
 	ServiceAccount *Key `yaml:"serviceAccount,omitempty" json:"serviceAccount,omitempty"`
 

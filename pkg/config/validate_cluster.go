@@ -23,13 +23,20 @@ func (v *validator) cluster() {
 	if !kubernetesVersionRE.MatchString(c.KubernetesVersion) {
 		v.addf("cluster.kubernetesVersion", "%q is not a valid Kubernetes version (want e.g. %s)", c.KubernetesVersion, DefaultKubernetesVersion)
 	}
-	v.token("cluster.token", c.Token)
+	if c.Token != "" {
+		v.token("cluster.token", c.Token)
+	}
 	v.secretbox()
 	v.certAndKey("cluster.ca", c.CA, true)
 	if v.worker && c.AggregatorCA != nil {
 		v.addf("cluster.aggregatorCA", "workers must not hold CA private keys (aggregatorCA is for %s nodes only)", TypeControlPlane)
 	} else {
 		v.certAndKey("cluster.aggregatorCA", c.AggregatorCA, v.controlPlane)
+	}
+	if v.worker && c.KubeletServingCA != nil {
+		v.addf("cluster.kubeletServingCA", "workers must not hold CA private keys (kubeletServingCA is for %s nodes only)", TypeControlPlane)
+	} else {
+		v.certAndKey("cluster.kubeletServingCA", c.KubeletServingCA, v.controlPlane)
 	}
 	v.serviceAccount()
 	if l := c.CertificateLifetime; l != 0 && (l < MinCertificateLifetime || l > Duration(10*365*24*time.Hour)) {

@@ -53,6 +53,7 @@ func Generate(opts Options) (*Output, error) {
 	cp.Machine.CA = &config.CertAndKey{Crt: s.Certs.OS.Crt, Key: s.Certs.OS.Key}
 	cp.Cluster.CA = &config.CertAndKey{Crt: s.Certs.Kubernetes.Crt, Key: s.Certs.Kubernetes.Key}
 	cp.Cluster.AggregatorCA = &config.CertAndKey{Crt: s.Certs.FrontProxy.Crt, Key: s.Certs.FrontProxy.Key}
+	cp.Cluster.KubeletServingCA = &config.CertAndKey{Crt: s.Certs.KubeletServing.Crt, Key: s.Certs.KubeletServing.Key}
 	cp.Cluster.ServiceAccount = &config.Key{Key: s.Certs.ServiceAccount.Key}
 	cp.Cluster.Etcd.CA = &config.CertAndKey{Crt: s.Certs.Etcd.Crt, Key: s.Certs.Etcd.Key}
 	cp.Cluster.SecretboxEncryptionSecret = s.Secrets.SecretboxEncryptionSecret
@@ -86,7 +87,6 @@ func base(opts Options) *config.Config {
 	if c.Cluster.KubernetesVersion == "" {
 		c.Cluster.KubernetesVersion = config.DefaultKubernetesVersion
 	}
-	c.Cluster.Token = opts.Secrets.Secrets.BootstrapToken
 	c.Cluster.Network = config.ClusterNet{
 		DNSDomain:      config.DefaultDNSDomain,
 		PodSubnets:     []string{config.DefaultPodSubnet},

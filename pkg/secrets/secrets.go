@@ -27,8 +27,9 @@ type Bundle struct {
 type Values struct {
 	// MachineToken lets workers obtain machine-API certificates.
 	MachineToken string `yaml:"machineToken"`
-	// BootstrapToken is the Kubernetes bootstrap token.
-	BootstrapToken string `yaml:"bootstrapToken"`
+	// BootstrapToken was the Kubernetes bootstrap token (before 0.17); it
+	// is no longer generated or used.
+	BootstrapToken string `yaml:"bootstrapToken,omitempty"`
 	// SecretboxEncryptionSecret encrypts Kubernetes Secrets at rest.
 	SecretboxEncryptionSecret string `yaml:"secretboxEncryptionSecret"`
 }
@@ -38,6 +39,7 @@ type Certs struct {
 	OS             Pair `yaml:"os"`
 	Kubernetes     Pair `yaml:"k8s"`
 	FrontProxy     Pair `yaml:"k8sAggregator"`
+	KubeletServing Pair `yaml:"k8sKubeletServing"`
 	Etcd           Pair `yaml:"etcd"`
 	ServiceAccount Pair `yaml:"k8sServiceAccount"` // key only
 }
@@ -55,9 +57,6 @@ func Generate() (*Bundle, error) {
 	if b.Secrets.MachineToken, err = Token(); err != nil {
 		return nil, err
 	}
-	if b.Secrets.BootstrapToken, err = Token(); err != nil {
-		return nil, err
-	}
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
 		return nil, fmt.Errorf("generate secretbox key: %w", err)
@@ -71,6 +70,7 @@ func Generate() (*Bundle, error) {
 		{&b.Certs.OS, "ballast-os-ca"},
 		{&b.Certs.Kubernetes, "kubernetes"},
 		{&b.Certs.FrontProxy, "front-proxy-ca"},
+		{&b.Certs.KubeletServing, "kubelet-serving-ca"},
 		{&b.Certs.Etcd, "etcd-ca"},
 	}
 	for _, ca := range cas {
@@ -114,7 +114,6 @@ func (b *Bundle) Validate() error {
 	var errs []error
 	required := []struct{ path, value string }{
 		{"secrets.machineToken", b.Secrets.MachineToken},
-		{"secrets.bootstrapToken", b.Secrets.BootstrapToken},
 		{"secrets.secretboxEncryptionSecret", b.Secrets.SecretboxEncryptionSecret},
 		{"certs.k8sServiceAccount.key", b.Certs.ServiceAccount.Key},
 	}
@@ -126,7 +125,7 @@ func (b *Bundle) Validate() error {
 	cas := []struct {
 		name string
 		p    Pair
-	}{{"os", b.Certs.OS}, {"k8s", b.Certs.Kubernetes}, {"k8sAggregator", b.Certs.FrontProxy}, {"etcd", b.Certs.Etcd}}
+	}{{"os", b.Certs.OS}, {"k8s", b.Certs.Kubernetes}, {"k8sAggregator", b.Certs.FrontProxy}, {"k8sKubeletServing", b.Certs.KubeletServing}, {"etcd", b.Certs.Etcd}}
 	for _, ca := range cas {
 		name, p := ca.name, ca.p
 		crt, err1 := pki.DecodeB64(p.Crt)

@@ -17,10 +17,14 @@ func TestGenerateSaveLoad(t *testing.T) {
 		t.Fatalf("fresh bundle invalid: %v", err)
 	}
 	tokenRE := regexp.MustCompile(`^[a-z0-9]{6}\.[a-z0-9]{16}$`)
-	for _, tok := range []string{b.Secrets.MachineToken, b.Secrets.BootstrapToken} {
-		if !tokenRE.MatchString(tok) {
-			t.Fatalf("token %q has the wrong form", tok)
-		}
+	if !tokenRE.MatchString(b.Secrets.MachineToken) {
+		t.Fatalf("machine token %q has the wrong form", b.Secrets.MachineToken)
+	}
+	if b.Secrets.BootstrapToken != "" {
+		t.Fatal("a Kubernetes bootstrap token was generated: kubelets get their certificates over the machine API")
+	}
+	if b.Certs.KubeletServing.Key == "" || b.Certs.KubeletServing.Crt == b.Certs.Kubernetes.Crt {
+		t.Fatal("no kubelet-serving CA of its own")
 	}
 	p := filepath.Join(t.TempDir(), "secrets.yaml")
 	if err := b.Save(p); err != nil {
