@@ -175,6 +175,20 @@ func (c *Controller) apply(ctx context.Context, n config.Network, out io.Writer)
 	return errors.Join(errs...)
 }
 
+// DHCPHostname is the host name a DHCP server gave (the first by link name
+// when several did), "" for none.
+func (c *Controller) DHCPHostname() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	name := ""
+	for _, l := range c.leases {
+		if l.hostname != "" && (name == "" || l.hostname < name) {
+			name = l.hostname
+		}
+	}
+	return name
+}
+
 // setHostname sets the kernel hostname (Options.SetHostname) to the
 // config's, else the first DHCP lease's.
 func (c *Controller) setHostname(n config.Network, out io.Writer) error {
@@ -183,13 +197,7 @@ func (c *Controller) setHostname(n config.Network, out io.Writer) error {
 	}
 	name := n.Hostname
 	if name == "" {
-		c.mu.Lock()
-		for _, l := range c.leases {
-			if l.hostname != "" && (name == "" || l.hostname < name) {
-				name = l.hostname
-			}
-		}
-		c.mu.Unlock()
+		name = c.DHCPHostname()
 	}
 	if cur, _ := os.Hostname(); name == "" || cur == name {
 		return nil

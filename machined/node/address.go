@@ -63,7 +63,7 @@ func (n *Node) followAddress(ctx context.Context, out io.Writer, mgr *etcd.Manag
 			continue
 		}
 		fmt.Fprintf(out, "advertise address changed from %s to %s: restarting the etcd member at it\n", current, ip)
-		mgr.SetAddress(memberName(cfg, ip), ip)
+		mgr.SetAddress(n.nodeName(cfg), ip)
 		pending = ""
 	}
 }

@@ -34,7 +34,7 @@ func (n *Node) Version() *machine.VersionResponse {
 		Arch:        runtime.GOARCH,
 		Mode:        n.opts.Mode,
 		Maintenance: n.creds.Maintenance(),
-		Hostname:    hostname(cfg),
+		Hostname:    n.hostname(cfg),
 	}
 }
 

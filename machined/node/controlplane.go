@@ -40,7 +40,7 @@ func (n *Node) k8sPaths() k8s.Paths {
 // k8sNode is what the control plane's files depend on besides the config.
 func (n *Node) k8sNode(cfg *config.Config) k8s.Node {
 	return k8s.Node{
-		Name:          memberName(cfg, n.advertiseIP(cfg)),
+		Name:          n.nodeName(cfg),
 		AdvertiseIP:   n.advertiseIP(cfg),
 		LocalEndpoint: "https://" + n.lbAddr(),
 	}
@@ -133,7 +133,7 @@ func (r *componentRunner) Run(ctx context.Context, out io.Writer, started func()
 	n.mu.Lock()
 	d := n.ctrd
 	n.mu.Unlock()
-	name := memberName(cfg, n.advertiseIP(cfg))
+	name := n.nodeName(cfg)
 	return runner.Container(runner.ContainerOptions{
 		Client:      d.Client,
 		ID:          c.Name,

@@ -158,7 +158,7 @@ func (n *Node) selfRecord(cfg *config.Config) machines.Record {
 			}
 		}
 	}
-	return machines.Record{Name: memberName(cfg, ip), Role: machines.RoleControlPlane, Addresses: addrs, Updated: n.clock.Now().UTC()}
+	return machines.Record{Name: n.nodeName(cfg), Role: machines.RoleControlPlane, Addresses: addrs, Updated: n.clock.Now().UTC()}
 }
 
 // decideCSR approves csr (verdict nil) or denies it with the verdict as

@@ -71,7 +71,7 @@ func (n *Node) serverIdentity(cfg *config.Config) (tls.Certificate, *x509.CertPo
 		// nothing is ever served without mTLS once configured.
 		n.log.Warn("worker has no machine-API certificate from a control-plane node yet; serving a placeholder that clients will not trust")
 		dns, ips := n.localNames(cfg)
-		ck, err := pki.SelfSigned(hostname(cfg), dns, ips)
+		ck, err := pki.SelfSigned(n.hostname(cfg), dns, ips)
 		if err != nil {
 			return tls.Certificate{}, nil, fmt.Errorf("placeholder certificate: %w", err)
 		}
@@ -79,11 +79,11 @@ func (n *Node) serverIdentity(cfg *config.Config) (tls.Certificate, *x509.CertPo
 		return cert, pool, err
 	}
 	dns, ips := n.localNames(cfg)
-	key := identityKey(cfg, dns, ips)
+	key := n.identityKey(cfg, dns, ips)
 	// A control plane certifies itself with the CA key it holds: it is the
 	// only kind of node that can mark a certificate os:node:controlplane.
 	ck, err := pki.Issue(ca, pki.Request{
-		CommonName:   hostname(cfg),
+		CommonName:   n.hostname(cfg),
 		Organization: []string{pki.NodeControlPlane},
 		DNSNames:     dns,
 		IPs:          ips,
@@ -104,8 +104,8 @@ func (n *Node) serverIdentity(cfg *config.Config) (tls.Certificate, *x509.CertPo
 
 // identityKey is what a control plane's API certificate depends on: the
 // certificate is issued again only when it changes.
-func identityKey(cfg *config.Config, dns []string, ips []net.IP) string {
-	return fmt.Sprint(hostname(cfg), dns, ips, cfg.Machine.CA.Crt)
+func (n *Node) identityKey(cfg *config.Config, dns []string, ips []net.IP) string {
+	return fmt.Sprint(n.hostname(cfg), dns, ips, cfg.Machine.CA.Crt)
 }
 
 // localNames lists the names and addresses the API certificate must cover:
@@ -132,7 +132,7 @@ func (n *Node) localNames(cfg *config.Config) ([]string, []net.IP) {
 			dns = append(dns, s)
 		}
 	}
-	addName(hostname(cfg))
+	addName(n.hostname(cfg))
 	if addrs, err := net.InterfaceAddrs(); err == nil {
 		for _, a := range addrs {
 			if ipn, ok := a.(*net.IPNet); ok {

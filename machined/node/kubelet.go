@@ -33,7 +33,7 @@ func (n *Node) kubeletNode(cfg *config.Config) k8s.KubeletNode {
 	n.mu.Lock()
 	d := n.ctrd
 	n.mu.Unlock()
-	name := memberName(cfg, n.advertiseIP(cfg))
+	name := n.nodeName(cfg)
 	// In container mode the node's pods live under a cgroup of its own; on
 	// metal the machine is the node and the kubelet takes the root.
 	cgroupRoot := "/ballast/" + name

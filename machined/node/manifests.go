@@ -94,7 +94,7 @@ func (n *Node) runManifests(ctx context.Context, out io.Writer) error {
 			return err
 		}
 		if !labeled {
-			name := memberName(cfg, n.advertiseIP(cfg))
+			name := n.nodeName(cfg)
 			patch := fmt.Sprintf(`{"metadata":{"labels":{%q:""}}}`, k8s.ControlPlaneLabel)
 			_, err := cs.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, []byte(patch), metav1.PatchOptions{FieldManager: fieldManager})
 			switch {

@@ -234,10 +234,10 @@ func (n *Node) loadPersisted() error {
 	return nil
 }
 
-// hostname is the configured hostname, else the OS one.
-func hostname(cfg *config.Config) string {
-	if cfg != nil && cfg.Machine.Network.Hostname != "" {
-		return cfg.Machine.Network.Hostname
+// hostname is the node's name once configured (nodeName), else the OS's.
+func (n *Node) hostname(cfg *config.Config) string {
+	if cfg != nil {
+		return n.nodeName(cfg)
 	}
 	h, _ := os.Hostname()
 	return h

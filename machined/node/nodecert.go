@@ -153,7 +153,7 @@ func checkWorkerCSR(csr *x509.CertificateRequest, peerIP net.IP, reserved reserv
 func (n *Node) reservedIdentities(ctx context.Context, cfg *config.Config) reservedIdentity {
 	r := clusterReserved(cfg)
 	r.addURL(cfg.Cluster.ControlPlane.Endpoint)
-	r.addHost(hostname(cfg))
+	r.addHost(n.hostname(cfg))
 	r.addHost(n.advertiseIP(cfg))
 	for _, h := range cfg.ControlPlaneAddrs() {
 		r.addHost(h)
@@ -262,7 +262,7 @@ func (n *Node) mintNodeCertificate(ctx context.Context, out io.Writer) error {
 		n.mu.Lock()
 		current := n.issuedFor
 		n.mu.Unlock()
-		if identityKey(cfg, dns, ips) == current {
+		if n.identityKey(cfg, dns, ips) == current {
 			return // the certificate in use (e.g. issued at boot) already fits
 		}
 		cert, pool, err := n.serverIdentity(cfg)
@@ -280,8 +280,8 @@ func (n *Node) mintNodeCertificate(ctx context.Context, out io.Writer) error {
 
 // workerCertInputs is what a worker's certificate depends on in the config:
 // a change fetches a new one.
-func workerCertInputs(cfg *config.Config) string {
-	return fmt.Sprint(hostname(cfg), cfg.Machine.CA.Crt, cfg.Machine.Token, controlPlaneHosts(cfg))
+func (n *Node) workerCertInputs(cfg *config.Config) string {
+	return fmt.Sprint(n.hostname(cfg), cfg.Machine.CA.Crt, cfg.Machine.Token, controlPlaneHosts(cfg))
 }
 
 // fetchNodeCertificate is the worker's node-cert service: it asks the
@@ -291,11 +291,11 @@ func workerCertInputs(cfg *config.Config) string {
 func (n *Node) fetchNodeCertificate(ctx context.Context, out io.Writer) error {
 	for {
 		cfg, changed := n.Config()
-		inputs := workerCertInputs(cfg)
+		inputs := n.workerCertInputs(cfg)
 		if err := n.fetchOnce(ctx, cfg, out); err != nil || ctx.Err() != nil {
 			return err
 		}
-		for workerCertInputs(cfg) == inputs {
+		for n.workerCertInputs(cfg) == inputs {
 			select {
 			case <-ctx.Done():
 				return nil
@@ -325,7 +325,7 @@ func (n *Node) fetchOnce(ctx context.Context, cfg *config.Config, out io.Writer)
 	// from the address this node is reached at.
 	source := net.ParseIP(n.advertiseIP(cfg))
 	csrDER, err := x509.CreateCertificateRequest(nil, &x509.CertificateRequest{
-		Subject: pkix.Name{CommonName: hostname(cfg)},
+		Subject: pkix.Name{CommonName: n.hostname(cfg)},
 	}, key)
 	if err != nil {
 		return fmt.Errorf("create CSR: %w", err)

@@ -48,7 +48,7 @@ func (n *Node) runPodNetwork(ctx context.Context, out io.Writer) error {
 	if cfg == nil {
 		return errors.New("no machine config")
 	}
-	self := memberName(cfg, n.advertiseIP(cfg))
+	self := n.nodeName(cfg)
 	p := n.kubeletPaths()
 	// The kubeconfig and client certificate exist once TLS bootstrap is
 	// done (bootstrapKubelet); the kubelet may have rotated them since.

@@ -55,7 +55,7 @@ func (n *Node) addRoleServices(cfg *config.Config) error {
 	if cfg.IsControlPlane() {
 		mgr := etcd.New(etcd.Options{
 			Logger:      n.log.With("component", etcdService),
-			Name:        memberName(cfg, n.advertiseIP(cfg)),
+			Name:        n.nodeName(cfg),
 			AdvertiseIP: n.advertiseIP(cfg),
 			DataDir:     filepath.Join(n.store.EphemeralDir(), "lib", "etcd"),
 			PKIDir:      filepath.Join(n.store.EphemeralDir(), "lib", "etcd-pki"),
@@ -71,7 +71,7 @@ func (n *Node) addRoleServices(cfg *config.Config) error {
 		})
 		ctl := vip.New(vip.Options{
 			Logger:     n.log.With("component", vipService),
-			Node:       memberName(cfg, n.advertiseIP(cfg)),
+			Node:       n.nodeName(cfg),
 			Client:     mgr.LocalClient,
 			Healthy:    n.vipHealth(mgr.Healthy),
 			Desired:    n.desired,
@@ -149,13 +149,25 @@ func (n *Node) vipHealth(etcdHealthy func(context.Context) error) func(context.C
 	}
 }
 
-// memberName is the node's stable etcd member name: its hostname, or one
-// derived from its address when the config names no hostname.
-func memberName(cfg *config.Config, ip string) string {
+// nodeName is the node's name — its etcd member, Kubernetes Node and
+// machine record: the configured hostname, else the one DHCP gave, else
+// "ballast-" and the first 12 hex digits of the node ID kept on STATE. It
+// never derives from an address, so a new lease does not rename the node.
+func (n *Node) nodeName(cfg *config.Config) string {
 	if h := cfg.Machine.Network.Hostname; h != "" {
 		return h
 	}
-	return "ballast-" + strings.NewReplacer(".", "-", ":", "-").Replace(ip)
+	if h := n.network.DHCPHostname(); h != "" {
+		return strings.ToLower(h)
+	}
+	id, err := n.store.NodeID()
+	if err != nil {
+		// STATE is not writable: nothing else would work either; a name
+		// that is at least stable for this run.
+		n.log.Error("cannot keep a node ID on STATE", "error", err)
+		id = "000000000000"
+	}
+	return "ballast-" + id[:12]
 }
 
 // advertiseIP is the address other nodes reach this node at: the API listen

@@ -7,6 +7,9 @@
 package state
 
 import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -22,6 +25,7 @@ var ErrNoConfig = errors.New("no machine config")
 const (
 	configFile = "config.yaml"
 	stagedFile = "config.staged.yaml"
+	nodeIDFile = "node-id"
 )
 
 // Store is the node's persistent state.
@@ -119,4 +123,23 @@ func (s *Store) read(name string) ([]byte, error) {
 		return nil, fmt.Errorf("read %s: %w", name, err)
 	}
 	return data, nil
+}
+
+// NodeID is the node's identity on STATE: 128 random bits in hex, made at
+// the first call and kept (a reset wipes it). It names a node that no
+// config and no DHCP server names.
+func (s *Store) NodeID() (string, error) {
+	path := filepath.Join(s.StateDir(), nodeIDFile)
+	if b, err := os.ReadFile(path); err == nil && len(bytes.TrimSpace(b)) == 32 {
+		return string(bytes.TrimSpace(b)), nil
+	}
+	id := make([]byte, 16)
+	if _, err := rand.Read(id); err != nil {
+		return "", fmt.Errorf("node ID: %w", err)
+	}
+	h := hex.EncodeToString(id)
+	if err := atomicfile.Write(path, []byte(h+"\n"), 0o444); err != nil {
+		return "", fmt.Errorf("node ID: %w", err)
+	}
+	return h, nil
 }
