@@ -26,6 +26,15 @@ func APIServerProbe(p Paths) *Probe {
 	return APIServerProbeAt(p, fmt.Sprintf("127.0.0.1:%d", APIServerPort))
 }
 
+// APIServerLivenessProbe checks https://127.0.0.1:6443/livez like
+// APIServerProbe: whether the apiserver is alive, whatever etcd's state
+// (the check kubeadm's liveness probe makes).
+func APIServerLivenessProbe(p Paths) *Probe {
+	pr := APIServerProbe(p)
+	pr.url = strings.TrimSuffix(pr.url, "/readyz") + "/livez"
+	return pr
+}
+
 // APIServerProbeAt checks /readyz of an apiserver reached at hostport (the
 // node's API load balancer, say), verifying it like APIServerProbe.
 func APIServerProbeAt(p Paths, hostport string) *Probe {

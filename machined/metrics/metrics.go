@@ -54,9 +54,11 @@ func (r *Registry) Gatherer() prometheus.Gatherer {
 }
 
 var (
-	descUp       = prometheus.NewDesc("ballast_service_up", "Whether the service is running (1) or not (0).", []string{"service", "state"}, nil)
-	descHealthy  = prometheus.NewDesc("ballast_service_healthy", "Health check result (1 healthy, 0 unhealthy; absent when unknown).", []string{"service"}, nil)
-	descRestarts = prometheus.NewDesc("ballast_service_restarts_total", "Restarts of the service since machined started.", []string{"service"}, nil)
+	descUp             = prometheus.NewDesc("ballast_service_up", "Whether the service is running (1) or not (0).", []string{"service", "state"}, nil)
+	descHealthy        = prometheus.NewDesc("ballast_service_healthy", "Health check result (1 healthy, 0 unhealthy; absent when unknown).", []string{"service"}, nil)
+	descRestarts       = prometheus.NewDesc("ballast_service_restarts_total", "Restarts of the service since machined started.", []string{"service"}, nil)
+	descHealthRestarts = prometheus.NewDesc("ballast_service_health_restarts_total",
+		"Runs of the service ended because its health check failed its threshold of times in a row.", []string{"service"}, nil)
 )
 
 // serviceCollector reads the supervisor at scrape time.
@@ -66,6 +68,7 @@ func (serviceCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descUp
 	ch <- descHealthy
 	ch <- descRestarts
+	ch <- descHealthRestarts
 }
 
 func (c serviceCollector) Collect(ch chan<- prometheus.Metric) {
@@ -75,6 +78,7 @@ func (c serviceCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descHealthy, prometheus.GaugeValue, b2f(*s.Healthy), s.ID)
 		}
 		ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(s.Restarts), s.ID)
+		ch <- prometheus.MustNewConstMetric(descHealthRestarts, prometheus.CounterValue, float64(s.HealthRestarts), s.ID)
 	}
 }
 

@@ -49,7 +49,7 @@ func (n *Node) containerdSpecs(cfg *config.Config) []supervisor.Spec {
 		Description: "container runtime (containerd " + containerd.Version + ", runc) on " + d.Socket(),
 		Runner:      r,
 		Restart:     supervisor.Always,
-		Health:      &supervisor.HealthCheck{Check: d.Healthy, Interval: 5 * time.Second, Timeout: 5 * time.Second},
+		Health:      &supervisor.HealthCheck{Check: d.Healthy, Interval: 5 * time.Second, Timeout: 5 * time.Second, FailureThreshold: 3},
 	}, {
 		ID:          imagesService,
 		Description: "imports the image archives of " + n.opts.ImagesDir + " into containerd",

@@ -68,6 +68,9 @@ func (n *Node) controlPlaneSpecs(cfg *config.Config) []supervisor.Spec {
 		images.ControllerManager: k8s.LocalProbe(k8s.ControllerManagerPort).Check,
 		images.Scheduler:         k8s.LocalProbe(k8s.SchedulerPort).Check,
 	}
+	// The apiserver is restarted when not alive (/livez), not when merely
+	// not ready (/readyz fails without etcd quorum).
+	liveness := map[string]func(context.Context) error{images.APIServer: k8s.APIServerLivenessProbe(n.k8sPaths()).Check}
 	// The controller-manager and scheduler start once an apiserver answers
 	// through the node's load balancer: started earlier, they exit and
 	// back off, which cost seconds at cluster creation.
@@ -91,7 +94,9 @@ func (n *Node) controlPlaneSpecs(cfg *config.Config) []supervisor.Spec {
 			Conditions:  conds(name),
 			Runner:      &componentRunner{n: n, name: name},
 			Restart:     supervisor.Always,
-			Health:      &supervisor.HealthCheck{Check: probes[name], Interval: 2 * time.Second, Timeout: 5 * time.Second},
+			// A component that fails 10 (liveness) probes in a row (≥ 20 s;
+			// an apiserver starts in ~3 s) is restarted.
+			Health: &supervisor.HealthCheck{Check: probes[name], Liveness: liveness[name], Interval: 2 * time.Second, Timeout: 5 * time.Second, FailureThreshold: 10},
 		})
 	}
 	return specs

@@ -71,6 +71,8 @@ func (n *Node) kubeletSpec(cfg *config.Config) supervisor.Spec {
 			Check:    k8s.KubeletProbe().Check,
 			Interval: 5 * time.Second,
 			Timeout:  3 * time.Second,
+			// A hung kubelet (3 failed /healthz in a row) is restarted.
+			FailureThreshold: 3,
 		},
 	}
 }

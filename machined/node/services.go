@@ -51,7 +51,8 @@ func (n *Node) registerServices() error {
 			}),
 			Restart: supervisor.Always,
 			Health: &supervisor.HealthCheck{
-				Check: func(ctx context.Context) error { return metrics.Probe(ctx, n.metricsAddr()) },
+				Check:            func(ctx context.Context) error { return metrics.Probe(ctx, n.metricsAddr()) },
+				FailureThreshold: 3,
 			},
 		},
 	}

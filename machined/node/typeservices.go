@@ -105,6 +105,8 @@ func (n *Node) addRoleServices(cfg *config.Config) error {
 				Check:    mgr.Healthy,
 				Interval: 2 * time.Second,
 				Timeout:  5 * time.Second,
+				// No FailureThreshold: a member is unhealthy when the cluster
+				// has no quorum, and restarting it cannot help.
 			},
 		})
 	} else {

@@ -164,6 +164,8 @@ func (p *processRunner) stop(pid int, exited <-chan error) error {
 		sig = syscall.SIGTERM
 	}
 	_ = syscall.Kill(-pid, sig)
+	// A stopped (frozen) process acts on the signal only once continued.
+	_ = syscall.Kill(-pid, syscall.SIGCONT)
 	grace := time.NewTimer(p.opts.GracePeriod)
 	defer grace.Stop()
 	select {

@@ -6,8 +6,10 @@ import (
 	"time"
 )
 
-// healthLoop runs hc until ctx ends: after InitialDelay, then every Interval.
-func (s *Supervisor) healthLoop(ctx context.Context, svc *service, hc HealthCheck) {
+// healthLoop runs hc until ctx ends: after InitialDelay, then every
+// Interval. After hc.FailureThreshold failures in a row (when set) it calls
+// unhealthy and returns.
+func (s *Supervisor) healthLoop(ctx context.Context, svc *service, hc HealthCheck, unhealthy func(*UnhealthyError)) {
 	interval, timeout := hc.Interval, hc.Timeout
 	if interval <= 0 {
 		interval = DefaultHealthInterval
@@ -18,12 +20,27 @@ func (s *Supervisor) healthLoop(ctx context.Context, svc *service, hc HealthChec
 	if hc.InitialDelay > 0 && !s.sleep(ctx, hc.InitialDelay) {
 		return
 	}
+	failures := 0
 	for {
 		err := s.runCheck(ctx, hc.Check, timeout)
 		if ctx.Err() != nil {
 			return
 		}
 		s.setHealth(svc, err)
+		if hc.Liveness != nil {
+			if err = s.runCheck(ctx, hc.Liveness, timeout); ctx.Err() != nil {
+				return
+			}
+		}
+		if failures = 0; err != nil {
+			failures = s.countFailure(svc)
+		} else {
+			s.resetFailures(svc)
+		}
+		if hc.FailureThreshold > 0 && failures >= hc.FailureThreshold {
+			unhealthy(&UnhealthyError{Failures: failures, Last: err})
+			return
+		}
 		if !s.sleep(ctx, interval) {
 			return
 		}
@@ -96,5 +113,31 @@ func (s *Supervisor) clearHealth(svc *service) {
 		return
 	}
 	svc.healthy, svc.healthMsg = nil, ""
+	s.notifyLocked()
+}
+
+// countFailure counts a failed check of svc's current run and returns the
+// failures in a row.
+func (s *Supervisor) countFailure(svc *service) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	svc.failures++
+	return svc.failures
+}
+
+func (s *Supervisor) resetFailures(svc *service) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	svc.failures = 0
+}
+
+// recordUnhealthy counts a health restart of svc and records it as an event.
+func (s *Supervisor) recordUnhealthy(svc *service, e *UnhealthyError) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	svc.healthRestarts++
+	svc.failures = 0
+	s.logger.Warn("service unhealthy: restarting it", "service", svc.spec.ID, "failures", e.Failures, "error", e.Last)
+	s.recordEventLocked(svc, Event{Time: s.clock.Now(), State: svc.state, Message: e.Error()})
 	s.notifyLocked()
 }

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -84,26 +85,37 @@ func (m *monitor) String() string { return m.svc.spec.Runner.String() }
 func (m *monitor) Run(ctx context.Context, out io.Writer, onStart func()) error {
 	inner := m.svc.spec.Runner
 	m.sup.setState(m.svc, StateStarting, "starting")
-	hctx, stop := context.WithCancel(ctx)
+	// The health check may end this run (rctx) without ending the service.
+	rctx, endRun := context.WithCancelCause(ctx)
+	defer endRun(nil)
+	hctx, stop := context.WithCancel(rctx)
 	var wg sync.WaitGroup
 	var once sync.Once
 	started := func() {
 		once.Do(func() {
 			m.sup.setState(m.svc, StateRunning, "started "+inner.String())
 			if hc := m.svc.spec.Health; hc != nil {
-				wg.Go(func() { m.sup.healthLoop(hctx, m.svc, *hc) })
+				wg.Go(func() {
+					m.sup.healthLoop(hctx, m.svc, *hc, func(e *UnhealthyError) { endRun(e) })
+				})
 			}
 			if onStart != nil {
 				onStart()
 			}
 		})
 	}
-	err := inner.Run(ctx, out, started)
+	err := inner.Run(rctx, out, started)
 	// Wait for a started() still running before wg.Wait: it may add to wg.
 	once.Do(func() {})
 	stop()
 	wg.Wait()
 	m.sup.clearHealth(m.svc)
+	var unhealthy *UnhealthyError
+	if ctx.Err() == nil && errors.As(context.Cause(rctx), &unhealthy) {
+		m.sup.recordUnhealthy(m.svc, unhealthy)
+		fmt.Fprintf(out, "%v\n", unhealthy)
+		return unhealthy
+	}
 	return err
 }
 

@@ -22,7 +22,11 @@ type service struct {
 	healthy   *bool
 	healthMsg string
 	restarts  int
-	events    []Event // last maxEvents
+	// failures counts failed health checks in a row; healthRestarts the
+	// runs health ended (HealthCheck.FailureThreshold).
+	failures       int
+	healthRestarts int
+	events         []Event // last maxEvents
 
 	wantUp   bool // false after a user Stop, until Start
 	removed  bool
@@ -33,13 +37,14 @@ type service struct {
 
 func (svc *service) statusLocked() Status {
 	st := Status{
-		ID:            svc.spec.ID,
-		Description:   svc.spec.Description,
-		State:         svc.state,
-		HealthMessage: svc.healthMsg,
-		Restarts:      svc.restarts,
-		Events:        slices.Clone(svc.events),
-		Since:         svc.since,
+		ID:             svc.spec.ID,
+		Description:    svc.spec.Description,
+		State:          svc.state,
+		HealthMessage:  svc.healthMsg,
+		Restarts:       svc.restarts,
+		HealthRestarts: svc.healthRestarts,
+		Events:         slices.Clone(svc.events),
+		Since:          svc.since,
 	}
 	if svc.healthy != nil {
 		h := *svc.healthy

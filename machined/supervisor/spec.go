@@ -100,7 +100,32 @@ const (
 type HealthCheck struct {
 	Check                           func(ctx context.Context) error
 	Interval, Timeout, InitialDelay time.Duration
+	// FailureThreshold > 0 makes health heal: after that many failed checks
+	// in a row the service's run is stopped as failed (an *UnhealthyError),
+	// so its restart policy runs it again, with back-off. 0 only records
+	// health (for a service whose health depends on others, like an etcd
+	// member without quorum, where a restart cannot help).
+	FailureThreshold int
+	// Liveness, when set, is what FailureThreshold counts instead of Check
+	// (run right after it): Check says whether the service is ready for its
+	// dependents, Liveness whether it is alive at all — an apiserver without
+	// etcd is not ready, but restarting it would not help.
+	Liveness func(ctx context.Context) error
 }
+
+// UnhealthyError ends a run whose health check failed FailureThreshold
+// times in a row.
+type UnhealthyError struct {
+	Failures int
+	// Last is the last check's error.
+	Last error
+}
+
+func (e *UnhealthyError) Error() string {
+	return fmt.Sprintf("restarted: health check failed %d times in a row: %v", e.Failures, e.Last)
+}
+
+func (e *UnhealthyError) Unwrap() error { return e.Last }
 
 // Condition is an extra precondition for starting a service, e.g. "file
 // exists". Wait blocks until the condition holds (nil) or ctx ends. Any
@@ -203,6 +228,10 @@ type Status struct {
 	HealthMessage string
 	// Restarts counts restarts made by the restart policy.
 	Restarts int
+	// HealthRestarts counts runs ended because the health check failed
+	// FailureThreshold times in a row (each also counts in Restarts when
+	// the policy runs the service again).
+	HealthRestarts int
 	// Events holds the last 20 events, oldest first.
 	Events []Event
 	// Since is when State was entered.
