@@ -8,11 +8,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ballast-os/ballast/pkg/images"
+	"github.com/ballast-os/ballast/pkg/pki"
 )
 
 // busybox is the test image `make images` packs (Debian's busybox-static).
@@ -229,6 +232,66 @@ func TestKubernetesWorkloads(t *testing.T) {
 		})
 	})
 
+	t.Run("a hung kubelet is restarted by its health check", func(t *testing.T) {
+		k := k.on(t)
+		pid := kubeletPID(t, w2)
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		stopped := time.Now()
+		t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
+		var next int
+		waitFor(t, "a new kubelet on "+w2.Name, 90*time.Second, func() error {
+			if next = kubeletPIDOrZero(w2); next == 0 || next == pid {
+				return fmt.Errorf("kubelet pid %d", next)
+			}
+			return nil
+		})
+		t.Logf("hung kubelet (pid %d) replaced by pid %d after %s", pid, next, time.Since(stopped).Round(time.Second))
+		waitFor(t, w2.Name+" Ready again", 2*time.Minute, func() error {
+			if out := k.must("get", "node", "e2ewl-w2", "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`); out != "True" {
+				return fmt.Errorf("Ready=%s", out)
+			}
+			return nil
+		})
+		// The event and the counter say why.
+		if out := c.on(t).must("-n", w2.Address, "logs", "kubelet").stdout; !strings.Contains(out, "health check failed 3 times in a row") {
+			t.Fatalf("the kubelet's log does not say it was restarted for its health:\n%s", tail(out, 20))
+		}
+	})
+
+	t.Run("a hostname change keeps the node working under its new name", func(t *testing.T) {
+		c, k := c.on(t), k.on(t)
+		c.liveApply(t, w1.Address, `{"machine":{"network":{"hostname":"e2ewl-w1b"}}}`)
+		waitFor(t, "Node e2ewl-w1b Ready", 3*time.Minute, func() error {
+			out, err := k.run("get", "node", "e2ewl-w1b", "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+			if err != nil || out != "True" {
+				return fmt.Errorf("Ready=%q %v", out, err)
+			}
+			return nil
+		})
+		// Its kubelet is system:node:e2ewl-w1b now, with a serving
+		// certificate of the new name: logs reach it.
+		pair, err := os.ReadFile(filepath.Join(w1.StateDir, "var", "lib", "kubelet", "pki", "kubelet-client-current.pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(certSubject(t, pair), "system:node:e2ewl-w1b") {
+			t.Fatalf("kubelet client certificate names %s", certSubject(t, pair))
+		}
+		k.must("run", "renamed", "--image="+busybox, "--restart=Never", "--overrides",
+			`{"spec":{"nodeName":"e2ewl-w1b","tolerations":[{"operator":"Exists"}]}}`, "--", "sh", "-c", "echo hello-renamed; sleep 3600")
+		waitFor(t, "logs from the renamed node", 2*time.Minute, func() error {
+			out, err := k.run("logs", "renamed")
+			if err != nil || !strings.Contains(out, "hello-renamed") {
+				return fmt.Errorf("logs: %q %v", out, err)
+			}
+			return nil
+		})
+		k.must("delete", "pod", "renamed", "--now")
+		k.must("delete", "node", "e2ewl-w1") // the old name's Node is the operator's to remove
+	})
+
 	t.Run("a kubelet flag kubelet rejects is reported and the node keeps running", func(t *testing.T) {
 		c := c.on(t)
 		c.liveApply(t, w2.Address, `{"machine":{"kubelet":{"extraArgs":{"no-such-flag":"1"}}}}`)
@@ -364,4 +427,45 @@ func (k kubectl) apply(manifest string) {
 		k.t.Fatal(err)
 	}
 	k.must("apply", "-f", f)
+}
+
+// kubeletPID is the host PID of node n's kubelet.
+func kubeletPID(t *testing.T, n clusterNode) int {
+	t.Helper()
+	pid := kubeletPIDOrZero(n)
+	if pid == 0 {
+		t.Fatalf("no kubelet of %s", n.Name)
+	}
+	return pid
+}
+
+// kubeletPIDOrZero finds node n's kubelet by its command line (its root
+// directory is under the node's state directory); 0 when none runs.
+func kubeletPIDOrZero(n clusterNode) int {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmd, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(cmd), "\x00")
+		if filepath.Base(args[0]) == "kubelet" && strings.Contains(string(cmd), "--root-dir="+filepath.Join(n.StateDir, "var")) {
+			return pid
+		}
+	}
+	return 0
+}
+
+// certSubject is the subject of the first certificate in pemData.
+func certSubject(t *testing.T, pemData []byte) string {
+	t.Helper()
+	c, err := pki.ParseCert(pemData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.Subject.String()
 }

@@ -40,18 +40,54 @@ var ErrInvalid = errors.New("invalid machine record")
 
 // Put stores r unless the stored record has the same role and addresses
 // already (so a control plane that re-asserts itself every resync writes
-// nothing).
+// nothing). An address is the latest verified claim's: r's addresses are
+// taken from other records — from workers only when r is a worker (a
+// renamed machine, a lease handed to another machine), from any record
+// when r is a control plane recording itself. A record left without an
+// address is deleted.
 func Put(ctx context.Context, kv clientv3.KV, r Record) error {
 	if r.Name == "" || len(r.Addresses) == 0 {
 		return fmt.Errorf("%w: %+v", ErrInvalid, r)
 	}
-	cur, ok, err := Get(ctx, kv, r.Name)
+	all, err := List(ctx, kv)
 	if err != nil {
 		return err
 	}
-	if ok && cur.Role == r.Role && slices.Equal(cur.Addresses, r.Addresses) {
+	same := false
+	for _, o := range all {
+		switch {
+		case o.Name == r.Name:
+			same = o.Role == r.Role && slices.Equal(o.Addresses, r.Addresses)
+		case r.Role == RoleWorker && o.Role != RoleWorker:
+		default:
+			if err := release(ctx, kv, o, r.Addresses); err != nil {
+				return err
+			}
+		}
+	}
+	if same {
 		return nil
 	}
+	return put(ctx, kv, r)
+}
+
+// release drops addrs from o, deleting o when it has none left.
+func release(ctx context.Context, kv clientv3.KV, o Record, addrs []string) error {
+	kept := slices.DeleteFunc(slices.Clone(o.Addresses), func(a string) bool { return slices.Contains(addrs, a) })
+	switch {
+	case len(kept) == len(o.Addresses):
+		return nil
+	case len(kept) == 0:
+		if _, err := kv.Delete(ctx, keyPrefix+o.Name); err != nil {
+			return fmt.Errorf("forget machine %s: %w", o.Name, err)
+		}
+		return nil
+	}
+	o.Addresses = kept
+	return put(ctx, kv, o)
+}
+
+func put(ctx context.Context, kv clientv3.KV, r Record) error {
 	data, err := json.Marshal(r)
 	if err != nil {
 		return err
