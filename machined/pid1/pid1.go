@@ -97,32 +97,68 @@ func supervise(log *logger, background func()) int {
 	}
 	child := cmd.Process.Pid
 	go background()
-	wanted := -1 // reboot(2) command asked for by a signal
-	for sig := range sigs {
-		switch sig {
-		case unix.SIGINT: // Ctrl-Alt-Del
-			wanted = unix.LINUX_REBOOT_CMD_RESTART
-			log.Printf("Ctrl-Alt-Del: stopping the agent, then rebooting")
-			_ = cmd.Process.Signal(unix.SIGTERM)
-		case unix.SIGTERM, unix.SIGPWR:
-			wanted = unix.LINUX_REBOOT_CMD_POWER_OFF
-			log.Printf("%s: stopping the agent, then powering off", sig)
-			_ = cmd.Process.Signal(unix.SIGTERM)
-		case unix.SIGCHLD:
-			for {
-				var ws unix.WaitStatus
-				pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
-				if pid <= 0 || err != nil {
-					break
-				}
-				if pid != child {
-					continue // an orphan, reaped
-				}
-				return agentExited(log, ws, wanted)
+	return waitAgent(log, sigs, cmd.Process, func() (unix.WaitStatus, bool) {
+		for {
+			var ws unix.WaitStatus
+			pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+			if pid <= 0 || err != nil {
+				return ws, false
 			}
+			if pid == child {
+				return ws, true
+			}
+			// an orphan, reaped
+		}
+	}, time.After)
+}
+
+// shutdownDeadline bounds how long a stop asked of PID 1 waits for the
+// agent (which stops its services in order, etcd leaving first): a wedged
+// agent is then killed and the machine goes down anyway.
+const shutdownDeadline = 90 * time.Second
+
+// agent is the agent's process as waitAgent drives it.
+type agent interface {
+	Signal(os.Signal) error
+	Kill() error
+}
+
+// waitAgent handles PID 1's signals until the agent exits and returns the
+// reboot(2) command the machine ends with. reap reaps exited children and
+// reports the agent's status once it has exited; after returns a timer
+// channel (time.After; tests pass their own). A stop (Ctrl-Alt-Del,
+// SIGTERM, SIGPWR) signals the agent and, if it is not gone by
+// shutdownDeadline, kills it.
+func waitAgent(log *logger, sigs <-chan os.Signal, a agent, reap func() (unix.WaitStatus, bool), after func(time.Duration) <-chan time.Time) int {
+	wanted := -1 // reboot(2) command asked for by a signal
+	var deadline <-chan time.Time
+	stop := func(cmd int, why string) {
+		wanted = cmd
+		log.Printf("%s", why)
+		_ = a.Signal(unix.SIGTERM)
+		if deadline == nil {
+			deadline = after(shutdownDeadline)
 		}
 	}
-	return unix.LINUX_REBOOT_CMD_RESTART
+	for {
+		select {
+		case sig := <-sigs:
+			switch sig {
+			case unix.SIGINT: // Ctrl-Alt-Del
+				stop(unix.LINUX_REBOOT_CMD_RESTART, "Ctrl-Alt-Del: stopping the agent, then rebooting")
+			case unix.SIGTERM, unix.SIGPWR:
+				stop(unix.LINUX_REBOOT_CMD_POWER_OFF, sig.String()+": stopping the agent, then powering off")
+			case unix.SIGCHLD:
+				if ws, exited := reap(); exited {
+					return agentExited(log, ws, wanted)
+				}
+			}
+		case <-deadline:
+			log.Printf("the agent did not stop within %s: killing it", shutdownDeadline)
+			_ = a.Kill()
+			deadline = nil // its SIGCHLD ends the wait
+		}
+	}
 }
 
 // agentExited maps the agent's exit to the machine's end.

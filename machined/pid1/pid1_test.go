@@ -1,11 +1,13 @@
 package pid1
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -111,5 +113,123 @@ func TestEnsureMachineID(t *testing.T) {
 	}
 	if again, _ := os.ReadFile(path); string(again) != string(first) {
 		t.Fatalf("machine-id changed: %q → %q", first, again)
+	}
+}
+
+// TestMoveOrRestore: a move that fails part-way (here: the third file, as a
+// full tmpfs would) moves every file back, so the source is whole and the
+// machine can go on from it; a move that succeeds leaves nothing behind.
+func TestMoveOrRestore(t *testing.T) {
+	for _, failAt := range []int{0, 3} {
+		src := t.TempDir()
+		dst := filepath.Join(src, "newroot")
+		files := map[string]string{"init": "machined", "etc/passwd": "root:x:0:0", "usr/bin/runc": "runc", "usr/lib/x.so": "lib", "lib/modules/m.ko": "ko"}
+		for name, data := range files {
+			if err := os.MkdirAll(filepath.Dir(filepath.Join(src, name)), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(src, name), []byte(data), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.Symlink("/init", filepath.Join(src, "etc", "modprobe")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Mkdir(dst, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		calls := 0
+		moveFileFn = func(from, to string) (int64, error) {
+			calls++
+			if calls == failAt {
+				return 0, unix.ENOSPC
+			}
+			return moveFile(from, to)
+		}
+		t.Cleanup(func() { moveFileFn = moveFile })
+		_, err := moveOrRestore(src, dst)
+		if failAt == 0 {
+			if err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if !errors.Is(err, unix.ENOSPC) || !strings.Contains(err.Error(), "every file moved back") {
+			t.Fatalf("err = %v, want the ENOSPC and a restore", err)
+		}
+		for name, data := range files {
+			if got, err := os.ReadFile(filepath.Join(src, name)); err != nil || string(got) != data {
+				t.Errorf("%s after the restore: %q %v", name, got, err)
+			}
+		}
+		if target, err := os.Readlink(filepath.Join(src, "etc", "modprobe")); err != nil || target != "/init" {
+			t.Errorf("symlink after the restore: %q %v", target, err)
+		}
+	}
+}
+
+func TestCheckRoom(t *testing.T) {
+	for _, tc := range []struct {
+		need, avail int64
+		ok          bool
+	}{
+		{600 << 20, 1500 << 20, true},
+		{600 << 20, 600 << 20, false}, // no reserve left
+		{2 << 30, 1 << 30, false},
+	} {
+		err := checkRoom(tc.need, tc.avail)
+		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrNoRoom)) {
+			t.Errorf("checkRoom(%d MB, %d MB) = %v, want ok=%v", tc.need>>20, tc.avail>>20, err, tc.ok)
+		}
+	}
+}
+
+type fakeAgent struct{ signals, kills int }
+
+func (f *fakeAgent) Signal(os.Signal) error { f.signals++; return nil }
+func (f *fakeAgent) Kill() error            { f.kills++; return nil }
+
+// TestShutdownDeadline: a stop asked of PID 1 signals the agent; an agent
+// that does not exit by the deadline is killed, and the machine then ends
+// as asked (power off) once the kill is reaped.
+func TestShutdownDeadline(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		wedged   bool
+		wantKill int
+	}{
+		{"agent stops in time", false, 0},
+		{"wedged agent is killed", true, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sigs := make(chan os.Signal, 4)
+			timer := make(chan time.Time, 1)
+			a := &fakeAgent{}
+			exited := false
+			reap := func() (unix.WaitStatus, bool) { return waitStatus(0x9), exited } // killed by SIGKILL
+			var asked time.Duration
+			after := func(d time.Duration) <-chan time.Time { asked = d; return timer }
+			done := make(chan int, 1)
+			go func() { done <- waitAgent(newLogger(discard{}), sigs, a, reap, after) }()
+			sigs <- unix.SIGTERM
+			if tc.wedged {
+				timer <- time.Now() // the deadline passes; the agent is killed
+			}
+			// Let waitAgent act on what it was sent before the agent exits.
+			time.Sleep(50 * time.Millisecond)
+			exited = true
+			sigs <- unix.SIGCHLD
+			select {
+			case got := <-done:
+				if got != unix.LINUX_REBOOT_CMD_POWER_OFF {
+					t.Fatalf("ends with %#x, want power off", got)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("waitAgent did not return")
+			}
+			if a.signals != 1 || a.kills != tc.wantKill || asked != shutdownDeadline {
+				t.Fatalf("signals %d, kills %d (want %d), deadline %s", a.signals, a.kills, tc.wantKill, asked)
+			}
+		})
 	}
 }

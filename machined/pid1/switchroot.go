@@ -1,6 +1,7 @@
 package pid1
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -22,9 +23,11 @@ const switchedEnv = "BALLAST_ROOT_SWITCHED"
 const newRoot = "/newroot"
 
 // leaveInitramfs moves the root filesystem off the initramfs onto a tmpfs
-// and runs /init again there; it returns only when nothing had to move (or
-// the move failed, which is logged: the machine still boots, only
-// containers cannot start). runc enters a container's root with
+// and runs /init again there; it returns only when nothing had to move, or
+// when the move could not be made — too little room (checked first) or a
+// failure part-way, after which every file is moved back: the machine stays
+// on the initramfs with its API up (logged as fatal for containers, which
+// cannot start) instead of booting half a root and rebooting in a loop. runc enters a container's root with
 // pivot_root(2), which the kernel refuses while / is the initial rootfs (it
 // has no parent mount); a tmpfs moved over it is an ordinary mount. Every
 // file is copied and its source unlinked at once, so the machine holds one
@@ -43,16 +46,78 @@ func leaveInitramfs(log *logger) {
 	}
 	n, err := copyRoot()
 	if err != nil {
-		log.Printf("root filesystem stays on the initramfs (containers cannot start): %v", err)
+		log.Printf("FATAL for containers: %v; the root filesystem stays on the initramfs, the machine API comes up but containers cannot start", err)
 		return
 	}
 	log.Printf("root filesystem moved off the initramfs to a tmpfs (%d MB)", n>>20)
 	if err := enterRoot(); err != nil {
-		// The files are gone from the initramfs: nothing to go back to.
-		log.Printf("cannot switch to the new root: %v; rebooting in %s", err, failureDelay)
-		time.Sleep(failureDelay)
-		_ = unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+		if _, rerr := moveTree(newRoot, "/"); rerr != nil {
+			log.Printf("cannot switch to the new root (%v) nor move the files back (%v); rebooting in %s", err, rerr, failureDelay)
+			time.Sleep(failureDelay)
+			_ = unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+		}
+		_ = os.Chdir("/")
+		_ = unix.Unmount(newRoot, unix.MNT_DETACH)
+		log.Printf("FATAL for containers: cannot switch to the new root: %v; files moved back, the machine API comes up but containers cannot start", err)
 	}
+}
+
+// rootReserve is room the tmpfs root must keep free beyond the files moved
+// into it (what the running system writes there).
+const rootReserve = 64 << 20
+
+// ErrNoRoom is returned when the tmpfs cannot hold the initramfs's files.
+var ErrNoRoom = errors.New("not enough room for the root filesystem")
+
+// checkRoom returns ErrNoRoom, with both figures, when need bytes plus
+// rootReserve do not fit in avail.
+func checkRoom(need, avail int64) error {
+	if need+rootReserve > avail {
+		return fmt.Errorf("%w: %d MB to move and %d MB reserve, %d MB free on the tmpfs", ErrNoRoom, need>>20, rootReserve>>20, avail>>20)
+	}
+	return nil
+}
+
+// moveOrRestore moves the tree at src into dst (moveTree); when that fails
+// part-way, it moves what was moved back, so src is whole again.
+func moveOrRestore(src, dst string) (int64, error) {
+	n, err := moveTree(src, dst)
+	if err == nil {
+		return n, nil
+	}
+	if _, rerr := moveTree(dst, src); rerr != nil {
+		return n, fmt.Errorf("move stopped part-way (%w) and moving the files back failed (%v)", err, rerr)
+	}
+	return 0, fmt.Errorf("move stopped part-way, every file moved back: %w", err)
+}
+
+// treeSize is the bytes of regular files moveTree(src, dst) would move.
+func treeSize(src, dst string) (int64, error) {
+	var root unix.Stat_t
+	if err := unix.Lstat(src, &root); err != nil {
+		return 0, err
+	}
+	var total int64
+	err := filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if path == dst {
+			return filepath.SkipDir
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(path, &st); err != nil {
+			return err
+		}
+		if path != src && st.Dev != root.Dev {
+			return filepath.SkipDir
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFREG {
+			total += st.Size
+		}
+		return nil
+	})
+	return total, err
 }
 
 // runsContainers reports whether the kernel command line leaves Kubernetes
@@ -78,7 +143,21 @@ func copyRoot() (int64, error) {
 	if err := unix.Mount("tmpfs", newRoot, "tmpfs", 0, "mode=0755"); err != nil {
 		return 0, fmt.Errorf("mount tmpfs on %s: %w", newRoot, err)
 	}
-	return moveTree("/", newRoot)
+	need, err := treeSize("/", newRoot)
+	if err == nil {
+		var st unix.Statfs_t
+		if err = unix.Statfs(newRoot, &st); err == nil {
+			err = checkRoom(need, int64(st.Bavail)*st.Bsize)
+		}
+	}
+	if err == nil {
+		var n int64
+		if n, err = moveOrRestore("/", newRoot); err == nil {
+			return n, nil
+		}
+	}
+	_ = unix.Unmount(newRoot, unix.MNT_DETACH)
+	return 0, err
 }
 
 // moveTree moves the tree at src into the directory dst (inside src or
@@ -115,11 +194,12 @@ func moveTree(src, dst string) (int64, error) {
 		to := filepath.Join(dst, rel)
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFDIR:
-			if err := os.Mkdir(to, 0o700); err != nil {
+			// Directories stay in the source: moving back finds them.
+			if err := os.Mkdir(to, 0o700); err != nil && !os.IsExist(err) {
 				return err
 			}
 		case unix.S_IFREG:
-			n, err := moveFile(path, to)
+			n, err := moveFileFn(path, to)
 			if err != nil {
 				return err
 			}
@@ -133,8 +213,8 @@ func moveTree(src, dst string) (int64, error) {
 				return err
 			}
 			return os.Remove(path)
-		default: // device nodes, FIFOs
-			if err := unix.Mknod(to, st.Mode, int(st.Rdev)); err != nil {
+		default: // device nodes, FIFOs (left in the source too)
+			if err := unix.Mknod(to, st.Mode, int(st.Rdev)); err != nil && !errors.Is(err, unix.EEXIST) {
 				return fmt.Errorf("mknod %s: %w", to, err)
 			}
 		}
@@ -145,6 +225,9 @@ func moveTree(src, dst string) (int64, error) {
 	})
 	return moved, err
 }
+
+// moveFileFn is moveFile; tests inject failures through it.
+var moveFileFn = moveFile
 
 // moveFile copies a regular file and removes the source.
 func moveFile(src, dst string) (int64, error) {
@@ -162,6 +245,7 @@ func moveFile(src, dst string) (int64, error) {
 		err = cerr
 	}
 	if err != nil {
+		_ = os.Remove(dst) // the source stays whole; no half copy
 		return n, fmt.Errorf("copy %s: %w", src, err)
 	}
 	return n, os.Remove(src)
