@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -76,26 +77,116 @@ func New(opts Options) *Controller {
 	return &Controller{opts: opts, leases: map[string]*leaseState{}, static: map[string]bool{}, dhcpStop: map[string]context.CancelFunc{}}
 }
 
-// Run applies the config whenever it changes until ctx ends. Problems of one
-// interface are reported to out and do not stop the others.
+// Reconcile timing: a full pass every resyncInterval even when nothing was
+// seen to change (an address someone removed, a missed event); after a
+// failed pass, again after a back-off from retryMin doubling to retryMax.
+// Link events are gathered for linkSettle before a pass.
+const (
+	resyncInterval = 15 * time.Second
+	retryMin       = 500 * time.Millisecond
+	retryMax       = 15 * time.Second
+	linkSettle     = 50 * time.Millisecond
+)
+
+// Run reconciles the links with the config until ctx ends: on every config
+// change, every link that appears, changes or goes (netlink link updates),
+// every resyncInterval, and after a failed pass with back-off. Problems of
+// one interface are reported to out and do not stop the others.
 func (c *Controller) Run(ctx context.Context, out io.Writer) error {
 	defer c.stopAllDHCP()
+	links := subscribeLinks(ctx, c.opts.Logger)
 	var last string
+	retry := retryMin
 	for {
 		cfg, changed := c.opts.Config()
+		wait := resyncInterval
 		if n, ok := c.effective(cfg); ok {
 			err := c.apply(ctx, n, out)
 			if msg := fmt.Sprint(err); err != nil && msg != last {
-				fmt.Fprintf(out, "network: %v\n", err)
+				fmt.Fprintf(out, "network: %v (retrying)\n", err)
 			}
 			last = fmt.Sprint(err)
+			if err != nil {
+				wait, retry = retry, min(retry*2, retryMax)
+			} else {
+				retry = retryMin
+			}
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-changed:
+		case <-links:
+			settle(ctx, links)
+		case <-time.After(wait):
 		}
 	}
+}
+
+// settle waits linkSettle, dropping the link events that arrive meanwhile
+// (a new veth pair or a pod's links come as bursts).
+func settle(ctx context.Context, links <-chan struct{}) {
+	t := time.NewTimer(linkSettle)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-links:
+		case <-t.C:
+			return
+		}
+	}
+}
+
+// subscribeLinks returns a channel that receives (coalesced) whenever a
+// link of the namespace appears, changes or goes, until ctx ends. A broken
+// subscription is made again after a second; the resync covers the gap.
+func subscribeLinks(ctx context.Context, log *slog.Logger) <-chan struct{} {
+	kick := make(chan struct{}, 1)
+	go func() {
+		for ctx.Err() == nil {
+			updates := make(chan netlink.LinkUpdate, 64)
+			done := make(chan struct{})
+			failed := make(chan struct{}, 1)
+			err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{
+				ErrorCallback: func(err error) {
+					log.Warn("link subscription failed; subscribing again", "error", err)
+					select {
+					case failed <- struct{}{}:
+					default:
+					}
+				},
+			})
+			if err != nil {
+				log.Warn("cannot subscribe to link updates; relying on the resync", "error", err)
+			} else {
+			loop:
+				for {
+					select {
+					case <-ctx.Done():
+						break loop
+					case <-failed:
+						break loop
+					case _, ok := <-updates:
+						if !ok {
+							break loop
+						}
+						select {
+						case kick <- struct{}{}:
+						default:
+						}
+					}
+				}
+				close(done)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+	return kick
 }
 
 // effective is the network to apply for cfg (nil in maintenance mode):
@@ -138,7 +229,10 @@ func (c *Controller) apply(ctx context.Context, n config.Network, out io.Writer)
 		}
 	}
 	wantDHCP := map[string]bool{}
+	configured := map[string]bool{}
+	var wantRoutes []routeKey
 	for _, iface := range n.Interfaces {
+		configured[iface.Interface] = true
 		link, err := netlink.LinkByName(iface.Interface)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", iface.Interface, ErrNoLink))
@@ -156,12 +250,15 @@ func (c *Controller) apply(ctx context.Context, n config.Network, out io.Writer)
 				fmt.Fprintf(out, "%s: up\n", iface.Interface)
 			}
 		}
-		errs = append(errs, c.applyStatic(link, iface, out))
+		routes, err := c.applyStatic(link, iface, out)
+		wantRoutes = append(wantRoutes, routes...)
+		errs = append(errs, err)
 		if iface.DHCP {
 			wantDHCP[iface.Interface] = true
 			c.startDHCP(ctx, iface.Interface, out)
 		}
 	}
+	errs = append(errs, c.dropStaleAddresses(configured, out), dropStaleRoutes(wantRoutes, out))
 	c.mu.Lock()
 	for name, stop := range c.dhcpStop {
 		if !wantDHCP[name] {
@@ -210,9 +307,11 @@ func (c *Controller) setHostname(n config.Network, out io.Writer) error {
 }
 
 // applyStatic adds the interface's static addresses and routes and removes
-// the ones an earlier config of this run added and this one does not have.
-func (c *Controller) applyStatic(link netlink.Link, iface config.Interface, out io.Writer) error {
+// the addresses an earlier config of this run added and this one does not
+// have. It returns the routes it keeps.
+func (c *Controller) applyStatic(link netlink.Link, iface config.Interface, out io.Writer) ([]routeKey, error) {
 	var errs []error
+	var keep []routeKey
 	name := link.Attrs().Name
 	want := map[string]bool{}
 	for _, a := range iface.Addresses {
@@ -260,9 +359,86 @@ func (c *Controller) applyStatic(link netlink.Link, iface config.Interface, out 
 		if r.Gateway != "" {
 			route.Gw = net.ParseIP(r.Gateway)
 		}
+		keep = append(keep, keyOf(route))
 		if err := netlink.RouteReplace(route); err != nil {
 			errs = append(errs, fmt.Errorf("%s: route %s via %s: %w", name, orDefault(r.Network), r.Gateway, err))
 		}
+	}
+	return keep, errors.Join(errs...)
+}
+
+// routeKey identifies a route the controller owns.
+type routeKey struct {
+	link   int
+	dst    string
+	gw     string
+	metric int
+}
+
+func keyOf(r *netlink.Route) routeKey {
+	dst := "default"
+	if r.Dst != nil {
+		if ones, _ := r.Dst.Mask.Size(); ones > 0 || !r.Dst.IP.IsUnspecified() {
+			dst = r.Dst.String()
+		}
+	}
+	gw := ""
+	if r.Gw != nil {
+		gw = r.Gw.String()
+	}
+	metric := r.Priority
+	if v6 := (r.Dst != nil && r.Dst.IP.To4() == nil) || (r.Gw != nil && r.Gw.To4() == nil); v6 && metric == 0 {
+		metric = 1024 // the kernel's default IPv6 metric, what it reports for 0
+	}
+	return routeKey{link: r.LinkIndex, dst: dst, gw: gw, metric: metric}
+}
+
+// dropStaleRoutes deletes every route of the controller's protocol (static
+// routes from machine.network, whichever run added them) that want lacks.
+func dropStaleRoutes(want []routeKey, out io.Writer) error {
+	var errs []error
+	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		routes, err := netlink.RouteListFiltered(family, &netlink.Route{Protocol: protoStatic}, netlink.RT_FILTER_PROTOCOL)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("list static routes: %w", err))
+			continue
+		}
+		for i := range routes {
+			r := &routes[i]
+			if slices.Contains(want, keyOf(r)) {
+				continue
+			}
+			if err := netlink.RouteDel(r); err != nil && !errors.Is(err, unix.ESRCH) {
+				errs = append(errs, fmt.Errorf("remove route %s: %w", keyOf(r).dst, err))
+				continue
+			}
+			fmt.Fprintf(out, "route %s via %s removed (no longer configured)\n", keyOf(r).dst, keyOf(r).gw)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// dropStaleAddresses removes the static addresses this run added to links
+// the config no longer names (those of named links applyStatic handles).
+func (c *Controller) dropStaleAddresses(configured map[string]bool, out io.Writer) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var errs []error
+	for key := range c.static {
+		name, cidr, _ := strings.Cut(key, " ")
+		if configured[name] {
+			continue
+		}
+		if link, err := netlink.LinkByName(name); err == nil {
+			if addr, err := netlink.ParseAddr(cidr); err == nil {
+				if err := netlink.AddrDel(link, addr); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+					errs = append(errs, fmt.Errorf("%s: remove address %s: %w", name, cidr, err))
+					continue
+				}
+				fmt.Fprintf(out, "%s: address %s removed (interface no longer configured)\n", name, cidr)
+			}
+		}
+		delete(c.static, key)
 	}
 	return errors.Join(errs...)
 }
