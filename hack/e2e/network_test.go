@@ -52,7 +52,7 @@ func TestNetworkLevelTriggered(t *testing.T) {
 	m := startMachinedIn(t, nodeNS, t.TempDir(), api+":50000")
 	// eth1 does not exist yet.
 	mustNodectl(t, "apply-config", "--insecure", "-n", api, "--cert-fingerprint", m.fingerprint(),
-		"--file", filepath.Join(dir, "worker.yaml"),
+		"--file", filepath.Join(dir, "controlplane.yaml"),
 		"--config-patch", `{"machine":{"network":{"interfaces":[`+
 			`{"interface":"eth0","addresses":["`+api+`/24"],"routes":[{"network":"10.73.0.0/24","gateway":"10.74.0.1"},{"network":"10.72.0.0/24","gateway":"10.74.0.1"}]},`+
 			`{"interface":"eth1","addresses":["10.71.0.2/24"]}]}}}`)
