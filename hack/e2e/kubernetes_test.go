@@ -198,6 +198,44 @@ func TestKubernetesControlPlane(t *testing.T) {
 		waitFor(t, "cluster healthy", 3*time.Minute, func() error { return c.healthErr() })
 	})
 
+	t.Run("bootstrap manifests: the newer set wins, never a fight", func(t *testing.T) {
+		k := k.on(t)
+		record := func() string {
+			return k.must("get", "configmap", "-n", "kube-system", "ballast-manifests", "-o", "jsonpath={.data.version} {.data.state}")
+		}
+		verbs := func() string {
+			return k.must("get", "clusterrole", "ballast:pod-network", "-o", "jsonpath={.rules[0].verbs}")
+		}
+		ours := record()
+		if !strings.HasSuffix(ours, " applied") {
+			t.Fatalf("record %q", ours)
+		}
+		// A control plane of a newer Ballast has applied its set: ours
+		// must leave the objects alone.
+		k.must("patch", "configmap", "-n", "kube-system", "ballast-manifests", "--type", "merge", "-p",
+			`{"data":{"version":"9-ffffffffffffffff","kubernetesVersion":"v1.99.0","state":"applied","by":"a-newer-control-plane"}}`)
+		k.must("patch", "clusterrole", "ballast:pod-network", "--type", "json", "-p", `[{"op":"add","path":"/rules/0/verbs/-","value":"get"}]`)
+		time.Sleep(45 * time.Second) // longer than a control plane's recheck (30 s)
+		if got := record(); got != "9-ffffffffffffffff applied" {
+			t.Fatalf("a control plane with older manifests overwrote the newer record: %q", got)
+		}
+		if v := verbs(); !strings.Contains(v, "get") {
+			t.Fatalf("a control plane with older manifests re-applied over newer ones: verbs %s", v)
+		}
+		// The newer one goes away (its record says an older set): ours win.
+		k.must("patch", "configmap", "-n", "kube-system", "ballast-manifests", "--type", "merge", "-p",
+			`{"data":{"version":"1-0000000000000000","kubernetesVersion":"v1.30.0","state":"applied","by":"an-older-control-plane"}}`)
+		waitFor(t, "our manifests applied again", 90*time.Second, func() error {
+			if got := record(); got != ours {
+				return fmt.Errorf("record %q, want %q", got, ours)
+			}
+			if v := verbs(); strings.Contains(v, "get") {
+				return fmt.Errorf("verbs %s", v)
+			}
+			return nil
+		})
+	})
+
 	t.Run("certificates are renewed and the API keeps answering", func(t *testing.T) {
 		c := c.on(t)
 		before := servedSerials(t, show.Nodes)

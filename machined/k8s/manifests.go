@@ -2,6 +2,7 @@ package k8s
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"embed"
 	"encoding/base64"
@@ -13,6 +14,7 @@ import (
 	"text/template"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilversion "k8s.io/apimachinery/pkg/util/version"
 	"sigs.k8s.io/yaml"
 
 	"github.com/ballast-os/ballast/pkg/config"
@@ -51,6 +53,49 @@ type Manifests struct {
 	// Version identifies the set (revision and a hash of the rendered
 	// objects); it is recorded in the cluster once applied.
 	Version string
+	// Revision is ManifestsRevision of the Ballast that rendered them,
+	// KubernetesVersion the config's: with Version, what orders two sets
+	// (Compare).
+	Revision          int
+	KubernetesVersion string
+}
+
+// ManifestsID is what orders rendered manifests: the newer wins.
+type ManifestsID struct {
+	Revision          int
+	KubernetesVersion string
+	Version           string
+}
+
+// ID is m's ManifestsID.
+func (m Manifests) ID() ManifestsID {
+	return ManifestsID{Revision: m.Revision, KubernetesVersion: m.KubernetesVersion, Version: m.Version}
+}
+
+// Compare orders a and b (-1, 0, +1): by Ballast's manifests revision, then
+// by Kubernetes version (semantic; an unknown one is older), then by the
+// version string, so that control planes of different versions agree which
+// set wins and never take turns.
+func (a ManifestsID) Compare(b ManifestsID) int {
+	if c := cmp.Compare(a.Revision, b.Revision); c != 0 {
+		return c
+	}
+	va, erra := utilversion.ParseSemantic(a.KubernetesVersion)
+	vb, errb := utilversion.ParseSemantic(b.KubernetesVersion)
+	switch {
+	case erra == nil && errb == nil:
+		switch {
+		case va.LessThan(vb):
+			return -1
+		case vb.LessThan(va):
+			return 1
+		}
+	case erra == nil:
+		return 1
+	case errb == nil:
+		return -1
+	}
+	return cmp.Compare(a.Version, b.Version)
 }
 
 // RenderManifests renders the bootstrap manifests (the RBAC of kubelet
@@ -109,6 +154,7 @@ func RenderManifests(cfg *config.Config, localEndpoint string) (Manifests, error
 		}
 	}
 	out.Version = fmt.Sprintf("%d-%s", ManifestsRevision, hex.EncodeToString(h.Sum(nil))[:16])
+	out.Revision, out.KubernetesVersion = ManifestsRevision, cfg.Cluster.KubernetesVersion
 	return out, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -118,14 +119,104 @@ func (n *Node) runManifests(ctx context.Context, out io.Writer) error {
 	}
 }
 
-// applyManifests applies m unless the cluster records its version already.
+// manifestsStale is how long a claim to apply manifests may stay
+// unfinished before a control plane with the same manifests takes it over
+// (its claimer died half-way).
+const manifestsStale = 2 * time.Minute
+
+// manifestsRecorded is what the record ConfigMap says.
+type manifestsRecorded struct {
+	id      k8s.ManifestsID
+	applied bool // false: claimed, being applied
+	by      string
+	at      time.Time
+}
+
+// parseRecord reads the record; records of revision 1 had only version and
+// applied (and were always complete).
+func parseRecord(data map[string]string) manifestsRecorded {
+	r := manifestsRecorded{id: k8s.ManifestsID{Version: data["version"], KubernetesVersion: data["kubernetesVersion"]}, by: data["by"]}
+	rev, _, _ := strings.Cut(data["version"], "-")
+	r.id.Revision, _ = strconv.Atoi(rev)
+	r.applied = data["state"] == "" || data["state"] == "applied"
+	r.at, _ = time.Parse(time.RFC3339, data["at"])
+	return r
+}
+
+// manifestsDecision is what a control plane does with its manifests.
+type manifestsDecision int
+
+const (
+	manifestsApply        manifestsDecision = iota
+	manifestsCurrent                        // the cluster has them
+	manifestsOlder                          // the cluster has newer ones: leave them
+	manifestsBeingApplied                   // another control plane is applying them
+)
+
+// decideManifests compares this control plane's manifests with the record
+// (nil: none): the newer set wins, so control planes of different versions
+// never take turns overwriting each other.
+func decideManifests(mine k8s.ManifestsID, rec *manifestsRecorded, now time.Time) manifestsDecision {
+	if rec == nil {
+		return manifestsApply
+	}
+	switch c := mine.Compare(rec.id); {
+	case c < 0:
+		return manifestsOlder
+	case c > 0:
+		return manifestsApply
+	case rec.applied:
+		return manifestsCurrent
+	case now.Sub(rec.at) < manifestsStale:
+		return manifestsBeingApplied
+	}
+	return manifestsApply
+}
+
+// applyManifests applies m when it is newer than what the cluster records
+// (decideManifests). A control plane first claims the record with a
+// compare-and-swap on its resourceVersion — one claimant wins, the others
+// see the claim at their next pass — then applies, prunes and marks the
+// record applied.
 func (n *Node) applyManifests(ctx context.Context, cs *kubernetes.Clientset, dyn *dynamic.DynamicClient, m k8s.Manifests, out io.Writer) error {
-	rec, err := cs.CoreV1().ConfigMaps("kube-system").Get(ctx, manifestsRecord, metav1.GetOptions{})
+	cms := cs.CoreV1().ConfigMaps("kube-system")
+	rec, err := cms.Get(ctx, manifestsRecord, metav1.GetOptions{})
+	var cur *manifestsRecorded
 	switch {
-	case err == nil && rec.Data["version"] == m.Version:
-		return nil
-	case err != nil && !apierrors.IsNotFound(err):
+	case err == nil:
+		r := parseRecord(rec.Data)
+		cur = &r
+	case !apierrors.IsNotFound(err):
 		return fmt.Errorf("read %s: %w", manifestsRecord, err)
+	}
+	now := n.clock.Now()
+	switch decideManifests(m.ID(), cur, now) {
+	case manifestsCurrent, manifestsBeingApplied:
+		return nil
+	case manifestsOlder:
+		if n.olderManifestsSaid != cur.id.Version {
+			n.olderManifestsSaid = cur.id.Version
+			fmt.Fprintf(out, "the cluster runs newer bootstrap manifests (%s, Kubernetes %s, applied by %s) than this control plane's (%s, Kubernetes %s): leaving them\n",
+				cur.id.Version, cur.id.KubernetesVersion, cur.by, m.Version, m.KubernetesVersion)
+		}
+		return nil
+	}
+	self := n.nodeName(n.desired.Current())
+	record := func(state string) map[string]string {
+		return map[string]string{"version": m.Version, "kubernetesVersion": m.KubernetesVersion, "state": state, "by": self, "at": n.clock.Now().UTC().Format(time.RFC3339)}
+	}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: manifestsRecord, Namespace: "kube-system"}, Data: record("applying")}
+	if rec == nil {
+		cm, err = cms.Create(ctx, cm, metav1.CreateOptions{FieldManager: fieldManager})
+	} else {
+		cm.ResourceVersion = rec.ResourceVersion
+		cm, err = cms.Update(ctx, cm, metav1.UpdateOptions{FieldManager: fieldManager})
+	}
+	if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
+		return nil // another control plane claimed it first: decide again at the next pass
+	}
+	if err != nil {
+		return fmt.Errorf("claim %s: %w", manifestsRecord, err)
 	}
 	start := time.Now()
 	for _, obj := range m.Objects {
@@ -144,19 +235,11 @@ func (n *Node) applyManifests(ctx context.Context, cs *kubernetes.Clientset, dyn
 	if err := pruneManifests(ctx, cs, dyn, out); err != nil {
 		return err
 	}
-	cm := &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: manifestsRecord, Namespace: "kube-system"},
-		Data:       map[string]string{"version": m.Version, "applied": time.Now().UTC().Format(time.RFC3339)},
-	}
-	if _, err := cs.CoreV1().ConfigMaps("kube-system").Update(ctx, cm, metav1.UpdateOptions{FieldManager: fieldManager}); apierrors.IsNotFound(err) {
-		_, err = cs.CoreV1().ConfigMaps("kube-system").Create(ctx, cm, metav1.CreateOptions{FieldManager: fieldManager})
-		if err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("record manifests: %w", err)
-		}
-	} else if err != nil {
+	cm.Data = record("applied")
+	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{FieldManager: fieldManager}); err != nil && !apierrors.IsConflict(err) {
 		return fmt.Errorf("record manifests: %w", err)
 	}
-	fmt.Fprintf(out, "applied %d bootstrap objects (version %s) in %s\n", len(m.Objects), m.Version, time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(out, "applied %d bootstrap objects (version %s, Kubernetes %s) in %s\n", len(m.Objects), m.Version, m.KubernetesVersion, time.Since(start).Round(time.Millisecond))
 	return nil
 }
 

@@ -117,6 +117,9 @@ type Node struct {
 	maintenanceFP        string           // SHA-256 of the maintenance certificate
 	actions              chan Action
 	resetWanted          bool
+	// olderManifestsSaid is the newer manifests version last reported as
+	// left alone (said once, not every pass).
+	olderManifestsSaid string
 }
 
 // New prepares a node; Run starts it.
