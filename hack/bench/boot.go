@@ -177,7 +177,7 @@ func configuredRSS(v *qemuvm.VM, fingerprint string) (float64, error) {
 		return nil
 	}
 	if err := run("gen", "config", "bench", "https://10.0.2.15:6443", "--output-dir", dir,
-		"--config-patch", `{"machine":{"certSANs":["127.0.0.1"]}}`); err != nil {
+		"--config-patch", `{"machine":{"certSANs":["127.0.0.1"],"time":{"disabled":true}}}`); err != nil {
 		return 0, err
 	}
 	if err := run("apply-config", "--insecure", "-n", v.Node(), "--cert-fingerprint", fingerprint, "--file", filepath.Join(dir, "controlplane.yaml")); err != nil {

@@ -117,10 +117,11 @@ func (v *vm) checkCleanEnd(what string, unmounted ...string) {
 var applyLineRE = regexp.MustCompile(`nodectl apply-config --insecure -n (10\.0\.2\.15) --cert-fingerprint ([0-9a-f]{64})`)
 
 // vmConfig generates a cluster whose API certificate also names 127.0.0.1
-// (the forwarded port) and returns the config directory.
+// (the forwarded port) and returns the config directory. NTP is off: slirp
+// would carry the queries off this machine (the VM's clock is the host's).
 func vmConfig(t *testing.T, name string) string {
 	return genConfig(t, name, "https://10.0.2.15:6443",
-		"--config-patch", `{"machine":{"certSANs":["127.0.0.1"],"network":{"hostname":"`+name+`"}}}`)
+		"--config-patch", `{"machine":{"certSANs":["127.0.0.1"],"network":{"hostname":"`+name+`"},"time":{"disabled":true}}}`)
 }
 
 // TestBootPXE is boot path (a): qemu's iPXE ROM loads agent.ipxe, the kernel
@@ -353,7 +354,7 @@ func TestClusterQEMU(t *testing.T) {
 	// member starts again there, its peer URL updated through the others,
 	// and the cluster stays whole.
 	c.must("-n", "10.88.0.4", "apply-config", "--mode", "no-reboot", "--file", filepath.Join(c.root, c.name, "controlplane.yaml"),
-		"--config-patch", `{"machine":{"kubelet":{"nodeLabels":{"topology.kubernetes.io/zone":"zone-c"}},`+
+		"--config-patch", `{"machine":{"time":{"disabled":true},"kubelet":{"nodeLabels":{"topology.kubernetes.io/zone":"zone-c"}},`+
 			`"network":{"hostname":"e2e-qemu-cp3","interfaces":[{"interface":"eth0","dhcp":true,"addresses":["10.88.0.14/24"],"vip":{"ip":"10.88.0.254"}}]}}}`)
 	waitFor(t, "cp3's etcd member at 10.88.0.14", 3*time.Minute, func() error {
 		out, err := c.etcdctl("https://10.88.0.2:2379", "member", "list")

@@ -31,6 +31,7 @@ type leaseState struct {
 	server   net.IP
 	router   net.IP
 	dns      []string
+	ntp      []string
 	hostname string
 	obtained time.Time
 	renewAt  time.Time
@@ -104,7 +105,7 @@ func (c *Controller) discover(ctx context.Context, name string) (*nclient4.Lease
 		return nil, err
 	}
 	defer cl.Close()
-	return cl.Request(ctx, dhcpv4.WithRequestedOptions(dhcpv4.OptionHostName, dhcpv4.OptionDomainNameServer, dhcpv4.OptionRouter))
+	return cl.Request(ctx, dhcpv4.WithRequestedOptions(dhcpv4.OptionHostName, dhcpv4.OptionDomainNameServer, dhcpv4.OptionRouter, dhcpv4.OptionNTPServers))
 }
 
 // keep renews the lease until it is lost; it returns when the lease expired
@@ -188,9 +189,12 @@ func (c *Controller) bind(name string, lease *nclient4.Lease, state string, out 
 			return fmt.Errorf("default route via %s: %w", router, err)
 		}
 	}
-	var dns []string
+	var dns, ntpServers []string
 	for _, d := range ack.DNS() {
 		dns = append(dns, d.String())
+	}
+	for _, s := range dhcpv4.GetIPs(dhcpv4.OptionNTPServers, ack.Options) {
+		ntpServers = append(ntpServers, s.String())
 	}
 	now := time.Now()
 	t1 := ack.IPAddressRenewalTime(lt / 2)
@@ -198,7 +202,7 @@ func (c *Controller) bind(name string, lease *nclient4.Lease, state string, out 
 	c.mu.Lock()
 	prev := c.leases[name]
 	c.leases[name] = &leaseState{
-		address: ipn, server: ack.ServerIdentifier(), router: router, dns: dns, hostname: ack.HostName(),
+		address: ipn, server: ack.ServerIdentifier(), router: router, dns: dns, ntp: ntpServers, hostname: ack.HostName(),
 		obtained: now, renewAt: now.Add(t1), rebindAt: now.Add(t2), expires: now.Add(lt), state: state,
 	}
 	c.mu.Unlock()

@@ -272,6 +272,26 @@ func (c *Controller) apply(ctx context.Context, n config.Network, out io.Writer)
 	return errors.Join(errs...)
 }
 
+// DHCPNTPServers are the NTP servers the DHCP leases named, by link name.
+func (c *Controller) DHCPNTPServers() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	names := make([]string, 0, len(c.leases))
+	for name := range c.leases {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	var out []string
+	for _, name := range names {
+		for _, s := range c.leases[name].ntp {
+			if !slices.Contains(out, s) {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
 // DHCPHostname is the host name a DHCP server gave (the first by link name
 // when several did), "" for none.
 func (c *Controller) DHCPHostname() string {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/ballast-os/ballast/machined/clock"
 	"github.com/ballast-os/ballast/machined/containerd"
@@ -26,6 +27,7 @@ import (
 	"github.com/ballast-os/ballast/machined/server"
 	"github.com/ballast-os/ballast/machined/state"
 	"github.com/ballast-os/ballast/machined/supervisor"
+	"github.com/ballast-os/ballast/machined/timesync"
 	"github.com/ballast-os/ballast/machined/vip"
 	"github.com/ballast-os/ballast/pkg/config"
 )
@@ -101,6 +103,7 @@ type Node struct {
 	vip      *vip.Controller // control planes only
 	ctrd     *containerd.Daemon
 	network  *network.Controller
+	timesync *timesync.Syncer
 	// pendingRestart are Kubernetes components whose files or flags
 	// changed and that have not been restarted since (k8s-certs service).
 	pendingRestart map[string]bool
@@ -159,6 +162,18 @@ func New(opts Options) (*Node, error) {
 
 		DHCPByDefault: opts.Mode == ModeMetal,
 		SetHostname:   opts.Mode == ModeMetal,
+	})
+	n.timesync = timesync.New(timesync.Options{
+		Logger:   opts.Logger.With("component", timeService),
+		Servers:  n.timeServers,
+		SetClock: opts.Mode == ModeMetal,
+		BootTimeout: func() time.Duration {
+			if cfg := n.desired.Current(); cfg != nil {
+				return cfg.Machine.Time.BootTimeout.Std()
+			}
+			return 0
+		},
+		OnStep: n.clockStepped,
 	})
 	return n, nil
 }

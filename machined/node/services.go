@@ -77,6 +77,12 @@ func (n *Node) registerServices() error {
 		Runner:      runner.Goroutine(networkService, n.network.Run),
 		Restart:     supervisor.Always,
 	}, supervisor.Spec{
+		ID:          timeService,
+		Description: "NTP: steps the clock at boot, then slews it (metal); measures only (container)",
+		Conditions:  []supervisor.Condition{{Name: "machine config applied", Wait: n.waitConfigured}},
+		Runner:      runner.Goroutine(timeService, n.timesync.Run),
+		Restart:     supervisor.Always,
+	}, supervisor.Spec{
 		ID:          lbService,
 		Description: "API load balancer on " + n.lbAddr() + " to every known kube-apiserver",
 		Conditions:  []supervisor.Condition{{Name: "machine config applied", Wait: n.waitConfigured}},

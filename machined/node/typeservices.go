@@ -29,7 +29,7 @@ const (
 // STATE or a nocloud volume): etcd, the VIP and the Kubernetes components
 // are named and advertised by it, and 127.0.0.1 would be wrong for good.
 func (n *Node) startRoleServices(cfg *config.Config) error {
-	if n.opts.Mode != ModeMetal || n.advertiseIP(cfg) != loopbackIP {
+	if n.opts.Mode != ModeMetal {
 		return n.addRoleServices(cfg)
 	}
 	go func() {
@@ -37,6 +37,12 @@ func (n *Node) startRoleServices(cfg *config.Config) error {
 		for n.advertiseIP(cfg) == loopbackIP {
 			time.Sleep(200 * time.Millisecond)
 		}
+		// Time before trust: certificates, etcd leases and the VIP's
+		// fencing read the clock (bounded by machine.time.bootTimeout).
+		n.log.Info("waiting for the clock before starting the role's services")
+		wctx, cancel := context.WithTimeout(context.Background(), 11*time.Minute) // past the longest bootTimeout
+		_ = n.timesync.WaitFirst(wctx)
+		cancel()
 		n.log.Info("starting the role's services", "address", n.advertiseIP(cfg))
 		if err := n.addRoleServices(cfg); err != nil {
 			n.log.Error("cannot start the role's services", "error", err)

@@ -350,16 +350,21 @@ func applyAll(ctx context.Context, st *State, cp, worker []byte) error {
 			if node.Role == config.TypeWorker {
 				data = worker
 			}
-			errs[i] = applyOne(ctx, node, node.agentLog(st.Provisioner), bootWait(st.Provisioner), patchNode(data, st.Name+"-"+node.Name, node.Zone))
+			errs[i] = applyOne(ctx, node, node.agentLog(st.Provisioner), bootWait(st.Provisioner), patchNode(data, st.Name+"-"+node.Name, node.Zone, st.Provisioner == ProvisionerQEMU))
 		}()
 	}
 	wg.Wait()
 	return errors.Join(errs...)
 }
 
-// patchNode sets the node's hostname and, if any, its zone label.
-func patchNode(data []byte, hostname, zone string) []byte {
+// patchNode sets the node's hostname and, if any, its zone label. Local VMs
+// take their clock from the host (qemu's RTC) and their network reaches no
+// time server: NTP is off for them (vm).
+func patchNode(data []byte, hostname, zone string, vm bool) []byte {
 	patches := []string{`{"machine":{"network":{"hostname":"` + hostname + `"}}}`}
+	if vm {
+		patches = append(patches, `{"machine":{"time":{"disabled":true}}}`)
+	}
 	if zone != "" {
 		patches = append(patches, `{"machine":{"kubelet":{"nodeLabels":{"topology.kubernetes.io/zone":"`+zone+`"}}}}`)
 	}

@@ -95,6 +95,11 @@ var badCases = []badCase{
 	{name: "short cluster token", edits: []edit{r("token: 123456.abcdefghijklmnop", "token: 123456.abc")},
 		path: "cluster.token", at: "123456.abc", msg: "not a valid token"},
 
+	{name: "bad time server", edits: []edit{r("  type: controlplane\n", "  type: controlplane\n  time:\n    servers: [ntp.example.org, \"not a host\"]\n")},
+		path: "machine.time.servers[1]", at: "servers:", msg: "not a host name"},
+	{name: "time boot timeout out of range", edits: []edit{r("  type: controlplane\n", "  type: controlplane\n  time:\n    bootTimeout: 1h\n")},
+		path: "machine.time.bootTimeout", at: "bootTimeout:", msg: "out of range"},
+
 	// Validate: certificates and keys.
 	{name: "machine ca crt not base64", edits: []edit{r("crt: {{MACHINE_CA_CRT}}", "crt: not-base64!")},
 		path: "machine.ca.crt", at: "not-base64!", msg: "not valid base64"},

@@ -16,6 +16,7 @@ var livePaths = []string{
 	"cluster.etcd.peers",
 	"cluster.certificateLifetime",
 	"machine.kubelet.extraArgs",
+	"machine.time",
 }
 
 // liveComponentFields are the fields of every cluster component

@@ -45,6 +45,20 @@ type Machine struct {
 	Network  Network  `yaml:"network,omitempty" json:"network,omitempty"`
 	Install  Install  `yaml:"install,omitempty" json:"install,omitempty"`
 	Kubelet  Kubelet  `yaml:"kubelet,omitempty" json:"kubelet,omitempty"`
+	Time     Time     `yaml:"time,omitempty" json:"time,omitempty"`
+}
+
+// Time configures the machine's clock (NTP).
+type Time struct {
+	// Servers are NTP servers (host or host:port), asked in order. Empty:
+	// the servers DHCP gave, else pool.ntp.org (metal mode); container
+	// mode asks only the servers named here. Live.
+	Servers []string `yaml:"servers,omitempty" json:"servers,omitempty"`
+	// Disabled leaves the clock alone (no NTP at all).
+	Disabled bool `yaml:"disabled,omitempty" json:"disabled,omitempty"`
+	// BootTimeout bounds the wait at boot for a first answer, before the
+	// node mints certificates or starts etcd (default 15s).
+	BootTimeout Duration `yaml:"bootTimeout,omitempty" json:"bootTimeout,omitempty"`
 }
 
 // Kubelet configures the node's kubelet (every node runs one).

@@ -2,8 +2,10 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
+	"time"
 )
 
 // Validate checks c (with defaults applied, on a copy) and returns a
@@ -84,6 +86,18 @@ func (v *validator) machine() {
 	v.sans("machine.certSANs", m.CertSANs)
 	v.network()
 	v.kubelet()
+	for i, s := range m.Time.Servers {
+		host := s
+		if h, _, err := net.SplitHostPort(s); err == nil {
+			host = h
+		}
+		if !isHost(host) {
+			v.addf(fmt.Sprintf("machine.time.servers[%d]", i), "%q is not a host name, IP address or host:port", s)
+		}
+	}
+	if b := m.Time.BootTimeout; b < 0 || b > Duration(10*time.Minute) {
+		v.addf("machine.time.bootTimeout", "%s is out of range (0 to 10m)", b.Std())
+	}
 	if d := m.Install.Disk; d != "" && !isDevicePath(d) {
 		v.addf("machine.install.disk", "%q is not a device path under /dev/ (e.g. /dev/sda)", d)
 	}
