@@ -42,6 +42,7 @@ const (
 	MachineService_Kubeconfig_FullMethodName         = "/ballast.machine.v1alpha1.MachineService/Kubeconfig"
 	MachineService_Containers_FullMethodName         = "/ballast.machine.v1alpha1.MachineService/Containers"
 	MachineService_NetworkStatus_FullMethodName      = "/ballast.machine.v1alpha1.MachineService/NetworkStatus"
+	MachineService_TimeStatus_FullMethodName         = "/ballast.machine.v1alpha1.MachineService/TimeStatus"
 )
 
 // MachineServiceClient is the client API for MachineService service.
@@ -91,6 +92,9 @@ type MachineServiceClient interface {
 	// and DHCP leases as the kernel and the network controller have them.
 	// Roles: os:admin, os:operator, os:reader.
 	NetworkStatus(ctx context.Context, in *NetworkStatusRequest, opts ...grpc.CallOption) (*NetworkStatusResponse, error)
+	// TimeStatus reports the clock's synchronization: server, offset, state.
+	// Roles: os:admin, os:operator, os:reader.
+	TimeStatus(ctx context.Context, in *TimeStatusRequest, opts ...grpc.CallOption) (*TimeStatusResponse, error)
 }
 
 type machineServiceClient struct {
@@ -279,6 +283,16 @@ func (c *machineServiceClient) NetworkStatus(ctx context.Context, in *NetworkSta
 	return out, nil
 }
 
+func (c *machineServiceClient) TimeStatus(ctx context.Context, in *TimeStatusRequest, opts ...grpc.CallOption) (*TimeStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TimeStatusResponse)
+	err := c.cc.Invoke(ctx, MachineService_TimeStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MachineServiceServer is the server API for MachineService service.
 // All implementations must embed UnimplementedMachineServiceServer
 // for forward compatibility.
@@ -326,6 +340,9 @@ type MachineServiceServer interface {
 	// and DHCP leases as the kernel and the network controller have them.
 	// Roles: os:admin, os:operator, os:reader.
 	NetworkStatus(context.Context, *NetworkStatusRequest) (*NetworkStatusResponse, error)
+	// TimeStatus reports the clock's synchronization: server, offset, state.
+	// Roles: os:admin, os:operator, os:reader.
+	TimeStatus(context.Context, *TimeStatusRequest) (*TimeStatusResponse, error)
 	mustEmbedUnimplementedMachineServiceServer()
 }
 
@@ -383,6 +400,9 @@ func (UnimplementedMachineServiceServer) Containers(context.Context, *Containers
 }
 func (UnimplementedMachineServiceServer) NetworkStatus(context.Context, *NetworkStatusRequest) (*NetworkStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method NetworkStatus not implemented")
+}
+func (UnimplementedMachineServiceServer) TimeStatus(context.Context, *TimeStatusRequest) (*TimeStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TimeStatus not implemented")
 }
 func (UnimplementedMachineServiceServer) mustEmbedUnimplementedMachineServiceServer() {}
 func (UnimplementedMachineServiceServer) testEmbeddedByValue()                        {}
@@ -679,6 +699,24 @@ func _MachineService_NetworkStatus_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MachineService_TimeStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TimeStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MachineServiceServer).TimeStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MachineService_TimeStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MachineServiceServer).TimeStatus(ctx, req.(*TimeStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // MachineService_ServiceDesc is the grpc.ServiceDesc for MachineService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -741,6 +779,10 @@ var MachineService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "NetworkStatus",
 			Handler:    _MachineService_NetworkStatus_Handler,
+		},
+		{
+			MethodName: "TimeStatus",
+			Handler:    _MachineService_TimeStatus_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

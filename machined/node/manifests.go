@@ -181,7 +181,7 @@ func decideManifests(mine k8s.ManifestsID, rec *manifestsRecorded, now time.Time
 func (n *Node) applyManifests(ctx context.Context, cs *kubernetes.Clientset, dyn *dynamic.DynamicClient, m k8s.Manifests, out io.Writer) error {
 	cms := cs.CoreV1().ConfigMaps("kube-system")
 	rec, err := cms.Get(ctx, manifestsRecord, metav1.GetOptions{})
-	var cur *manifestsRecorded
+	var cur *manifestsRecorded // nil: no record yet
 	switch {
 	case err == nil:
 		r := parseRecord(rec.Data)
@@ -206,7 +206,7 @@ func (n *Node) applyManifests(ctx context.Context, cs *kubernetes.Clientset, dyn
 		return map[string]string{"version": m.Version, "kubernetesVersion": m.KubernetesVersion, "state": state, "by": self, "at": n.clock.Now().UTC().Format(time.RFC3339)}
 	}
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: manifestsRecord, Namespace: "kube-system"}, Data: record("applying")}
-	if rec == nil {
+	if cur == nil {
 		cm, err = cms.Create(ctx, cm, metav1.CreateOptions{FieldManager: fieldManager})
 	} else {
 		cm.ResourceVersion = rec.ResourceVersion

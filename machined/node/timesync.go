@@ -3,6 +3,10 @@ package node
 import (
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/ballast-os/ballast/api/machine"
 	"github.com/ballast-os/ballast/machined/timesync"
 )
 
@@ -48,4 +52,18 @@ func (n *Node) clockStepped(offset time.Duration) {
 	}
 	n.creds.SetConfigured(cert, pool)
 	n.log.Info("machine-API certificate issued again after the clock step", "offset", offset.String())
+}
+
+// TimeStatus implements server.Machine.
+func (n *Node) TimeStatus() *machine.TimeStatusResponse {
+	st := n.timesync.Status()
+	r := &machine.TimeStatusResponse{
+		Synced: st.Synced, Server: st.Server, Offset: durationpb.New(st.Offset), Rtt: durationpb.New(st.RTT),
+		Stepped: durationpb.New(st.Stepped), SetsClock: st.SetsClock, Error: st.Error, Servers: st.Servers,
+		Now: timestamppb.New(time.Now()),
+	}
+	if !st.LastSync.IsZero() {
+		r.LastSync = timestamppb.New(st.LastSync)
+	}
+	return r
 }

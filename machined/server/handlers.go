@@ -168,3 +168,8 @@ func (s *Server) Kubeconfig(ctx context.Context, _ *machine.KubeconfigRequest) (
 func (s *Server) Containers(ctx context.Context, _ *machine.ContainersRequest) (*machine.ContainersResponse, error) {
 	return s.node.Containers(ctx)
 }
+
+// TimeStatus implements machine.MachineServiceServer.
+func (s *Server) TimeStatus(context.Context, *machine.TimeStatusRequest) (*machine.TimeStatusResponse, error) {
+	return s.node.TimeStatus(), nil
+}

@@ -32,6 +32,7 @@ var methodRoles = map[string][]string{
 	machine.MachineService_Kubeconfig_FullMethodName:         admins,
 	machine.MachineService_Containers_FullMethodName:         readers,
 	machine.MachineService_NetworkStatus_FullMethodName:      readers,
+	machine.MachineService_TimeStatus_FullMethodName:         readers,
 
 	machine.EtcdService_Bootstrap_FullMethodName:             admins,
 	machine.EtcdService_Recover_FullMethodName:               admins,

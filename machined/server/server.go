@@ -82,6 +82,8 @@ type Machine interface {
 	Containers(ctx context.Context) (*machine.ContainersResponse, error)
 	// NetworkStatus reports links, addresses, routes, resolvers and leases.
 	NetworkStatus() (*machine.NetworkStatusResponse, error)
+	// TimeStatus reports the clock's synchronization.
+	TimeStatus() *machine.TimeStatusResponse
 }
 
 // Services is the part of the supervisor the API drives.

@@ -67,6 +67,7 @@ func newGetCmd(g *globals) *cobra.Command {
 	}
 	cmd.AddCommand(newGetVIPCmd(g))
 	cmd.AddCommand(newGetNetworkCmds(g)...)
+	cmd.AddCommand(newGetTimeCmd(g))
 	cmd.AddCommand(&cobra.Command{
 		Use:   "config",
 		Short: "Show the active machine config (secrets redacted unless you are os:admin)",
