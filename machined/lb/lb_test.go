@@ -23,6 +23,11 @@ func startUpstream(t *testing.T, addr, name string) *upstreamServer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveUpstream(t, ln, name)
+}
+
+// serveUpstream answers every connection on ln with name, then echoes.
+func serveUpstream(t *testing.T, ln net.Listener, name string) *upstreamServer {
 	s := &upstreamServer{name: name, ln: ln}
 	go func() {
 		for {
