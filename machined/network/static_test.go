@@ -118,7 +118,7 @@ func TestApplyStatic(t *testing.T) {
 			{name: "apply", ifaces: []config.Interface{eth0, eth1}, wantErr: true,
 				wantEth0: []string{"10.9.0.2/24"}, wantRoute: []string{"10.10.0.0/16 via 10.9.0.1", "default via 10.9.0.1"}},
 			{name: "eth1 appears", ifaces: []config.Interface{eth0, eth1},
-				before: func() { addLink("eth1") },
+				before:   func() { addLink("eth1") },
 				wantEth0: []string{"10.9.0.2/24"}, wantEth1: []string{"10.8.0.2/24"}, wantRoute: []string{"10.10.0.0/16 via 10.9.0.1", "default via 10.9.0.1"}},
 			{name: "again: nothing changes", ifaces: []config.Interface{eth0, eth1},
 				wantEth0: []string{"10.9.0.2/24"}, wantEth1: []string{"10.8.0.2/24"}, wantRoute: []string{"10.10.0.0/16 via 10.9.0.1", "default via 10.9.0.1"}},
