@@ -80,14 +80,14 @@ func (c *Controller) runDHCP(ctx context.Context, name string, out io.Writer) {
 				return
 			}
 			fmt.Fprintf(out, "%s: DHCP: no lease (%v); trying again in %s\n", name, err, backoff)
-			sleep(ctx, backoff)
+			c.sleep(ctx, backoff)
 			backoff = min(backoff*2, dhcpRetryMax)
 			continue
 		}
 		backoff = minRetry
-		if err := c.bind(name, lease, "bound", out); err != nil {
+		if err := c.ops.bind(name, lease, "bound", out); err != nil {
 			fmt.Fprintf(out, "%s: DHCP: %v\n", name, err)
-			sleep(ctx, minRetry)
+			c.sleep(ctx, minRetry)
 			continue
 		}
 		c.keep(ctx, name, lease, out)
@@ -113,13 +113,13 @@ func (c *Controller) discover(ctx context.Context, name string) (*nclient4.Lease
 func (c *Controller) keep(ctx context.Context, name string, lease *nclient4.Lease, out io.Writer) {
 	for {
 		st := c.snapshot(name)
-		if !sleepUntil(ctx, st.renewAt) {
+		if !c.sleepUntil(ctx, st.renewAt) {
 			return
 		}
 		for {
-			now := time.Now()
+			now := c.opts.Clock.Now()
 			if !now.Before(st.expires) {
-				c.unbind(name, out)
+				c.ops.unbind(name, out)
 				fmt.Fprintf(out, "%s: DHCP: lease on %s expired; discovering again\n", name, st.address)
 				return
 			}
@@ -128,10 +128,10 @@ func (c *Controller) keep(ctx context.Context, name string, lease *nclient4.Leas
 				state = "rebinding"
 			}
 			c.setState(name, state)
-			next, err := c.renew(ctx, name, lease)
+			next, err := c.ops.renew(ctx, name, lease)
 			if err == nil {
 				lease = next
-				if err := c.bind(name, lease, "bound", out); err != nil {
+				if err := c.ops.bind(name, lease, "bound", out); err != nil {
 					fmt.Fprintf(out, "%s: DHCP: %v\n", name, err)
 				}
 				break
@@ -145,10 +145,10 @@ func (c *Controller) keep(ctx context.Context, name string, lease *nclient4.Leas
 			if state == "rebinding" {
 				deadline = st.expires
 			}
-			wait := max(min(time.Until(deadline)/2, renewRetryMax), minRetry)
+			wait := max(min(deadline.Sub(now)/2, renewRetryMax), minRetry)
 			fmt.Fprintf(out, "%s: DHCP: %s %s failed (%v); lease expires %s; trying again in %s\n",
 				name, state, st.address, err, st.expires.Format(time.RFC3339), wait.Round(time.Second))
-			if !sleepUntil(ctx, time.Now().Add(wait)) {
+			if !c.sleepUntil(ctx, now.Add(wait)) {
 				return
 			}
 		}
@@ -196,7 +196,7 @@ func (c *Controller) bind(name string, lease *nclient4.Lease, state string, out 
 	for _, s := range dhcpv4.GetIPs(dhcpv4.OptionNTPServers, ack.Options) {
 		ntpServers = append(ntpServers, s.String())
 	}
-	now := time.Now()
+	now := c.opts.Clock.Now()
 	t1 := ack.IPAddressRenewalTime(lt / 2)
 	t2 := ack.IPAddressRebindingTime(lt * 7 / 8)
 	c.mu.Lock()
@@ -251,16 +251,19 @@ func (c *Controller) setState(name, state string) {
 	}
 }
 
-func sleep(ctx context.Context, d time.Duration) { sleepUntil(ctx, time.Now().Add(d)) }
+func (c *Controller) sleep(ctx context.Context, d time.Duration) {
+	c.sleepUntil(ctx, c.opts.Clock.Now().Add(d))
+}
 
-// sleepUntil waits until t; false when ctx ended first.
-func sleepUntil(ctx context.Context, t time.Time) bool {
-	timer := time.NewTimer(time.Until(t))
+// sleepUntil waits until t on the controller's clock; false when ctx ended
+// first.
+func (c *Controller) sleepUntil(ctx context.Context, t time.Time) bool {
+	timer := c.opts.Clock.NewTimer(t.Sub(c.opts.Clock.Now()))
 	defer timer.Stop()
 	select {
 	case <-ctx.Done():
 		return false
-	case <-timer.C:
+	case <-timer.C():
 		return true
 	}
 }

@@ -21,8 +21,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/ballast-os/ballast/machined/clock"
 
 	"github.com/ballast-os/ballast/pkg/atomicfile"
 	"github.com/ballast-os/ballast/pkg/config"
@@ -57,11 +60,24 @@ type Options struct {
 	// else from the DHCP lease (metal mode: the namespace's UTS is the
 	// machine's).
 	SetHostname bool
+	// Clock times the DHCP client's renewals, rebinding and expiry (the
+	// real clock by default).
+	Clock clock.Clock
+}
+
+// leaseOps are the DHCP client's actions on the wire and on the link;
+// tests of the lease state machine replace them.
+type leaseOps interface {
+	renew(ctx context.Context, name string, lease *nclient4.Lease) (*nclient4.Lease, error)
+	bind(name string, lease *nclient4.Lease, state string, out io.Writer) error
+	unbind(name string, out io.Writer)
 }
 
 // Controller applies machine.network and keeps DHCP leases.
 type Controller struct {
 	opts Options
+
+	ops leaseOps // the Controller itself, but in tests
 
 	mu       sync.Mutex
 	leases   map[string]*leaseState // by link name
@@ -74,7 +90,12 @@ func New(opts Options) *Controller {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Controller{opts: opts, leases: map[string]*leaseState{}, static: map[string]bool{}, dhcpStop: map[string]context.CancelFunc{}}
+	if opts.Clock == nil {
+		opts.Clock = clock.Real()
+	}
+	c := &Controller{opts: opts, leases: map[string]*leaseState{}, static: map[string]bool{}, dhcpStop: map[string]context.CancelFunc{}}
+	c.ops = c
+	return c
 }
 
 // Reconcile timing: a full pass every resyncInterval even when nothing was
