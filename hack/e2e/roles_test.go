@@ -201,6 +201,10 @@ func TestRoleMatrix(t *testing.T) {
 			_, err := c.NetworkStatus(ctx, &machine.NetworkStatusRequest{})
 			return err
 		}},
+		{"TimeStatus", func(ctx context.Context, c *client.Client) error {
+			_, err := c.TimeStatus(ctx, &machine.TimeStatusRequest{})
+			return err
+		}},
 		{"Dmesg", func(ctx context.Context, c *client.Client) error {
 			s, err := c.Dmesg(ctx, &machine.DmesgRequest{})
 			if err != nil {
@@ -213,9 +217,9 @@ func TestRoleMatrix(t *testing.T) {
 		}},
 	}
 	stateAllowed := map[string][]string{
-		pki.RoleAdmin:      {"VIPStatus", "Kubeconfig", "Containers", "NetworkStatus", "Dmesg"},
-		pki.RoleOperator:   {"VIPStatus", "Containers", "NetworkStatus", "Dmesg"},
-		pki.RoleReader:     {"VIPStatus", "Containers", "NetworkStatus"},
+		pki.RoleAdmin:      {"VIPStatus", "Kubeconfig", "Containers", "NetworkStatus", "TimeStatus", "Dmesg"},
+		pki.RoleOperator:   {"VIPStatus", "Containers", "NetworkStatus", "TimeStatus", "Dmesg"},
+		pki.RoleReader:     {"VIPStatus", "Containers", "NetworkStatus", "TimeStatus"},
 		pki.RoleEtcdBackup: {},
 	}
 	if n := len(machine.MachineService_ServiceDesc.Methods) + len(machine.MachineService_ServiceDesc.Streams); n != len(calls)+len(destructive)+len(stateCalls) {
