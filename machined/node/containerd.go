@@ -2,13 +2,11 @@ package node
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"path/filepath"
 	"slices"
 	"time"
 
-	"github.com/ballast-os/ballast/machined/clock"
 	"github.com/ballast-os/ballast/machined/containerd"
 	"github.com/ballast-os/ballast/machined/runner"
 	"github.com/ballast-os/ballast/machined/supervisor"
@@ -117,34 +115,6 @@ func (n *Node) waitImages(ctx context.Context) error { return waitClosed(ctx, n.
 // images are imported.
 func (n *Node) waitComponentImages(ctx context.Context) error {
 	return waitClosed(ctx, n.componentImagesReady)
-}
-
-// pollUntil calls check every interval until it passes or ctx ends (each
-// call bounded by 5 s); it returns the last failure with ctx's error.
-func pollUntil(ctx context.Context, clk clock.Clock, interval time.Duration, check func(context.Context) error) error {
-	for {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := check(cctx)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w (last: %v)", ctx.Err(), err)
-		case <-clk.After(interval):
-		}
-	}
-}
-
-// waitClosed returns once ch is closed, or with ctx's error.
-func waitClosed(ctx context.Context, ch <-chan struct{}) error {
-	select {
-	case <-ch:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // componentImage is the image a control-plane component runs: the config's
