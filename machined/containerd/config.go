@@ -3,7 +3,8 @@ package containerd
 import (
 	"fmt"
 	"path/filepath"
-	"strings"
+
+	"github.com/pelletier/go-toml/v2"
 )
 
 // CRI configures containerd's CRI plugin, which the kubelet talks to.
@@ -33,48 +34,55 @@ const nriPlugin = "io.containerd.nri.v1.nri"
 // Config renders the daemon's config (containerd config version 3): every
 // path under root and state, no debug or metrics listener, runc (with the
 // node's own state directory) as the runtime, and the CRI when cri is set.
-func Config(root, state, socket string, cri *CRI) string {
-	q := func(s string) string { return fmt.Sprintf("%q", s) }
-	qs := func(l []string) string {
-		var out []string
-		for _, s := range l {
-			out = append(out, q(s))
-		}
-		return "[" + strings.Join(out, ", ") + "]"
-	}
-	var b strings.Builder
-	b.WriteString("# Written by machined; changes are overwritten at every start.\n")
-	b.WriteString("version = 3\n")
-	fmt.Fprintf(&b, "root = %s\nstate = %s\n", q(root), q(state))
+// It is encoded with a TOML encoder, so any path is quoted correctly.
+func Config(root, state, socket string, cri *CRI) (string, error) {
 	disabled := []string{nriPlugin}
 	if cri == nil {
 		disabled = append(disabled, criPlugins...)
 	}
-	fmt.Fprintf(&b, "disabled_plugins = %s\n\n", qs(disabled))
-	fmt.Fprintf(&b, "[grpc]\n  address = %s\n\n", q(socket))
-	fmt.Fprintf(&b, "[ttrpc]\n  address = %s\n\n", q(socket+".ttrpc"))
-	b.WriteString("[debug]\n  address = \"\"\n  level = \"info\"\n\n")
-	b.WriteString("[metrics]\n  address = \"\"\n\n")
-	fmt.Fprintf(&b, "[plugins.\"io.containerd.internal.v1.opt\"]\n  path = %s\n", q(filepath.Join(root, "opt")))
-	if cri == nil {
-		return b.String()
+	plugins := map[string]any{
+		"io.containerd.internal.v1.opt": map[string]any{"path": filepath.Join(root, "opt")},
 	}
-	// The CRI: runc with the node's runc root (runc's default is
-	// machine-wide), cgroupfs, the pinned sandbox image, the node's CNI
-	// config, pod network namespaces under the node's state, and no
-	// negative oom_score_adj (a sandbox without CAP_SYS_RESOURCE refuses it;
-	// see docs/kubernetes.md).
-	fmt.Fprintf(&b, "\n[plugins.\"io.containerd.cri.v1.images\"]\n  snapshotter = \"overlayfs\"\n")
-	fmt.Fprintf(&b, "\n[plugins.\"io.containerd.cri.v1.images\".pinned_images]\n  sandbox = %s\n", q(cri.SandboxImage))
-	b.WriteString("\n[plugins.\"io.containerd.cri.v1.runtime\"]\n")
-	b.WriteString("  restrict_oom_score_adj = true\n")
-	b.WriteString("  netns_mounts_under_state_dir = true\n")
-	fmt.Fprintf(&b, "\n[plugins.\"io.containerd.cri.v1.runtime\".cni]\n  bin_dirs = %s\n  conf_dir = %s\n  max_conf_num = 1\n", qs(cri.CNIBinDirs), q(cri.CNIConfDir))
-	b.WriteString("\n[plugins.\"io.containerd.cri.v1.runtime\".containerd]\n  default_runtime_name = \"runc\"\n")
-	b.WriteString("\n[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n")
-	fmt.Fprintf(&b, "\n[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.runc.options]\n  Root = %s\n  SystemdCgroup = false\n", q(runcRoot(state)))
-	b.WriteString("\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  stream_server_address = \"127.0.0.1\"\n  stream_server_port = \"0\"\n")
-	return b.String()
+	if cri != nil {
+		// The CRI: runc with the node's runc root (runc's default is
+		// machine-wide), cgroupfs, the pinned sandbox image, the node's CNI
+		// config, pod network namespaces under the node's state, and no
+		// negative oom_score_adj (a sandbox without CAP_SYS_RESOURCE refuses
+		// it; see docs/kubernetes.md).
+		plugins["io.containerd.cri.v1.images"] = map[string]any{
+			"snapshotter":   "overlayfs",
+			"pinned_images": map[string]any{"sandbox": cri.SandboxImage},
+		}
+		plugins["io.containerd.cri.v1.runtime"] = map[string]any{
+			"restrict_oom_score_adj":       true,
+			"netns_mounts_under_state_dir": true,
+			"cni":                          map[string]any{"bin_dirs": cri.CNIBinDirs, "conf_dir": cri.CNIConfDir, "max_conf_num": 1},
+			"containerd": map[string]any{
+				"default_runtime_name": "runc",
+				"runtimes": map[string]any{"runc": map[string]any{
+					"runtime_type": "io.containerd.runc.v2",
+					"options":      map[string]any{"Root": runcRoot(state), "SystemdCgroup": false},
+				}},
+			},
+		}
+		plugins["io.containerd.grpc.v1.cri"] = map[string]any{"stream_server_address": "127.0.0.1", "stream_server_port": "0"}
+	}
+	doc := map[string]any{
+		"version":          3,
+		"root":             root,
+		"state":            state,
+		"disabled_plugins": disabled,
+		"grpc":             map[string]any{"address": socket},
+		"ttrpc":            map[string]any{"address": socket + ".ttrpc"},
+		"debug":            map[string]any{"address": "", "level": "info"},
+		"metrics":          map[string]any{"address": ""},
+		"plugins":          plugins,
+	}
+	out, err := toml.Marshal(doc)
+	if err != nil {
+		return "", fmt.Errorf("render containerd config: %w", err)
+	}
+	return "# Written by machined; changes are overwritten at every start.\n" + string(out), nil
 }
 
 // runcRoot is runc's state directory for the node's containers, under the

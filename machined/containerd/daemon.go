@@ -109,7 +109,11 @@ func (d *Daemon) prepare() error {
 			return fmt.Errorf("containerd dir: %w", err)
 		}
 	}
-	if err := atomicfile.Write(d.configPath(), []byte(Config(d.opts.Root, d.opts.State, d.Socket(), d.opts.CRI)), 0o644); err != nil {
+	cfg, err := Config(d.opts.Root, d.opts.State, d.Socket(), d.opts.CRI)
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.Write(d.configPath(), []byte(cfg), 0o644); err != nil {
 		return fmt.Errorf("containerd config: %w", err)
 	}
 	killStale(d.pidPath(), d.configPath())
