@@ -144,6 +144,14 @@ func (c *Controller) Status() Status {
 // not).
 func (c *Controller) Resign(ctx context.Context) {
 	done := make(chan struct{})
+	// A holder busy with a renewal or a health check takes the request
+	// when that is done: wait for it (a leave must not go ahead while this
+	// node still answers on the VIP). A node that does not hold the VIP
+	// has nothing to give up.
+	var notHolding <-chan time.Time
+	if !c.Status().Local {
+		notHolding = c.clock.After(100 * time.Millisecond)
+	}
 	select {
 	case c.resign <- done:
 		select {
@@ -151,7 +159,7 @@ func (c *Controller) Resign(ctx context.Context) {
 		case <-ctx.Done():
 		}
 	case <-ctx.Done():
-	case <-c.clock.After(100 * time.Millisecond): // not campaigning
+	case <-notHolding:
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -177,13 +178,17 @@ type node struct {
 	cli    *clientv3.Client
 	cancel context.CancelFunc
 	done   chan struct{}
+	// slowHealth makes each health check take this long (nanoseconds).
+	slowHealth *atomic.Int64
 }
 
 func startNode(t *testing.T, name string, cfg *config.Config, cli *clientv3.Client, tl *timeline) *node {
 	t.Helper()
 	d := desired.New()
 	d.Set(cfg)
+	slow := &atomic.Int64{}
 	healthy := func(ctx context.Context) error {
+		time.Sleep(time.Duration(slow.Load()))
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
 		_, err := cli.Get(cctx, "health")
@@ -192,7 +197,7 @@ func startNode(t *testing.T, name string, cfg *config.Config, cli *clientv3.Clie
 	c := New(Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Node: name,
 		Client: func() (*clientv3.Client, error) { return cli, nil }, Healthy: healthy, Desired: d, Addr: fakeAddr{name, tl}})
 	ctx, cancel := context.WithCancel(context.Background())
-	n := &node{c: c, cli: cli, cancel: cancel, done: make(chan struct{})}
+	n := &node{c: c, cli: cli, cancel: cancel, done: make(chan struct{}), slowHealth: slow}
 	go func() { defer close(n.done); _ = c.Run(ctx, io.Discard) }()
 	t.Cleanup(n.stop)
 	return n
@@ -261,5 +266,28 @@ func TestElectionAndFencing(t *testing.T) {
 	t.Logf("partition: b dropped the VIP %s after the cut, c took it %s after", removed.Sub(cut).Round(time.Millisecond), added.Sub(cut).Round(time.Millisecond))
 	if n := tl.maxHolders(); n != 1 {
 		t.Fatalf("the address timeline had %d holders at once", n)
+	}
+}
+
+// TestResignWaitsForABusyHolder: a Resign that arrives while the holder is
+// busy (here: a slow health check after a renewal) waits for it and returns
+// only once the address is gone — it used to give up after 100 ms, and a
+// leave went ahead while the node still answered on the VIP.
+func TestResignWaitsForABusyHolder(t *testing.T) {
+	cfg, newClient := startEtcd(t, "127.0.0.36")
+	tl := &timeline{}
+	a := startNode(t, "a", cfg, newClient(), tl)
+	waitUntil(t, "a to hold the VIP", func() bool { return tl.has("a") && a.c.Status().Local })
+	a.slowHealth.Store(int64(400 * time.Millisecond))
+	time.Sleep(150 * time.Millisecond) // the holder is now inside a slow check
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	a.c.Resign(ctx)
+	if tl.has("a") {
+		t.Fatalf("Resign returned after %s with the address still on a", time.Since(start).Round(time.Millisecond))
+	}
+	if _, at := tl.last("a", "remove", 0); at.IsZero() || at.After(time.Now()) {
+		t.Fatalf("no removal recorded before Resign returned")
 	}
 }
