@@ -90,7 +90,7 @@ func (n *Node) applyBootConfig(ctx context.Context, src platform.Source) (bool, 
 // first global address once it has one (DHCP comes after the API listens).
 func (n *Node) announceAddress(ctx context.Context) {
 	for {
-		if ip := globalAddress(); ip != "" {
+		if ip := globalAddress(nil); ip != "" {
 			n.printApplyLine(ip)
 			return
 		}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/ballast-os/ballast/machined/etcd"
 	"github.com/ballast-os/ballast/machined/k8s"
 	"github.com/ballast-os/ballast/machined/runner"
@@ -190,7 +192,7 @@ func (n *Node) advertiseIP(cfg *config.Config) string {
 			return strings.SplitN(a, "/", 2)[0]
 		}
 	}
-	if ip := globalAddress(); ip != "" {
+	if ip := globalAddress(cfg); ip != "" {
 		return ip
 	}
 	return loopbackIP
@@ -209,26 +211,46 @@ func (n *Node) listenIP() string {
 
 // globalAddress is the machine's first global unicast IPv4 address, else
 // its first global IPv6 one ("" for none): a router's SLAAC address may come
-// before the DHCP lease.
-func globalAddress() string {
-	addrs, err := net.InterfaceAddrs()
+// before the DHCP lease. It is never an address the node only carries for
+// the cluster: a VIP of the config (the holder has it too), one on a bridge
+// (the pod network's cni0), or one inside the pod or Service subnets.
+func globalAddress(cfg *config.Config) string {
+	links, err := netlink.LinkList()
 	if err != nil {
 		return ""
 	}
 	v6 := ""
-	for _, a := range addrs {
-		ipn, ok := a.(*net.IPNet)
-		if !ok || !ipn.IP.IsGlobalUnicast() {
+	for _, l := range links {
+		if l.Type() == "bridge" {
 			continue
 		}
-		if ipn.IP.To4() != nil {
-			return ipn.IP.String()
+		addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+		if err != nil {
+			continue
 		}
-		if v6 == "" {
-			v6 = ipn.IP.String()
+		for _, a := range addrs {
+			if !a.IP.IsGlobalUnicast() || clusterOwned(cfg, a.IP) {
+				continue
+			}
+			if a.IP.To4() != nil {
+				return a.IP.String()
+			}
+			if v6 == "" {
+				v6 = a.IP.String()
+			}
 		}
 	}
 	return v6
+}
+
+// clusterOwned reports whether ip is a VIP of cfg or inside its pod or
+// Service subnets (nil cfg: none is).
+func clusterOwned(cfg *config.Config, ip net.IP) bool {
+	if cfg == nil {
+		return false
+	}
+	r := clusterReserved(cfg)
+	return r.reservedIP(ip)
 }
 
 // Etcd implements server.Machine.
