@@ -83,12 +83,14 @@ func New(opts Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	dialOpts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(tlsConf))}
-	if opts.SourceIP != nil {
-		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: opts.SourceIP}}
-		dialOpts = append(dialOpts, grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) {
-			return d.DialContext(ctx, "tcp", a)
-		}))
+	// Failures to connect keep their type (ConnectError) for callers to
+	// match, instead of reaching them as gRPC message text only.
+	errs := &connErrors{}
+	dialOpts := []grpc.DialOption{
+		grpc.WithTransportCredentials(recordingCreds{TransportCredentials: credentials.NewTLS(tlsConf), errs: errs}),
+		grpc.WithContextDialer(errs.dialer(opts.SourceIP)),
+		grpc.WithChainUnaryInterceptor(errs.unary),
+		grpc.WithChainStreamInterceptor(errs.stream),
 	}
 	conn, err := grpc.NewClient(addr, dialOpts...)
 	if err != nil {

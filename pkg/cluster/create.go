@@ -16,6 +16,9 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/ballast-os/ballast/api/machine"
 	"github.com/ballast-os/ballast/pkg/client"
 	"github.com/ballast-os/ballast/pkg/config"
@@ -445,7 +448,7 @@ func bootstrap(ctx context.Context, dial health.Dialer, addr string) error {
 		if err == nil {
 			return nil
 		}
-		if ctx.Err() != nil || time.Now().After(deadline) || strings.Contains(err.Error(), "already") {
+		if ctx.Err() != nil || time.Now().After(deadline) || status.Code(err) == codes.AlreadyExists {
 			return fmt.Errorf("bootstrap: %w", err)
 		}
 		time.Sleep(200 * time.Millisecond) // the etcd service may still be starting

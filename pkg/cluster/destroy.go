@@ -13,6 +13,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
 	"github.com/ballast-os/ballast/pkg/nodeconfig"
 )
 
@@ -72,7 +75,7 @@ func Destroy(ctx context.Context, root, name, nodeconfigPath string, progress io
 	for _, i := range ifaces {
 		if strings.HasPrefix(i.Name(), nm.veth+"-") || i.Name() == nm.bridge {
 			// A veth may vanish with its namespace meanwhile.
-			if err := ip(ctx, "link", "del", i.Name()); err != nil && !strings.Contains(err.Error(), "Cannot find device") {
+			if err := deleteLink(i.Name()); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -143,4 +146,20 @@ func killNetnsProcesses(ns string) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
+}
+
+// deleteLink deletes the host's link name; one already gone is fine.
+func deleteLink(name string) error {
+	l, err := netlink.LinkByName(name)
+	var gone netlink.LinkNotFoundError
+	switch {
+	case errors.As(err, &gone):
+		return nil
+	case err != nil:
+		return fmt.Errorf("find link %s: %w", name, err)
+	}
+	if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("delete link %s: %w", name, err)
+	}
+	return nil
 }
