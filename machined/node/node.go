@@ -120,6 +120,8 @@ type Node struct {
 	maintenanceFP        string           // SHA-256 of the maintenance certificate
 	actions              chan Action
 	resetWanted          bool
+	// metricsAt is where the metrics are served now.
+	metricsAt metricsListening
 	// olderManifestsSaid is the newer manifests version last reported as
 	// left alone (said once, not every pass).
 	olderManifestsSaid string

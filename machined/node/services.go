@@ -8,10 +8,10 @@ import (
 	"strconv"
 
 	"github.com/ballast-os/ballast/machined/lb"
-	"github.com/ballast-os/ballast/machined/metrics"
 	"github.com/ballast-os/ballast/machined/runner"
 	"github.com/ballast-os/ballast/machined/server"
 	"github.com/ballast-os/ballast/machined/supervisor"
+	"github.com/ballast-os/ballast/pkg/config"
 )
 
 // Service IDs.
@@ -39,19 +39,12 @@ func (n *Node) registerServices() error {
 		},
 		{
 			ID:          metricsService,
-			Description: "Prometheus metrics on " + n.metricsAddr(),
+			Description: "Prometheus metrics on port " + strconv.Itoa(MetricsPort) + " of the node's address (machine.metrics.mtls: client certificates)",
 			Conditions:  []supervisor.Condition{{Name: "machine config applied", Wait: n.waitConfigured}},
-			Runner: runner.Goroutine(metricsService, func(ctx context.Context, out io.Writer) error {
-				ln, err := net.Listen("tcp", n.metricsAddr())
-				if err != nil {
-					return fmt.Errorf("listen for metrics: %w", err)
-				}
-				fmt.Fprintf(out, "serving metrics on http://%s/metrics\n", ln.Addr())
-				return metrics.Serve(ctx, ln, n.metrics.Gatherer())
-			}),
-			Restart: supervisor.Always,
+			Runner:      runner.Goroutine(metricsService, n.runMetrics),
+			Restart:     supervisor.Always,
 			Health: &supervisor.HealthCheck{
-				Check:            func(ctx context.Context) error { return metrics.Probe(ctx, n.metricsAddr()) },
+				Check:            n.probeMetrics,
 				FailureThreshold: 3,
 			},
 		},
@@ -114,13 +107,16 @@ func (n *Node) lbAddr() string {
 	return lb.DefaultListen
 }
 
-func (n *Node) metricsAddr() string {
+// metricsAddr is where the metrics are served: --metrics-listen, else port
+// MetricsPort on the API's address when that is a specific one, else on the
+// node's advertise address — never every address.
+func (n *Node) metricsAddr(cfg *config.Config) string {
 	if n.opts.MetricsListen != "" {
 		return n.opts.MetricsListen
 	}
-	host, _, err := net.SplitHostPort(n.opts.Listener.Addr().String())
-	if err != nil {
-		host = ""
+	host := n.listenIP()
+	if host == "" && cfg != nil {
+		host = n.advertiseIP(cfg)
 	}
 	return net.JoinHostPort(host, strconv.Itoa(MetricsPort))
 }

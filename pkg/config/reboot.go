@@ -17,6 +17,7 @@ var livePaths = []string{
 	"cluster.certificateLifetime",
 	"machine.kubelet.extraArgs",
 	"machine.time",
+	"machine.metrics",
 }
 
 // liveComponentFields are the fields of every cluster component

@@ -46,6 +46,16 @@ type Machine struct {
 	Install  Install  `yaml:"install,omitempty" json:"install,omitempty"`
 	Kubelet  Kubelet  `yaml:"kubelet,omitempty" json:"kubelet,omitempty"`
 	Time     Time     `yaml:"time,omitempty" json:"time,omitempty"`
+	Metrics  Metrics  `yaml:"metrics,omitempty" json:"metrics,omitempty"`
+}
+
+// Metrics configures the node's Prometheus endpoint (port 50001 on the
+// node's address).
+type Metrics struct {
+	// MTLS serves it over TLS with the machine-API certificate and asks for
+	// a client certificate of the OS CA with a role of os:admin,
+	// os:operator or os:reader. Live.
+	MTLS bool `yaml:"mtls,omitempty" json:"mtls,omitempty"`
 }
 
 // Time configures the machine's clock (NTP).
