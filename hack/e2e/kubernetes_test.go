@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -126,6 +127,43 @@ func TestKubernetesControlPlane(t *testing.T) {
 			}
 			if got := nsInode(t, "/proc/"+pid+"/ns/net"); got != netns {
 				t.Fatalf("%s: containerd %s is not in the node's network namespace", n.Name, pid)
+			}
+		}
+	})
+
+	t.Run("each component's container sees only the files it uses", func(t *testing.T) {
+		// What the running containers really mount (their mountinfo), not
+		// what Ballast meant to: a key a component has no use for fails.
+		forbidden := map[string][]string{
+			"kube-apiserver":          {"ca.key", "kubelet-serving-ca.key", "machined.kubeconfig", "controller-manager.kubeconfig", "scheduler.kubeconfig"},
+			"kube-controller-manager": {"apiserver.key", "apiserver-etcd-client.key", "apiserver-kubelet-client.key", "front-proxy-client.key", "encryption-config.yaml", "machined.kubeconfig", "scheduler.kubeconfig"},
+			"kube-scheduler":          {"ca.key", "kubelet-serving-ca.key", "sa.key", "apiserver.key", "apiserver-etcd-client.key", "encryption-config.yaml", "machined.kubeconfig", "controller-manager.kubeconfig"},
+		}
+		needed := map[string]string{"kube-apiserver": "apiserver.key", "kube-controller-manager": "ca.key", "kube-scheduler": "scheduler.kubeconfig"}
+		for _, n := range show.Nodes {
+			for id, pid := range systemContainers(t, c.on(t), n.Address) {
+				info, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
+				if err != nil {
+					t.Fatalf("%s %s: %v", n.Name, id, err)
+				}
+				var files []string
+				for _, l := range strings.Split(string(info), "\n") {
+					f := strings.Fields(l)
+					if len(f) > 4 && strings.HasPrefix(f[4], "/etc/kubernetes") {
+						if f[4] == "/etc/kubernetes" {
+							t.Errorf("%s %s mounts the whole directory", n.Name, id)
+						}
+						files = append(files, filepath.Base(f[4]))
+					}
+				}
+				for _, bad := range forbidden[id] {
+					if slices.Contains(files, bad) {
+						t.Errorf("%s %s sees %s, which it has no use for (mounts: %v)", n.Name, id, bad, files)
+					}
+				}
+				if !slices.Contains(files, needed[id]) {
+					t.Errorf("%s %s lacks %s (mounts: %v)", n.Name, id, needed[id], files)
+				}
 			}
 		}
 	})
