@@ -1,6 +1,7 @@
-// Package netnstest holds what the VIP end-to-end test and the VIP benchmark
-// share: listening and dialing inside a network namespace, reading a link's
-// MAC and the host's neighbour table, and a sampler that reads every node's
+// Package netnstest holds what tests and benchmarks of namespaced networking
+// share: listening and dialing inside a network namespace, running a test in
+// a fresh one, the root check of privileged tests, reading a link's MAC and
+// the host's neighbour table, and a sampler that reads every node's
 // namespace at a fixed interval and counts the moments when two nodes carry
 // the same address on an up link.
 package netnstest
@@ -9,12 +10,14 @@ import (
 	"bufio"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"runtime"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -280,4 +283,44 @@ func (s *Sampler) Samples() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.count
+}
+
+// RequireRoot fails t unless it runs as root, or skips it when
+// BALLAST_SKIP_PRIVILEGED=1 asks for that knowingly; why says what needs
+// root.
+func RequireRoot(t testing.TB, why string) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("BALLAST_SKIP_PRIVILEGED") == "1" {
+		t.Skip("privileged test skipped because BALLAST_SKIP_PRIVILEGED=1: " + why)
+	}
+	t.Fatal("privileged test run without root: " + why + ". Set BALLAST_SKIP_PRIVILEGED=1 to skip it knowingly")
+}
+
+// InFreshNetns runs fn on a thread switched into a new, empty network
+// namespace (root): netlink calls fn makes act there. The thread returns to
+// its namespace afterwards; the new one goes with its last reference.
+func InFreshNetns(t testing.TB, fn func()) {
+	t.Helper()
+	RequireRoot(t, "it needs a network namespace")
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer orig.Close()
+	ns, err := netns.New() // switches the thread into it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	defer func() {
+		if err := netns.Set(orig); err != nil {
+			panic(err) // the thread would stay in the test's namespace
+		}
+	}()
+	fn()
 }

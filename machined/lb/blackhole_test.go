@@ -17,12 +17,7 @@ import (
 // within the dial timeout, and the dropped one is marked down. Root: it
 // makes a namespace and a veth pair, removed at the end.
 func TestBlackHoledUpstream(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("BALLAST_SKIP_PRIVILEGED") == "1" {
-			t.Skip("privileged test skipped because BALLAST_SKIP_PRIVILEGED=1: it needs a network namespace and nftables")
-		}
-		t.Fatal("privileged test run without root: it needs a network namespace and nftables. Set BALLAST_SKIP_PRIVILEGED=1 to skip it knowingly")
-	}
+	netnstest.RequireRoot(t, "it needs a network namespace and nftables")
 	ns := fmt.Sprintf("ballast-lbt-%d", os.Getpid())
 	host := fmt.Sprintf("blbt%d", os.Getpid()%100000)
 	sh := func(args ...string) {

@@ -4,46 +4,14 @@ import (
 	"bytes"
 	"context"
 	"net"
-	"os"
-	"runtime"
 	"slices"
 	"testing"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 
+	"github.com/ballast-os/ballast/hack/netnstest"
 	"github.com/ballast-os/ballast/pkg/config"
 )
-
-// inNewNetns runs fn on a thread in a fresh network namespace (root): the
-// controller's netlink calls act there, on links the test makes.
-func inNewNetns(t *testing.T, fn func()) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("BALLAST_SKIP_PRIVILEGED") == "1" {
-			t.Skip("privileged test skipped because BALLAST_SKIP_PRIVILEGED=1: network namespaces need root")
-		}
-		t.Fatal("privileged test run without root: it needs a network namespace. Set BALLAST_SKIP_PRIVILEGED=1 to skip it knowingly")
-	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.New() // switches the thread into it
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	defer func() {
-		if err := netns.Set(orig); err != nil {
-			panic(err) // the thread would stay in the test's namespace
-		}
-	}()
-	fn()
-}
 
 func addrsOf(t *testing.T, name string) []string {
 	t.Helper()
@@ -84,7 +52,7 @@ func staticRoutes(t *testing.T) []string {
 // go; an interface that does not exist yet is an error until it appears,
 // and then gets its address; applying twice changes nothing.
 func TestApplyStatic(t *testing.T) {
-	inNewNetns(t, func() {
+	netnstest.InFreshNetns(t, func() {
 		addLink := func(name string) {
 			// A veth pair (the host kernel may lack the dummy driver).
 			if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: name + "-peer"}); err != nil {
