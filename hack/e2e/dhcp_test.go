@@ -27,33 +27,12 @@ func TestDHCPWithDnsmasq(t *testing.T) {
 		mgmtHost      = "bdhcp-mgmt" // host side of the node's management link
 		api           = "10.76.0.2"
 	)
-	sh := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
-	cleanup := func() {
-		_ = exec.Command("ip", "netns", "del", srvNS).Run()
-		_ = exec.Command("ip", "netns", "del", nodeNS).Run()
-		_ = exec.Command("ip", "link", "del", mgmtHost).Run()
-	}
-	cleanup()
-	t.Cleanup(cleanup)
-	sh("ip", "netns", "add", srvNS)
-	sh("ip", "netns", "add", nodeNS)
+	extraNamespace(t, srvNS)
+	nodeNamespace(t, nodeNS, mgmtHost, "10.76.0.1", api)
 	// DHCP link: dhcp0 (server, 10.77.0.1/24) <-> eth1 (node, no address).
-	sh("ip", "link", "add", "dhcp0", "netns", srvNS, "type", "veth", "peer", "name", "eth1", "netns", nodeNS)
-	sh("ip", "-n", srvNS, "addr", "add", "10.77.0.1/24", "dev", "dhcp0")
-	sh("ip", "-n", srvNS, "link", "set", "dhcp0", "up")
-	sh("ip", "-n", srvNS, "link", "set", "lo", "up")
-	// Management link: host 10.76.0.1/24 <-> eth0 (node, 10.76.0.2/24).
-	sh("ip", "link", "add", mgmtHost, "type", "veth", "peer", "name", "eth0", "netns", nodeNS)
-	sh("ip", "addr", "add", "10.76.0.1/24", "dev", mgmtHost)
-	sh("ip", "link", "set", mgmtHost, "up")
-	sh("ip", "-n", nodeNS, "addr", "add", api+"/24", "dev", "eth0")
-	sh("ip", "-n", nodeNS, "link", "set", "eth0", "up")
-	sh("ip", "-n", nodeNS, "link", "set", "lo", "up")
+	mustRun(t, "ip", "link", "add", "dhcp0", "netns", srvNS, "type", "veth", "peer", "name", "eth1", "netns", nodeNS)
+	mustRun(t, "ip", "-n", srvNS, "addr", "add", "10.77.0.1/24", "dev", "dhcp0")
+	mustRun(t, "ip", "-n", srvNS, "link", "set", "dhcp0", "up")
 
 	// dnsmasq's shortest lease is 2 minutes; T1/T2 make the renewal early.
 	leases := filepath.Join(t.TempDir(), "dnsmasq.leases")

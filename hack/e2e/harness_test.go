@@ -249,3 +249,44 @@ func lines(s string) []string {
 }
 
 var _ = io.Discard
+
+// mustRun runs a command and fails t with its output when it fails.
+func mustRun(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// nodeNamespace makes network namespace ns for a machined under test: its
+// eth0 (nodeIP/24) is a veth to hostLink (hostIP/24) on the host, both up,
+// loopback up. Both are removed when the test ends (and beforehand, in case
+// an earlier run left them).
+func nodeNamespace(t *testing.T, ns, hostLink, hostIP, nodeIP string) {
+	t.Helper()
+	cleanup := func() {
+		_ = exec.Command("ip", "netns", "del", ns).Run()
+		_ = exec.Command("ip", "link", "del", hostLink).Run()
+	}
+	cleanup()
+	t.Cleanup(cleanup)
+	mustRun(t, "ip", "netns", "add", ns)
+	mustRun(t, "ip", "link", "add", hostLink, "type", "veth", "peer", "name", "eth0", "netns", ns)
+	mustRun(t, "ip", "addr", "add", hostIP+"/24", "dev", hostLink)
+	mustRun(t, "ip", "link", "set", hostLink, "up")
+	mustRun(t, "ip", "-n", ns, "addr", "add", nodeIP+"/24", "dev", "eth0")
+	mustRun(t, "ip", "-n", ns, "link", "set", "eth0", "up")
+	mustRun(t, "ip", "-n", ns, "link", "set", "lo", "up")
+}
+
+// extraNamespace makes a plain network namespace ns (loopback up), removed
+// when the test ends.
+func extraNamespace(t *testing.T, ns string) {
+	t.Helper()
+	_ = exec.Command("ip", "netns", "del", ns).Run()
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+	mustRun(t, "ip", "netns", "add", ns)
+	mustRun(t, "ip", "-n", ns, "link", "set", "lo", "up")
+}

@@ -24,28 +24,9 @@ func TestNetworkLevelTriggered(t *testing.T) {
 		lateHost = "bnetlt-late"
 		api      = "10.74.0.2"
 	)
-	sh := func(args ...string) string {
-		t.Helper()
-		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
-	cleanup := func() {
-		_ = exec.Command("ip", "netns", "del", nodeNS).Run()
-		_ = exec.Command("ip", "link", "del", mgmtHost).Run()
-		_ = exec.Command("ip", "link", "del", lateHost).Run()
-	}
-	cleanup()
-	t.Cleanup(cleanup)
-	sh("ip", "netns", "add", nodeNS)
-	sh("ip", "link", "add", mgmtHost, "type", "veth", "peer", "name", "eth0", "netns", nodeNS)
-	sh("ip", "addr", "add", "10.74.0.1/24", "dev", mgmtHost)
-	sh("ip", "link", "set", mgmtHost, "up")
-	sh("ip", "-n", nodeNS, "addr", "add", api+"/24", "dev", "eth0")
-	sh("ip", "-n", nodeNS, "link", "set", "eth0", "up")
-	sh("ip", "-n", nodeNS, "link", "set", "lo", "up")
+	nodeNamespace(t, nodeNS, mgmtHost, "10.74.0.1", api)
+	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", lateHost).Run() })
+	sh := func(args ...string) string { t.Helper(); return mustRun(t, args...) }
 
 	dir := genConfig(t, "netlt", "https://"+api+":6443")
 	nc := filepath.Join(dir, "nodeconfig")

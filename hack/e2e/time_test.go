@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -33,31 +34,11 @@ func TestTimeFromNTP(t *testing.T) {
 		api           = "10.69.0.2"
 		server        = "10.70.0.1"
 	)
-	sh := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
-	cleanup := func() {
-		_ = exec.Command("ip", "netns", "del", srvNS).Run()
-		_ = exec.Command("ip", "netns", "del", nodeNS).Run()
-		_ = exec.Command("ip", "link", "del", mgmtHost).Run()
-	}
-	cleanup()
-	t.Cleanup(cleanup)
-	sh("ip", "netns", "add", srvNS)
-	sh("ip", "netns", "add", nodeNS)
-	sh("ip", "link", "add", "ntp0", "netns", srvNS, "type", "veth", "peer", "name", "eth1", "netns", nodeNS)
-	sh("ip", "-n", srvNS, "addr", "add", server+"/24", "dev", "ntp0")
-	sh("ip", "-n", srvNS, "link", "set", "ntp0", "up")
-	sh("ip", "-n", srvNS, "link", "set", "lo", "up")
-	sh("ip", "link", "add", mgmtHost, "type", "veth", "peer", "name", "eth0", "netns", nodeNS)
-	sh("ip", "addr", "add", "10.69.0.1/24", "dev", mgmtHost)
-	sh("ip", "link", "set", mgmtHost, "up")
-	sh("ip", "-n", nodeNS, "addr", "add", api+"/24", "dev", "eth0")
-	sh("ip", "-n", nodeNS, "link", "set", "eth0", "up")
-	sh("ip", "-n", nodeNS, "link", "set", "lo", "up")
+	extraNamespace(t, srvNS)
+	nodeNamespace(t, nodeNS, mgmtHost, "10.69.0.1", api)
+	mustRun(t, "ip", "link", "add", "ntp0", "netns", srvNS, "type", "veth", "peer", "name", "eth1", "netns", nodeNS)
+	mustRun(t, "ip", "-n", srvNS, "addr", "add", server+"/24", "dev", "ntp0")
+	mustRun(t, "ip", "-n", srvNS, "link", "set", "ntp0", "up")
 
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "chrony.conf")
@@ -68,14 +49,18 @@ func TestTimeFromNTP(t *testing.T) {
 	var srvLog syncBuffer
 	srv := exec.Command("nsenter", "--net=/run/netns/"+srvNS, "faketime", "-f", "+1h", "chronyd", "-d", "-x", "-f", conf)
 	srv.Stdout, srv.Stderr = &srvLog, &srvLog
+	// faketime runs chronyd as its child: the group goes together.
+	srv.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	srv.WaitDelay = 5 * time.Second
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
+	stopped := false
 	stopServer := func() {
-		if srv.Process != nil {
-			_ = srv.Process.Kill()
+		if !stopped {
+			stopped = true
+			_ = syscall.Kill(-srv.Process.Pid, syscall.SIGKILL)
 			_ = srv.Wait()
-			srv.Process = nil
 		}
 	}
 	t.Cleanup(stopServer)
