@@ -252,7 +252,7 @@ func checkServingCSR(csr *certificatesv1.CertificateSigningRequest, f servingFac
 		}
 	}
 	for _, ip := range req.IPAddresses {
-		if f.reserved.reservedIP(ip) {
+		if ip.IsLoopback() || f.reserved.reservedIP(ip) {
 			return deny("IP address %s is reserved for the cluster (endpoint, VIP, control plane, Service or pod range)", ip)
 		}
 		for _, m := range f.machines {

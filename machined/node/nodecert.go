@@ -61,9 +61,11 @@ func (r *reservedIdentity) reservedName(host string) bool {
 	return slices.ContainsFunc(r.suffixes, func(s string) bool { return host == s || strings.HasSuffix(host, "."+s) })
 }
 
-// reservedIP reports whether ip is reserved.
+// reservedIP reports whether ip is reserved. Loopback is not: nodes of a
+// local cluster on one host's loopback are told apart by it (a kubelet
+// serving certificate never names it: checkServingCSR).
 func (r *reservedIdentity) reservedIP(ip net.IP) bool {
-	if ip.IsLoopback() || ip.IsUnspecified() || ip.IsMulticast() || slices.ContainsFunc(r.ips, ip.Equal) {
+	if ip.IsUnspecified() || ip.IsMulticast() || slices.ContainsFunc(r.ips, ip.Equal) {
 		return true
 	}
 	a, ok := netip.AddrFromSlice(ip)
