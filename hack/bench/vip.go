@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -166,7 +167,7 @@ func run(name string, args ...string) error {
 type ballastFleet struct {
 	root, cluster string
 	env           []string
-	nodes         []struct{ name, addr, netns, stateDir string }
+	nodes         []struct{ name, addr, netns, stateDir, veth string }
 	vipAddr       string
 }
 
@@ -181,10 +182,20 @@ func newBallastFleet() (*ballastFleet, error) {
 		return nil, err
 	}
 	f.vipAddr = "10.86.0.254"
-	for i := 1; i <= 3; i++ {
-		f.nodes = append(f.nodes, struct{ name, addr, netns, stateDir string }{
-			fmt.Sprintf("cp%d", i), fmt.Sprintf("10.86.0.%d", i+1), fmt.Sprintf("ballast-%s-cp%d", f.cluster, i), filepath.Join(root, f.cluster, "nodes", fmt.Sprintf("cp%d", i)),
-		})
+	out, err := nodectl(f.env, "cluster", "show", "--name", f.cluster, "--state", root, "-o", "json")
+	if err != nil {
+		return nil, err
+	}
+	var show struct {
+		Nodes []struct {
+			Name, Address, Netns, StateDir, Veth string
+		} `json:"nodes"`
+	}
+	if err := json.Unmarshal([]byte(out), &show); err != nil {
+		return nil, fmt.Errorf("cluster show: %w", err)
+	}
+	for _, n := range show.Nodes {
+		f.nodes = append(f.nodes, struct{ name, addr, netns, stateDir, veth string }{n.Name, n.Address, n.Netns, n.StateDir, n.Veth})
 	}
 	return f, nil
 }
@@ -248,8 +259,10 @@ func (f *ballastFleet) start(i int) error {
 	return nil
 }
 
+// link sets node i's cable (the host's side of its veth) up or down:
+// machined keeps its own links up, as it would on a machine.
 func (f *ballastFleet) link(i int, state string) error {
-	return run("ip", "-n", f.nodes[i].netns, "link", "set", "eth0", state)
+	return run("ip", "link", "set", f.nodes[i].veth, state)
 }
 
 func (f *ballastFleet) crash(i int) error {
@@ -396,8 +409,11 @@ func (f *keepalivedFleet) name() string           { return "keepalived" }
 func (f *keepalivedFleet) namespace(i int) string { return f.nss[i] }
 func (f *keepalivedFleet) vip() string            { return kaVIP }
 func (f *keepalivedFleet) namespaces() []string   { return f.nss }
+
+// link sets node i's cable (the host's side of its veth) up or down, as
+// for Ballast's nodes.
 func (f *keepalivedFleet) link(i int, state string) error {
-	return run("ip", "-n", f.nss[i], "link", "set", "eth0", state)
+	return run("ip", "link", "set", fmt.Sprintf("bkav%d", i+1), state)
 }
 
 func (f *keepalivedFleet) crash(i int) error {

@@ -115,7 +115,9 @@ func TestVIPFailover(t *testing.T) {
 		prime()
 		h := holder()
 		start := time.Now()
-		c.ip(t, "-n", h.Netns, "link", "set", "eth0", "down")
+		// The cable is pulled on the host's side: machined keeps its own
+		// links up (level-triggered), as it would on a machine.
+		c.ip(t, "link", "set", h.Veth, "down")
 		killNode(t, pidOf(t, h.StateDir))
 		_, took := failover(t, h, start)
 		crash = append(crash, took)
@@ -138,7 +140,7 @@ func TestVIPFailover(t *testing.T) {
 			}
 			break
 		}
-		c.ip(t, "-n", h.Netns, "link", "set", "eth0", "up")
+		c.ip(t, "link", "set", h.Veth, "up")
 		c.startNode(h.Netns, h.StateDir, h.Address)
 		c.health(nodes)
 	}
@@ -146,7 +148,7 @@ func TestVIPFailover(t *testing.T) {
 		prime()
 		h := holder()
 		start := time.Now()
-		c.ip(t, "-n", h.Netns, "link", "set", "eth0", "down")
+		c.ip(t, "link", "set", h.Veth, "down")
 		_, took := failover(t, h, start)
 		partition = append(partition, took)
 		// The isolated node dropped the address by itself.
@@ -156,7 +158,7 @@ func TestVIPFailover(t *testing.T) {
 			}
 			return nil
 		})
-		c.ip(t, "-n", h.Netns, "link", "set", "eth0", "up")
+		c.ip(t, "link", "set", h.Veth, "up")
 		c.health(nodes)
 		t.Logf("partition %d: %s cut off; failover after %s; it dropped the VIP itself and did not take it back", i+1, h.Name, took.Round(time.Millisecond))
 	}

@@ -214,7 +214,9 @@ func StartSampler(ip, link string, namespaces []string, interval time.Duration) 
 				}
 				for _, a := range addrs {
 					if a.IP.Equal(want) {
-						isUp := l.Attrs().Flags&net.FlagUp != 0
+						// Up and with a carrier: a link whose cable is pulled
+						// (the host's side down) answers nobody.
+						isUp := l.Attrs().Flags&net.FlagUp != 0 && l.Attrs().Flags&net.FlagRunning != 0
 						seen[h.ns] = isUp
 						if isUp {
 							up = append(up, h.ns)
