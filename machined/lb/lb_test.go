@@ -123,32 +123,41 @@ func TestFailover(t *testing.T) {
 	}
 	victim.ln.Close()
 	killed := time.Now()
-	for i := range 20 {
+	servedByOther(t, addr, other.name, 20)
+	t.Logf("dead upstream marked down %s after the kill", waitMarkedDown(t, b, victim.ln.Addr().String(), killed).Round(time.Millisecond))
+}
+
+// servedByOther checks that n connections through the balancer at addr
+// each reach the upstream named other within a second.
+func servedByOther(t *testing.T, addr, other string, n int) {
+	t.Helper()
+	for i := range n {
 		name, took, err := through(t, addr)
 		if err != nil {
-			t.Fatalf("connection %d after the kill failed: %v", i, err)
+			t.Fatalf("connection %d after the fault failed: %v", i, err)
 		}
-		if name != other.name {
-			t.Fatalf("connection %d went to %q, want the live upstream %q", i, name, other.name)
+		if name != other {
+			t.Fatalf("connection %d went to %q, want the live upstream %q", i, name, other)
 		}
 		if took > time.Second {
-			t.Fatalf("connection %d took %s: a client waited on the dead upstream", i, took)
+			t.Fatalf("connection %d took %s: a client waited on the failed upstream", i, took)
 		}
 	}
+}
+
+// waitMarkedDown waits until the balancer marks upstream down and returns
+// how long after since that took.
+func waitMarkedDown(t *testing.T, b *Balancer, upstream string, since time.Time) time.Duration {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		var down bool
 		for _, u := range b.Upstreams() {
-			if u.Addr == victim.ln.Addr().String() && !u.Healthy {
-				down = true
+			if u.Addr == upstream && !u.Healthy {
+				return time.Since(since)
 			}
 		}
-		if down {
-			t.Logf("dead upstream marked down %s after the kill", time.Since(killed).Round(time.Millisecond))
-			break
-		}
 		if time.Now().After(deadline) {
-			t.Fatalf("dead upstream never marked down: %+v", b.Upstreams())
+			t.Fatalf("upstream %s never marked down: %+v", upstream, b.Upstreams())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

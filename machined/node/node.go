@@ -120,6 +120,9 @@ type Node struct {
 	maintenanceFP        string           // SHA-256 of the maintenance certificate
 	actions              chan Action
 	resetWanted          bool
+	// nodeID names a node no config or DHCP server names (read once).
+	nodeIDOnce sync.Once
+	nodeID     string
 	// metricsAt is where the metrics are served now.
 	metricsAt metricsListening
 	// olderManifestsSaid is the newer manifests version last reported as

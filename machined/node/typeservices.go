@@ -170,14 +170,17 @@ func (n *Node) nodeName(cfg *config.Config) string {
 	if h := n.network.DHCPHostname(); h != "" {
 		return strings.ToLower(h)
 	}
-	id, err := n.store.NodeID()
-	if err != nil {
-		// STATE is not writable: nothing else would work either; a name
-		// that is at least stable for this run.
-		n.log.Error("cannot keep a node ID on STATE", "error", err)
-		id = "000000000000"
-	}
-	return "ballast-" + id[:12]
+	n.nodeIDOnce.Do(func() {
+		id, err := n.store.NodeID()
+		if err != nil {
+			// STATE is not writable: nothing else would work either; a
+			// name that is at least stable for this run.
+			n.log.Error("cannot keep a node ID on STATE", "error", err)
+			id = "000000000000"
+		}
+		n.nodeID = id[:12]
+	})
+	return "ballast-" + n.nodeID
 }
 
 // advertiseIP is the address other nodes reach this node at: the API listen
@@ -219,6 +222,10 @@ func globalAddress(cfg *config.Config) string {
 	if err != nil {
 		return ""
 	}
+	var reserved reservedIdentity // none without a config (maintenance)
+	if cfg != nil {
+		reserved = clusterReserved(cfg)
+	}
 	v6 := ""
 	for _, l := range links {
 		if l.Type() == "bridge" {
@@ -229,7 +236,7 @@ func globalAddress(cfg *config.Config) string {
 			continue
 		}
 		for _, a := range addrs {
-			if !a.IP.IsGlobalUnicast() || clusterOwned(cfg, a.IP) {
+			if !a.IP.IsGlobalUnicast() || reserved.reservedIP(a.IP) {
 				continue
 			}
 			if a.IP.To4() != nil {
@@ -241,16 +248,6 @@ func globalAddress(cfg *config.Config) string {
 		}
 	}
 	return v6
-}
-
-// clusterOwned reports whether ip is a VIP of cfg or inside its pod or
-// Service subnets (nil cfg: none is).
-func clusterOwned(cfg *config.Config, ip net.IP) bool {
-	if cfg == nil {
-		return false
-	}
-	r := clusterReserved(cfg)
-	return r.reservedIP(ip)
 }
 
 // Etcd implements server.Machine.
