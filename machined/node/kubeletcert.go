@@ -24,6 +24,7 @@ import (
 	"github.com/ballast-os/ballast/pkg/config"
 	"github.com/ballast-os/ballast/pkg/kubeconfig"
 	"github.com/ballast-os/ballast/pkg/pki"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // This file is the kubelet client certificate's home. There is no
@@ -93,21 +94,22 @@ func (n *Node) SignKubeletCertificate(ctx context.Context, csrPEM []byte, token 
 // recordWorker records a worker's checked hostname and address in the
 // machine registry.
 func (n *Node) recordWorker(ctx context.Context, req workerCertRequest) error {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return registry{n}.Put(cctx, machines.Record{
+		Name: req.hostname, Role: machines.RoleWorker, Addresses: []string{req.ip.String()}, Updated: n.clock.Now().UTC(),
+	})
+}
+
+// localEtcd is the client of this node's etcd member.
+func (n *Node) localEtcd() (*clientv3.Client, error) {
 	n.mu.Lock()
 	mgr := n.etcdMgr
 	n.mu.Unlock()
 	if mgr == nil {
-		return errors.New("no etcd member on this node")
+		return nil, errors.New("no etcd member on this node")
 	}
-	cli, err := mgr.LocalClient()
-	if err != nil {
-		return err
-	}
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	return machines.Put(cctx, cli, machines.Record{
-		Name: req.hostname, Role: machines.RoleWorker, Addresses: []string{req.ip.String()}, Updated: n.clock.Now().UTC(),
-	})
+	return mgr.LocalClient()
 }
 
 // ensureKubeletClient gives the kubelet a client certificate for its node

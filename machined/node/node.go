@@ -125,9 +125,6 @@ type Node struct {
 	nodeID     string
 	// metricsAt is where the metrics are served now.
 	metricsAt metricsListening
-	// olderManifestsSaid is the newer manifests version last reported as
-	// left alone (said once, not every pass).
-	olderManifestsSaid string
 }
 
 // New prepares a node; Run starts it.

@@ -10,8 +10,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
-	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -19,6 +17,7 @@ import (
 
 	"github.com/ballast-os/ballast/api/machine"
 	"github.com/ballast-os/ballast/machined/errdefs"
+	"github.com/ballast-os/ballast/machined/machines"
 	"github.com/ballast-os/ballast/pkg/config"
 	"github.com/ballast-os/ballast/pkg/pki"
 )
@@ -40,84 +39,6 @@ var ErrCertRefused = errors.New("node certificate refused")
 // digits and inner hyphens.
 var hostnameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
 
-// reservedIdentity is what a worker's certificate must never name: the
-// control planes' names and addresses as this signer knows them, and the
-// cluster's own (the apiserver's in-cluster names, the DNS domain, the
-// Service and pod ranges).
-type reservedIdentity struct {
-	names []string
-	ips   []net.IP
-	// suffixes: a name equal to one or ending in "."+one is reserved.
-	suffixes []string
-	nets     []netip.Prefix
-}
-
-// reservedName reports whether host (lower case) is reserved; localhost
-// always is.
-func (r *reservedIdentity) reservedName(host string) bool {
-	if host == "localhost" || strings.HasSuffix(host, ".localhost") || slices.Contains(r.names, host) {
-		return true
-	}
-	return slices.ContainsFunc(r.suffixes, func(s string) bool { return host == s || strings.HasSuffix(host, "."+s) })
-}
-
-// reservedIP reports whether ip is reserved. Loopback is not: nodes of a
-// local cluster on one host's loopback are told apart by it (a kubelet
-// serving certificate never names it: checkServingCSR).
-func (r *reservedIdentity) reservedIP(ip net.IP) bool {
-	if ip.IsUnspecified() || ip.IsMulticast() || slices.ContainsFunc(r.ips, ip.Equal) {
-		return true
-	}
-	a, ok := netip.AddrFromSlice(ip)
-	return ok && slices.ContainsFunc(r.nets, func(p netip.Prefix) bool { return p.Contains(a.Unmap()) })
-}
-
-// clusterReserved are the cluster's own names and ranges: "kubernetes" and
-// every name under it (kubernetes.default.svc…), localhost, the cluster DNS
-// domain and "svc", the endpoint's name (an endpoint address may be a
-// control plane's own), the VIPs, and the Service and pod subnets.
-func clusterReserved(cfg *config.Config) reservedIdentity {
-	var r reservedIdentity
-	r.suffixes = append(r.suffixes, "kubernetes", "svc")
-	if d := strings.ToLower(strings.TrimSuffix(cfg.Cluster.Network.DNSDomain, ".")); d != "" {
-		r.suffixes = append(r.suffixes, d)
-	}
-	if u, err := url.Parse(cfg.Cluster.ControlPlane.Endpoint); err == nil && net.ParseIP(u.Hostname()) == nil {
-		r.addHost(u.Hostname())
-	}
-	for _, iface := range cfg.Machine.Network.Interfaces {
-		if iface.VIP != nil {
-			r.addHost(iface.VIP.IP)
-		}
-	}
-	for _, s := range append(slices.Clone(cfg.Cluster.Network.ServiceSubnets), cfg.Cluster.Network.PodSubnets...) {
-		if p, err := netip.ParsePrefix(s); err == nil {
-			r.nets = append(r.nets, p.Masked())
-		}
-	}
-	return r
-}
-
-func (r *reservedIdentity) addHost(h string) {
-	if h == "" {
-		return
-	}
-	if hh, _, err := net.SplitHostPort(h); err == nil {
-		h = hh
-	}
-	if ip := net.ParseIP(h); ip != nil {
-		r.ips = append(r.ips, ip)
-		return
-	}
-	r.names = append(r.names, strings.ToLower(h))
-}
-
-func (r *reservedIdentity) addURL(u string) {
-	if pu, err := url.Parse(u); err == nil {
-		r.addHost(pu.Hostname())
-	}
-}
-
 // workerCertRequest is a checked request: what the certificate will name.
 type workerCertRequest struct {
 	hostname string
@@ -127,14 +48,14 @@ type workerCertRequest struct {
 // checkWorkerCSR decides what a worker's certificate may name. csr is the
 // worker's request, peerIP the address the call came from as the server saw
 // it, reserved the control planes' names and addresses.
-func checkWorkerCSR(csr *x509.CertificateRequest, peerIP net.IP, reserved reservedIdentity) (workerCertRequest, error) {
+func checkWorkerCSR(csr *x509.CertificateRequest, peerIP net.IP, reserved machines.Reserved) (workerCertRequest, error) {
 	if peerIP == nil || peerIP.IsUnspecified() || peerIP.IsMulticast() {
 		return workerCertRequest{}, fmt.Errorf("%w: %w: the caller's address %v cannot be certified", errdefs.ErrPermissionDenied, ErrCertRefused, peerIP)
 	}
 	if ip4 := peerIP.To4(); ip4 != nil {
 		peerIP = ip4
 	}
-	if reserved.reservedIP(peerIP) {
+	if reserved.IP(peerIP) {
 		return workerCertRequest{}, fmt.Errorf("%w: %w: the request comes from %s, a control-plane or cluster-reserved address", errdefs.ErrPermissionDenied, ErrCertRefused, peerIP)
 	}
 	host := strings.ToLower(strings.TrimSuffix(csr.Subject.CommonName, "."))
@@ -143,7 +64,7 @@ func checkWorkerCSR(csr *x509.CertificateRequest, peerIP net.IP, reserved reserv
 		return workerCertRequest{}, fmt.Errorf("%w: %w: the request names no hostname (subject common name)", errdefs.ErrInvalidArgument, ErrCertRefused)
 	case len(host) > 253 || !hostnameRE.MatchString(host) || net.ParseIP(host) != nil:
 		return workerCertRequest{}, fmt.Errorf("%w: %w: %q is not a valid hostname", errdefs.ErrInvalidArgument, ErrCertRefused, host)
-	case reserved.reservedName(host):
+	case reserved.Name(host):
 		return workerCertRequest{}, fmt.Errorf("%w: %w: %q is a control-plane or cluster-reserved name", errdefs.ErrPermissionDenied, ErrCertRefused, host)
 	}
 	return workerCertRequest{hostname: host, ip: peerIP}, nil
@@ -152,22 +73,24 @@ func checkWorkerCSR(csr *x509.CertificateRequest, peerIP net.IP, reserved reserv
 // reservedIdentities lists the control planes' names and addresses: this
 // node's own, the config's endpoint, peers and certSANs, and every etcd
 // member's name and URLs when etcd answers.
-func (n *Node) reservedIdentities(ctx context.Context, cfg *config.Config) reservedIdentity {
-	r := clusterReserved(cfg)
-	r.addURL(cfg.Cluster.ControlPlane.Endpoint)
-	r.addHost(n.hostname(cfg))
-	r.addHost(n.advertiseIP(cfg))
+func (n *Node) reservedIdentities(ctx context.Context, cfg *config.Config) machines.Reserved {
+	r := machines.ClusterReserved(cfg)
+	r.AddURL(cfg.Cluster.ControlPlane.Endpoint)
+	r.AddHost(n.hostname(cfg))
+	r.AddHost(n.advertiseIP(cfg))
 	for _, h := range cfg.ControlPlaneAddrs() {
-		r.addHost(h)
+		r.AddHost(h)
 	}
 	for _, s := range cfg.Machine.CertSANs {
-		r.addHost(s)
+		r.AddHost(s)
 	}
 	for _, s := range cfg.Cluster.APIServer.CertSANs {
-		r.addHost(s)
+		r.AddHost(s)
 	}
 	_, ips := n.localNames(cfg)
-	r.ips = append(r.ips, ips...)
+	for _, ip := range ips {
+		r.AddHost(ip.String())
+	}
 	n.mu.Lock()
 	mgr := n.etcdMgr
 	n.mu.Unlock()
@@ -176,9 +99,9 @@ func (n *Node) reservedIdentities(ctx context.Context, cfg *config.Config) reser
 		defer cancel()
 		if list, err := mgr.Members(cctx); err == nil {
 			for _, m := range list.Members {
-				r.addHost(m.Name)
+				r.AddHost(m.Name)
 				for _, u := range append(append([]string{}, m.PeerURLs...), m.ClientURLs...) {
-					r.addURL(u)
+					r.AddURL(u)
 				}
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/ballast-os/ballast/machined/errdefs"
+	"github.com/ballast-os/ballast/machined/machines"
 	"github.com/ballast-os/ballast/pkg/config"
 	"github.com/ballast-os/ballast/pkg/pki"
 )
@@ -21,9 +22,10 @@ func TestCheckWorkerCSR(t *testing.T) {
 	cfg.Cluster.Network.DNSDomain = "cluster.local"
 	cfg.Cluster.Network.ServiceSubnets = []string{"10.96.0.0/12"}
 	cfg.Cluster.Network.PodSubnets = []string{"10.244.0.0/16"}
-	reserved := clusterReserved(cfg)
-	reserved.names = append(reserved.names, "cp1")
-	reserved.ips = append(reserved.ips, net.ParseIP("10.5.0.2"), net.ParseIP("10.5.0.10"))
+	reserved := machines.ClusterReserved(cfg)
+	for _, h := range []string{"cp1", "10.5.0.2", "10.5.0.10"} {
+		reserved.AddHost(h)
+	}
 	key, _, err := pki.NewKey()
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ballast-os/ballast/machined/etcd"
 	"github.com/ballast-os/ballast/machined/k8s"
+	"github.com/ballast-os/ballast/machined/machines"
 	"github.com/ballast-os/ballast/machined/runner"
 	"github.com/ballast-os/ballast/machined/server"
 	"github.com/ballast-os/ballast/machined/supervisor"
@@ -222,9 +223,9 @@ func globalAddress(cfg *config.Config) string {
 	if err != nil {
 		return ""
 	}
-	var reserved reservedIdentity // none without a config (maintenance)
+	var reserved machines.Reserved // none without a config (maintenance)
 	if cfg != nil {
-		reserved = clusterReserved(cfg)
+		reserved = machines.ClusterReserved(cfg)
 	}
 	v6 := ""
 	for _, l := range links {
@@ -236,7 +237,7 @@ func globalAddress(cfg *config.Config) string {
 			continue
 		}
 		for _, a := range addrs {
-			if !a.IP.IsGlobalUnicast() || reserved.reservedIP(a.IP) {
+			if !a.IP.IsGlobalUnicast() || reserved.IP(a.IP) {
 				continue
 			}
 			if a.IP.To4() != nil {

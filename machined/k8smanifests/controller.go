@@ -1,8 +1,13 @@
-package node
+// Package k8smanifests is the controller that applies the cluster's
+// bootstrap manifests (RBAC, kube-proxy, CoreDNS — machined/k8s renders
+// them) and labels its control plane's Node. Any control plane may run it:
+// the newest set of manifests wins (a control plane with older ones leaves
+// the cluster's alone), and one control plane at a time applies a set,
+// having claimed the record ConfigMap with a compare-and-swap.
+package k8smanifests
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -13,29 +18,25 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/ballast-os/ballast/machined/clock"
 	"github.com/ballast-os/ballast/machined/k8s"
-	"github.com/ballast-os/ballast/machined/lb"
 )
 
-// manifestsService applies the cluster's bootstrap manifests.
-const manifestsService = "k8s-manifests"
+// Service is the controller's name as a supervised service.
+const Service = "k8s-manifests"
 
-// fieldManager is Ballast's name in server-side apply.
-const fieldManager = "ballast"
+// Record is the ConfigMap (in kube-system) that records the applied
+// manifests' version, and who applies or applied them.
+const Record = "ballast-manifests"
 
-// manifestsRecord is the ConfigMap that records the applied manifests'
-// version.
-const manifestsRecord = "ballast-manifests"
+const recordNamespace = "kube-system"
 
-// manifestsRecheck is how often a control plane looks again at the
-// recorded version (another control plane may have older manifests).
-const manifestsRecheck = 30 * time.Second
+// Recheck is how often a control plane looks again at the recorded version
+// (another control plane may have older or newer manifests).
+const Recheck = 30 * time.Second
 
 // resources maps the kinds of the manifests to their resources.
 var resources = map[string]schema.GroupVersionResource{
@@ -49,64 +50,58 @@ var resources = map[string]schema.GroupVersionResource{
 	"apps/v1/Deployment":                              {Group: "apps", Version: "v1", Resource: "deployments"},
 }
 
-// adminClients are machined's clients on a control plane (its admin
-// kubeconfig, through the node's load balancer).
-func (n *Node) adminClients() (*kubernetes.Clientset, *dynamic.DynamicClient, error) {
-	rc, err := clientcmd.BuildConfigFromFlags("", n.k8sPaths().MachinedKubeconfig())
-	if err != nil {
-		return nil, nil, fmt.Errorf("machined kubeconfig: %w", err)
-	}
-	rc.UserAgent = "ballast-machined"
-	// Through the load balancer a request may land on an apiserver that
-	// listens but is not ready yet: fail it quickly and retry rather than
-	// hang. The bootstrap manifests are a burst of requests.
-	rc.Timeout = 10 * time.Second
-	rc.QPS, rc.Burst = 50, 100
-	cs, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return nil, nil, err
-	}
-	dyn, err := dynamic.NewForConfig(rc)
-	if err != nil {
-		return nil, nil, err
-	}
-	return cs, dyn, nil
+// Kube is what the controller reads and writes in the Kubernetes API.
+type Kube interface {
+	ConfigMap(ctx context.Context, namespace, name string) (*corev1.ConfigMap, error)
+	CreateConfigMap(ctx context.Context, cm *corev1.ConfigMap) (*corev1.ConfigMap, error)
+	UpdateConfigMap(ctx context.Context, cm *corev1.ConfigMap) (*corev1.ConfigMap, error)
+	Apply(ctx context.Context, gvr schema.GroupVersionResource, obj *unstructured.Unstructured) error
+	Delete(ctx context.Context, gvr schema.GroupVersionResource, namespace, name string) error
+	Secrets(ctx context.Context, namespace, fieldSelector string) (*corev1.SecretList, error)
+	DeleteSecret(ctx context.Context, namespace, name string) error
+	MergePatchNode(ctx context.Context, name string, patch []byte) error
 }
 
-// runManifests applies the bootstrap manifests (server-side apply, so it is
-// idempotent and any control plane may do it) whenever the recorded version
-// differs from this node's, and labels this control plane's Node.
-func (n *Node) runManifests(ctx context.Context, out io.Writer) error {
-	cs, dyn, err := n.adminClients()
-	if err != nil {
-		return err
-	}
+// Desired is what this control plane would apply now: the manifests
+// rendered from its machine config, its node name, and a channel closed
+// when the config changes.
+type Desired func() (m k8s.Manifests, node string, changed <-chan struct{}, err error)
+
+// Controller is the bootstrap-manifests controller.
+type Controller struct {
+	Kube    Kube
+	Desired Desired
+	Clock   clock.Clock
+
+	// olderSaid is the newer manifests version last reported as left
+	// alone (said once, not at every pass).
+	olderSaid string
+}
+
+// Run applies the manifests when they are newer than the cluster's (on
+// every config change and every Recheck) and labels this control plane's
+// Node once it exists, until ctx ends.
+func (c *Controller) Run(ctx context.Context, out io.Writer) error {
 	labeled := false
 	for {
-		cfg, changed := n.Config()
-		if cfg == nil {
-			return errors.New("no machine config")
-		}
-		m, err := k8s.RenderManifests(cfg, "https://"+lb.DefaultListen)
+		m, self, changed, err := c.Desired()
 		if err != nil {
 			return err
 		}
-		if err := n.applyManifests(ctx, cs, dyn, m, out); err != nil {
+		if err := c.apply(ctx, m, self, out); err != nil {
 			return err
 		}
 		if !labeled {
-			name := n.nodeName(cfg)
 			patch := fmt.Sprintf(`{"metadata":{"labels":{%q:""}}}`, k8s.ControlPlaneLabel)
-			_, err := cs.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, []byte(patch), metav1.PatchOptions{FieldManager: fieldManager})
-			switch {
+			switch err := c.Kube.MergePatchNode(ctx, self, []byte(patch)); {
 			case err == nil:
-				fmt.Fprintf(out, "labeled node %s %s\n", name, k8s.ControlPlaneLabel)
+				fmt.Fprintf(out, "labeled node %s %s\n", self, k8s.ControlPlaneLabel)
 				labeled = true
 			case !apierrors.IsNotFound(err):
-				fmt.Fprintf(out, "label node %s: %v\n", name, err)
+				fmt.Fprintf(out, "label node %s: %v\n", self, err)
 			}
 		}
-		wait := manifestsRecheck
+		wait := Recheck
 		if !labeled {
 			wait = 2 * time.Second // the kubelet has not registered yet
 		}
@@ -114,7 +109,7 @@ func (n *Node) runManifests(ctx context.Context, out io.Writer) error {
 		case <-ctx.Done():
 			return nil
 		case <-changed:
-		case <-n.clock.After(wait):
+		case <-c.Clock.After(wait):
 		}
 	}
 }
@@ -124,8 +119,8 @@ func (n *Node) runManifests(ctx context.Context, out io.Writer) error {
 // (its claimer died half-way).
 const manifestsStale = 2 * time.Minute
 
-// manifestsRecorded is what the record ConfigMap says.
-type manifestsRecorded struct {
+// recorded is what the record ConfigMap says.
+type recorded struct {
 	id      k8s.ManifestsID
 	applied bool // false: claimed, being applied
 	by      string
@@ -134,8 +129,8 @@ type manifestsRecorded struct {
 
 // parseRecord reads the record; records of revision 1 had only version and
 // applied (and were always complete).
-func parseRecord(data map[string]string) manifestsRecorded {
-	r := manifestsRecorded{id: k8s.ManifestsID{Version: data["version"], KubernetesVersion: data["kubernetesVersion"]}, by: data["by"]}
+func parseRecord(data map[string]string) recorded {
+	r := recorded{id: k8s.ManifestsID{Version: data["version"], KubernetesVersion: data["kubernetesVersion"]}, by: data["by"]}
 	rev, _, _ := strings.Cut(data["version"], "-")
 	r.id.Revision, _ = strconv.Atoi(rev)
 	r.applied = data["state"] == "" || data["state"] == "applied"
@@ -156,7 +151,7 @@ const (
 // decideManifests compares this control plane's manifests with the record
 // (nil: none): the newer set wins, so control planes of different versions
 // never take turns overwriting each other.
-func decideManifests(mine k8s.ManifestsID, rec *manifestsRecorded, now time.Time) manifestsDecision {
+func decideManifests(mine k8s.ManifestsID, rec *recorded, now time.Time) manifestsDecision {
 	if rec == nil {
 		return manifestsApply
 	}
@@ -173,50 +168,48 @@ func decideManifests(mine k8s.ManifestsID, rec *manifestsRecorded, now time.Time
 	return manifestsApply
 }
 
-// applyManifests applies m when it is newer than what the cluster records
+// apply applies m when it is newer than what the cluster records
 // (decideManifests). A control plane first claims the record with a
 // compare-and-swap on its resourceVersion — one claimant wins, the others
 // see the claim at their next pass — then applies, prunes and marks the
 // record applied.
-func (n *Node) applyManifests(ctx context.Context, cs *kubernetes.Clientset, dyn *dynamic.DynamicClient, m k8s.Manifests, out io.Writer) error {
-	cms := cs.CoreV1().ConfigMaps("kube-system")
-	rec, err := cms.Get(ctx, manifestsRecord, metav1.GetOptions{})
-	var cur *manifestsRecorded // nil: no record yet
+func (c *Controller) apply(ctx context.Context, m k8s.Manifests, self string, out io.Writer) error {
+	rec, err := c.Kube.ConfigMap(ctx, recordNamespace, Record)
+	var cur *recorded // nil: no record yet
 	switch {
 	case err == nil:
 		r := parseRecord(rec.Data)
 		cur = &r
 	case !apierrors.IsNotFound(err):
-		return fmt.Errorf("read %s: %w", manifestsRecord, err)
+		return fmt.Errorf("read %s: %w", Record, err)
 	}
-	now := n.clock.Now()
+	now := c.Clock.Now()
 	switch decideManifests(m.ID(), cur, now) {
 	case manifestsCurrent, manifestsBeingApplied:
 		return nil
 	case manifestsOlder:
-		if n.olderManifestsSaid != cur.id.Version {
-			n.olderManifestsSaid = cur.id.Version
+		if c.olderSaid != cur.id.Version {
+			c.olderSaid = cur.id.Version
 			fmt.Fprintf(out, "the cluster runs newer bootstrap manifests (%s, Kubernetes %s, applied by %s) than this control plane's (%s, Kubernetes %s): leaving them\n",
 				cur.id.Version, cur.id.KubernetesVersion, cur.by, m.Version, m.KubernetesVersion)
 		}
 		return nil
 	}
-	self := n.nodeName(n.desired.Current())
 	record := func(state string) map[string]string {
-		return map[string]string{"version": m.Version, "kubernetesVersion": m.KubernetesVersion, "state": state, "by": self, "at": n.clock.Now().UTC().Format(time.RFC3339)}
+		return map[string]string{"version": m.Version, "kubernetesVersion": m.KubernetesVersion, "state": state, "by": self, "at": c.Clock.Now().UTC().Format(time.RFC3339)}
 	}
-	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: manifestsRecord, Namespace: "kube-system"}, Data: record("applying")}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: Record, Namespace: recordNamespace}, Data: record("applying")}
 	if cur == nil {
-		cm, err = cms.Create(ctx, cm, metav1.CreateOptions{FieldManager: fieldManager})
+		cm, err = c.Kube.CreateConfigMap(ctx, cm)
 	} else {
 		cm.ResourceVersion = rec.ResourceVersion
-		cm, err = cms.Update(ctx, cm, metav1.UpdateOptions{FieldManager: fieldManager})
+		cm, err = c.Kube.UpdateConfigMap(ctx, cm)
 	}
 	if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
 		return nil // another control plane claimed it first: decide again at the next pass
 	}
 	if err != nil {
-		return fmt.Errorf("claim %s: %w", manifestsRecord, err)
+		return fmt.Errorf("claim %s: %w", Record, err)
 	}
 	start := time.Now()
 	for _, obj := range m.Objects {
@@ -224,47 +217,39 @@ func (n *Node) applyManifests(ctx context.Context, cs *kubernetes.Clientset, dyn
 		if !ok {
 			return fmt.Errorf("manifest %s %s: kind not known to machined", obj.GetKind(), obj.GetName())
 		}
-		var ri dynamic.ResourceInterface = dyn.Resource(gvr)
-		if ns := obj.GetNamespace(); ns != "" {
-			ri = dyn.Resource(gvr).Namespace(ns)
-		}
-		if _, err := ri.Apply(ctx, obj.GetName(), obj, metav1.ApplyOptions{FieldManager: fieldManager, Force: true}); err != nil {
+		if err := c.Kube.Apply(ctx, gvr, obj); err != nil {
 			return fmt.Errorf("apply %s %s: %w", strings.ToLower(obj.GetKind()), obj.GetName(), err)
 		}
 	}
-	if err := pruneManifests(ctx, cs, dyn, out); err != nil {
+	if err := c.prune(ctx, out); err != nil {
 		return err
 	}
 	cm.Data = record("applied")
-	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{FieldManager: fieldManager}); err != nil && !apierrors.IsConflict(err) {
+	if _, err := c.Kube.UpdateConfigMap(ctx, cm); err != nil && !apierrors.IsConflict(err) {
 		return fmt.Errorf("record manifests: %w", err)
 	}
 	fmt.Fprintf(out, "applied %d bootstrap objects (version %s, Kubernetes %s) in %s\n", len(m.Objects), m.Version, m.KubernetesVersion, time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
-// pruneManifests deletes what earlier manifests created and the current
+// prune deletes what earlier manifests created and the current
 // ones dropped (k8s.ObsoleteObjects), and every bootstrap-token Secret
 // Ballast made (cluster.token of earlier versions): no bearer token may
 // outlive the design that needed it.
-func pruneManifests(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Interface, out io.Writer) error {
+func (c *Controller) prune(ctx context.Context, out io.Writer) error {
 	for _, o := range k8s.ObsoleteObjects {
 		gvr, ok := resources[o.APIVersion+"/"+o.Kind]
 		if !ok {
 			return fmt.Errorf("obsolete %s %s: kind not known to machined", o.Kind, o.Name)
 		}
-		var ri dynamic.ResourceInterface = dyn.Resource(gvr)
-		if o.Namespace != "" {
-			ri = dyn.Resource(gvr).Namespace(o.Namespace)
-		}
-		switch err := ri.Delete(ctx, o.Name, metav1.DeleteOptions{}); {
+		switch err := c.Kube.Delete(ctx, gvr, o.Namespace, o.Name); {
 		case err == nil:
 			fmt.Fprintf(out, "deleted obsolete %s %s\n", strings.ToLower(o.Kind), o.Name)
 		case !apierrors.IsNotFound(err):
 			return fmt.Errorf("delete obsolete %s %s: %w", strings.ToLower(o.Kind), o.Name, err)
 		}
 	}
-	list, err := cs.CoreV1().Secrets("kube-system").List(ctx, metav1.ListOptions{FieldSelector: "type=" + string(corev1.SecretTypeBootstrapToken)})
+	list, err := c.Kube.Secrets(ctx, "kube-system", "type="+string(corev1.SecretTypeBootstrapToken))
 	if err != nil {
 		return fmt.Errorf("list bootstrap tokens: %w", err)
 	}
@@ -272,7 +257,7 @@ func pruneManifests(ctx context.Context, cs kubernetes.Interface, dyn dynamic.In
 		if !slices.Contains(strings.Split(string(s.Data["auth-extra-groups"]), ","), k8s.LegacyTokenGroup) {
 			continue // not Ballast's
 		}
-		if err := cs.CoreV1().Secrets("kube-system").Delete(ctx, s.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		if err := c.Kube.DeleteSecret(ctx, "kube-system", s.Name); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("delete bootstrap token %s: %w", s.Name, err)
 		}
 		fmt.Fprintf(out, "deleted Ballast's bootstrap token Secret %s (kubelets no longer join with a token)\n", s.Name)

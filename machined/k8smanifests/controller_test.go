@@ -1,10 +1,11 @@
-package node
+package k8smanifests
 
 import (
 	"testing"
 	"time"
 
 	"github.com/ballast-os/ballast/machined/k8s"
+	"github.com/ballast-os/ballast/pkg/config"
 )
 
 // TestDecideManifests: the newer manifests win whichever control plane
@@ -13,12 +14,12 @@ import (
 func TestDecideManifests(t *testing.T) {
 	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
 	mine := k8s.ManifestsID{Revision: 2, KubernetesVersion: "v1.36.3", Version: "2-bbbb"}
-	rec := func(id k8s.ManifestsID, applied bool, age time.Duration) *manifestsRecorded {
-		return &manifestsRecorded{id: id, applied: applied, at: now.Add(-age)}
+	rec := func(id k8s.ManifestsID, applied bool, age time.Duration) *recorded {
+		return &recorded{id: id, applied: applied, at: now.Add(-age)}
 	}
 	for _, tc := range []struct {
 		name string
-		rec  *manifestsRecorded
+		rec  *recorded
 		want manifestsDecision
 	}{
 		{"nothing recorded", nil, manifestsApply},
@@ -38,10 +39,27 @@ func TestDecideManifests(t *testing.T) {
 			// The other side agrees: where mine applies over a complete
 			// record, the record's owner would leave mine alone.
 			if tc.rec != nil && tc.rec.applied && tc.want == manifestsApply {
-				if back := decideManifests(tc.rec.id, &manifestsRecorded{id: mine, applied: true}, now); back != manifestsOlder {
+				if back := decideManifests(tc.rec.id, &recorded{id: mine, applied: true}, now); back != manifestsOlder {
 					t.Fatalf("the other control plane decides %d on our record, want to leave it", back)
 				}
 			}
 		})
+	}
+}
+
+// TestManifestKindsAreKnown: every kind the bootstrap manifests use can be
+// applied by machined.
+func TestManifestKindsAreKnown(t *testing.T) {
+	cfg := &config.Config{}
+	cfg.Cluster.Network.ServiceSubnets = []string{"10.96.0.0/12"}
+	cfg.Cluster.KubernetesVersion = "v1.36.3"
+	m, err := k8s.RenderManifests(cfg, "https://127.0.0.1:7445")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range m.Objects {
+		if _, ok := resources[o.GetAPIVersion()+"/"+o.GetKind()]; !ok {
+			t.Errorf("%s %s: kind unknown to machined", o.GetAPIVersion(), o.GetKind())
+		}
 	}
 }

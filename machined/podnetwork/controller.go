@@ -1,4 +1,10 @@
-package node
+// Package podnetwork is the controller of a node's pod network (host-gw,
+// no overlay): it writes the node's CNI config for its pod CIDR (Debian's
+// bridge and host-local plugins) and keeps one route per other node, that
+// node's pod CIDR via its InternalIP — the nodes share a link. Routes it
+// owns carry RouteProtocol; those to CIDRs no node has any more are
+// removed.
+package podnetwork
 
 import (
 	"bytes"
@@ -16,72 +22,66 @@ import (
 
 	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/ballast-os/ballast/machined/clock"
 	"github.com/ballast-os/ballast/machined/k8s"
+	"github.com/ballast-os/ballast/machined/kube"
 	"github.com/ballast-os/ballast/machined/network"
 	"github.com/ballast-os/ballast/pkg/atomicfile"
 )
 
-// podNetworkService keeps the node's CNI config and the routes to the
-// other nodes' pod CIDRs.
-const podNetworkService = "pod-network"
+// Service is the controller's name as a supervised service.
+const Service = "pod-network"
 
-// routeProtocol marks the routes the pod network owns.
-const routeProtocol = network.ProtoPods
+// RouteProtocol marks the routes the pod network owns.
+const RouteProtocol = network.ProtoPods
 
-// cniConfName is the node's CNI config file.
-const cniConfName = "10-ballast.conflist"
+// ConfName is the node's CNI config file.
+const ConfName = "10-ballast.conflist"
 
-// cniBridge is the pods' bridge in the node's network namespace.
-const cniBridge = "cni0"
+// Bridge is the pods' bridge in the node's network namespace.
+const Bridge = "cni0"
 
-// runPodNetwork watches the cluster's Nodes with the kubelet's credentials
-// (the bootstrap manifests let nodes list and watch Nodes) and keeps: the CNI config for this node's pod
-// CIDR (Debian's bridge and host-local plugins) and one route per other
-// node, its pod CIDR via its InternalIP (host-gw: the nodes share a link).
-func (n *Node) runPodNetwork(ctx context.Context, out io.Writer) error {
-	cfg := n.desired.Current()
-	if cfg == nil {
-		return errors.New("no machine config")
-	}
-	self := n.nodeName(cfg)
-	p := n.kubeletPaths()
-	// The kubeconfig and client certificate exist once TLS bootstrap is
-	// done (bootstrapKubelet); the kubelet may have rotated them since.
-	var rc *rest.Config
-	if err := pollUntil(ctx, n.clock, 500*time.Millisecond, func(context.Context) error {
-		var err error
-		rc, err = clientcmd.BuildConfigFromFlags("", p.Kubeconfig())
-		return err
-	}); err != nil {
-		return fmt.Errorf("kubelet kubeconfig: %w", err)
-	}
-	rc.UserAgent = "ballast-machined/pod-network"
-	cs, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return err
-	}
+// Resync is how often the controller reconciles without a change to any
+// Node.
+const Resync = 30 * time.Second
+
+// Kube is what the controller reads from the Kubernetes API.
+type Kube interface {
+	WatchNodes(ctx context.Context) (kube.Store, <-chan struct{})
+}
+
+// Controller is the pod-network controller of one node.
+type Controller struct {
+	// Kube reads the Nodes (with the kubelet's credentials: the bootstrap
+	// manifests let nodes list and watch Nodes).
+	Kube Kube
+	// Node is this node's name.
+	Node  string
+	Paths k8s.KubeletPaths
+	Clock clock.Clock
+}
+
+// Run enables IPv4 forwarding and reconciles on every Node change and
+// every Resync until ctx ends.
+func (c *Controller) Run(ctx context.Context, out io.Writer) error {
 	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1\n"), 0o644); err != nil {
 		return fmt.Errorf("enable IPv4 forwarding: %w", err)
 	}
-	store, kick := watchResource(ctx, cs.CoreV1().RESTClient(), "nodes", fields.Everything(), &corev1.Node{})
+	store, kick := c.Kube.WatchNodes(ctx)
 	var lastErr string
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-kick:
-		case <-n.clock.After(30 * time.Second):
+		case <-c.Clock.After(Resync):
 		}
 		var nodes []*corev1.Node
 		for _, o := range store.List() {
 			nodes = append(nodes, o.(*corev1.Node))
 		}
-		err := syncPodNetwork(self, nodes, p, out)
+		err := sync(c.Node, nodes, c.Paths, out)
 		if msg := fmt.Sprint(err); err != nil && msg != lastErr {
 			fmt.Fprintf(out, "pod network: %v\n", err)
 		}
@@ -89,9 +89,9 @@ func (n *Node) runPodNetwork(ctx context.Context, out io.Writer) error {
 	}
 }
 
-// syncPodNetwork writes this node's CNI config and sets the routes to the
+// sync writes this node's CNI config and sets the routes to the
 // other nodes' pod CIDRs, removing routes to CIDRs no node has any more.
-func syncPodNetwork(self string, nodes []*corev1.Node, p k8s.KubeletPaths, out io.Writer) error {
+func sync(self string, nodes []*corev1.Node, p k8s.KubeletPaths, out io.Writer) error {
 	var errs []error
 	want := map[string]net.IP{}
 	for _, nd := range nodes {
@@ -118,7 +118,7 @@ func syncPodNetwork(self string, nodes []*corev1.Node, p k8s.KubeletPaths, out i
 			want[c] = ip
 		}
 	}
-	have, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: routeProtocol}, netlink.RT_FILTER_PROTOCOL)
+	have, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
 	if err != nil {
 		return fmt.Errorf("list routes: %w", err)
 	}
@@ -130,7 +130,7 @@ func syncPodNetwork(self string, nodes []*corev1.Node, p k8s.KubeletPaths, out i
 		if slices.ContainsFunc(have, func(r netlink.Route) bool { return r.Dst != nil && r.Dst.String() == dst.String() && r.Gw.Equal(gw) }) {
 			continue
 		}
-		if err := netlink.RouteReplace(&netlink.Route{Dst: dst, Gw: gw, Protocol: routeProtocol}); err != nil {
+		if err := netlink.RouteReplace(&netlink.Route{Dst: dst, Gw: gw, Protocol: RouteProtocol}); err != nil {
 			errs = append(errs, fmt.Errorf("route %s via %s: %w", cidr, gw, err))
 			continue
 		}
@@ -177,7 +177,7 @@ func CNIConfig(cidrs []string, dataDir string) ([]byte, error) {
 		"plugins": []any{
 			map[string]any{
 				"type":        "bridge",
-				"bridge":      cniBridge,
+				"bridge":      Bridge,
 				"isGateway":   true,
 				"ipMasq":      false,
 				"hairpinMode": true,
@@ -198,7 +198,7 @@ func writeCNIConfig(p k8s.KubeletPaths, cidrs []string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	path := filepath.Join(p.CNIConfDir, cniConfName)
+	path := filepath.Join(p.CNIConfDir, ConfName)
 	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
 		return false, nil
 	}
