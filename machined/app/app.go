@@ -34,6 +34,7 @@ func Main() {
 	case filepath.Base(os.Args[0]) == "modprobe":
 		os.Exit(pid1.Modprobe(os.Args[1:]))
 	}
+	tuneGC()
 	if err := Run(context.Background(), os.Args[1:], os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "machined:", err)
 		os.Exit(1)

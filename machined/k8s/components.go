@@ -29,12 +29,11 @@ type Component struct {
 
 // Components returns the three control-plane components of the node, with
 // their flags built from the config (extraArgs win over Ballast's own).
-// etcdServers are the client URLs of every etcd member.
-func Components(cfg *config.Config, n Node, p Paths, etcdServers []string) ([]Component, error) {
+func Components(cfg *config.Config, n Node, p Paths) ([]Component, error) {
 	podCIDR := strings.Join(cfg.Cluster.Network.PodSubnets, ",")
 	svcCIDR := strings.Join(cfg.Cluster.Network.ServiceSubnets, ",")
-	if len(etcdServers) == 0 {
-		return nil, fmt.Errorf("no etcd servers")
+	if n.EtcdServer == "" {
+		return nil, fmt.Errorf("no etcd server")
 	}
 	apiserver := map[string]string{
 		"advertise-address":        n.AdvertiseIP,
@@ -49,7 +48,7 @@ func Components(cfg *config.Config, n Node, p Paths, etcdServers []string) ([]Co
 		"client-ca-file":                     In(caCrt),
 		"tls-cert-file":                      In("apiserver.crt"),
 		"tls-private-key-file":               In("apiserver.key"),
-		"etcd-servers":                       strings.Join(etcdServers, ","),
+		"etcd-servers":                       n.EtcdServer,
 		"etcd-cafile":                        In(etcdCACrt),
 		"etcd-certfile":                      In("apiserver-etcd-client.crt"),
 		"etcd-keyfile":                       In("apiserver-etcd-client.key"),

@@ -23,7 +23,7 @@ func TestComponentMountsLeastPrivilege(t *testing.T) {
 	if _, err := Sync(p, cfg, testNode, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	comps, err := Components(cfg, testNode, p, []string{"https://10.5.0.2:2379"})
+	comps, err := Components(cfg, testNode, p)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,6 +30,11 @@ type Node struct {
 	// LocalEndpoint is the node's API load balancer (https://127.0.0.1:7445),
 	// which the controller-manager and scheduler talk to.
 	LocalEndpoint string
+	// EtcdServer is the client URL of the node's own etcd member, the only
+	// one its apiserver talks to (as kubeadm's stacked topology does): an
+	// apiserver whose member is down or cut off is not ready, and the
+	// load balancers and the VIP go around it.
+	EtcdServer string
 }
 
 // ErrMissingSecret is returned when the config lacks a CA or key the

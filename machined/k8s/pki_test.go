@@ -33,7 +33,7 @@ func controlPlaneConfig(t *testing.T) *config.Config {
 	return cfg.WithDefaults()
 }
 
-var testNode = Node{Name: "lab-cp1", AdvertiseIP: "10.5.0.2", LocalEndpoint: "https://127.0.0.1:7445"}
+var testNode = Node{Name: "lab-cp1", AdvertiseIP: "10.5.0.2", LocalEndpoint: "https://127.0.0.1:7445", EtcdServer: "https://10.5.0.2:2379"}
 
 func servingCert(t *testing.T, p Paths) *x509Cert {
 	t.Helper()
@@ -164,12 +164,12 @@ func TestComponentsExtraArgsWin(t *testing.T) {
 	cfg := controlPlaneConfig(t)
 	cfg.Cluster.APIServer.ExtraArgs = map[string]string{"audit-log-path": "/dev/null", "v": "2"}
 	cfg.Cluster.Scheduler.Image = "registry.example/kube-scheduler:v1.36.3"
-	comps, err := Components(cfg, testNode, Paths{Dir: "/x"}, []string{"https://10.5.0.2:2379", "https://10.5.0.3:2379"})
+	comps, err := Components(cfg, testNode, Paths{Dir: "/x"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	api := comps[0]
-	for _, want := range []string{"--audit-log-path=/dev/null", "--v=2", "--etcd-servers=https://10.5.0.2:2379,https://10.5.0.3:2379",
+	for _, want := range []string{"--audit-log-path=/dev/null", "--v=2", "--etcd-servers=https://10.5.0.2:2379",
 		"--advertise-address=10.5.0.2", "--authorization-mode=Node,RBAC", "--encryption-provider-config=/etc/kubernetes/encryption-config.yaml"} {
 		if !slices.Contains(api.Args, want) {
 			t.Errorf("apiserver args lack %s: %v", want, api.Args)
@@ -184,8 +184,10 @@ func TestComponentsExtraArgsWin(t *testing.T) {
 	if m := comps[2].Mounts; len(m) != 1 || m[0].Source != "/x/"+schedulerKC {
 		t.Fatalf("the scheduler mounts %v, want its kubeconfig only", m)
 	}
-	if _, err := Components(cfg, testNode, Paths{Dir: "/x"}, nil); err == nil {
-		t.Fatal("components without etcd servers")
+	noEtcd := testNode
+	noEtcd.EtcdServer = ""
+	if _, err := Components(cfg, noEtcd, Paths{Dir: "/x"}); err == nil {
+		t.Fatal("components without an etcd server")
 	}
 }
 

@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/ballast-os/ballast/machined/etcd"
 	"github.com/ballast-os/ballast/machined/k8s"
 	"github.com/ballast-os/ballast/machined/runner"
 	"github.com/ballast-os/ballast/machined/supervisor"
@@ -40,6 +43,7 @@ func (n *Node) k8sNode(cfg *config.Config) k8s.Node {
 		Name:          n.nodeName(cfg),
 		AdvertiseIP:   n.advertiseIP(cfg),
 		LocalEndpoint: "https://" + n.lbAddr(),
+		EtcdServer:    "https://" + net.JoinHostPort(n.advertiseIP(cfg), strconv.Itoa(etcd.ClientPort)),
 	}
 }
 
@@ -109,7 +113,7 @@ func (n *Node) apiserverThroughLB() supervisor.Condition {
 }
 
 // componentRunner builds a component's container at every start, so that a
-// restart picks up the current config (extraArgs, image) and etcd members.
+// restart picks up the current config (extraArgs, image, address).
 type componentRunner struct {
 	n    *Node
 	name string
@@ -123,7 +127,7 @@ func (r *componentRunner) Run(ctx context.Context, out io.Writer, started func()
 	if cfg == nil {
 		return errors.New("no machine config")
 	}
-	comps, err := k8s.Components(cfg, n.k8sNode(cfg), n.k8sPaths(), n.etcdServers(ctx, cfg))
+	comps, err := k8s.Components(cfg, n.k8sNode(cfg), n.k8sPaths())
 	if err != nil {
 		return err
 	}
@@ -150,40 +154,10 @@ func (r *componentRunner) Run(ctx context.Context, out io.Writer, started func()
 	}).Run(ctx, out, started)
 }
 
-// etcdServers are the client URLs of the etcd members, this node's first;
-// the node's own member alone when the list cannot be read.
-func (n *Node) etcdServers(ctx context.Context, cfg *config.Config) []string {
-	own := "https://" + n.advertiseIP(cfg) + ":2379"
-	out := []string{own}
-	n.mu.Lock()
-	mgr := n.etcdMgr
-	n.mu.Unlock()
-	if mgr == nil {
-		return out
-	}
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	resp, err := mgr.Members(cctx)
-	if err != nil {
-		return out
-	}
-	for _, m := range resp.Members {
-		if m.IsLearner {
-			continue
-		}
-		for _, u := range m.ClientURLs {
-			if u != own && !strings.Contains(u, "127.0.0.1") {
-				out = append(out, u)
-			}
-		}
-	}
-	return out
-}
-
-// componentSpecs fingerprints each component's image and flags (without
-// the etcd member list, which a restart picks up anyway).
+// componentSpecs fingerprints each component's image and flags (a new
+// advertise address, and so a new etcd server, restarts the apiserver).
 func (n *Node) componentSpecs(cfg *config.Config) map[string]string {
-	comps, err := k8s.Components(cfg, n.k8sNode(cfg), n.k8sPaths(), []string{"-"})
+	comps, err := k8s.Components(cfg, n.k8sNode(cfg), n.k8sPaths())
 	if err != nil {
 		return nil
 	}
