@@ -1,5 +1,14 @@
 package etcd
 
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/ballast-os/ballast/machined/clock"
+)
+
 // identity is what the member is named and reached at. Both follow the
 // node: a DHCP lease or a static address that changes while etcd runs
 // changes the advertise address, and with no hostname configured the name
@@ -58,4 +67,50 @@ func (m *Manager) addressChanged() bool { return m.identity() != m.certsFor }
 func (m *Manager) Address() (name, ip string) {
 	id := m.identity()
 	return id.name, id.ip
+}
+
+// AddressPoll is how often an AddressFollower reads the node's address; a
+// new one must be seen twice in a row (a lease being replaced passes
+// through no address).
+const AddressPoll = time.Second
+
+// AddressFollower feeds a changed advertise address (a new DHCP lease, a
+// static address applied live) to a Manager's address-change logic
+// (SetAddress): the member starts again at the new address, its peer URL
+// updated through the other members, its data and membership kept.
+type AddressFollower struct {
+	Manager *Manager
+	// Node returns the node's name and advertise address now (ok false:
+	// not configured).
+	Node  func() (name, ip string, ok bool)
+	Clock clock.Clock
+}
+
+// Run polls the node's address every AddressPoll and hands a stable new one
+// to the manager, until ctx ends.
+func (f *AddressFollower) Run(ctx context.Context, out io.Writer) error {
+	pending := ""
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-f.Clock.After(AddressPoll):
+		}
+		name, ip, ok := f.Node()
+		if !ok {
+			continue
+		}
+		_, current := f.Manager.Address()
+		if ip == current || ip == "127.0.0.1" || ip == "" {
+			pending = ""
+			continue
+		}
+		if ip != pending {
+			pending = ip
+			continue
+		}
+		fmt.Fprintf(out, "advertise address changed from %s to %s: restarting the etcd member at it\n", current, ip)
+		f.Manager.SetAddress(name, ip)
+		pending = ""
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ballast-os/ballast/machined/etcd"
 	"github.com/ballast-os/ballast/machined/metrics"
 	"github.com/ballast-os/ballast/pkg/pki"
 )
@@ -62,7 +63,7 @@ func (n *Node) runMetrics(ctx context.Context, out io.Writer) error {
 				stop()
 				return <-done
 			case <-changed:
-			case <-n.clock.After(addressPoll): // the advertise address may change
+			case <-n.clock.After(etcd.AddressPoll): // the advertise address may change
 			}
 			cur, ch := n.Config()
 			changed = ch
