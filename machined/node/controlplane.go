@@ -15,6 +15,7 @@ import (
 
 	"github.com/ballast-os/ballast/machined/etcd"
 	"github.com/ballast-os/ballast/machined/k8s"
+	"github.com/ballast-os/ballast/machined/k8scerts"
 	"github.com/ballast-os/ballast/machined/runner"
 	"github.com/ballast-os/ballast/machined/supervisor"
 	"github.com/ballast-os/ballast/pkg/config"
@@ -22,15 +23,7 @@ import (
 )
 
 // k8sCertsService issues and renews the control plane's certificates.
-const k8sCertsService = "k8s-certs"
-
-// restartLockKey serializes kube-apiserver restarts (renewed certificates,
-// changed flags) across control planes, so that only one is down at a time.
-const restartLockKey = "/ballast/locks/control-plane-restart"
-
-// restartReadyTimeout bounds the wait for a restarted component to be
-// healthy before the next one restarts.
-const restartReadyTimeout = 3 * time.Minute
+const k8sCertsService = k8scerts.Service
 
 // k8sDir is the node's Kubernetes directory (certificates, kubeconfigs).
 func (n *Node) k8sPaths() k8s.Paths {
@@ -60,7 +53,7 @@ func (n *Node) controlPlaneSpecs(cfg *config.Config) []supervisor.Spec {
 		ID:          k8sCertsService,
 		Description: "Kubernetes certificates, kubeconfigs and encryption config, renewed when a third of their lifetime is left",
 		Runner: runner.Goroutine(k8sCertsService, func(ctx context.Context, out io.Writer) error {
-			return n.runK8sCerts(ctx, out, markReady)
+			return n.k8sCertsController().Run(ctx, out, markReady)
 		}),
 		Restart: supervisor.Always,
 	}}
@@ -101,6 +94,30 @@ func (n *Node) controlPlaneSpecs(cfg *config.Config) []supervisor.Spec {
 		})
 	}
 	return specs
+}
+
+// k8sCertsController is the node's files controller (made once).
+func (n *Node) k8sCertsController() *k8scerts.Controller {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.k8sCerts == nil {
+		n.k8sCerts = &k8scerts.Controller{
+			Paths:    n.k8sPaths(),
+			Inputs:   k8scerts.Inputs{Config: n.Config, Node: n.k8sNode, Specs: n.componentSpecs},
+			Services: n.sup,
+			Lock:     k8scerts.EtcdLock(n.localEtcd),
+			HandOff: func(ctx context.Context) {
+				n.mu.Lock()
+				v := n.vip
+				n.mu.Unlock()
+				if v != nil {
+					v.Resign(ctx)
+				}
+			},
+			Clock: n.clock,
+		}
+	}
+	return n.k8sCerts
 }
 
 // apiserverThroughLB is the condition of what talks to the API from a

@@ -20,6 +20,7 @@ import (
 	"github.com/ballast-os/ballast/machined/containerd"
 	"github.com/ballast-os/ballast/machined/desired"
 	"github.com/ballast-os/ballast/machined/etcd"
+	"github.com/ballast-os/ballast/machined/k8scerts"
 	"github.com/ballast-os/ballast/machined/lb"
 	"github.com/ballast-os/ballast/machined/logs"
 	"github.com/ballast-os/ballast/machined/metrics"
@@ -104,9 +105,9 @@ type Node struct {
 	ctrd     *containerd.Daemon
 	network  *network.Controller
 	timesync *timesync.Syncer
-	// pendingRestart are Kubernetes components whose files or flags
-	// changed and that have not been restarted since (k8s-certs service).
-	pendingRestart map[string]bool
+	// k8sCerts is the control plane's files controller, kept for the
+	// node's life: its pending restarts outlive a restart of its service.
+	k8sCerts *k8scerts.Controller
 	// componentImagesReady is closed once the images service imported the
 	// control-plane components' archives (they go first), imagesReady once
 	// it imported every archive.
