@@ -2,17 +2,14 @@ package node
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io"
 	"net"
 	"path/filepath"
-	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/ballast-os/ballast/machined/controlplane"
 	"github.com/ballast-os/ballast/machined/etcd"
 	"github.com/ballast-os/ballast/machined/k8s"
 	"github.com/ballast-os/ballast/machined/k8scerts"
@@ -86,7 +83,7 @@ func (n *Node) controlPlaneSpecs(cfg *config.Config) []supervisor.Spec {
 			Description: name + " " + cfg.Cluster.KubernetesVersion + " (container in containerd namespace " + runner.SystemNamespace + ")",
 			DependsOn:   deps,
 			Conditions:  conds(name),
-			Runner:      &componentRunner{n: n, name: name},
+			Runner:      &controlplane.Component{Name: name, Inputs: n.componentInputs()},
 			Restart:     supervisor.Always,
 			// A component that fails 10 (liveness) probes in a row (≥ 20 s;
 			// an apiserver starts in ~3 s) is restarted.
@@ -129,58 +126,24 @@ func (n *Node) apiserverThroughLB() supervisor.Condition {
 	}}
 }
 
-// componentRunner builds a component's container at every start, so that a
-// restart picks up the current config (extraArgs, image, address).
-type componentRunner struct {
-	n    *Node
-	name string
+// componentInputs are what the components are made of, from the node.
+func (n *Node) componentInputs() controlplane.Inputs {
+	return controlplane.Inputs{
+		Config: n.desired.Current,
+		Node:   n.k8sNode,
+		Paths:  n.k8sPaths(),
+		Runtime: func() controlplane.Runtime {
+			n.mu.Lock()
+			defer n.mu.Unlock()
+			if n.ctrd == nil {
+				return nil
+			}
+			return n.ctrd
+		},
+	}
 }
 
-func (r *componentRunner) String() string { return "container(" + r.name + ")" }
-
-func (r *componentRunner) Run(ctx context.Context, out io.Writer, started func()) error {
-	n := r.n
-	cfg := n.desired.Current()
-	if cfg == nil {
-		return errors.New("no machine config")
-	}
-	comps, err := k8s.Components(cfg, n.k8sNode(cfg), n.k8sPaths())
-	if err != nil {
-		return err
-	}
-	i := slices.IndexFunc(comps, func(c k8s.Component) bool { return c.Name == r.name })
-	if i < 0 {
-		return fmt.Errorf("unknown component %s", r.name)
-	}
-	c := comps[i]
-	n.mu.Lock()
-	d := n.ctrd
-	n.mu.Unlock()
-	name := n.nodeName(cfg)
-	return runner.Container(runner.ContainerOptions{
-		Client:      d.Client,
-		ID:          c.Name,
-		Image:       c.Image,
-		Args:        c.Args,
-		Mounts:      c.Mounts,
-		Hostname:    name,
-		CgroupsPath: "/ballast/" + name + "/" + c.Name,
-		FIFODir:     d.FIFODir(),
-		RuncRoot:    d.RuncRoot(),
-		GracePeriod: 15 * time.Second,
-	}).Run(ctx, out, started)
-}
-
-// componentSpecs fingerprints each component's image and flags (a new
-// advertise address, and so a new etcd server, restarts the apiserver).
+// componentSpecs fingerprints each component's image and flags.
 func (n *Node) componentSpecs(cfg *config.Config) map[string]string {
-	comps, err := k8s.Components(cfg, n.k8sNode(cfg), n.k8sPaths())
-	if err != nil {
-		return nil
-	}
-	out := map[string]string{}
-	for _, c := range comps {
-		out[c.Name] = c.Image + " " + strings.Join(c.Args, " ")
-	}
-	return out
+	return controlplane.Fingerprints(cfg, n.k8sNode(cfg), n.k8sPaths())
 }
