@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"crypto"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -16,9 +15,8 @@ import (
 	"time"
 
 	"github.com/ballast-os/ballast/api/machine"
-	"github.com/ballast-os/ballast/machined/errdefs"
+	"github.com/ballast-os/ballast/machined/certsigner"
 	"github.com/ballast-os/ballast/machined/k8s"
-	"github.com/ballast-os/ballast/machined/machines"
 	"github.com/ballast-os/ballast/pkg/atomicfile"
 	"github.com/ballast-os/ballast/pkg/client"
 	"github.com/ballast-os/ballast/pkg/config"
@@ -46,60 +44,6 @@ const (
 	// which records it.
 	kubeletClientAddress = "kubelet-client-address"
 )
-
-// kubeletClientRequest is what a kubelet client certificate for node name
-// names: system:node:<name> in system:nodes, client use only.
-func kubeletClientRequest(name string, pub crypto.PublicKey, lifetime time.Duration) pki.Request {
-	return pki.Request{
-		CommonName: "system:node:" + name, Organization: []string{"system:nodes"},
-		Usage: pki.UsageClient, PublicKey: pub, Validity: lifetime,
-	}
-}
-
-func certificateLifetime(cfg *config.Config) time.Duration {
-	if l := cfg.Cluster.CertificateLifetime.Std(); l > 0 {
-		return l
-	}
-	return config.DefaultCertificateLifetime.Std()
-}
-
-// SignKubeletCertificate implements server.Machine: a control plane signs a
-// worker kubelet's client certificate when the worker presents the machine
-// token. The certificate names system:node:<checked hostname>; the machine
-// is recorded with the caller's address first, so the kubelet-serving
-// approver knows it.
-func (n *Node) SignKubeletCertificate(ctx context.Context, csrPEM []byte, token string, peerIP net.IP) ([]byte, error) {
-	cfg, csr, req, err := n.checkWorkerRequest(ctx, "kubelet certificate", csrPEM, token, peerIP)
-	if err != nil {
-		return nil, err
-	}
-	if !n.opts.Kubernetes || cfg.Cluster.CA == nil || cfg.Cluster.CA.Key == "" {
-		return nil, fmt.Errorf("%w: this control plane does not run Kubernetes", errdefs.ErrFailedPrecondition)
-	}
-	if err := n.recordWorker(ctx, req); err != nil {
-		return nil, fmt.Errorf("%w: %w", errdefs.ErrUnavailable, err)
-	}
-	ca, err := pki.FromB64(cfg.Cluster.CA.Crt, cfg.Cluster.CA.Key)
-	if err != nil {
-		return nil, fmt.Errorf("cluster.ca: %w", err)
-	}
-	ck, err := pki.Issue(ca, kubeletClientRequest(req.hostname, csr.PublicKey, certificateLifetime(cfg)))
-	if err != nil {
-		return nil, err
-	}
-	n.log.Info("signed a worker's kubelet client certificate", "node", req.hostname, "ip", req.ip.String())
-	return ck.Crt, nil
-}
-
-// recordWorker records a worker's checked hostname and address in the
-// machine registry.
-func (n *Node) recordWorker(ctx context.Context, req workerCertRequest) error {
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	return registry{n}.Put(cctx, machines.Record{
-		Name: req.hostname, Role: machines.RoleWorker, Addresses: []string{req.ip.String()}, Updated: n.clock.Now().UTC(),
-	})
-}
 
 // localEtcd is the client of this node's etcd member.
 func (n *Node) localEtcd() (*clientv3.Client, error) {
@@ -140,7 +84,7 @@ func (n *Node) ensureKubeletClient(ctx context.Context, cfg *config.Config, kn k
 		if err != nil {
 			return fmt.Errorf("cluster.ca: %w", err)
 		}
-		ck, err := pki.Issue(ca, kubeletClientRequest(kn.Name, key.Public(), certificateLifetime(cfg)))
+		ck, err := pki.Issue(ca, certsigner.KubeletClientRequest(kn.Name, key.Public(), certsigner.CertificateLifetime(cfg)))
 		if err != nil {
 			return err
 		}

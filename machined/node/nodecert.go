@@ -2,21 +2,17 @@ package node
 
 import (
 	"context"
-	"crypto/subtle"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"net"
-	"regexp"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/ballast-os/ballast/api/machine"
-	"github.com/ballast-os/ballast/machined/errdefs"
+	"github.com/ballast-os/ballast/machined/certsigner"
 	"github.com/ballast-os/ballast/machined/machines"
 	"github.com/ballast-os/ballast/pkg/config"
 	"github.com/ballast-os/ballast/pkg/pki"
@@ -31,44 +27,6 @@ import (
 // call come from and the requested hostname once that is checked (a DNS
 // label, and not a name or address of a control plane), marks the result
 // os:node:worker, and gives it server usage only. See docs/security.md.
-
-// ErrCertRefused is wrapped by every refusal of a node certificate request.
-var ErrCertRefused = errors.New("node certificate refused")
-
-// hostnameRE is an RFC 1123 host name: dot-separated labels of letters,
-// digits and inner hyphens.
-var hostnameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
-
-// workerCertRequest is a checked request: what the certificate will name.
-type workerCertRequest struct {
-	hostname string
-	ip       net.IP
-}
-
-// checkWorkerCSR decides what a worker's certificate may name. csr is the
-// worker's request, peerIP the address the call came from as the server saw
-// it, reserved the control planes' names and addresses.
-func checkWorkerCSR(csr *x509.CertificateRequest, peerIP net.IP, reserved machines.Reserved) (workerCertRequest, error) {
-	if peerIP == nil || peerIP.IsUnspecified() || peerIP.IsMulticast() {
-		return workerCertRequest{}, fmt.Errorf("%w: %w: the caller's address %v cannot be certified", errdefs.ErrPermissionDenied, ErrCertRefused, peerIP)
-	}
-	if ip4 := peerIP.To4(); ip4 != nil {
-		peerIP = ip4
-	}
-	if reserved.IP(peerIP) {
-		return workerCertRequest{}, fmt.Errorf("%w: %w: the request comes from %s, a control-plane or cluster-reserved address", errdefs.ErrPermissionDenied, ErrCertRefused, peerIP)
-	}
-	host := strings.ToLower(strings.TrimSuffix(csr.Subject.CommonName, "."))
-	switch {
-	case host == "":
-		return workerCertRequest{}, fmt.Errorf("%w: %w: the request names no hostname (subject common name)", errdefs.ErrInvalidArgument, ErrCertRefused)
-	case len(host) > 253 || !hostnameRE.MatchString(host) || net.ParseIP(host) != nil:
-		return workerCertRequest{}, fmt.Errorf("%w: %w: %q is not a valid hostname", errdefs.ErrInvalidArgument, ErrCertRefused, host)
-	case reserved.Name(host):
-		return workerCertRequest{}, fmt.Errorf("%w: %w: %q is a control-plane or cluster-reserved name", errdefs.ErrPermissionDenied, ErrCertRefused, host)
-	}
-	return workerCertRequest{hostname: host, ip: peerIP}, nil
-}
 
 // reservedIdentities lists the control planes' names and addresses: this
 // node's own, the config's endpoint, peers and certSANs, and every etcd
@@ -107,74 +65,6 @@ func (n *Node) reservedIdentities(ctx context.Context, cfg *config.Config) machi
 		}
 	}
 	return r
-}
-
-// SignNodeCertificate implements server.Machine: a control-plane node signs
-// a worker's machine-API certificate when it presents the machine token.
-// peerIP is the caller's address as the server saw it.
-func (n *Node) SignNodeCertificate(ctx context.Context, csrPEM []byte, token string, peerIP net.IP) ([]byte, error) {
-	cfg, csr, req, err := n.checkWorkerRequest(ctx, "node certificate", csrPEM, token, peerIP)
-	if err != nil {
-		return nil, err
-	}
-	if err := n.recordWorker(ctx, req); err != nil {
-		// The machine-API certificate does not depend on the registry;
-		// the kubelet's certificate records the machine again.
-		n.log.Warn("cannot record the worker in the machine registry", "node", req.hostname, "error", err)
-	}
-	ca, err := pki.FromB64(cfg.Machine.CA.Crt, cfg.Machine.CA.Key)
-	if err != nil {
-		return nil, fmt.Errorf("machine.ca: %w", err)
-	}
-	ck, err := pki.Issue(ca, pki.Request{
-		CommonName: req.hostname, Organization: []string{pki.NodeWorker},
-		DNSNames: []string{req.hostname}, IPs: []net.IP{req.ip},
-		Usage: pki.UsageServer, PublicKey: csr.PublicKey,
-	})
-	if err != nil {
-		return nil, err
-	}
-	var ignored []string
-	for _, ip := range csr.IPAddresses {
-		if !ip.Equal(req.ip) {
-			ignored = append(ignored, ip.String())
-		}
-	}
-	for _, d := range csr.DNSNames {
-		if d != req.hostname {
-			ignored = append(ignored, d)
-		}
-	}
-	n.log.Info("signed a worker certificate", "hostname", req.hostname, "ip", req.ip.String(), "ignored_requested_names", strings.Join(ignored, ","))
-	return ck.Crt, nil
-}
-
-// checkWorkerRequest authenticates a worker's certificate request by the
-// machine token and decides what the certificate may name (checkWorkerCSR);
-// what names the kind of certificate in refusals and logs.
-func (n *Node) checkWorkerRequest(ctx context.Context, what string, csrPEM []byte, token string, peerIP net.IP) (*config.Config, *x509.CertificateRequest, workerCertRequest, error) {
-	cfg, _ := n.Config()
-	if cfg == nil || !cfg.IsControlPlane() || cfg.Machine.CA == nil || cfg.Machine.CA.Key == "" {
-		return nil, nil, workerCertRequest{}, fmt.Errorf("%w: only configured control-plane nodes sign certificates", errdefs.ErrFailedPrecondition)
-	}
-	if subtle.ConstantTimeCompare([]byte(token), []byte(cfg.Machine.Token)) != 1 {
-		n.log.Warn(what+" request with a wrong machine token refused", "peer", peerIP.String())
-		return nil, nil, workerCertRequest{}, fmt.Errorf("%w: %w: wrong machine token", errdefs.ErrPermissionDenied, ErrCertRefused)
-	}
-	block, _ := pem.Decode(csrPEM)
-	if block == nil || block.Type != "CERTIFICATE REQUEST" {
-		return nil, nil, workerCertRequest{}, fmt.Errorf("%w: %w: no PEM certificate request", errdefs.ErrInvalidArgument, ErrCertRefused)
-	}
-	csr, err := x509.ParseCertificateRequest(block.Bytes)
-	if err != nil || csr.CheckSignature() != nil {
-		return nil, nil, workerCertRequest{}, fmt.Errorf("%w: %w: invalid certificate request", errdefs.ErrInvalidArgument, ErrCertRefused)
-	}
-	req, err := checkWorkerCSR(csr, peerIP, n.reservedIdentities(ctx, cfg))
-	if err != nil {
-		n.log.Warn(what+" request refused", "peer", peerIP.String(), "hostname", csr.Subject.CommonName, "error", err)
-		return nil, nil, workerCertRequest{}, err
-	}
-	return cfg, csr, req, nil
 }
 
 // mintNodeCertificate is a control plane's node-cert service: it issues the
@@ -300,4 +190,27 @@ func controlPlaneHosts(cfg *config.Config) []string {
 		}
 	}
 	return out
+}
+
+// signer signs workers' certificates on this control plane.
+func (n *Node) signer() *certsigner.Signer {
+	return &certsigner.Signer{
+		Config:     n.desired.Current,
+		Reserved:   n.reservedIdentities,
+		Registry:   registry{n},
+		Kubernetes: n.opts.Kubernetes,
+		Clock:      n.clock,
+		Log:        n.log,
+	}
+}
+
+// SignNodeCertificate implements server.Machine (certsigner.Signer.SignNode).
+func (n *Node) SignNodeCertificate(ctx context.Context, csrPEM []byte, token string, peerIP net.IP) ([]byte, error) {
+	return n.signer().SignNode(ctx, csrPEM, token, peerIP)
+}
+
+// SignKubeletCertificate implements server.Machine
+// (certsigner.Signer.SignKubelet).
+func (n *Node) SignKubeletCertificate(ctx context.Context, csrPEM []byte, token string, peerIP net.IP) ([]byte, error) {
+	return n.signer().SignKubelet(ctx, csrPEM, token, peerIP)
 }

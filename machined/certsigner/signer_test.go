@@ -1,4 +1,4 @@
-package node
+package certsigner
 
 import (
 	"crypto/x509"
@@ -75,18 +75,18 @@ func TestCheckWorkerCSR(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := checkWorkerCSR(tt.csr, net.ParseIP(tt.peer), reserved)
+			got, err := Check(tt.csr, net.ParseIP(tt.peer), reserved)
 			if tt.wantErr != nil {
-				if !errors.Is(err, tt.wantErr) || !errors.Is(err, ErrCertRefused) {
-					t.Fatalf("err = %v, want %v and ErrCertRefused", err, tt.wantErr)
+				if !errors.Is(err, tt.wantErr) || !errors.Is(err, ErrRefused) {
+					t.Fatalf("err = %v, want %v and ErrRefused", err, tt.wantErr)
 				}
 				return
 			}
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.hostname != tt.wantHost || got.ip.String() != tt.wantIP {
-				t.Fatalf("certifies %s %s, want %s %s", got.hostname, got.ip, tt.wantHost, tt.wantIP)
+			if got.Hostname != tt.wantHost || got.IP.String() != tt.wantIP {
+				t.Fatalf("certifies %s %s, want %s %s", got.Hostname, got.IP, tt.wantHost, tt.wantIP)
 			}
 		})
 	}
