@@ -76,7 +76,7 @@ func (n *Node) kubeletRunner() *kubelet.Runner {
 			return runner.FindBinary("kubelet", n.opts.KubeletPath, "build it with 'make images' or pass --kubelet-path")
 		},
 		ClientCert: func(ctx context.Context, cfg *config.Config, kn k8s.KubeletNode, out io.Writer) error {
-			return n.ensureKubeletClient(ctx, cfg, kn, p, out)
+			return n.kubeletClientCert().Ensure(ctx, cfg, kn, out)
 		},
 		Restart: func(ctx context.Context) error { return n.sup.Restart(ctx, kubeletService) },
 		LogTail: func(lines int) []string {
