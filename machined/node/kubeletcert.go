@@ -15,7 +15,7 @@ import (
 	"github.com/ballast-os/ballast/machined/certsigner"
 	"github.com/ballast-os/ballast/machined/k8s"
 	"github.com/ballast-os/ballast/machined/kubelet"
-	"github.com/ballast-os/ballast/pkg/client"
+	"github.com/ballast-os/ballast/machined/nodecert"
 	"github.com/ballast-os/ballast/pkg/config"
 	"github.com/ballast-os/ballast/pkg/pki"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -59,8 +59,8 @@ func (n *Node) signKubeletClient(ctx context.Context, cfg *config.Config, kn k8s
 	var crt []byte
 	err = pollUntil(ctx, n.clock, 2*time.Second, func(ctx context.Context) error {
 		var errs []error
-		for _, addr := range controlPlaneHosts(cfg) {
-			crt, err = callCertService(ctx, addr, net.ParseIP(kn.IP), machineCA, func(ctx context.Context, c machine.CertificateServiceClient) (*machine.SignNodeCertificateResponse, error) {
+		for _, addr := range nodecert.ControlPlaneHosts(cfg) {
+			crt, err = nodecert.Ask(ctx, addr, net.ParseIP(kn.IP), machineCA, func(ctx context.Context, c machine.CertificateServiceClient) (*machine.SignNodeCertificateResponse, error) {
 				return c.SignKubeletCertificate(ctx, &machine.SignNodeCertificateRequest{Csr: csrPEM, Token: cfg.Machine.Token})
 			})
 			if err == nil {
@@ -82,26 +82,4 @@ func (n *Node) localEtcd() (*clientv3.Client, error) {
 		return nil, errors.New("no etcd member on this node")
 	}
 	return mgr.LocalClient()
-}
-
-// callCertService calls one RPC of a control plane's CertificateService,
-// verifying it is a control plane of the OS CA caPEM, from source (the
-// address the signer certifies).
-func callCertService(ctx context.Context, addr string, source net.IP, caPEM []byte,
-	call func(context.Context, machine.CertificateServiceClient) (*machine.SignNodeCertificateResponse, error)) ([]byte, error) {
-	c, err := client.New(client.Options{Address: addr, CA: caPEM, ServerOnly: true, RequireControlPlane: true, SourceIP: source})
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	resp, err := call(cctx, machine.NewCertificateServiceClient(c.Conn()))
-	if err != nil {
-		return nil, err
-	}
-	if len(resp.GetCrt()) == 0 {
-		return nil, errors.New("empty certificate")
-	}
-	return resp.GetCrt(), nil
 }

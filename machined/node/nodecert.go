@@ -2,31 +2,23 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
-	"slices"
 	"time"
 
-	"github.com/ballast-os/ballast/api/machine"
 	"github.com/ballast-os/ballast/machined/certsigner"
 	"github.com/ballast-os/ballast/machined/machines"
+	"github.com/ballast-os/ballast/machined/nodecert"
 	"github.com/ballast-os/ballast/pkg/config"
-	"github.com/ballast-os/ballast/pkg/pki"
 )
 
-// This file is the node certificate's home: the control-plane side that
-// signs a worker's machine-API certificate, and the worker's node-cert
-// service that asks for it.
-//
-// A certificate names only what its issuer verified: the signer ignores the
-// names and addresses a CSR asks for. It certifies the address it saw the
-// call come from and the requested hostname once that is checked (a DNS
-// label, and not a name or address of a control plane), marks the result
-// os:node:worker, and gives it server usage only. See docs/security.md.
+// This file wires the node certificate: a control plane mints its own
+// machine-API certificate (mintNodeCertificate) and signs workers'
+// (certsigner); a worker fetches its own (nodecert.Fetcher). See
+// docs/security.md.
 
 // reservedIdentities lists the control planes' names and addresses: this
 // node's own, the config's endpoint, peers and certSANs, and every etcd
@@ -93,103 +85,21 @@ func (n *Node) mintNodeCertificate(ctx context.Context, out io.Writer) error {
 	return nil
 }
 
-// workerCertInputs is what a worker's certificate depends on in the config:
-// a change fetches a new one.
-func (n *Node) workerCertInputs(cfg *config.Config) string {
-	return fmt.Sprint(n.hostname(cfg), cfg.Machine.CA.Crt, cfg.Machine.Token, controlPlaneHosts(cfg))
-}
-
-// fetchNodeCertificate is the worker's node-cert service: it asks the
-// control-plane nodes for a machine-API certificate (verifying that they are
-// control planes of the OS CA it already holds) and serves it, and asks
-// again when the hostname, the CA or the control planes change.
-func (n *Node) fetchNodeCertificate(ctx context.Context, out io.Writer) error {
-	for {
-		cfg, changed := n.Config()
-		inputs := n.workerCertInputs(cfg)
-		if err := n.fetchOnce(ctx, cfg, out); err != nil || ctx.Err() != nil {
-			return err
-		}
-		for n.workerCertInputs(cfg) == inputs {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-changed:
-			}
-			cfg, changed = n.Config()
-		}
-		n.log.Info("the config changed what the worker certificate names; fetching a new one")
-	}
-}
-
-// fetchOnce obtains one certificate for cfg and serves it.
-func (n *Node) fetchOnce(ctx context.Context, cfg *config.Config, out io.Writer) error {
-	caPEM, err := pki.DecodeB64(cfg.Machine.CA.Crt)
-	if err != nil {
-		return fmt.Errorf("machine.ca.crt: %w", err)
-	}
-	pool, err := pki.Pool(caPEM)
-	if err != nil {
-		return err
-	}
-	key, keyPEM, err := pki.NewKey()
-	if err != nil {
-		return err
-	}
-	// The signer certifies the address it sees the call come from: call
-	// from the address this node is reached at.
-	source := net.ParseIP(n.advertiseIP(cfg))
-	csrDER, err := x509.CreateCertificateRequest(nil, &x509.CertificateRequest{
-		Subject: pkix.Name{CommonName: n.hostname(cfg)},
-	}, key)
-	if err != nil {
-		return fmt.Errorf("create CSR: %w", err)
-	}
-	csrPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER})
-	delay := time.Second
-	for {
-		for _, addr := range controlPlaneHosts(cfg) {
-			crt, err := callCertService(ctx, addr, source, caPEM, func(ctx context.Context, c machine.CertificateServiceClient) (*machine.SignNodeCertificateResponse, error) {
-				return c.SignNodeCertificate(ctx, &machine.SignNodeCertificateRequest{Csr: csrPEM, Token: cfg.Machine.Token})
-			})
-			if err != nil {
-				fmt.Fprintf(out, "certificate request to %s failed: %v\n", addr, err)
-				continue
-			}
-			cert, err := (&pki.CertAndKey{Crt: crt, Key: keyPEM}).TLSCertificate()
-			if err != nil {
-				return err
-			}
+// certFetcher is the worker's node-cert controller with the node's inputs.
+func (n *Node) certFetcher() *nodecert.Fetcher {
+	return &nodecert.Fetcher{
+		Config:   n.Config,
+		Hostname: n.hostname,
+		Source:   func(cfg *config.Config) net.IP { return net.ParseIP(n.advertiseIP(cfg)) },
+		Serve: func(cert tls.Certificate, pool *x509.CertPool) {
 			n.mu.Lock()
 			n.nodeCert = &cert
 			n.mu.Unlock()
 			n.creds.SetConfigured(cert, pool)
-			fmt.Fprintf(out, "machine-API certificate issued by %s\n", addr)
-			n.log.Info("worker machine-API certificate obtained", "from", addr, "names", fmt.Sprint(cert.Leaf.DNSNames, cert.Leaf.IPAddresses))
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-n.clock.After(delay):
-		}
-		delay = min(delay*2, 15*time.Second)
+		},
+		Clock: n.clock,
+		Log:   n.log,
 	}
-}
-
-// controlPlaneHosts are the control-plane hosts a worker knows of; the port
-// of a peer entry is etcd's, so only the host is kept.
-func controlPlaneHosts(cfg *config.Config) []string {
-	var out []string
-	for _, a := range cfg.ControlPlaneAddrs() {
-		if h, _, err := net.SplitHostPort(a); err == nil {
-			a = h
-		}
-		if !slices.Contains(out, a) {
-			out = append(out, a)
-		}
-	}
-	return out
 }
 
 // signer signs workers' certificates on this control plane.

@@ -122,7 +122,7 @@ func (n *Node) addRoleServices(cfg *config.Config) error {
 		specs = append(specs, supervisor.Spec{
 			ID:          nodeCertService,
 			Description: "machine-API certificate from a control-plane node, fetched again when the config changes it",
-			Runner:      runner.Goroutine(nodeCertService, n.fetchNodeCertificate),
+			Runner:      runner.Goroutine(nodeCertService, n.certFetcher().Run),
 			Restart:     supervisor.OnFailure,
 		})
 	}
