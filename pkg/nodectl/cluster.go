@@ -52,8 +52,8 @@ others join by themselves, and the command waits until 'nodectl health' is green
 The control planes share a VIP (the subnet's last usable address, e.g.
 10.5.0.254), which is the cluster's endpoint; 'nodectl get vip' shows its holder.
 A context named after the cluster is merged into the nodeconfig and made current.
-Every node runs containerd and a kubelet (TLS bootstrap with the cluster's
-token); control planes run kube-apiserver, kube-controller-manager and
+Every node runs containerd and a kubelet (its client certificate signed by a
+control plane; no bootstrap token); control planes run kube-apiserver, kube-controller-manager and
 kube-scheduler, and apply kube-proxy and CoreDNS, all from the image archives
 of _out/images ('make images'). The nodes of each role are spread over
 --zones zones (topology.kubernetes.io/zone). The command waits until every
