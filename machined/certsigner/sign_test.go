@@ -17,9 +17,8 @@ import (
 	"github.com/ballast-os/ballast/machined/errdefs"
 	"github.com/ballast-os/ballast/machined/machines"
 	"github.com/ballast-os/ballast/pkg/config"
-	"github.com/ballast-os/ballast/pkg/gen"
+	"github.com/ballast-os/ballast/pkg/gen/gentest"
 	"github.com/ballast-os/ballast/pkg/pki"
-	"github.com/ballast-os/ballast/pkg/secrets"
 )
 
 type fakeRegistry struct {
@@ -42,18 +41,7 @@ func (f *fakeRegistry) Put(_ context.Context, r machines.Record) error {
 // address, or when the registry cannot record it — and nothing is recorded
 // for a refused request.
 func TestSignKubelet(t *testing.T) {
-	b, err := secrets.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := gen.Generate(gen.Options{ClusterName: "lab", Endpoint: "https://10.5.0.254:6443", Secrets: b})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(out.ControlPlane)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := gentest.New(t).ControlPlane
 	key, _, err := pki.NewKey()
 	if err != nil {
 		t.Fatal(err)

@@ -5,27 +5,15 @@ import (
 
 	"github.com/ballast-os/ballast/machined/k8s"
 	"github.com/ballast-os/ballast/pkg/config"
-	"github.com/ballast-os/ballast/pkg/gen"
+	"github.com/ballast-os/ballast/pkg/gen/gentest"
 	"github.com/ballast-os/ballast/pkg/images"
-	"github.com/ballast-os/ballast/pkg/secrets"
 )
 
 // TestFingerprints: what must restart a component changes its fingerprint
 // — its extraArgs, its image, the node's address (and with it the etcd
 // server) — and nothing else does.
 func TestFingerprints(t *testing.T) {
-	b, err := secrets.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := gen.Generate(gen.Options{ClusterName: "lab", Endpoint: "https://10.5.0.254:6443", Secrets: b})
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, err := config.Load(out.ControlPlane)
-	if err != nil {
-		t.Fatal(err)
-	}
+	base := gentest.New(t).ControlPlane
 	node := k8s.Node{Name: "cp1", AdvertiseIP: "10.5.0.2", LocalEndpoint: "https://127.0.0.1:7445", EtcdServer: "https://10.5.0.2:2379"}
 	p := k8s.Paths{Dir: "/k8s"}
 	before := Fingerprints(base, node, p)

@@ -10,27 +10,14 @@ import (
 	"time"
 
 	"github.com/ballast-os/ballast/pkg/config"
-	"github.com/ballast-os/ballast/pkg/gen"
+	"github.com/ballast-os/ballast/pkg/gen/gentest"
 	"github.com/ballast-os/ballast/pkg/images"
 	"github.com/ballast-os/ballast/pkg/pki"
-	"github.com/ballast-os/ballast/pkg/secrets"
 )
 
 func controlPlaneConfig(t *testing.T) *config.Config {
 	t.Helper()
-	b, err := secrets.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := gen.Generate(gen.Options{ClusterName: "lab", Endpoint: "https://10.5.0.254:6443", Secrets: b})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(out.ControlPlane)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg.WithDefaults()
+	return gentest.New(t).ControlPlane.WithDefaults()
 }
 
 var testNode = Node{Name: "lab-cp1", AdvertiseIP: "10.5.0.2", LocalEndpoint: "https://127.0.0.1:7445", EtcdServer: "https://10.5.0.2:2379"}

@@ -12,9 +12,8 @@ import (
 	"github.com/ballast-os/ballast/machined/clock"
 	"github.com/ballast-os/ballast/machined/k8s"
 	"github.com/ballast-os/ballast/pkg/config"
-	"github.com/ballast-os/ballast/pkg/gen"
+	"github.com/ballast-os/ballast/pkg/gen/gentest"
 	"github.com/ballast-os/ballast/pkg/pki"
-	"github.com/ballast-os/ballast/pkg/secrets"
 )
 
 // TestClientCertEnsure: the kubelet gets a client certificate when it has
@@ -23,19 +22,9 @@ import (
 // address changes (the registry must learn it), and when the certificate
 // is near its end. The key is written 0600.
 func TestClientCertEnsure(t *testing.T) {
-	b, err := secrets.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := gen.Generate(gen.Options{ClusterName: "lab", Endpoint: "https://10.5.0.254:6443", Secrets: b})
-	if err != nil {
-		t.Fatal(err)
-	}
-	worker, err := config.Load(out.Worker)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := pki.FromB64(b.Certs.Kubernetes.Crt, b.Certs.Kubernetes.Key)
+	cluster := gentest.New(t)
+	worker := cluster.Worker
+	ca, err := pki.FromB64(cluster.Secrets.Certs.Kubernetes.Crt, cluster.Secrets.Certs.Kubernetes.Key)
 	if err != nil {
 		t.Fatal(err)
 	}

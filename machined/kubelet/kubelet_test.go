@@ -13,8 +13,7 @@ import (
 
 	"github.com/ballast-os/ballast/machined/k8s"
 	"github.com/ballast-os/ballast/pkg/config"
-	"github.com/ballast-os/ballast/pkg/gen"
-	"github.com/ballast-os/ballast/pkg/secrets"
+	"github.com/ballast-os/ballast/pkg/gen/gentest"
 )
 
 func TestErrorLine(t *testing.T) {
@@ -37,18 +36,7 @@ func TestErrorLine(t *testing.T) {
 // from the config, the client certificate asked for, the flags passed; a
 // config change to extraArgs restarts it, a change elsewhere does not.
 func TestRunnerRestartsOnLiveChange(t *testing.T) {
-	b, err := secrets.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := gen.Generate(gen.Options{ClusterName: "lab", Endpoint: "https://10.5.0.254:6443", Secrets: b})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(out.ControlPlane)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := gentest.New(t).ControlPlane
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "kubelet")
 	argsFile := filepath.Join(dir, "args")
