@@ -208,6 +208,15 @@ func testKubeletTrust(t *testing.T, c *localCluster, cp, w1, w2 clusterNode, end
 		}
 	})
 
+	t.Run("the machine token can not take another worker's name", func(t *testing.T) {
+		// Asked from the test's own address, not w1's, without w1's
+		// certificates: the name stays w1's.
+		_, _, err := kubeletCert(c.name + "-w1")
+		if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "is the name of the machine at "+w1.Address) {
+			t.Fatalf("kubelet certificate for %s-w1 from another address: %v, want PermissionDenied naming %s", c.name, err, w1.Address)
+		}
+	})
+
 	t.Run("kubelets serve certificates of their own CA, which apiserver clients do not trust", func(t *testing.T) {
 		conn, err := tls.Dial("tcp", net.JoinHostPort(w1.Address, "10250"), &tls.Config{InsecureSkipVerify: true})
 		if err != nil {

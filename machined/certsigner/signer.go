@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"net"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,11 +32,15 @@ import (
 	"github.com/ballast-os/ballast/machined/machines"
 	"github.com/ballast-os/ballast/pkg/config"
 	"github.com/ballast-os/ballast/pkg/pki"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
 )
 
-// Registry is where the signer records workers (machines.Put).
+// Registry is where the signer records workers (machines.Put) and looks
+// up who holds a name (machines.Get).
 type Registry interface {
 	Put(ctx context.Context, r machines.Record) error
+	Get(ctx context.Context, name string) (machines.Record, bool, error)
 }
 
 // Signer signs workers' certificates on a control plane.
@@ -117,8 +122,8 @@ func (s *Signer) SignNode(ctx context.Context, csrPEM []byte, token string, peer
 		return nil, err
 	}
 	if err := s.record(ctx, req); err != nil {
-		// The machine-API certificate does not depend on the registry;
-		// the kubelet's certificate records the machine again.
+		// The name was checked against the registry; recording it can
+		// wait for the kubelet's certificate, which records it again.
 		s.Log.Warn("cannot record the worker in the machine registry", "node", req.Hostname, "error", err)
 	}
 	ca, err := pki.FromB64(cfg.Machine.CA.Crt, cfg.Machine.CA.Key)
@@ -169,11 +174,82 @@ func (s *Signer) check(ctx context.Context, what string, csrPEM []byte, token st
 		return nil, nil, Request{}, fmt.Errorf("%w: %w: invalid certificate request", errdefs.ErrInvalidArgument, ErrRefused)
 	}
 	req, err := Check(csr, peerIP, s.Reserved(ctx, cfg))
+	if err == nil {
+		err = s.claimable(ctx, cfg, req, Proof(ctx))
+	}
 	if err != nil {
 		s.Log.Warn(what+" request refused", "peer", peerIP.String(), "hostname", csr.Subject.CommonName, "error", err)
 		return nil, nil, Request{}, err
 	}
 	return cfg, csr, req, nil
+}
+
+// claimable refuses a name the registry holds for a machine at another
+// address unless the caller proves it is that machine, presenting as its
+// TLS client certificate one that names it: its worker machine-API
+// certificate (OS CA, os:node:worker) or its kubelet's client certificate
+// (cluster CA, system:node:<name>, kept on the node's disk across
+// reboots). A worker whose address changed thus keeps its name; the
+// machine token alone, shared by every worker, cannot take over another
+// worker's name. A name is free again once its record is gone: another
+// claim took its address, or the serving-CSR approver released it (its
+// Node deleted, or not Ready for csrapprover.ReleaseAfter).
+func (s *Signer) claimable(ctx context.Context, cfg *config.Config, req Request, proof *x509.Certificate) error {
+	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	rec, ok, err := s.Registry.Get(gctx, req.Hostname)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: %w: the machine registry cannot say who holds %q: %w", errdefs.ErrUnavailable, ErrRefused, req.Hostname, err)
+	case !ok || slices.Contains(rec.Addresses, req.IP.String()):
+		return nil
+	}
+	if proof != nil && provesName(cfg, proof, req.Hostname, s.Clock.Now()) {
+		return nil
+	}
+	return fmt.Errorf("%w: %w: %q is the name of the machine at %s; that machine proves itself with its certificates when its address changes, and the name is free for another machine once its Node is deleted (kubectl delete node %s) or has not been Ready for a while",
+		errdefs.ErrPermissionDenied, ErrRefused, req.Hostname, strings.Join(rec.Addresses, ", "), req.Hostname)
+}
+
+// provesName reports whether c names the machine name and is valid at
+// now: a worker machine-API certificate of the OS CA, or a kubelet client
+// certificate of the cluster CA.
+func provesName(cfg *config.Config, c *x509.Certificate, name string, now time.Time) bool {
+	verifies := func(caB64 string, usage x509.ExtKeyUsage) bool {
+		caPEM, err := pki.DecodeB64(caB64)
+		if err != nil {
+			return false
+		}
+		pool, err := pki.Pool(caPEM)
+		if err != nil {
+			return false
+		}
+		_, err = c.Verify(x509.VerifyOptions{Roots: pool, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{usage}})
+		return err == nil
+	}
+	switch {
+	case c.Subject.CommonName == name && slices.Contains(c.Subject.Organization, pki.NodeWorker):
+		return cfg.Machine.CA != nil && verifies(cfg.Machine.CA.Crt, x509.ExtKeyUsageServerAuth)
+	case c.Subject.CommonName == "system:node:"+name && slices.Equal(c.Subject.Organization, []string{"system:nodes"}):
+		return cfg.Cluster.CA != nil && verifies(cfg.Cluster.CA.Crt, x509.ExtKeyUsageClientAuth)
+	}
+	return false
+}
+
+// Proof is the certificate the caller of an RPC presented on its TLS
+// connection (nil: none). It is not verified here: a presented certificate
+// proves only what provesName checks, the handshake having proved the
+// caller holds its key.
+func Proof(ctx context.Context) *x509.Certificate {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.PeerCertificates) == 0 {
+		return nil
+	}
+	return info.State.PeerCertificates[0]
 }
 
 // SignKubelet signs a

@@ -71,12 +71,21 @@ type Kube interface {
 	UpdateApproval(ctx context.Context, csr *certificatesv1.CertificateSigningRequest) error
 }
 
-// Registry is the machine registry (machines.Put and machines.List on the
+// Registry is the machine registry (machines.Put, List and Delete on the
 // node's etcd client).
 type Registry interface {
 	Put(ctx context.Context, r machines.Record) error
 	List(ctx context.Context) ([]machines.Record, error)
+	Delete(ctx context.Context, name string) error
 }
+
+// ReleaseAfter is how long a worker's name stays bound to its machine
+// (certsigner refuses it to any other) after its Node was deleted or
+// stopped being Ready, and the least age of a record to be released.
+const ReleaseAfter = 10 * time.Minute
+
+// releaseCheck is how often the approver looks for names to release.
+const releaseCheck = 30 * time.Second
 
 // Self says who this control plane is now: its machine record and the
 // cluster's reserved names and addresses (machines.ClusterReserved), from
@@ -89,8 +98,11 @@ type Approver struct {
 	Registry Registry
 	Self     Self
 	Clock    clock.Clock
-	// Log receives every denial (besides the service's output).
+	// Log receives every denial and release (besides the service's
+	// output).
 	Log *slog.Logger
+
+	lastRelease time.Time
 }
 
 // Run reconciles on every CSR change and every Recheck until ctx ends.
@@ -119,6 +131,12 @@ func (a *Approver) reconcile(ctx context.Context, store kube.Store, out io.Write
 	defer cancel()
 	if err := a.Registry.Put(ectx, self); err != nil {
 		return err
+	}
+	if now := a.Clock.Now(); now.Sub(a.lastRelease) >= releaseCheck {
+		if err := a.release(ectx, out); err != nil {
+			return err
+		}
+		a.lastRelease = now
 	}
 	var pending []*certificatesv1.CertificateSigningRequest
 	for _, o := range store.List() {
@@ -158,6 +176,57 @@ func (a *Approver) reconcile(ctx context.Context, store kube.Store, out io.Write
 		}
 	}
 	return nil
+}
+
+// release forgets the registry's worker records whose machine is gone
+// from the cluster: no Node of that name, or a Node not Ready, for
+// ReleaseAfter. Their names are then free for another machine
+// (certsigner); a record's own machine claims it again when it returns.
+func (a *Approver) release(ctx context.Context, out io.Writer) error {
+	records, err := a.Registry.List(ctx)
+	if err != nil {
+		return err
+	}
+	now := a.Clock.Now()
+	for _, r := range records {
+		if r.Role != machines.RoleWorker || now.Sub(r.Updated) < ReleaseAfter {
+			continue
+		}
+		node, err := a.Kube.Node(ctx, r.Name)
+		why := ""
+		switch {
+		case apierrors.IsNotFound(err):
+			why = "its Node was deleted"
+		case err != nil:
+			return fmt.Errorf("read node %s: %w", r.Name, err)
+		default:
+			if since, ok := notReadySince(node); ok && now.Sub(since) >= ReleaseAfter {
+				why = "its Node has not been Ready since " + since.UTC().Format(time.RFC3339)
+			}
+		}
+		if why == "" {
+			continue
+		}
+		if err := a.Registry.Delete(ctx, r.Name); err != nil {
+			return err
+		}
+		if a.Log != nil {
+			a.Log.Info("machine name released", "name", r.Name, "addresses", strings.Join(r.Addresses, ","), "reason", why)
+		}
+		fmt.Fprintf(out, "released the name %s (machine at %s): %s\n", r.Name, strings.Join(r.Addresses, ", "), why)
+	}
+	return nil
+}
+
+// notReadySince is when node's Ready condition last left True (false:
+// the node is Ready, or reports no Ready condition).
+func notReadySince(node *corev1.Node) (time.Time, bool) {
+	for _, c := range node.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.LastTransitionTime.Time, c.Status != corev1.ConditionTrue
+		}
+	}
+	return time.Time{}, false
 }
 
 // decide approves csr (verdict nil) or denies it with the verdict as

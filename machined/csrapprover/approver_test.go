@@ -1,6 +1,7 @@
 package csrapprover
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -8,14 +9,20 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"io"
 	"net"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/ballast-os/ballast/machined/clock"
+	"github.com/ballast-os/ballast/machined/kube"
 	"github.com/ballast-os/ballast/machined/machines"
 	"github.com/ballast-os/ballast/pkg/config"
 )
@@ -125,5 +132,70 @@ func TestCheckServingCSR(t *testing.T) {
 				t.Fatalf("got %v, want a denial with %q", err, tc.want)
 			}
 		})
+	}
+}
+
+type fakeKube struct{ nodes map[string]*corev1.Node }
+
+func (f fakeKube) WatchCSRs(context.Context, string) (kube.Store, <-chan struct{}) { return nil, nil }
+func (f fakeKube) UpdateApproval(context.Context, *certificatesv1.CertificateSigningRequest) error {
+	return nil
+}
+func (f fakeKube) Node(_ context.Context, name string) (*corev1.Node, error) {
+	if n, ok := f.nodes[name]; ok {
+		return n, nil
+	}
+	return nil, apierrors.NewNotFound(corev1.Resource("nodes"), name)
+}
+
+type fakeRegistry struct{ records []machines.Record }
+
+func (f *fakeRegistry) Put(_ context.Context, r machines.Record) error {
+	f.records = append(f.records, r)
+	return nil
+}
+func (f *fakeRegistry) List(context.Context) ([]machines.Record, error) { return slices.Clone(f.records), nil }
+func (f *fakeRegistry) Delete(_ context.Context, name string) error {
+	f.records = slices.DeleteFunc(f.records, func(r machines.Record) bool { return r.Name == name })
+	return nil
+}
+
+// TestRelease: a worker's name is released when its Node was deleted or
+// has not been Ready for ReleaseAfter, and only then; a control plane's
+// record and a new record are never released.
+func TestRelease(t *testing.T) {
+	now := time.Unix(10_000_000, 0)
+	old, recent := now.Add(-time.Hour), now.Add(-time.Minute)
+	node := func(name string, ready corev1.ConditionStatus, since time.Time) *corev1.Node {
+		n := nodeWith(name)
+		n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: ready, LastTransitionTime: metav1.NewTime(since)}}
+		return n
+	}
+	reg := &fakeRegistry{records: []machines.Record{
+		{Name: "ready", Role: machines.RoleWorker, Addresses: []string{"10.5.0.5"}, Updated: old},
+		{Name: "deleted", Role: machines.RoleWorker, Addresses: []string{"10.5.0.6"}, Updated: old},
+		{Name: "down-long", Role: machines.RoleWorker, Addresses: []string{"10.5.0.7"}, Updated: old},
+		{Name: "down-briefly", Role: machines.RoleWorker, Addresses: []string{"10.5.0.8"}, Updated: old},
+		{Name: "new", Role: machines.RoleWorker, Addresses: []string{"10.5.0.9"}, Updated: recent},
+		{Name: "cp1", Role: machines.RoleControlPlane, Addresses: []string{"10.5.0.2"}, Updated: old},
+	}}
+	a := &Approver{
+		Kube: fakeKube{nodes: map[string]*corev1.Node{
+			"ready":        node("ready", corev1.ConditionTrue, old),
+			"down-long":    node("down-long", corev1.ConditionUnknown, now.Add(-ReleaseAfter)),
+			"down-briefly": node("down-briefly", corev1.ConditionFalse, now.Add(-ReleaseAfter/2)),
+		}},
+		Registry: reg,
+		Clock:    clock.NewFake(now),
+	}
+	if err := a.release(context.Background(), io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	var kept []string
+	for _, r := range reg.records {
+		kept = append(kept, r.Name)
+	}
+	if want := []string{"ready", "down-briefly", "new", "cp1"}; !slices.Equal(kept, want) {
+		t.Fatalf("kept %v, want %v", kept, want)
 	}
 }

@@ -65,6 +65,12 @@ func (p KubeletPaths) CA() string         { return filepath.Join(p.Dir, "ca.crt"
 func (p KubeletPaths) ResolvConf() string { return filepath.Join(p.Dir, "resolv.conf") }
 func (p KubeletPaths) CertDir() string    { return filepath.Join(p.RootDir, "pki") }
 
+// ClientCert is the kubelet's client certificate and key (one PEM file, a
+// link its certificate manager keeps current).
+func (p KubeletPaths) ClientCert() string {
+	return filepath.Join(p.CertDir(), "kubelet-client-current.pem")
+}
+
 // KubeletNode is what the kubelet's files depend on besides the config.
 type KubeletNode struct {
 	// Name is the node's name.

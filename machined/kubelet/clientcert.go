@@ -28,9 +28,6 @@ import (
 
 // Files of the kubelet's certificate directory.
 const (
-	// clientCurrent is the kubelet's client certificate and key,
-	// where its certificate manager looks for them (a link to a dated file).
-	clientCurrent = "kubelet-client-current.pem"
 	// clientAddress is the address the machine registry holds for
 	// a worker's certificate: a new address asks for a new certificate,
 	// which records it.
@@ -59,7 +56,7 @@ func (c *ClientCert) Ensure(ctx context.Context, cfg *config.Config, kn k8s.Kube
 	if err != nil {
 		return err
 	}
-	current := filepath.Join(p.CertDir(), clientCurrent)
+	current := p.ClientCert()
 	why := clientCertInvalid(current, p, caPEM, kn, cfg.IsControlPlane(), c.Clock.Now())
 	if why == "" {
 		return nil
@@ -131,7 +128,7 @@ func writeClientCert(p k8s.KubeletPaths, kn k8s.KubeletNode, caPEM, crt, keyPEM 
 	if err := atomicfile.Write(dated, append(append([]byte(nil), crt...), keyPEM...), 0o600); err != nil {
 		return err
 	}
-	current := filepath.Join(dir, clientCurrent)
+	current := p.ClientCert()
 	tmp := current + ".tmp"
 	_ = os.Remove(tmp)
 	if err := os.Symlink(dated, tmp); err != nil {

@@ -82,7 +82,7 @@ func TestClientCertEnsure(t *testing.T) {
 			}
 		}
 	}
-	target, err := os.Readlink(filepath.Join(p.CertDir(), clientCurrent))
+	target, err := os.Readlink(p.ClientCert())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -130,3 +130,11 @@ func List(ctx context.Context, kv clientv3.KV) ([]Record, error) {
 	}
 	return out, nil
 }
+
+// Delete forgets the record of name (nothing when there is none).
+func Delete(ctx context.Context, kv clientv3.KV, name string) error {
+	if _, err := kv.Delete(ctx, keyPrefix+name); err != nil {
+		return fmt.Errorf("forget machine %s: %w", name, err)
+	}
+	return nil
+}

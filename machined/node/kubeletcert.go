@@ -60,7 +60,7 @@ func (n *Node) signKubeletClient(ctx context.Context, cfg *config.Config, kn k8s
 	err = pollUntil(ctx, n.clock, 2*time.Second, func(ctx context.Context) error {
 		var errs []error
 		for _, addr := range nodecert.ControlPlaneHosts(cfg) {
-			crt, err = nodecert.Ask(ctx, addr, net.ParseIP(kn.IP), machineCA, func(ctx context.Context, c machine.CertificateServiceClient) (*machine.SignNodeCertificateResponse, error) {
+			crt, err = nodecert.Ask(ctx, addr, net.ParseIP(kn.IP), machineCA, n.workerProof(), func(ctx context.Context, c machine.CertificateServiceClient) (*machine.SignNodeCertificateResponse, error) {
 				return c.SignKubeletCertificate(ctx, &machine.SignNodeCertificateRequest{Csr: csrPEM, Token: cfg.Machine.Token})
 			})
 			if err == nil {

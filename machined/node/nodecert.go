@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"time"
 
 	"github.com/ballast-os/ballast/machined/certsigner"
@@ -97,9 +98,26 @@ func (n *Node) certFetcher() *nodecert.Fetcher {
 			n.mu.Unlock()
 			n.creds.SetConfigured(cert, pool)
 		},
-		Clock: n.clock,
-		Log:   n.log,
+		Current: n.workerProof,
+		Clock:   n.clock,
+		Log:     n.log,
 	}
+}
+
+// workerProof is what a worker presents to a control plane's
+// CertificateService as who it is (certsigner: a worker keeps its name
+// when its address changes): its kubelet's client certificate, kept on
+// disk across reboots, else the machine-API certificate it fetched (nil:
+// neither yet).
+func (n *Node) workerProof() *tls.Certificate {
+	if pair, err := os.ReadFile(n.kubeletPaths().ClientCert()); err == nil {
+		if c, err := tls.X509KeyPair(pair, pair); err == nil {
+			return &c
+		}
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.nodeCert
 }
 
 // signer signs workers' certificates on this control plane.

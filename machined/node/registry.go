@@ -25,6 +25,22 @@ func (r registry) Put(ctx context.Context, rec machines.Record) error {
 	return machines.Put(ctx, cli, rec)
 }
 
+func (r registry) Get(ctx context.Context, name string) (machines.Record, bool, error) {
+	cli, err := r.n.localEtcd()
+	if err != nil {
+		return machines.Record{}, false, err
+	}
+	return machines.Get(ctx, cli, name)
+}
+
+func (r registry) Delete(ctx context.Context, name string) error {
+	cli, err := r.n.localEtcd()
+	if err != nil {
+		return err
+	}
+	return machines.Delete(ctx, cli, name)
+}
+
 func (r registry) List(ctx context.Context) ([]machines.Record, error) {
 	cli, err := r.n.localEtcd()
 	if err != nil {

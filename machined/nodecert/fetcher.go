@@ -40,8 +40,12 @@ type Fetcher struct {
 	Source func(*config.Config) net.IP
 	// Serve puts a new certificate in use.
 	Serve func(tls.Certificate, *x509.CertPool)
-	Clock clock.Clock
-	Log   *slog.Logger
+	// Current is what the worker presents as proof of which machine asks
+	// (its kubelet's client certificate or the certificate in use; nil:
+	// none yet).
+	Current func() *tls.Certificate
+	Clock   clock.Clock
+	Log     *slog.Logger
 }
 
 // inputs is what a worker's certificate depends on in the config: a
@@ -100,7 +104,7 @@ func (f *Fetcher) fetchOnce(ctx context.Context, cfg *config.Config, out io.Writ
 	delay := time.Second
 	for {
 		for _, addr := range ControlPlaneHosts(cfg) {
-			crt, err := Ask(ctx, addr, source, caPEM, func(ctx context.Context, c machine.CertificateServiceClient) (*machine.SignNodeCertificateResponse, error) {
+			crt, err := Ask(ctx, addr, source, caPEM, f.Current(), func(ctx context.Context, c machine.CertificateServiceClient) (*machine.SignNodeCertificateResponse, error) {
 				return c.SignNodeCertificate(ctx, &machine.SignNodeCertificateRequest{Csr: csrPEM, Token: cfg.Machine.Token})
 			})
 			if err != nil {
@@ -142,10 +146,11 @@ func ControlPlaneHosts(cfg *config.Config) []string {
 
 // Ask calls one RPC of a control plane's CertificateService,
 // verifying it is a control plane of the OS CA caPEM, from source (the
-// address the signer certifies).
-func Ask(ctx context.Context, addr string, source net.IP, caPEM []byte,
+// address the signer certifies), presenting proof (the worker's current
+// machine-API certificate; nil: none yet) as who asks.
+func Ask(ctx context.Context, addr string, source net.IP, caPEM []byte, proof *tls.Certificate,
 	call func(context.Context, machine.CertificateServiceClient) (*machine.SignNodeCertificateResponse, error)) ([]byte, error) {
-	c, err := client.New(client.Options{Address: addr, CA: caPEM, ServerOnly: true, RequireControlPlane: true, SourceIP: source})
+	c, err := client.New(client.Options{Address: addr, CA: caPEM, ServerOnly: true, Proof: proof, RequireControlPlane: true, SourceIP: source})
 	if err != nil {
 		return nil, err
 	}

@@ -47,9 +47,14 @@ type Options struct {
 	// Fingerprint set, the server's SPKI fingerprint must match instead.
 	Insecure    bool
 	Fingerprint string
-	// ServerOnly verifies the server with CA but presents no client
-	// certificate (a worker asking for its first certificate).
+	// ServerOnly verifies the server with CA and presents no client
+	// certificate (a worker asking for its first certificate) — or Proof
+	// when set.
 	ServerOnly bool
+	// Proof, with ServerOnly, is presented as the client certificate: a
+	// worker's own machine-API certificate, proving which machine asks
+	// (a worker whose address changed keeps its name with it).
+	Proof *tls.Certificate
 	// RequireControlPlane refuses a server whose certificate is not marked
 	// os:node:controlplane: etcd operations, bootstrap, the context's
 	// endpoints and a worker's certificate request all expect a control
@@ -125,6 +130,9 @@ func TLSConfig(opts Options) (*tls.Config, error) {
 		}
 		conf.RootCAs = pool
 		conf.ServerName = serverName(opts.Address)
+		if opts.Proof != nil {
+			conf.Certificates = []tls.Certificate{*opts.Proof}
+		}
 		return conf, nil
 	}
 	if len(opts.CA) == 0 || len(opts.Crt) == 0 || len(opts.Key) == 0 {
