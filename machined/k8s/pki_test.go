@@ -184,3 +184,36 @@ type x509Cert struct {
 	life   time.Duration
 	cert   *x509.Certificate
 }
+
+// TestSyncPutsBackRemovedFiles: a file removed behind Sync's back (the
+// k8s-certs controller's periodic resync runs it) is written again, and the
+// component that reads it is named for a restart.
+func TestSyncPutsBackRemovedFiles(t *testing.T) {
+	cfg := controlPlaneConfig(t)
+	p := Paths{Dir: filepath.Join(t.TempDir(), "k8s")}
+	now := time.Now()
+	if _, err := Sync(p, cfg, testNode, now); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		file string
+		want []string
+	}{
+		{"apiserver.key", []string{images.APIServer}},
+		{schedulerKC, []string{images.Scheduler}},
+	} {
+		if err := os.Remove(p.file(tc.file)); err != nil {
+			t.Fatal(err)
+		}
+		r, err := Sync(p, cfg, testNode, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(r.Changed, tc.want) {
+			t.Fatalf("%s removed: changed %v, want %v", tc.file, r.Changed, tc.want)
+		}
+		if _, err := os.Stat(p.file(tc.file)); err != nil {
+			t.Fatalf("%s not written again: %v", tc.file, err)
+		}
+	}
+}

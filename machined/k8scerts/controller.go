@@ -36,6 +36,11 @@ const RestartLockKey = "/ballast/locks/control-plane-restart"
 // ReadyTimeout bounds the wait for a restarted component to be healthy.
 const ReadyTimeout = 3 * time.Minute
 
+// Resync is the longest the controller waits between passes: files
+// removed or replaced behind its back are put right within it, whenever
+// the next certificate is due.
+const Resync = 5 * time.Minute
+
 // components are restarted in this order: the leader-elected ones first,
 // the apiserver (which holds the cluster-wide lock) last.
 var components = []string{images.Scheduler, images.ControllerManager, images.APIServer}
@@ -79,8 +84,8 @@ type Controller struct {
 }
 
 // Run keeps the files current until ctx ends: at start, when the config
-// changes, and when the next certificate is due (a third of its lifetime
-// left). ready is called once the files are current the first time (the
+// changes, when the next certificate is due (a third of its lifetime
+// left), and at least every Resync. ready is called once the files are current the first time (the
 // components wait for it).
 func (c *Controller) Run(ctx context.Context, out io.Writer, ready func()) error {
 	first := true
@@ -115,10 +120,7 @@ func (c *Controller) Run(ctx context.Context, out io.Writer, ready func()) error
 		if len(restart) > 0 {
 			continue // a restart can take a while: look again at once
 		}
-		wait := r.Next.Sub(c.Clock.Now())
-		if wait < time.Second {
-			wait = time.Second
-		}
+		wait := min(max(r.Next.Sub(c.Clock.Now()), time.Second), Resync)
 		select {
 		case <-ctx.Done():
 			return nil
