@@ -81,7 +81,7 @@ func (c *Controller) Run(ctx context.Context, out io.Writer) error {
 		for _, o := range store.List() {
 			nodes = append(nodes, o.(*corev1.Node))
 		}
-		err := sync(c.Node, nodes, c.Paths, out)
+		err := reconcile(c.Node, nodes, c.Paths, out)
 		if msg := fmt.Sprint(err); err != nil && msg != lastErr {
 			fmt.Fprintf(out, "pod network: %v\n", err)
 		}
@@ -89,9 +89,9 @@ func (c *Controller) Run(ctx context.Context, out io.Writer) error {
 	}
 }
 
-// sync writes this node's CNI config and sets the routes to the
+// reconcile writes this node's CNI config and sets the routes to the
 // other nodes' pod CIDRs, removing routes to CIDRs no node has any more.
-func sync(self string, nodes []*corev1.Node, p k8s.KubeletPaths, out io.Writer) error {
+func reconcile(self string, nodes []*corev1.Node, p k8s.KubeletPaths, out io.Writer) error {
 	var errs []error
 	want := map[string]net.IP{}
 	for _, nd := range nodes {
