@@ -154,7 +154,9 @@ func (f *fakeRegistry) Put(_ context.Context, r machines.Record) error {
 	f.records = append(f.records, r)
 	return nil
 }
-func (f *fakeRegistry) List(context.Context) ([]machines.Record, error) { return slices.Clone(f.records), nil }
+func (f *fakeRegistry) List(context.Context) ([]machines.Record, error) {
+	return slices.Clone(f.records), nil
+}
 func (f *fakeRegistry) Delete(_ context.Context, name string) error {
 	f.records = slices.DeleteFunc(f.records, func(r machines.Record) bool { return r.Name == name })
 	return nil
