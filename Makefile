@@ -6,8 +6,10 @@ OUT      ?= _out
 BIN      := $(OUT)/bin
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo v0.0.0-dev)
 COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+COMMIT_TIME ?= $(shell TZ=UTC git log -1 --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ 2>/dev/null)
 LDFLAGS  := -s -w -X github.com/ballast-os/ballast/pkg/version.Version=$(VERSION) \
-            -X github.com/ballast-os/ballast/pkg/version.GitCommit=$(COMMIT)
+            -X github.com/ballast-os/ballast/pkg/version.GitCommit=$(COMMIT) \
+            -X github.com/ballast-os/ballast/pkg/version.CommitTime=$(COMMIT_TIME)
 GO       ?= go
 FUZZTIME ?= 15s
 
@@ -28,7 +30,12 @@ containerd: ## Build containerd, its runc shim and ctr from the module version m
 		for b in containerd containerd-shim-runc-v2 ctr; do cp -p $(OUT)/containerd/$$CONTAINERD_VERSION/$$b $(BIN)/$$b.tmp && mv $(BIN)/$$b.tmp $(BIN)/$$b; done
 
 .PHONY: images
-images: container-images os ## Build every artifact: the container images and the OS (vmlinuz, initramfs.xz, pxe/, ballast.iso, disk.raw/qcow2)
+images: container-images os bundle ## Build every artifact: the container images, the OS (vmlinuz, initramfs.xz, pxe/, ballast.iso, disk.raw/qcow2) and the upgrade bundle (_out/bundle)
+
+.PHONY: bundle
+bundle: os ## Write the upgrade bundle _out/bundle/ (kernel, initramfs, component images, machined, image archives, manifest.json with their SHA-256; docs/upgrades.md) from the built artifacts
+	@source hack/tools.env && $(GO) run ./hack/mkbundle -out $(OUT)/bundle -version $(VERSION) -commit-time '$(COMMIT_TIME)' \
+		-kubernetes $$KUBERNETES_VERSION -artifacts $(OUT)
 
 .PHONY: container-images
 container-images: containerd ## Build kubelet, the Kubernetes components, CoreDNS and pause, and pack the OCI image archives into _out/images (cached by version)
