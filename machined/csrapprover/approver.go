@@ -133,9 +133,13 @@ func (a *Approver) reconcile(ctx context.Context, store kube.Store, out io.Write
 		return err
 	}
 	if now := a.Clock.Now(); now.Sub(a.lastRelease) >= releaseCheck {
-		if err := a.release(ectx, out); err != nil {
-			return err
+		// Releasing names is not worth holding up a CSR decision: a
+		// failed pass is said and tried again at the next check.
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := a.release(rctx, out); err != nil {
+			fmt.Fprintf(out, "release machine names: %v\n", err)
 		}
+		cancel()
 		a.lastRelease = now
 	}
 	var pending []*certificatesv1.CertificateSigningRequest
