@@ -762,8 +762,11 @@ type VersionResponse struct {
 	// mode is "metal" or "container".
 	Mode string `protobuf:"bytes,6,opt,name=mode,proto3" json:"mode,omitempty"`
 	// maintenance is true while the node waits for its first config.
-	Maintenance   bool   `protobuf:"varint,7,opt,name=maintenance,proto3" json:"maintenance,omitempty"`
-	Hostname      string `protobuf:"bytes,8,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	Maintenance bool   `protobuf:"varint,7,opt,name=maintenance,proto3" json:"maintenance,omitempty"`
+	Hostname    string `protobuf:"bytes,8,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	// commit_time is the build's commit time (RFC 3339; empty when unknown):
+	// it orders builds that are not releases (upgrade bundles).
+	CommitTime    string `protobuf:"bytes,9,opt,name=commit_time,json=commitTime,proto3" json:"commit_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -850,6 +853,13 @@ func (x *VersionResponse) GetMaintenance() bool {
 func (x *VersionResponse) GetHostname() string {
 	if x != nil {
 		return x.Hostname
+	}
+	return ""
+}
+
+func (x *VersionResponse) GetCommitTime() string {
+	if x != nil {
+		return x.CommitTime
 	}
 	return ""
 }
@@ -2314,7 +2324,7 @@ const file_machine_machine_proto_rawDesc = "" +
 	"\tresolvers\x18\x04 \x03(\tR\tresolvers\x12)\n" +
 	"\x10resolvers_source\x18\x05 \x01(\tR\x0fresolversSource\x12;\n" +
 	"\x06leases\x18\x06 \x03(\v2#.ballast.machine.v1alpha1.DHCPLeaseR\x06leases\"\x10\n" +
-	"\x0eVersionRequest\"\xdf\x01\n" +
+	"\x0eVersionRequest\"\x80\x02\n" +
 	"\x0fVersionResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1d\n" +
 	"\n" +
@@ -2325,7 +2335,9 @@ const file_machine_machine_proto_rawDesc = "" +
 	"\x04arch\x18\x05 \x01(\tR\x04arch\x12\x12\n" +
 	"\x04mode\x18\x06 \x01(\tR\x04mode\x12 \n" +
 	"\vmaintenance\x18\a \x01(\bR\vmaintenance\x12\x1a\n" +
-	"\bhostname\x18\b \x01(\tR\bhostname\"\xbd\x01\n" +
+	"\bhostname\x18\b \x01(\tR\bhostname\x12\x1f\n" +
+	"\vcommit_time\x18\t \x01(\tR\n" +
+	"commitTime\"\xbd\x01\n" +
 	"\x19ApplyConfigurationRequest\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x127\n" +
 	"\x04mode\x18\x02 \x01(\x0e2#.ballast.machine.v1alpha1.ApplyModeR\x04mode\x12\x17\n" +

@@ -49,6 +49,10 @@ func TestLocalClusterHA(t *testing.T) {
 	if !strings.Contains(r.stdout, "configured") {
 		t.Fatalf("worker does not answer mTLS as a configured node:\n%s", r)
 	}
+	// The build's commit time orders upgrade bundles: the node reports it.
+	if !regexp.MustCompile(`committed \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ`).MatchString(r.stdout) {
+		t.Fatalf("nodectl version shows no commit time:\n%s", r)
+	}
 
 	// Live apply: each live field is changed with apply-config --mode
 	// no-reboot and observed taking effect in the running node.

@@ -35,6 +35,7 @@ func (n *Node) Version() *machine.VersionResponse {
 		Mode:        n.opts.Mode,
 		Maintenance: n.creds.Maintenance(),
 		Hostname:    n.hostname(cfg),
+		CommitTime:  version.CommitTime,
 	}
 }
 

@@ -27,7 +27,7 @@ func newVersionCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if g.output == "table" {
-				fmt.Fprintf(g.stdout, "Client:\n\tnodectl %s (%s, %s)\n", version.Version, version.GitCommit, version.GoVersion())
+				fmt.Fprintf(g.stdout, "Client:\n\tnodectl %s (%s%s, %s)\n", version.Version, version.GitCommit, committed(version.CommitTime), version.GoVersion())
 			}
 			if clientOnly {
 				return nil
@@ -50,14 +50,22 @@ func newVersionCmd(g *globals) *cobra.Command {
 				if v.GetMaintenance() {
 					state = "maintenance mode"
 				}
-				fmt.Fprintf(g.stdout, "Node %s:\n\tmachined %s (%s, %s) %s/%s, %s mode, %s\n",
-					node, v.GetVersion(), v.GetGitCommit(), v.GetGoVersion(), v.GetOs(), v.GetArch(), v.GetMode(), state)
+				fmt.Fprintf(g.stdout, "Node %s:\n\tmachined %s (%s%s, %s) %s/%s, %s mode, %s\n",
+					node, v.GetVersion(), v.GetGitCommit(), committed(v.GetCommitTime()), v.GetGoVersion(), v.GetOs(), v.GetArch(), v.GetMode(), state)
 			})
 		},
 	}
 	cmd.Flags().BoolVar(&clientOnly, "client", false, "show only the client version")
 	cmd.Flags().BoolVarP(&insecure, "insecure", "i", false, "ask a node in maintenance mode (no client certificate)")
 	return cmd
+}
+
+// committed is ", committed TIME" for a known commit time.
+func committed(t string) string {
+	if t == "" {
+		return ""
+	}
+	return ", committed " + t
 }
 
 func newGetCmd(g *globals) *cobra.Command {
