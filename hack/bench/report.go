@@ -72,8 +72,9 @@ the VIP answering TCP from another node (the host connects every 5 ms). A sample
 reads every namespace every 20 ms and counts samples with two nodes carrying the
 VIP on an up link.
 
-- **crash**: the holder's link down and its agent SIGKILLed (power loss);
-- **partition**: the holder's link down, the agent alive (link back after 2 s);
+- **crash**: the holder's cable pulled (the host's side of its veth down)
+  and its agent SIGKILLed (power loss);
+- **partition**: the holder's cable pulled, the agent alive (back after 2 s);
 - **isolation**: all the holder's traffic dropped by nftables, its link up and
   the agent alive (for 2 s after the failover, then restored) — the partition
   an agent cannot see on its link;
