@@ -87,6 +87,719 @@ func (ApplyMode) EnumDescriptor() ([]byte, []int) {
 	return file_machine_machine_proto_rawDescGZIP(), []int{0}
 }
 
+type UpgradeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*UpgradeRequest_Start
+	//	*UpgradeRequest_Chunk
+	Msg           isUpgradeRequest_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpgradeRequest) Reset() {
+	*x = UpgradeRequest{}
+	mi := &file_machine_machine_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpgradeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpgradeRequest) ProtoMessage() {}
+
+func (x *UpgradeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpgradeRequest.ProtoReflect.Descriptor instead.
+func (*UpgradeRequest) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *UpgradeRequest) GetMsg() isUpgradeRequest_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *UpgradeRequest) GetStart() *UpgradeStart {
+	if x != nil {
+		if x, ok := x.Msg.(*UpgradeRequest_Start); ok {
+			return x.Start
+		}
+	}
+	return nil
+}
+
+func (x *UpgradeRequest) GetChunk() *UpgradeChunk {
+	if x != nil {
+		if x, ok := x.Msg.(*UpgradeRequest_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+type isUpgradeRequest_Msg interface {
+	isUpgradeRequest_Msg()
+}
+
+type UpgradeRequest_Start struct {
+	Start *UpgradeStart `protobuf:"bytes,1,opt,name=start,proto3,oneof"`
+}
+
+type UpgradeRequest_Chunk struct {
+	Chunk *UpgradeChunk `protobuf:"bytes,2,opt,name=chunk,proto3,oneof"`
+}
+
+func (*UpgradeRequest_Start) isUpgradeRequest_Msg() {}
+
+func (*UpgradeRequest_Chunk) isUpgradeRequest_Msg() {}
+
+type UpgradeStart struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// manifest is the bundle's manifest.json.
+	Manifest []byte `protobuf:"bytes,1,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	// force installs a build older than the running one.
+	Force bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	// stage writes the slot and boots it at the next reboot, not now.
+	Stage bool `protobuf:"varint,3,opt,name=stage,proto3" json:"stage,omitempty"`
+	// health_timeout bounds the new system's health gate (default 5 min).
+	HealthTimeout *durationpb.Duration `protobuf:"bytes,4,opt,name=health_timeout,json=healthTimeout,proto3" json:"health_timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpgradeStart) Reset() {
+	*x = UpgradeStart{}
+	mi := &file_machine_machine_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpgradeStart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpgradeStart) ProtoMessage() {}
+
+func (x *UpgradeStart) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpgradeStart.ProtoReflect.Descriptor instead.
+func (*UpgradeStart) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *UpgradeStart) GetManifest() []byte {
+	if x != nil {
+		return x.Manifest
+	}
+	return nil
+}
+
+func (x *UpgradeStart) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+func (x *UpgradeStart) GetStage() bool {
+	if x != nil {
+		return x.Stage
+	}
+	return false
+}
+
+func (x *UpgradeStart) GetHealthTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.HealthTimeout
+	}
+	return nil
+}
+
+type UpgradeChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// part names the bundle part the data belongs to; parts come whole, in
+	// the order the node asked for them.
+	Part          string `protobuf:"bytes,1,opt,name=part,proto3" json:"part,omitempty"`
+	Data          []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpgradeChunk) Reset() {
+	*x = UpgradeChunk{}
+	mi := &file_machine_machine_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpgradeChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpgradeChunk) ProtoMessage() {}
+
+func (x *UpgradeChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpgradeChunk.ProtoReflect.Descriptor instead.
+func (*UpgradeChunk) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *UpgradeChunk) GetPart() string {
+	if x != nil {
+		return x.Part
+	}
+	return ""
+}
+
+func (x *UpgradeChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type UpgradeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// wanted (the first answer) lists the parts the node needs: those of
+	// its kind it does not already hold with the same digest.
+	Wanted []string `protobuf:"bytes,1,rep,name=wanted,proto3" json:"wanted,omitempty"`
+	// The last answer: the slot written, the build in it, and whether the
+	// node reboots into it now.
+	Slot          string `protobuf:"bytes,2,opt,name=slot,proto3" json:"slot,omitempty"`
+	Version       string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	Rebooting     bool   `protobuf:"varint,4,opt,name=rebooting,proto3" json:"rebooting,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpgradeResponse) Reset() {
+	*x = UpgradeResponse{}
+	mi := &file_machine_machine_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpgradeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpgradeResponse) ProtoMessage() {}
+
+func (x *UpgradeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpgradeResponse.ProtoReflect.Descriptor instead.
+func (*UpgradeResponse) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *UpgradeResponse) GetWanted() []string {
+	if x != nil {
+		return x.Wanted
+	}
+	return nil
+}
+
+func (x *UpgradeResponse) GetSlot() string {
+	if x != nil {
+		return x.Slot
+	}
+	return ""
+}
+
+func (x *UpgradeResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *UpgradeResponse) GetRebooting() bool {
+	if x != nil {
+		return x.Rebooting
+	}
+	return false
+}
+
+type RollbackRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// stage switches at the next reboot instead of now.
+	Stage         bool                 `protobuf:"varint,1,opt,name=stage,proto3" json:"stage,omitempty"`
+	HealthTimeout *durationpb.Duration `protobuf:"bytes,2,opt,name=health_timeout,json=healthTimeout,proto3" json:"health_timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackRequest) Reset() {
+	*x = RollbackRequest{}
+	mi := &file_machine_machine_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackRequest) ProtoMessage() {}
+
+func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
+func (*RollbackRequest) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RollbackRequest) GetStage() bool {
+	if x != nil {
+		return x.Stage
+	}
+	return false
+}
+
+func (x *RollbackRequest) GetHealthTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.HealthTimeout
+	}
+	return nil
+}
+
+type RollbackResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Slot          string                 `protobuf:"bytes,1,opt,name=slot,proto3" json:"slot,omitempty"`
+	Version       string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Rebooting     bool                   `protobuf:"varint,3,opt,name=rebooting,proto3" json:"rebooting,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackResponse) Reset() {
+	*x = RollbackResponse{}
+	mi := &file_machine_machine_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackResponse) ProtoMessage() {}
+
+func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackResponse.ProtoReflect.Descriptor instead.
+func (*RollbackResponse) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RollbackResponse) GetSlot() string {
+	if x != nil {
+		return x.Slot
+	}
+	return ""
+}
+
+func (x *RollbackResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *RollbackResponse) GetRebooting() bool {
+	if x != nil {
+		return x.Rebooting
+	}
+	return false
+}
+
+type UpgradeStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpgradeStatusRequest) Reset() {
+	*x = UpgradeStatusRequest{}
+	mi := &file_machine_machine_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpgradeStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpgradeStatusRequest) ProtoMessage() {}
+
+func (x *UpgradeStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpgradeStatusRequest.ProtoReflect.Descriptor instead.
+func (*UpgradeStatusRequest) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{6}
+}
+
+type SlotInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// version is empty for a slot never written.
+	Version           string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	CommitTime        string                 `protobuf:"bytes,3,opt,name=commit_time,json=commitTime,proto3" json:"commit_time,omitempty"`
+	KubernetesVersion string                 `protobuf:"bytes,4,opt,name=kubernetes_version,json=kubernetesVersion,proto3" json:"kubernetes_version,omitempty"`
+	Written           *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=written,proto3" json:"written,omitempty"`
+	// medium is true for a slot that is the node's boot medium (container
+	// mode: the binary the node was started with).
+	Medium        bool `protobuf:"varint,6,opt,name=medium,proto3" json:"medium,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SlotInfo) Reset() {
+	*x = SlotInfo{}
+	mi := &file_machine_machine_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SlotInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SlotInfo) ProtoMessage() {}
+
+func (x *SlotInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SlotInfo.ProtoReflect.Descriptor instead.
+func (*SlotInfo) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SlotInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SlotInfo) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *SlotInfo) GetCommitTime() string {
+	if x != nil {
+		return x.CommitTime
+	}
+	return ""
+}
+
+func (x *SlotInfo) GetKubernetesVersion() string {
+	if x != nil {
+		return x.KubernetesVersion
+	}
+	return ""
+}
+
+func (x *SlotInfo) GetWritten() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Written
+	}
+	return nil
+}
+
+func (x *SlotInfo) GetMedium() bool {
+	if x != nil {
+		return x.Medium
+	}
+	return false
+}
+
+type UpgradeAttempt struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind: upgrade or rollback.
+	Kind    string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	From    string `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
+	To      string `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`
+	Version string `protobuf:"bytes,4,opt,name=version,proto3" json:"version,omitempty"`
+	// result: pending, succeeded or failed.
+	Result        string                 `protobuf:"bytes,5,opt,name=result,proto3" json:"result,omitempty"`
+	Reason        string                 `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	Started       *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=started,proto3" json:"started,omitempty"`
+	Finished      *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=finished,proto3" json:"finished,omitempty"`
+	HealthTimeout *durationpb.Duration   `protobuf:"bytes,9,opt,name=health_timeout,json=healthTimeout,proto3" json:"health_timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpgradeAttempt) Reset() {
+	*x = UpgradeAttempt{}
+	mi := &file_machine_machine_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpgradeAttempt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpgradeAttempt) ProtoMessage() {}
+
+func (x *UpgradeAttempt) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpgradeAttempt.ProtoReflect.Descriptor instead.
+func (*UpgradeAttempt) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *UpgradeAttempt) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *UpgradeAttempt) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *UpgradeAttempt) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *UpgradeAttempt) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *UpgradeAttempt) GetResult() string {
+	if x != nil {
+		return x.Result
+	}
+	return ""
+}
+
+func (x *UpgradeAttempt) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *UpgradeAttempt) GetStarted() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Started
+	}
+	return nil
+}
+
+func (x *UpgradeAttempt) GetFinished() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Finished
+	}
+	return nil
+}
+
+func (x *UpgradeAttempt) GetHealthTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.HealthTimeout
+	}
+	return nil
+}
+
+type UpgradeStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// slot is the slot this boot runs; active the one every boot starts;
+	// next the one the next boot tries once; trying is set while this boot
+	// tries its slot (not yet past the health gate).
+	Slot          string          `protobuf:"bytes,1,opt,name=slot,proto3" json:"slot,omitempty"`
+	Active        string          `protobuf:"bytes,2,opt,name=active,proto3" json:"active,omitempty"`
+	Next          string          `protobuf:"bytes,3,opt,name=next,proto3" json:"next,omitempty"`
+	Trying        bool            `protobuf:"varint,4,opt,name=trying,proto3" json:"trying,omitempty"`
+	Slots         []*SlotInfo     `protobuf:"bytes,5,rep,name=slots,proto3" json:"slots,omitempty"`
+	Last          *UpgradeAttempt `protobuf:"bytes,6,opt,name=last,proto3" json:"last,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpgradeStatusResponse) Reset() {
+	*x = UpgradeStatusResponse{}
+	mi := &file_machine_machine_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpgradeStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpgradeStatusResponse) ProtoMessage() {}
+
+func (x *UpgradeStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpgradeStatusResponse.ProtoReflect.Descriptor instead.
+func (*UpgradeStatusResponse) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *UpgradeStatusResponse) GetSlot() string {
+	if x != nil {
+		return x.Slot
+	}
+	return ""
+}
+
+func (x *UpgradeStatusResponse) GetActive() string {
+	if x != nil {
+		return x.Active
+	}
+	return ""
+}
+
+func (x *UpgradeStatusResponse) GetNext() string {
+	if x != nil {
+		return x.Next
+	}
+	return ""
+}
+
+func (x *UpgradeStatusResponse) GetTrying() bool {
+	if x != nil {
+		return x.Trying
+	}
+	return false
+}
+
+func (x *UpgradeStatusResponse) GetSlots() []*SlotInfo {
+	if x != nil {
+		return x.Slots
+	}
+	return nil
+}
+
+func (x *UpgradeStatusResponse) GetLast() *UpgradeAttempt {
+	if x != nil {
+		return x.Last
+	}
+	return nil
+}
+
 type TimeStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -95,7 +808,7 @@ type TimeStatusRequest struct {
 
 func (x *TimeStatusRequest) Reset() {
 	*x = TimeStatusRequest{}
-	mi := &file_machine_machine_proto_msgTypes[0]
+	mi := &file_machine_machine_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -107,7 +820,7 @@ func (x *TimeStatusRequest) String() string {
 func (*TimeStatusRequest) ProtoMessage() {}
 
 func (x *TimeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[0]
+	mi := &file_machine_machine_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -120,7 +833,7 @@ func (x *TimeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeStatusRequest.ProtoReflect.Descriptor instead.
 func (*TimeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{0}
+	return file_machine_machine_proto_rawDescGZIP(), []int{10}
 }
 
 type TimeStatusResponse struct {
@@ -146,7 +859,7 @@ type TimeStatusResponse struct {
 
 func (x *TimeStatusResponse) Reset() {
 	*x = TimeStatusResponse{}
-	mi := &file_machine_machine_proto_msgTypes[1]
+	mi := &file_machine_machine_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -158,7 +871,7 @@ func (x *TimeStatusResponse) String() string {
 func (*TimeStatusResponse) ProtoMessage() {}
 
 func (x *TimeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[1]
+	mi := &file_machine_machine_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -171,7 +884,7 @@ func (x *TimeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeStatusResponse.ProtoReflect.Descriptor instead.
 func (*TimeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{1}
+	return file_machine_machine_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TimeStatusResponse) GetSynced() bool {
@@ -252,7 +965,7 @@ type NetworkStatusRequest struct {
 
 func (x *NetworkStatusRequest) Reset() {
 	*x = NetworkStatusRequest{}
-	mi := &file_machine_machine_proto_msgTypes[2]
+	mi := &file_machine_machine_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -264,7 +977,7 @@ func (x *NetworkStatusRequest) String() string {
 func (*NetworkStatusRequest) ProtoMessage() {}
 
 func (x *NetworkStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[2]
+	mi := &file_machine_machine_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -277,7 +990,7 @@ func (x *NetworkStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkStatusRequest.ProtoReflect.Descriptor instead.
 func (*NetworkStatusRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{2}
+	return file_machine_machine_proto_rawDescGZIP(), []int{12}
 }
 
 type NetworkLink struct {
@@ -295,7 +1008,7 @@ type NetworkLink struct {
 
 func (x *NetworkLink) Reset() {
 	*x = NetworkLink{}
-	mi := &file_machine_machine_proto_msgTypes[3]
+	mi := &file_machine_machine_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -307,7 +1020,7 @@ func (x *NetworkLink) String() string {
 func (*NetworkLink) ProtoMessage() {}
 
 func (x *NetworkLink) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[3]
+	mi := &file_machine_machine_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -320,7 +1033,7 @@ func (x *NetworkLink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkLink.ProtoReflect.Descriptor instead.
 func (*NetworkLink) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{3}
+	return file_machine_machine_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *NetworkLink) GetName() string {
@@ -380,7 +1093,7 @@ type NetworkAddress struct {
 
 func (x *NetworkAddress) Reset() {
 	*x = NetworkAddress{}
-	mi := &file_machine_machine_proto_msgTypes[4]
+	mi := &file_machine_machine_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -392,7 +1105,7 @@ func (x *NetworkAddress) String() string {
 func (*NetworkAddress) ProtoMessage() {}
 
 func (x *NetworkAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[4]
+	mi := &file_machine_machine_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -405,7 +1118,7 @@ func (x *NetworkAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkAddress.ProtoReflect.Descriptor instead.
 func (*NetworkAddress) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{4}
+	return file_machine_machine_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *NetworkAddress) GetLink() string {
@@ -451,7 +1164,7 @@ type NetworkRoute struct {
 
 func (x *NetworkRoute) Reset() {
 	*x = NetworkRoute{}
-	mi := &file_machine_machine_proto_msgTypes[5]
+	mi := &file_machine_machine_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -463,7 +1176,7 @@ func (x *NetworkRoute) String() string {
 func (*NetworkRoute) ProtoMessage() {}
 
 func (x *NetworkRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[5]
+	mi := &file_machine_machine_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -476,7 +1189,7 @@ func (x *NetworkRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkRoute.ProtoReflect.Descriptor instead.
 func (*NetworkRoute) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{5}
+	return file_machine_machine_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *NetworkRoute) GetDestination() string {
@@ -533,7 +1246,7 @@ type DHCPLease struct {
 
 func (x *DHCPLease) Reset() {
 	*x = DHCPLease{}
-	mi := &file_machine_machine_proto_msgTypes[6]
+	mi := &file_machine_machine_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -545,7 +1258,7 @@ func (x *DHCPLease) String() string {
 func (*DHCPLease) ProtoMessage() {}
 
 func (x *DHCPLease) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[6]
+	mi := &file_machine_machine_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -558,7 +1271,7 @@ func (x *DHCPLease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DHCPLease.ProtoReflect.Descriptor instead.
 func (*DHCPLease) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{6}
+	return file_machine_machine_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DHCPLease) GetLink() string {
@@ -646,7 +1359,7 @@ type NetworkStatusResponse struct {
 
 func (x *NetworkStatusResponse) Reset() {
 	*x = NetworkStatusResponse{}
-	mi := &file_machine_machine_proto_msgTypes[7]
+	mi := &file_machine_machine_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -658,7 +1371,7 @@ func (x *NetworkStatusResponse) String() string {
 func (*NetworkStatusResponse) ProtoMessage() {}
 
 func (x *NetworkStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[7]
+	mi := &file_machine_machine_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -671,7 +1384,7 @@ func (x *NetworkStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkStatusResponse.ProtoReflect.Descriptor instead.
 func (*NetworkStatusResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{7}
+	return file_machine_machine_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *NetworkStatusResponse) GetLinks() []*NetworkLink {
@@ -724,7 +1437,7 @@ type VersionRequest struct {
 
 func (x *VersionRequest) Reset() {
 	*x = VersionRequest{}
-	mi := &file_machine_machine_proto_msgTypes[8]
+	mi := &file_machine_machine_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -736,7 +1449,7 @@ func (x *VersionRequest) String() string {
 func (*VersionRequest) ProtoMessage() {}
 
 func (x *VersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[8]
+	mi := &file_machine_machine_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -749,7 +1462,7 @@ func (x *VersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionRequest.ProtoReflect.Descriptor instead.
 func (*VersionRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{8}
+	return file_machine_machine_proto_rawDescGZIP(), []int{18}
 }
 
 type VersionResponse struct {
@@ -766,14 +1479,17 @@ type VersionResponse struct {
 	Hostname    string `protobuf:"bytes,8,opt,name=hostname,proto3" json:"hostname,omitempty"`
 	// commit_time is the build's commit time (RFC 3339; empty when unknown):
 	// it orders builds that are not releases (upgrade bundles).
-	CommitTime    string `protobuf:"bytes,9,opt,name=commit_time,json=commitTime,proto3" json:"commit_time,omitempty"`
+	CommitTime string `protobuf:"bytes,9,opt,name=commit_time,json=commitTime,proto3" json:"commit_time,omitempty"`
+	// slot is the system slot this boot runs (a or b; empty on a machine
+	// running from its install medium).
+	Slot          string `protobuf:"bytes,10,opt,name=slot,proto3" json:"slot,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *VersionResponse) Reset() {
 	*x = VersionResponse{}
-	mi := &file_machine_machine_proto_msgTypes[9]
+	mi := &file_machine_machine_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -785,7 +1501,7 @@ func (x *VersionResponse) String() string {
 func (*VersionResponse) ProtoMessage() {}
 
 func (x *VersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[9]
+	mi := &file_machine_machine_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -798,7 +1514,7 @@ func (x *VersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionResponse.ProtoReflect.Descriptor instead.
 func (*VersionResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{9}
+	return file_machine_machine_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *VersionResponse) GetVersion() string {
@@ -864,6 +1580,13 @@ func (x *VersionResponse) GetCommitTime() string {
 	return ""
 }
 
+func (x *VersionResponse) GetSlot() string {
+	if x != nil {
+		return x.Slot
+	}
+	return ""
+}
+
 type ApplyConfigurationRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// data is the machine config YAML.
@@ -880,7 +1603,7 @@ type ApplyConfigurationRequest struct {
 
 func (x *ApplyConfigurationRequest) Reset() {
 	*x = ApplyConfigurationRequest{}
-	mi := &file_machine_machine_proto_msgTypes[10]
+	mi := &file_machine_machine_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -892,7 +1615,7 @@ func (x *ApplyConfigurationRequest) String() string {
 func (*ApplyConfigurationRequest) ProtoMessage() {}
 
 func (x *ApplyConfigurationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[10]
+	mi := &file_machine_machine_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -905,7 +1628,7 @@ func (x *ApplyConfigurationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyConfigurationRequest.ProtoReflect.Descriptor instead.
 func (*ApplyConfigurationRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{10}
+	return file_machine_machine_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ApplyConfigurationRequest) GetData() []byte {
@@ -951,7 +1674,7 @@ type ApplyConfigurationResponse struct {
 
 func (x *ApplyConfigurationResponse) Reset() {
 	*x = ApplyConfigurationResponse{}
-	mi := &file_machine_machine_proto_msgTypes[11]
+	mi := &file_machine_machine_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -963,7 +1686,7 @@ func (x *ApplyConfigurationResponse) String() string {
 func (*ApplyConfigurationResponse) ProtoMessage() {}
 
 func (x *ApplyConfigurationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[11]
+	mi := &file_machine_machine_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -976,7 +1699,7 @@ func (x *ApplyConfigurationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyConfigurationResponse.ProtoReflect.Descriptor instead.
 func (*ApplyConfigurationResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{11}
+	return file_machine_machine_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ApplyConfigurationResponse) GetMode() ApplyMode {
@@ -1015,7 +1738,7 @@ type GetConfigurationRequest struct {
 
 func (x *GetConfigurationRequest) Reset() {
 	*x = GetConfigurationRequest{}
-	mi := &file_machine_machine_proto_msgTypes[12]
+	mi := &file_machine_machine_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1027,7 +1750,7 @@ func (x *GetConfigurationRequest) String() string {
 func (*GetConfigurationRequest) ProtoMessage() {}
 
 func (x *GetConfigurationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[12]
+	mi := &file_machine_machine_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1040,7 +1763,7 @@ func (x *GetConfigurationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigurationRequest.ProtoReflect.Descriptor instead.
 func (*GetConfigurationRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{12}
+	return file_machine_machine_proto_rawDescGZIP(), []int{22}
 }
 
 type GetConfigurationResponse struct {
@@ -1055,7 +1778,7 @@ type GetConfigurationResponse struct {
 
 func (x *GetConfigurationResponse) Reset() {
 	*x = GetConfigurationResponse{}
-	mi := &file_machine_machine_proto_msgTypes[13]
+	mi := &file_machine_machine_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1067,7 +1790,7 @@ func (x *GetConfigurationResponse) String() string {
 func (*GetConfigurationResponse) ProtoMessage() {}
 
 func (x *GetConfigurationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[13]
+	mi := &file_machine_machine_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1080,7 +1803,7 @@ func (x *GetConfigurationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigurationResponse.ProtoReflect.Descriptor instead.
 func (*GetConfigurationResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{13}
+	return file_machine_machine_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetConfigurationResponse) GetData() []byte {
@@ -1112,7 +1835,7 @@ type ServiceListRequest struct {
 
 func (x *ServiceListRequest) Reset() {
 	*x = ServiceListRequest{}
-	mi := &file_machine_machine_proto_msgTypes[14]
+	mi := &file_machine_machine_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1124,7 +1847,7 @@ func (x *ServiceListRequest) String() string {
 func (*ServiceListRequest) ProtoMessage() {}
 
 func (x *ServiceListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[14]
+	mi := &file_machine_machine_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1137,7 +1860,7 @@ func (x *ServiceListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceListRequest.ProtoReflect.Descriptor instead.
 func (*ServiceListRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{14}
+	return file_machine_machine_proto_rawDescGZIP(), []int{24}
 }
 
 type ServiceEvent struct {
@@ -1151,7 +1874,7 @@ type ServiceEvent struct {
 
 func (x *ServiceEvent) Reset() {
 	*x = ServiceEvent{}
-	mi := &file_machine_machine_proto_msgTypes[15]
+	mi := &file_machine_machine_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1163,7 +1886,7 @@ func (x *ServiceEvent) String() string {
 func (*ServiceEvent) ProtoMessage() {}
 
 func (x *ServiceEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[15]
+	mi := &file_machine_machine_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1176,7 +1899,7 @@ func (x *ServiceEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceEvent.ProtoReflect.Descriptor instead.
 func (*ServiceEvent) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{15}
+	return file_machine_machine_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ServiceEvent) GetTime() *timestamppb.Timestamp {
@@ -1212,7 +1935,7 @@ type ServiceHealth struct {
 
 func (x *ServiceHealth) Reset() {
 	*x = ServiceHealth{}
-	mi := &file_machine_machine_proto_msgTypes[16]
+	mi := &file_machine_machine_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1224,7 +1947,7 @@ func (x *ServiceHealth) String() string {
 func (*ServiceHealth) ProtoMessage() {}
 
 func (x *ServiceHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[16]
+	mi := &file_machine_machine_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1237,7 +1960,7 @@ func (x *ServiceHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceHealth.ProtoReflect.Descriptor instead.
 func (*ServiceHealth) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{16}
+	return file_machine_machine_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ServiceHealth) GetUnknown() bool {
@@ -1276,7 +1999,7 @@ type ServiceInfo struct {
 
 func (x *ServiceInfo) Reset() {
 	*x = ServiceInfo{}
-	mi := &file_machine_machine_proto_msgTypes[17]
+	mi := &file_machine_machine_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1288,7 +2011,7 @@ func (x *ServiceInfo) String() string {
 func (*ServiceInfo) ProtoMessage() {}
 
 func (x *ServiceInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[17]
+	mi := &file_machine_machine_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1301,7 +2024,7 @@ func (x *ServiceInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceInfo.ProtoReflect.Descriptor instead.
 func (*ServiceInfo) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{17}
+	return file_machine_machine_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ServiceInfo) GetId() string {
@@ -1362,7 +2085,7 @@ type ServiceListResponse struct {
 
 func (x *ServiceListResponse) Reset() {
 	*x = ServiceListResponse{}
-	mi := &file_machine_machine_proto_msgTypes[18]
+	mi := &file_machine_machine_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1374,7 +2097,7 @@ func (x *ServiceListResponse) String() string {
 func (*ServiceListResponse) ProtoMessage() {}
 
 func (x *ServiceListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[18]
+	mi := &file_machine_machine_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1387,7 +2110,7 @@ func (x *ServiceListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceListResponse.ProtoReflect.Descriptor instead.
 func (*ServiceListResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{18}
+	return file_machine_machine_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ServiceListResponse) GetServices() []*ServiceInfo {
@@ -1406,7 +2129,7 @@ type ServiceActionRequest struct {
 
 func (x *ServiceActionRequest) Reset() {
 	*x = ServiceActionRequest{}
-	mi := &file_machine_machine_proto_msgTypes[19]
+	mi := &file_machine_machine_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1418,7 +2141,7 @@ func (x *ServiceActionRequest) String() string {
 func (*ServiceActionRequest) ProtoMessage() {}
 
 func (x *ServiceActionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[19]
+	mi := &file_machine_machine_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1431,7 +2154,7 @@ func (x *ServiceActionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceActionRequest.ProtoReflect.Descriptor instead.
 func (*ServiceActionRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{19}
+	return file_machine_machine_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ServiceActionRequest) GetId() string {
@@ -1450,7 +2173,7 @@ type ServiceActionResponse struct {
 
 func (x *ServiceActionResponse) Reset() {
 	*x = ServiceActionResponse{}
-	mi := &file_machine_machine_proto_msgTypes[20]
+	mi := &file_machine_machine_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1462,7 +2185,7 @@ func (x *ServiceActionResponse) String() string {
 func (*ServiceActionResponse) ProtoMessage() {}
 
 func (x *ServiceActionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[20]
+	mi := &file_machine_machine_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1475,7 +2198,7 @@ func (x *ServiceActionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceActionResponse.ProtoReflect.Descriptor instead.
 func (*ServiceActionResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{20}
+	return file_machine_machine_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ServiceActionResponse) GetMessage() string {
@@ -1497,7 +2220,7 @@ type LogsRequest struct {
 
 func (x *LogsRequest) Reset() {
 	*x = LogsRequest{}
-	mi := &file_machine_machine_proto_msgTypes[21]
+	mi := &file_machine_machine_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1509,7 +2232,7 @@ func (x *LogsRequest) String() string {
 func (*LogsRequest) ProtoMessage() {}
 
 func (x *LogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[21]
+	mi := &file_machine_machine_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1522,7 +2245,7 @@ func (x *LogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsRequest.ProtoReflect.Descriptor instead.
 func (*LogsRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{21}
+	return file_machine_machine_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *LogsRequest) GetId() string {
@@ -1555,7 +2278,7 @@ type LogLine struct {
 
 func (x *LogLine) Reset() {
 	*x = LogLine{}
-	mi := &file_machine_machine_proto_msgTypes[22]
+	mi := &file_machine_machine_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1567,7 +2290,7 @@ func (x *LogLine) String() string {
 func (*LogLine) ProtoMessage() {}
 
 func (x *LogLine) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[22]
+	mi := &file_machine_machine_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1580,7 +2303,7 @@ func (x *LogLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogLine.ProtoReflect.Descriptor instead.
 func (*LogLine) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{22}
+	return file_machine_machine_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *LogLine) GetLine() string {
@@ -1600,7 +2323,7 @@ type DmesgRequest struct {
 
 func (x *DmesgRequest) Reset() {
 	*x = DmesgRequest{}
-	mi := &file_machine_machine_proto_msgTypes[23]
+	mi := &file_machine_machine_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1612,7 +2335,7 @@ func (x *DmesgRequest) String() string {
 func (*DmesgRequest) ProtoMessage() {}
 
 func (x *DmesgRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[23]
+	mi := &file_machine_machine_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1625,7 +2348,7 @@ func (x *DmesgRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DmesgRequest.ProtoReflect.Descriptor instead.
 func (*DmesgRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{23}
+	return file_machine_machine_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DmesgRequest) GetFollow() bool {
@@ -1643,7 +2366,7 @@ type RebootRequest struct {
 
 func (x *RebootRequest) Reset() {
 	*x = RebootRequest{}
-	mi := &file_machine_machine_proto_msgTypes[24]
+	mi := &file_machine_machine_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1655,7 +2378,7 @@ func (x *RebootRequest) String() string {
 func (*RebootRequest) ProtoMessage() {}
 
 func (x *RebootRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[24]
+	mi := &file_machine_machine_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1668,7 +2391,7 @@ func (x *RebootRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebootRequest.ProtoReflect.Descriptor instead.
 func (*RebootRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{24}
+	return file_machine_machine_proto_rawDescGZIP(), []int{34}
 }
 
 type RebootResponse struct {
@@ -1679,7 +2402,7 @@ type RebootResponse struct {
 
 func (x *RebootResponse) Reset() {
 	*x = RebootResponse{}
-	mi := &file_machine_machine_proto_msgTypes[25]
+	mi := &file_machine_machine_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1691,7 +2414,7 @@ func (x *RebootResponse) String() string {
 func (*RebootResponse) ProtoMessage() {}
 
 func (x *RebootResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[25]
+	mi := &file_machine_machine_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1704,7 +2427,7 @@ func (x *RebootResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebootResponse.ProtoReflect.Descriptor instead.
 func (*RebootResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{25}
+	return file_machine_machine_proto_rawDescGZIP(), []int{35}
 }
 
 type ShutdownRequest struct {
@@ -1715,7 +2438,7 @@ type ShutdownRequest struct {
 
 func (x *ShutdownRequest) Reset() {
 	*x = ShutdownRequest{}
-	mi := &file_machine_machine_proto_msgTypes[26]
+	mi := &file_machine_machine_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1727,7 +2450,7 @@ func (x *ShutdownRequest) String() string {
 func (*ShutdownRequest) ProtoMessage() {}
 
 func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[26]
+	mi := &file_machine_machine_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1740,7 +2463,7 @@ func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownRequest.ProtoReflect.Descriptor instead.
 func (*ShutdownRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{26}
+	return file_machine_machine_proto_rawDescGZIP(), []int{36}
 }
 
 type ShutdownResponse struct {
@@ -1751,7 +2474,7 @@ type ShutdownResponse struct {
 
 func (x *ShutdownResponse) Reset() {
 	*x = ShutdownResponse{}
-	mi := &file_machine_machine_proto_msgTypes[27]
+	mi := &file_machine_machine_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1763,7 +2486,7 @@ func (x *ShutdownResponse) String() string {
 func (*ShutdownResponse) ProtoMessage() {}
 
 func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[27]
+	mi := &file_machine_machine_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1776,7 +2499,7 @@ func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownResponse.ProtoReflect.Descriptor instead.
 func (*ShutdownResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{27}
+	return file_machine_machine_proto_rawDescGZIP(), []int{37}
 }
 
 type ResetRequest struct {
@@ -1791,7 +2514,7 @@ type ResetRequest struct {
 
 func (x *ResetRequest) Reset() {
 	*x = ResetRequest{}
-	mi := &file_machine_machine_proto_msgTypes[28]
+	mi := &file_machine_machine_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1803,7 +2526,7 @@ func (x *ResetRequest) String() string {
 func (*ResetRequest) ProtoMessage() {}
 
 func (x *ResetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[28]
+	mi := &file_machine_machine_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1816,7 +2539,7 @@ func (x *ResetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetRequest.ProtoReflect.Descriptor instead.
 func (*ResetRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{28}
+	return file_machine_machine_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ResetRequest) GetGraceful() bool {
@@ -1841,7 +2564,7 @@ type ResetResponse struct {
 
 func (x *ResetResponse) Reset() {
 	*x = ResetResponse{}
-	mi := &file_machine_machine_proto_msgTypes[29]
+	mi := &file_machine_machine_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1853,7 +2576,7 @@ func (x *ResetResponse) String() string {
 func (*ResetResponse) ProtoMessage() {}
 
 func (x *ResetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[29]
+	mi := &file_machine_machine_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1866,7 +2589,7 @@ func (x *ResetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetResponse.ProtoReflect.Descriptor instead.
 func (*ResetResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{29}
+	return file_machine_machine_proto_rawDescGZIP(), []int{39}
 }
 
 type VIPStatusRequest struct {
@@ -1877,7 +2600,7 @@ type VIPStatusRequest struct {
 
 func (x *VIPStatusRequest) Reset() {
 	*x = VIPStatusRequest{}
-	mi := &file_machine_machine_proto_msgTypes[30]
+	mi := &file_machine_machine_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1889,7 +2612,7 @@ func (x *VIPStatusRequest) String() string {
 func (*VIPStatusRequest) ProtoMessage() {}
 
 func (x *VIPStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[30]
+	mi := &file_machine_machine_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1902,7 +2625,7 @@ func (x *VIPStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VIPStatusRequest.ProtoReflect.Descriptor instead.
 func (*VIPStatusRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{30}
+	return file_machine_machine_proto_rawDescGZIP(), []int{40}
 }
 
 type VIPStatusResponse struct {
@@ -1925,7 +2648,7 @@ type VIPStatusResponse struct {
 
 func (x *VIPStatusResponse) Reset() {
 	*x = VIPStatusResponse{}
-	mi := &file_machine_machine_proto_msgTypes[31]
+	mi := &file_machine_machine_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1937,7 +2660,7 @@ func (x *VIPStatusResponse) String() string {
 func (*VIPStatusResponse) ProtoMessage() {}
 
 func (x *VIPStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[31]
+	mi := &file_machine_machine_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1950,7 +2673,7 @@ func (x *VIPStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VIPStatusResponse.ProtoReflect.Descriptor instead.
 func (*VIPStatusResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{31}
+	return file_machine_machine_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *VIPStatusResponse) GetIp() string {
@@ -2010,7 +2733,7 @@ type KubeconfigRequest struct {
 
 func (x *KubeconfigRequest) Reset() {
 	*x = KubeconfigRequest{}
-	mi := &file_machine_machine_proto_msgTypes[32]
+	mi := &file_machine_machine_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2022,7 +2745,7 @@ func (x *KubeconfigRequest) String() string {
 func (*KubeconfigRequest) ProtoMessage() {}
 
 func (x *KubeconfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[32]
+	mi := &file_machine_machine_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2035,7 +2758,7 @@ func (x *KubeconfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubeconfigRequest.ProtoReflect.Descriptor instead.
 func (*KubeconfigRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{32}
+	return file_machine_machine_proto_rawDescGZIP(), []int{42}
 }
 
 type KubeconfigResponse struct {
@@ -2051,7 +2774,7 @@ type KubeconfigResponse struct {
 
 func (x *KubeconfigResponse) Reset() {
 	*x = KubeconfigResponse{}
-	mi := &file_machine_machine_proto_msgTypes[33]
+	mi := &file_machine_machine_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2063,7 +2786,7 @@ func (x *KubeconfigResponse) String() string {
 func (*KubeconfigResponse) ProtoMessage() {}
 
 func (x *KubeconfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[33]
+	mi := &file_machine_machine_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2076,7 +2799,7 @@ func (x *KubeconfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubeconfigResponse.ProtoReflect.Descriptor instead.
 func (*KubeconfigResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{33}
+	return file_machine_machine_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *KubeconfigResponse) GetKubeconfig() []byte {
@@ -2108,7 +2831,7 @@ type ContainersRequest struct {
 
 func (x *ContainersRequest) Reset() {
 	*x = ContainersRequest{}
-	mi := &file_machine_machine_proto_msgTypes[34]
+	mi := &file_machine_machine_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2120,7 +2843,7 @@ func (x *ContainersRequest) String() string {
 func (*ContainersRequest) ProtoMessage() {}
 
 func (x *ContainersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[34]
+	mi := &file_machine_machine_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2133,7 +2856,7 @@ func (x *ContainersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainersRequest.ProtoReflect.Descriptor instead.
 func (*ContainersRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{34}
+	return file_machine_machine_proto_rawDescGZIP(), []int{44}
 }
 
 type Container struct {
@@ -2153,7 +2876,7 @@ type Container struct {
 
 func (x *Container) Reset() {
 	*x = Container{}
-	mi := &file_machine_machine_proto_msgTypes[35]
+	mi := &file_machine_machine_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2165,7 +2888,7 @@ func (x *Container) String() string {
 func (*Container) ProtoMessage() {}
 
 func (x *Container) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[35]
+	mi := &file_machine_machine_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2178,7 +2901,7 @@ func (x *Container) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Container.ProtoReflect.Descriptor instead.
 func (*Container) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{35}
+	return file_machine_machine_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *Container) GetNamespace() string {
@@ -2232,7 +2955,7 @@ type ContainersResponse struct {
 
 func (x *ContainersResponse) Reset() {
 	*x = ContainersResponse{}
-	mi := &file_machine_machine_proto_msgTypes[36]
+	mi := &file_machine_machine_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2244,7 +2967,7 @@ func (x *ContainersResponse) String() string {
 func (*ContainersResponse) ProtoMessage() {}
 
 func (x *ContainersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[36]
+	mi := &file_machine_machine_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2257,7 +2980,7 @@ func (x *ContainersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainersResponse.ProtoReflect.Descriptor instead.
 func (*ContainersResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{36}
+	return file_machine_machine_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ContainersResponse) GetContainers() []*Container {
@@ -2271,7 +2994,57 @@ var File_machine_machine_proto protoreflect.FileDescriptor
 
 const file_machine_machine_proto_rawDesc = "" +
 	"\n" +
-	"\x15machine/machine.proto\x12\x18ballast.machine.v1alpha1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x13\n" +
+	"\x15machine/machine.proto\x12\x18ballast.machine.v1alpha1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x97\x01\n" +
+	"\x0eUpgradeRequest\x12>\n" +
+	"\x05start\x18\x01 \x01(\v2&.ballast.machine.v1alpha1.UpgradeStartH\x00R\x05start\x12>\n" +
+	"\x05chunk\x18\x02 \x01(\v2&.ballast.machine.v1alpha1.UpgradeChunkH\x00R\x05chunkB\x05\n" +
+	"\x03msg\"\x98\x01\n" +
+	"\fUpgradeStart\x12\x1a\n" +
+	"\bmanifest\x18\x01 \x01(\fR\bmanifest\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\x12\x14\n" +
+	"\x05stage\x18\x03 \x01(\bR\x05stage\x12@\n" +
+	"\x0ehealth_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\rhealthTimeout\"6\n" +
+	"\fUpgradeChunk\x12\x12\n" +
+	"\x04part\x18\x01 \x01(\tR\x04part\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"u\n" +
+	"\x0fUpgradeResponse\x12\x16\n" +
+	"\x06wanted\x18\x01 \x03(\tR\x06wanted\x12\x12\n" +
+	"\x04slot\x18\x02 \x01(\tR\x04slot\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12\x1c\n" +
+	"\trebooting\x18\x04 \x01(\bR\trebooting\"i\n" +
+	"\x0fRollbackRequest\x12\x14\n" +
+	"\x05stage\x18\x01 \x01(\bR\x05stage\x12@\n" +
+	"\x0ehealth_timeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\rhealthTimeout\"^\n" +
+	"\x10RollbackResponse\x12\x12\n" +
+	"\x04slot\x18\x01 \x01(\tR\x04slot\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1c\n" +
+	"\trebooting\x18\x03 \x01(\bR\trebooting\"\x16\n" +
+	"\x14UpgradeStatusRequest\"\xd6\x01\n" +
+	"\bSlotInfo\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1f\n" +
+	"\vcommit_time\x18\x03 \x01(\tR\n" +
+	"commitTime\x12-\n" +
+	"\x12kubernetes_version\x18\x04 \x01(\tR\x11kubernetesVersion\x124\n" +
+	"\awritten\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\awritten\x12\x16\n" +
+	"\x06medium\x18\x06 \x01(\bR\x06medium\"\xc2\x02\n" +
+	"\x0eUpgradeAttempt\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04from\x18\x02 \x01(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\x03 \x01(\tR\x02to\x12\x18\n" +
+	"\aversion\x18\x04 \x01(\tR\aversion\x12\x16\n" +
+	"\x06result\x18\x05 \x01(\tR\x06result\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x124\n" +
+	"\astarted\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x126\n" +
+	"\bfinished\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\bfinished\x12@\n" +
+	"\x0ehealth_timeout\x18\t \x01(\v2\x19.google.protobuf.DurationR\rhealthTimeout\"\xe7\x01\n" +
+	"\x15UpgradeStatusResponse\x12\x12\n" +
+	"\x04slot\x18\x01 \x01(\tR\x04slot\x12\x16\n" +
+	"\x06active\x18\x02 \x01(\tR\x06active\x12\x12\n" +
+	"\x04next\x18\x03 \x01(\tR\x04next\x12\x16\n" +
+	"\x06trying\x18\x04 \x01(\bR\x06trying\x128\n" +
+	"\x05slots\x18\x05 \x03(\v2\".ballast.machine.v1alpha1.SlotInfoR\x05slots\x12<\n" +
+	"\x04last\x18\x06 \x01(\v2(.ballast.machine.v1alpha1.UpgradeAttemptR\x04last\"\x13\n" +
 	"\x11TimeStatusRequest\"\x8f\x03\n" +
 	"\x12TimeStatusResponse\x12\x16\n" +
 	"\x06synced\x18\x01 \x01(\bR\x06synced\x12\x16\n" +
@@ -2324,7 +3097,7 @@ const file_machine_machine_proto_rawDesc = "" +
 	"\tresolvers\x18\x04 \x03(\tR\tresolvers\x12)\n" +
 	"\x10resolvers_source\x18\x05 \x01(\tR\x0fresolversSource\x12;\n" +
 	"\x06leases\x18\x06 \x03(\v2#.ballast.machine.v1alpha1.DHCPLeaseR\x06leases\"\x10\n" +
-	"\x0eVersionRequest\"\x80\x02\n" +
+	"\x0eVersionRequest\"\x94\x02\n" +
 	"\x0fVersionResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1d\n" +
 	"\n" +
@@ -2337,7 +3110,9 @@ const file_machine_machine_proto_rawDesc = "" +
 	"\vmaintenance\x18\a \x01(\bR\vmaintenance\x12\x1a\n" +
 	"\bhostname\x18\b \x01(\tR\bhostname\x12\x1f\n" +
 	"\vcommit_time\x18\t \x01(\tR\n" +
-	"commitTime\"\xbd\x01\n" +
+	"commitTime\x12\x12\n" +
+	"\x04slot\x18\n" +
+	" \x01(\tR\x04slot\"\xbd\x01\n" +
 	"\x19ApplyConfigurationRequest\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x127\n" +
 	"\x04mode\x18\x02 \x01(\x0e2#.ballast.machine.v1alpha1.ApplyModeR\x04mode\x12\x17\n" +
@@ -2427,7 +3202,7 @@ const file_machine_machine_proto_rawDesc = "" +
 	"\tNO_REBOOT\x10\x01\x12\n" +
 	"\n" +
 	"\x06STAGED\x10\x02\x12\a\n" +
-	"\x03TRY\x10\x032\x83\x0e\n" +
+	"\x03TRY\x10\x032\xbc\x10\n" +
 	"\x0eMachineService\x12^\n" +
 	"\aVersion\x12(.ballast.machine.v1alpha1.VersionRequest\x1a).ballast.machine.v1alpha1.VersionResponse\x12\x7f\n" +
 	"\x12ApplyConfiguration\x123.ballast.machine.v1alpha1.ApplyConfigurationRequest\x1a4.ballast.machine.v1alpha1.ApplyConfigurationResponse\x12y\n" +
@@ -2448,7 +3223,10 @@ const file_machine_machine_proto_rawDesc = "" +
 	"Containers\x12+.ballast.machine.v1alpha1.ContainersRequest\x1a,.ballast.machine.v1alpha1.ContainersResponse\x12p\n" +
 	"\rNetworkStatus\x12..ballast.machine.v1alpha1.NetworkStatusRequest\x1a/.ballast.machine.v1alpha1.NetworkStatusResponse\x12g\n" +
 	"\n" +
-	"TimeStatus\x12+.ballast.machine.v1alpha1.TimeStatusRequest\x1a,.ballast.machine.v1alpha1.TimeStatusResponseB3Z1github.com/ballast-os/ballast/api/machine;machineb\x06proto3"
+	"TimeStatus\x12+.ballast.machine.v1alpha1.TimeStatusRequest\x1a,.ballast.machine.v1alpha1.TimeStatusResponse\x12b\n" +
+	"\aUpgrade\x12(.ballast.machine.v1alpha1.UpgradeRequest\x1a).ballast.machine.v1alpha1.UpgradeResponse(\x010\x01\x12a\n" +
+	"\bRollback\x12).ballast.machine.v1alpha1.RollbackRequest\x1a*.ballast.machine.v1alpha1.RollbackResponse\x12p\n" +
+	"\rUpgradeStatus\x12..ballast.machine.v1alpha1.UpgradeStatusRequest\x1a/.ballast.machine.v1alpha1.UpgradeStatusResponseB3Z1github.com/ballast-os/ballast/api/machine;machineb\x06proto3"
 
 var (
 	file_machine_machine_proto_rawDescOnce sync.Once
@@ -2463,113 +3241,139 @@ func file_machine_machine_proto_rawDescGZIP() []byte {
 }
 
 var file_machine_machine_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_machine_machine_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_machine_machine_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_machine_machine_proto_goTypes = []any{
 	(ApplyMode)(0),                     // 0: ballast.machine.v1alpha1.ApplyMode
-	(*TimeStatusRequest)(nil),          // 1: ballast.machine.v1alpha1.TimeStatusRequest
-	(*TimeStatusResponse)(nil),         // 2: ballast.machine.v1alpha1.TimeStatusResponse
-	(*NetworkStatusRequest)(nil),       // 3: ballast.machine.v1alpha1.NetworkStatusRequest
-	(*NetworkLink)(nil),                // 4: ballast.machine.v1alpha1.NetworkLink
-	(*NetworkAddress)(nil),             // 5: ballast.machine.v1alpha1.NetworkAddress
-	(*NetworkRoute)(nil),               // 6: ballast.machine.v1alpha1.NetworkRoute
-	(*DHCPLease)(nil),                  // 7: ballast.machine.v1alpha1.DHCPLease
-	(*NetworkStatusResponse)(nil),      // 8: ballast.machine.v1alpha1.NetworkStatusResponse
-	(*VersionRequest)(nil),             // 9: ballast.machine.v1alpha1.VersionRequest
-	(*VersionResponse)(nil),            // 10: ballast.machine.v1alpha1.VersionResponse
-	(*ApplyConfigurationRequest)(nil),  // 11: ballast.machine.v1alpha1.ApplyConfigurationRequest
-	(*ApplyConfigurationResponse)(nil), // 12: ballast.machine.v1alpha1.ApplyConfigurationResponse
-	(*GetConfigurationRequest)(nil),    // 13: ballast.machine.v1alpha1.GetConfigurationRequest
-	(*GetConfigurationResponse)(nil),   // 14: ballast.machine.v1alpha1.GetConfigurationResponse
-	(*ServiceListRequest)(nil),         // 15: ballast.machine.v1alpha1.ServiceListRequest
-	(*ServiceEvent)(nil),               // 16: ballast.machine.v1alpha1.ServiceEvent
-	(*ServiceHealth)(nil),              // 17: ballast.machine.v1alpha1.ServiceHealth
-	(*ServiceInfo)(nil),                // 18: ballast.machine.v1alpha1.ServiceInfo
-	(*ServiceListResponse)(nil),        // 19: ballast.machine.v1alpha1.ServiceListResponse
-	(*ServiceActionRequest)(nil),       // 20: ballast.machine.v1alpha1.ServiceActionRequest
-	(*ServiceActionResponse)(nil),      // 21: ballast.machine.v1alpha1.ServiceActionResponse
-	(*LogsRequest)(nil),                // 22: ballast.machine.v1alpha1.LogsRequest
-	(*LogLine)(nil),                    // 23: ballast.machine.v1alpha1.LogLine
-	(*DmesgRequest)(nil),               // 24: ballast.machine.v1alpha1.DmesgRequest
-	(*RebootRequest)(nil),              // 25: ballast.machine.v1alpha1.RebootRequest
-	(*RebootResponse)(nil),             // 26: ballast.machine.v1alpha1.RebootResponse
-	(*ShutdownRequest)(nil),            // 27: ballast.machine.v1alpha1.ShutdownRequest
-	(*ShutdownResponse)(nil),           // 28: ballast.machine.v1alpha1.ShutdownResponse
-	(*ResetRequest)(nil),               // 29: ballast.machine.v1alpha1.ResetRequest
-	(*ResetResponse)(nil),              // 30: ballast.machine.v1alpha1.ResetResponse
-	(*VIPStatusRequest)(nil),           // 31: ballast.machine.v1alpha1.VIPStatusRequest
-	(*VIPStatusResponse)(nil),          // 32: ballast.machine.v1alpha1.VIPStatusResponse
-	(*KubeconfigRequest)(nil),          // 33: ballast.machine.v1alpha1.KubeconfigRequest
-	(*KubeconfigResponse)(nil),         // 34: ballast.machine.v1alpha1.KubeconfigResponse
-	(*ContainersRequest)(nil),          // 35: ballast.machine.v1alpha1.ContainersRequest
-	(*Container)(nil),                  // 36: ballast.machine.v1alpha1.Container
-	(*ContainersResponse)(nil),         // 37: ballast.machine.v1alpha1.ContainersResponse
-	(*durationpb.Duration)(nil),        // 38: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),      // 39: google.protobuf.Timestamp
+	(*UpgradeRequest)(nil),             // 1: ballast.machine.v1alpha1.UpgradeRequest
+	(*UpgradeStart)(nil),               // 2: ballast.machine.v1alpha1.UpgradeStart
+	(*UpgradeChunk)(nil),               // 3: ballast.machine.v1alpha1.UpgradeChunk
+	(*UpgradeResponse)(nil),            // 4: ballast.machine.v1alpha1.UpgradeResponse
+	(*RollbackRequest)(nil),            // 5: ballast.machine.v1alpha1.RollbackRequest
+	(*RollbackResponse)(nil),           // 6: ballast.machine.v1alpha1.RollbackResponse
+	(*UpgradeStatusRequest)(nil),       // 7: ballast.machine.v1alpha1.UpgradeStatusRequest
+	(*SlotInfo)(nil),                   // 8: ballast.machine.v1alpha1.SlotInfo
+	(*UpgradeAttempt)(nil),             // 9: ballast.machine.v1alpha1.UpgradeAttempt
+	(*UpgradeStatusResponse)(nil),      // 10: ballast.machine.v1alpha1.UpgradeStatusResponse
+	(*TimeStatusRequest)(nil),          // 11: ballast.machine.v1alpha1.TimeStatusRequest
+	(*TimeStatusResponse)(nil),         // 12: ballast.machine.v1alpha1.TimeStatusResponse
+	(*NetworkStatusRequest)(nil),       // 13: ballast.machine.v1alpha1.NetworkStatusRequest
+	(*NetworkLink)(nil),                // 14: ballast.machine.v1alpha1.NetworkLink
+	(*NetworkAddress)(nil),             // 15: ballast.machine.v1alpha1.NetworkAddress
+	(*NetworkRoute)(nil),               // 16: ballast.machine.v1alpha1.NetworkRoute
+	(*DHCPLease)(nil),                  // 17: ballast.machine.v1alpha1.DHCPLease
+	(*NetworkStatusResponse)(nil),      // 18: ballast.machine.v1alpha1.NetworkStatusResponse
+	(*VersionRequest)(nil),             // 19: ballast.machine.v1alpha1.VersionRequest
+	(*VersionResponse)(nil),            // 20: ballast.machine.v1alpha1.VersionResponse
+	(*ApplyConfigurationRequest)(nil),  // 21: ballast.machine.v1alpha1.ApplyConfigurationRequest
+	(*ApplyConfigurationResponse)(nil), // 22: ballast.machine.v1alpha1.ApplyConfigurationResponse
+	(*GetConfigurationRequest)(nil),    // 23: ballast.machine.v1alpha1.GetConfigurationRequest
+	(*GetConfigurationResponse)(nil),   // 24: ballast.machine.v1alpha1.GetConfigurationResponse
+	(*ServiceListRequest)(nil),         // 25: ballast.machine.v1alpha1.ServiceListRequest
+	(*ServiceEvent)(nil),               // 26: ballast.machine.v1alpha1.ServiceEvent
+	(*ServiceHealth)(nil),              // 27: ballast.machine.v1alpha1.ServiceHealth
+	(*ServiceInfo)(nil),                // 28: ballast.machine.v1alpha1.ServiceInfo
+	(*ServiceListResponse)(nil),        // 29: ballast.machine.v1alpha1.ServiceListResponse
+	(*ServiceActionRequest)(nil),       // 30: ballast.machine.v1alpha1.ServiceActionRequest
+	(*ServiceActionResponse)(nil),      // 31: ballast.machine.v1alpha1.ServiceActionResponse
+	(*LogsRequest)(nil),                // 32: ballast.machine.v1alpha1.LogsRequest
+	(*LogLine)(nil),                    // 33: ballast.machine.v1alpha1.LogLine
+	(*DmesgRequest)(nil),               // 34: ballast.machine.v1alpha1.DmesgRequest
+	(*RebootRequest)(nil),              // 35: ballast.machine.v1alpha1.RebootRequest
+	(*RebootResponse)(nil),             // 36: ballast.machine.v1alpha1.RebootResponse
+	(*ShutdownRequest)(nil),            // 37: ballast.machine.v1alpha1.ShutdownRequest
+	(*ShutdownResponse)(nil),           // 38: ballast.machine.v1alpha1.ShutdownResponse
+	(*ResetRequest)(nil),               // 39: ballast.machine.v1alpha1.ResetRequest
+	(*ResetResponse)(nil),              // 40: ballast.machine.v1alpha1.ResetResponse
+	(*VIPStatusRequest)(nil),           // 41: ballast.machine.v1alpha1.VIPStatusRequest
+	(*VIPStatusResponse)(nil),          // 42: ballast.machine.v1alpha1.VIPStatusResponse
+	(*KubeconfigRequest)(nil),          // 43: ballast.machine.v1alpha1.KubeconfigRequest
+	(*KubeconfigResponse)(nil),         // 44: ballast.machine.v1alpha1.KubeconfigResponse
+	(*ContainersRequest)(nil),          // 45: ballast.machine.v1alpha1.ContainersRequest
+	(*Container)(nil),                  // 46: ballast.machine.v1alpha1.Container
+	(*ContainersResponse)(nil),         // 47: ballast.machine.v1alpha1.ContainersResponse
+	(*durationpb.Duration)(nil),        // 48: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),      // 49: google.protobuf.Timestamp
 }
 var file_machine_machine_proto_depIdxs = []int32{
-	38, // 0: ballast.machine.v1alpha1.TimeStatusResponse.offset:type_name -> google.protobuf.Duration
-	38, // 1: ballast.machine.v1alpha1.TimeStatusResponse.rtt:type_name -> google.protobuf.Duration
-	39, // 2: ballast.machine.v1alpha1.TimeStatusResponse.last_sync:type_name -> google.protobuf.Timestamp
-	38, // 3: ballast.machine.v1alpha1.TimeStatusResponse.stepped:type_name -> google.protobuf.Duration
-	39, // 4: ballast.machine.v1alpha1.TimeStatusResponse.now:type_name -> google.protobuf.Timestamp
-	39, // 5: ballast.machine.v1alpha1.DHCPLease.obtained:type_name -> google.protobuf.Timestamp
-	39, // 6: ballast.machine.v1alpha1.DHCPLease.renew_at:type_name -> google.protobuf.Timestamp
-	39, // 7: ballast.machine.v1alpha1.DHCPLease.expires:type_name -> google.protobuf.Timestamp
-	4,  // 8: ballast.machine.v1alpha1.NetworkStatusResponse.links:type_name -> ballast.machine.v1alpha1.NetworkLink
-	5,  // 9: ballast.machine.v1alpha1.NetworkStatusResponse.addresses:type_name -> ballast.machine.v1alpha1.NetworkAddress
-	6,  // 10: ballast.machine.v1alpha1.NetworkStatusResponse.routes:type_name -> ballast.machine.v1alpha1.NetworkRoute
-	7,  // 11: ballast.machine.v1alpha1.NetworkStatusResponse.leases:type_name -> ballast.machine.v1alpha1.DHCPLease
-	0,  // 12: ballast.machine.v1alpha1.ApplyConfigurationRequest.mode:type_name -> ballast.machine.v1alpha1.ApplyMode
-	38, // 13: ballast.machine.v1alpha1.ApplyConfigurationRequest.try_timeout:type_name -> google.protobuf.Duration
-	0,  // 14: ballast.machine.v1alpha1.ApplyConfigurationResponse.mode:type_name -> ballast.machine.v1alpha1.ApplyMode
-	39, // 15: ballast.machine.v1alpha1.ServiceEvent.time:type_name -> google.protobuf.Timestamp
-	17, // 16: ballast.machine.v1alpha1.ServiceInfo.health:type_name -> ballast.machine.v1alpha1.ServiceHealth
-	16, // 17: ballast.machine.v1alpha1.ServiceInfo.events:type_name -> ballast.machine.v1alpha1.ServiceEvent
-	39, // 18: ballast.machine.v1alpha1.ServiceInfo.since:type_name -> google.protobuf.Timestamp
-	18, // 19: ballast.machine.v1alpha1.ServiceListResponse.services:type_name -> ballast.machine.v1alpha1.ServiceInfo
-	39, // 20: ballast.machine.v1alpha1.VIPStatusResponse.since:type_name -> google.protobuf.Timestamp
-	39, // 21: ballast.machine.v1alpha1.KubeconfigResponse.expires:type_name -> google.protobuf.Timestamp
-	39, // 22: ballast.machine.v1alpha1.Container.created:type_name -> google.protobuf.Timestamp
-	36, // 23: ballast.machine.v1alpha1.ContainersResponse.containers:type_name -> ballast.machine.v1alpha1.Container
-	9,  // 24: ballast.machine.v1alpha1.MachineService.Version:input_type -> ballast.machine.v1alpha1.VersionRequest
-	11, // 25: ballast.machine.v1alpha1.MachineService.ApplyConfiguration:input_type -> ballast.machine.v1alpha1.ApplyConfigurationRequest
-	13, // 26: ballast.machine.v1alpha1.MachineService.GetConfiguration:input_type -> ballast.machine.v1alpha1.GetConfigurationRequest
-	15, // 27: ballast.machine.v1alpha1.MachineService.ServiceList:input_type -> ballast.machine.v1alpha1.ServiceListRequest
-	20, // 28: ballast.machine.v1alpha1.MachineService.ServiceStart:input_type -> ballast.machine.v1alpha1.ServiceActionRequest
-	20, // 29: ballast.machine.v1alpha1.MachineService.ServiceStop:input_type -> ballast.machine.v1alpha1.ServiceActionRequest
-	20, // 30: ballast.machine.v1alpha1.MachineService.ServiceRestart:input_type -> ballast.machine.v1alpha1.ServiceActionRequest
-	22, // 31: ballast.machine.v1alpha1.MachineService.Logs:input_type -> ballast.machine.v1alpha1.LogsRequest
-	24, // 32: ballast.machine.v1alpha1.MachineService.Dmesg:input_type -> ballast.machine.v1alpha1.DmesgRequest
-	25, // 33: ballast.machine.v1alpha1.MachineService.Reboot:input_type -> ballast.machine.v1alpha1.RebootRequest
-	27, // 34: ballast.machine.v1alpha1.MachineService.Shutdown:input_type -> ballast.machine.v1alpha1.ShutdownRequest
-	29, // 35: ballast.machine.v1alpha1.MachineService.Reset:input_type -> ballast.machine.v1alpha1.ResetRequest
-	31, // 36: ballast.machine.v1alpha1.MachineService.VIPStatus:input_type -> ballast.machine.v1alpha1.VIPStatusRequest
-	33, // 37: ballast.machine.v1alpha1.MachineService.Kubeconfig:input_type -> ballast.machine.v1alpha1.KubeconfigRequest
-	35, // 38: ballast.machine.v1alpha1.MachineService.Containers:input_type -> ballast.machine.v1alpha1.ContainersRequest
-	3,  // 39: ballast.machine.v1alpha1.MachineService.NetworkStatus:input_type -> ballast.machine.v1alpha1.NetworkStatusRequest
-	1,  // 40: ballast.machine.v1alpha1.MachineService.TimeStatus:input_type -> ballast.machine.v1alpha1.TimeStatusRequest
-	10, // 41: ballast.machine.v1alpha1.MachineService.Version:output_type -> ballast.machine.v1alpha1.VersionResponse
-	12, // 42: ballast.machine.v1alpha1.MachineService.ApplyConfiguration:output_type -> ballast.machine.v1alpha1.ApplyConfigurationResponse
-	14, // 43: ballast.machine.v1alpha1.MachineService.GetConfiguration:output_type -> ballast.machine.v1alpha1.GetConfigurationResponse
-	19, // 44: ballast.machine.v1alpha1.MachineService.ServiceList:output_type -> ballast.machine.v1alpha1.ServiceListResponse
-	21, // 45: ballast.machine.v1alpha1.MachineService.ServiceStart:output_type -> ballast.machine.v1alpha1.ServiceActionResponse
-	21, // 46: ballast.machine.v1alpha1.MachineService.ServiceStop:output_type -> ballast.machine.v1alpha1.ServiceActionResponse
-	21, // 47: ballast.machine.v1alpha1.MachineService.ServiceRestart:output_type -> ballast.machine.v1alpha1.ServiceActionResponse
-	23, // 48: ballast.machine.v1alpha1.MachineService.Logs:output_type -> ballast.machine.v1alpha1.LogLine
-	23, // 49: ballast.machine.v1alpha1.MachineService.Dmesg:output_type -> ballast.machine.v1alpha1.LogLine
-	26, // 50: ballast.machine.v1alpha1.MachineService.Reboot:output_type -> ballast.machine.v1alpha1.RebootResponse
-	28, // 51: ballast.machine.v1alpha1.MachineService.Shutdown:output_type -> ballast.machine.v1alpha1.ShutdownResponse
-	30, // 52: ballast.machine.v1alpha1.MachineService.Reset:output_type -> ballast.machine.v1alpha1.ResetResponse
-	32, // 53: ballast.machine.v1alpha1.MachineService.VIPStatus:output_type -> ballast.machine.v1alpha1.VIPStatusResponse
-	34, // 54: ballast.machine.v1alpha1.MachineService.Kubeconfig:output_type -> ballast.machine.v1alpha1.KubeconfigResponse
-	37, // 55: ballast.machine.v1alpha1.MachineService.Containers:output_type -> ballast.machine.v1alpha1.ContainersResponse
-	8,  // 56: ballast.machine.v1alpha1.MachineService.NetworkStatus:output_type -> ballast.machine.v1alpha1.NetworkStatusResponse
-	2,  // 57: ballast.machine.v1alpha1.MachineService.TimeStatus:output_type -> ballast.machine.v1alpha1.TimeStatusResponse
-	41, // [41:58] is the sub-list for method output_type
-	24, // [24:41] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	2,  // 0: ballast.machine.v1alpha1.UpgradeRequest.start:type_name -> ballast.machine.v1alpha1.UpgradeStart
+	3,  // 1: ballast.machine.v1alpha1.UpgradeRequest.chunk:type_name -> ballast.machine.v1alpha1.UpgradeChunk
+	48, // 2: ballast.machine.v1alpha1.UpgradeStart.health_timeout:type_name -> google.protobuf.Duration
+	48, // 3: ballast.machine.v1alpha1.RollbackRequest.health_timeout:type_name -> google.protobuf.Duration
+	49, // 4: ballast.machine.v1alpha1.SlotInfo.written:type_name -> google.protobuf.Timestamp
+	49, // 5: ballast.machine.v1alpha1.UpgradeAttempt.started:type_name -> google.protobuf.Timestamp
+	49, // 6: ballast.machine.v1alpha1.UpgradeAttempt.finished:type_name -> google.protobuf.Timestamp
+	48, // 7: ballast.machine.v1alpha1.UpgradeAttempt.health_timeout:type_name -> google.protobuf.Duration
+	8,  // 8: ballast.machine.v1alpha1.UpgradeStatusResponse.slots:type_name -> ballast.machine.v1alpha1.SlotInfo
+	9,  // 9: ballast.machine.v1alpha1.UpgradeStatusResponse.last:type_name -> ballast.machine.v1alpha1.UpgradeAttempt
+	48, // 10: ballast.machine.v1alpha1.TimeStatusResponse.offset:type_name -> google.protobuf.Duration
+	48, // 11: ballast.machine.v1alpha1.TimeStatusResponse.rtt:type_name -> google.protobuf.Duration
+	49, // 12: ballast.machine.v1alpha1.TimeStatusResponse.last_sync:type_name -> google.protobuf.Timestamp
+	48, // 13: ballast.machine.v1alpha1.TimeStatusResponse.stepped:type_name -> google.protobuf.Duration
+	49, // 14: ballast.machine.v1alpha1.TimeStatusResponse.now:type_name -> google.protobuf.Timestamp
+	49, // 15: ballast.machine.v1alpha1.DHCPLease.obtained:type_name -> google.protobuf.Timestamp
+	49, // 16: ballast.machine.v1alpha1.DHCPLease.renew_at:type_name -> google.protobuf.Timestamp
+	49, // 17: ballast.machine.v1alpha1.DHCPLease.expires:type_name -> google.protobuf.Timestamp
+	14, // 18: ballast.machine.v1alpha1.NetworkStatusResponse.links:type_name -> ballast.machine.v1alpha1.NetworkLink
+	15, // 19: ballast.machine.v1alpha1.NetworkStatusResponse.addresses:type_name -> ballast.machine.v1alpha1.NetworkAddress
+	16, // 20: ballast.machine.v1alpha1.NetworkStatusResponse.routes:type_name -> ballast.machine.v1alpha1.NetworkRoute
+	17, // 21: ballast.machine.v1alpha1.NetworkStatusResponse.leases:type_name -> ballast.machine.v1alpha1.DHCPLease
+	0,  // 22: ballast.machine.v1alpha1.ApplyConfigurationRequest.mode:type_name -> ballast.machine.v1alpha1.ApplyMode
+	48, // 23: ballast.machine.v1alpha1.ApplyConfigurationRequest.try_timeout:type_name -> google.protobuf.Duration
+	0,  // 24: ballast.machine.v1alpha1.ApplyConfigurationResponse.mode:type_name -> ballast.machine.v1alpha1.ApplyMode
+	49, // 25: ballast.machine.v1alpha1.ServiceEvent.time:type_name -> google.protobuf.Timestamp
+	27, // 26: ballast.machine.v1alpha1.ServiceInfo.health:type_name -> ballast.machine.v1alpha1.ServiceHealth
+	26, // 27: ballast.machine.v1alpha1.ServiceInfo.events:type_name -> ballast.machine.v1alpha1.ServiceEvent
+	49, // 28: ballast.machine.v1alpha1.ServiceInfo.since:type_name -> google.protobuf.Timestamp
+	28, // 29: ballast.machine.v1alpha1.ServiceListResponse.services:type_name -> ballast.machine.v1alpha1.ServiceInfo
+	49, // 30: ballast.machine.v1alpha1.VIPStatusResponse.since:type_name -> google.protobuf.Timestamp
+	49, // 31: ballast.machine.v1alpha1.KubeconfigResponse.expires:type_name -> google.protobuf.Timestamp
+	49, // 32: ballast.machine.v1alpha1.Container.created:type_name -> google.protobuf.Timestamp
+	46, // 33: ballast.machine.v1alpha1.ContainersResponse.containers:type_name -> ballast.machine.v1alpha1.Container
+	19, // 34: ballast.machine.v1alpha1.MachineService.Version:input_type -> ballast.machine.v1alpha1.VersionRequest
+	21, // 35: ballast.machine.v1alpha1.MachineService.ApplyConfiguration:input_type -> ballast.machine.v1alpha1.ApplyConfigurationRequest
+	23, // 36: ballast.machine.v1alpha1.MachineService.GetConfiguration:input_type -> ballast.machine.v1alpha1.GetConfigurationRequest
+	25, // 37: ballast.machine.v1alpha1.MachineService.ServiceList:input_type -> ballast.machine.v1alpha1.ServiceListRequest
+	30, // 38: ballast.machine.v1alpha1.MachineService.ServiceStart:input_type -> ballast.machine.v1alpha1.ServiceActionRequest
+	30, // 39: ballast.machine.v1alpha1.MachineService.ServiceStop:input_type -> ballast.machine.v1alpha1.ServiceActionRequest
+	30, // 40: ballast.machine.v1alpha1.MachineService.ServiceRestart:input_type -> ballast.machine.v1alpha1.ServiceActionRequest
+	32, // 41: ballast.machine.v1alpha1.MachineService.Logs:input_type -> ballast.machine.v1alpha1.LogsRequest
+	34, // 42: ballast.machine.v1alpha1.MachineService.Dmesg:input_type -> ballast.machine.v1alpha1.DmesgRequest
+	35, // 43: ballast.machine.v1alpha1.MachineService.Reboot:input_type -> ballast.machine.v1alpha1.RebootRequest
+	37, // 44: ballast.machine.v1alpha1.MachineService.Shutdown:input_type -> ballast.machine.v1alpha1.ShutdownRequest
+	39, // 45: ballast.machine.v1alpha1.MachineService.Reset:input_type -> ballast.machine.v1alpha1.ResetRequest
+	41, // 46: ballast.machine.v1alpha1.MachineService.VIPStatus:input_type -> ballast.machine.v1alpha1.VIPStatusRequest
+	43, // 47: ballast.machine.v1alpha1.MachineService.Kubeconfig:input_type -> ballast.machine.v1alpha1.KubeconfigRequest
+	45, // 48: ballast.machine.v1alpha1.MachineService.Containers:input_type -> ballast.machine.v1alpha1.ContainersRequest
+	13, // 49: ballast.machine.v1alpha1.MachineService.NetworkStatus:input_type -> ballast.machine.v1alpha1.NetworkStatusRequest
+	11, // 50: ballast.machine.v1alpha1.MachineService.TimeStatus:input_type -> ballast.machine.v1alpha1.TimeStatusRequest
+	1,  // 51: ballast.machine.v1alpha1.MachineService.Upgrade:input_type -> ballast.machine.v1alpha1.UpgradeRequest
+	5,  // 52: ballast.machine.v1alpha1.MachineService.Rollback:input_type -> ballast.machine.v1alpha1.RollbackRequest
+	7,  // 53: ballast.machine.v1alpha1.MachineService.UpgradeStatus:input_type -> ballast.machine.v1alpha1.UpgradeStatusRequest
+	20, // 54: ballast.machine.v1alpha1.MachineService.Version:output_type -> ballast.machine.v1alpha1.VersionResponse
+	22, // 55: ballast.machine.v1alpha1.MachineService.ApplyConfiguration:output_type -> ballast.machine.v1alpha1.ApplyConfigurationResponse
+	24, // 56: ballast.machine.v1alpha1.MachineService.GetConfiguration:output_type -> ballast.machine.v1alpha1.GetConfigurationResponse
+	29, // 57: ballast.machine.v1alpha1.MachineService.ServiceList:output_type -> ballast.machine.v1alpha1.ServiceListResponse
+	31, // 58: ballast.machine.v1alpha1.MachineService.ServiceStart:output_type -> ballast.machine.v1alpha1.ServiceActionResponse
+	31, // 59: ballast.machine.v1alpha1.MachineService.ServiceStop:output_type -> ballast.machine.v1alpha1.ServiceActionResponse
+	31, // 60: ballast.machine.v1alpha1.MachineService.ServiceRestart:output_type -> ballast.machine.v1alpha1.ServiceActionResponse
+	33, // 61: ballast.machine.v1alpha1.MachineService.Logs:output_type -> ballast.machine.v1alpha1.LogLine
+	33, // 62: ballast.machine.v1alpha1.MachineService.Dmesg:output_type -> ballast.machine.v1alpha1.LogLine
+	36, // 63: ballast.machine.v1alpha1.MachineService.Reboot:output_type -> ballast.machine.v1alpha1.RebootResponse
+	38, // 64: ballast.machine.v1alpha1.MachineService.Shutdown:output_type -> ballast.machine.v1alpha1.ShutdownResponse
+	40, // 65: ballast.machine.v1alpha1.MachineService.Reset:output_type -> ballast.machine.v1alpha1.ResetResponse
+	42, // 66: ballast.machine.v1alpha1.MachineService.VIPStatus:output_type -> ballast.machine.v1alpha1.VIPStatusResponse
+	44, // 67: ballast.machine.v1alpha1.MachineService.Kubeconfig:output_type -> ballast.machine.v1alpha1.KubeconfigResponse
+	47, // 68: ballast.machine.v1alpha1.MachineService.Containers:output_type -> ballast.machine.v1alpha1.ContainersResponse
+	18, // 69: ballast.machine.v1alpha1.MachineService.NetworkStatus:output_type -> ballast.machine.v1alpha1.NetworkStatusResponse
+	12, // 70: ballast.machine.v1alpha1.MachineService.TimeStatus:output_type -> ballast.machine.v1alpha1.TimeStatusResponse
+	4,  // 71: ballast.machine.v1alpha1.MachineService.Upgrade:output_type -> ballast.machine.v1alpha1.UpgradeResponse
+	6,  // 72: ballast.machine.v1alpha1.MachineService.Rollback:output_type -> ballast.machine.v1alpha1.RollbackResponse
+	10, // 73: ballast.machine.v1alpha1.MachineService.UpgradeStatus:output_type -> ballast.machine.v1alpha1.UpgradeStatusResponse
+	54, // [54:74] is the sub-list for method output_type
+	34, // [34:54] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_machine_machine_proto_init() }
@@ -2577,13 +3381,17 @@ func file_machine_machine_proto_init() {
 	if File_machine_machine_proto != nil {
 		return
 	}
+	file_machine_machine_proto_msgTypes[0].OneofWrappers = []any{
+		(*UpgradeRequest_Start)(nil),
+		(*UpgradeRequest_Chunk)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_machine_machine_proto_rawDesc), len(file_machine_machine_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   37,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -43,6 +43,9 @@ const (
 	MachineService_Containers_FullMethodName         = "/ballast.machine.v1alpha1.MachineService/Containers"
 	MachineService_NetworkStatus_FullMethodName      = "/ballast.machine.v1alpha1.MachineService/NetworkStatus"
 	MachineService_TimeStatus_FullMethodName         = "/ballast.machine.v1alpha1.MachineService/TimeStatus"
+	MachineService_Upgrade_FullMethodName            = "/ballast.machine.v1alpha1.MachineService/Upgrade"
+	MachineService_Rollback_FullMethodName           = "/ballast.machine.v1alpha1.MachineService/Rollback"
+	MachineService_UpgradeStatus_FullMethodName      = "/ballast.machine.v1alpha1.MachineService/UpgradeStatus"
 )
 
 // MachineServiceClient is the client API for MachineService service.
@@ -95,6 +98,20 @@ type MachineServiceClient interface {
 	// TimeStatus reports the clock's synchronization: server, offset, state.
 	// Roles: os:admin, os:operator, os:reader.
 	TimeStatus(ctx context.Context, in *TimeStatusRequest, opts ...grpc.CallOption) (*TimeStatusResponse, error)
+	// Upgrade installs an upgrade bundle (docs/upgrades.md) into the node's
+	// inactive slot and boots it once: the client sends UpgradeStart, the
+	// node answers with the parts it needs, the client sends them as
+	// UpgradeChunks and closes its side; the node checks every digest,
+	// switches, answers with the slot and (unless staged) reboots. The new
+	// system becomes the default only once it passes its health gate.
+	// Roles: os:admin.
+	Upgrade(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[UpgradeRequest, UpgradeResponse], error)
+	// Rollback boots the other slot (the previous build) once, under the
+	// same health gate. Roles: os:admin.
+	Rollback(ctx context.Context, in *RollbackRequest, opts ...grpc.CallOption) (*RollbackResponse, error)
+	// UpgradeStatus reports the slots and the last upgrade or rollback.
+	// Roles: os:admin, os:operator, os:reader.
+	UpgradeStatus(ctx context.Context, in *UpgradeStatusRequest, opts ...grpc.CallOption) (*UpgradeStatusResponse, error)
 }
 
 type machineServiceClient struct {
@@ -293,6 +310,39 @@ func (c *machineServiceClient) TimeStatus(ctx context.Context, in *TimeStatusReq
 	return out, nil
 }
 
+func (c *machineServiceClient) Upgrade(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[UpgradeRequest, UpgradeResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &MachineService_ServiceDesc.Streams[2], MachineService_Upgrade_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[UpgradeRequest, UpgradeResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MachineService_UpgradeClient = grpc.BidiStreamingClient[UpgradeRequest, UpgradeResponse]
+
+func (c *machineServiceClient) Rollback(ctx context.Context, in *RollbackRequest, opts ...grpc.CallOption) (*RollbackResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RollbackResponse)
+	err := c.cc.Invoke(ctx, MachineService_Rollback_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *machineServiceClient) UpgradeStatus(ctx context.Context, in *UpgradeStatusRequest, opts ...grpc.CallOption) (*UpgradeStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpgradeStatusResponse)
+	err := c.cc.Invoke(ctx, MachineService_UpgradeStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MachineServiceServer is the server API for MachineService service.
 // All implementations must embed UnimplementedMachineServiceServer
 // for forward compatibility.
@@ -343,6 +393,20 @@ type MachineServiceServer interface {
 	// TimeStatus reports the clock's synchronization: server, offset, state.
 	// Roles: os:admin, os:operator, os:reader.
 	TimeStatus(context.Context, *TimeStatusRequest) (*TimeStatusResponse, error)
+	// Upgrade installs an upgrade bundle (docs/upgrades.md) into the node's
+	// inactive slot and boots it once: the client sends UpgradeStart, the
+	// node answers with the parts it needs, the client sends them as
+	// UpgradeChunks and closes its side; the node checks every digest,
+	// switches, answers with the slot and (unless staged) reboots. The new
+	// system becomes the default only once it passes its health gate.
+	// Roles: os:admin.
+	Upgrade(grpc.BidiStreamingServer[UpgradeRequest, UpgradeResponse]) error
+	// Rollback boots the other slot (the previous build) once, under the
+	// same health gate. Roles: os:admin.
+	Rollback(context.Context, *RollbackRequest) (*RollbackResponse, error)
+	// UpgradeStatus reports the slots and the last upgrade or rollback.
+	// Roles: os:admin, os:operator, os:reader.
+	UpgradeStatus(context.Context, *UpgradeStatusRequest) (*UpgradeStatusResponse, error)
 	mustEmbedUnimplementedMachineServiceServer()
 }
 
@@ -403,6 +467,15 @@ func (UnimplementedMachineServiceServer) NetworkStatus(context.Context, *Network
 }
 func (UnimplementedMachineServiceServer) TimeStatus(context.Context, *TimeStatusRequest) (*TimeStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method TimeStatus not implemented")
+}
+func (UnimplementedMachineServiceServer) Upgrade(grpc.BidiStreamingServer[UpgradeRequest, UpgradeResponse]) error {
+	return status.Error(codes.Unimplemented, "method Upgrade not implemented")
+}
+func (UnimplementedMachineServiceServer) Rollback(context.Context, *RollbackRequest) (*RollbackResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Rollback not implemented")
+}
+func (UnimplementedMachineServiceServer) UpgradeStatus(context.Context, *UpgradeStatusRequest) (*UpgradeStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpgradeStatus not implemented")
 }
 func (UnimplementedMachineServiceServer) mustEmbedUnimplementedMachineServiceServer() {}
 func (UnimplementedMachineServiceServer) testEmbeddedByValue()                        {}
@@ -717,6 +790,49 @@ func _MachineService_TimeStatus_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MachineService_Upgrade_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(MachineServiceServer).Upgrade(&grpc.GenericServerStream[UpgradeRequest, UpgradeResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MachineService_UpgradeServer = grpc.BidiStreamingServer[UpgradeRequest, UpgradeResponse]
+
+func _MachineService_Rollback_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RollbackRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MachineServiceServer).Rollback(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MachineService_Rollback_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MachineServiceServer).Rollback(ctx, req.(*RollbackRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MachineService_UpgradeStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpgradeStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MachineServiceServer).UpgradeStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MachineService_UpgradeStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MachineServiceServer).UpgradeStatus(ctx, req.(*UpgradeStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // MachineService_ServiceDesc is the grpc.ServiceDesc for MachineService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -784,6 +900,14 @@ var MachineService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "TimeStatus",
 			Handler:    _MachineService_TimeStatus_Handler,
 		},
+		{
+			MethodName: "Rollback",
+			Handler:    _MachineService_Rollback_Handler,
+		},
+		{
+			MethodName: "UpgradeStatus",
+			Handler:    _MachineService_UpgradeStatus_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -795,6 +919,12 @@ var MachineService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "Dmesg",
 			Handler:       _MachineService_Dmesg_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "Upgrade",
+			Handler:       _MachineService_Upgrade_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "machine/machine.proto",

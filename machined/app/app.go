@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/ballast-os/ballast/machined/launcher"
 	"github.com/ballast-os/ballast/machined/logs"
 	"github.com/ballast-os/ballast/machined/node"
 	"github.com/ballast-os/ballast/machined/pid1"
@@ -102,6 +103,9 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		if f.stateDir == "" {
 			return errors.New("--state-dir is required in container mode")
 		}
+		if !launcher.IsAgent() {
+			return launch(ctx, f, args, stderr)
+		}
 	case node.ModeMetal:
 		if os.Getenv("BALLAST_PID1") == "" {
 			return errors.New("--mode metal is the agent of a Ballast machine and is started by its init (PID 1); on another Linux use --mode container")
@@ -161,19 +165,36 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		logger.Info("powering off the machine")
 		os.Exit(pid1.ExitPowerOff)
 	case action == node.ActionReboot:
-		logger.Info("rebooting: re-executing machined")
+		// The launcher boots the next slot (container-mode reboot).
+		logger.Info("rebooting: the launcher starts the agent again")
 		ln.Close()
 		agentLog.Close()
-		exe, err := os.Executable()
-		if err != nil {
-			return fmt.Errorf("reboot: %w", err)
-		}
-		// Same PID, fresh process image: the container-mode reboot.
-		return syscall.Exec(exe, os.Args, os.Environ())
+		os.Exit(launcher.ExitReboot)
 	case action == node.ActionShutdown:
 		logger.Info("shut down")
 	}
 	return nil
+}
+
+// launch runs the container-mode boot loader, which runs the agent of the
+// node's slot as its child (package launcher).
+func launch(ctx context.Context, f *flags, args []string, stderr io.Writer) error {
+	logger, err := newLogger(stderr, f.logFormat, f.logLevel)
+	if err != nil {
+		return err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find machined's own binary: %w", err)
+	}
+	root, err := filepath.Abs(f.stateDir)
+	if err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	return launcher.Run(ctx, launcher.Options{
+		Root: root, Machined: exe, ImagesDir: f.imagesDir, Args: args,
+		Logger: logger.With("component", "launcher"), Stdout: os.Stdout, Stderr: stderr,
+	})
 }
 
 // defaultImagesDir is ../images next to the machined binary (the build's

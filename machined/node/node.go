@@ -21,6 +21,7 @@ import (
 	"github.com/ballast-os/ballast/machined/desired"
 	"github.com/ballast-os/ballast/machined/etcd"
 	"github.com/ballast-os/ballast/machined/k8scerts"
+	"github.com/ballast-os/ballast/machined/launcher"
 	"github.com/ballast-os/ballast/machined/lb"
 	"github.com/ballast-os/ballast/machined/logs"
 	"github.com/ballast-os/ballast/machined/metrics"
@@ -92,6 +93,10 @@ type Node struct {
 	lb *lb.Balancer
 
 	applyMu sync.Mutex // serializes ApplyConfiguration
+	// upgradeMu is held while an upgrade or rollback is prepared.
+	upgradeMu sync.Mutex
+	// booted is when this agent started (the health gate's clock).
+	booted time.Time
 
 	// desired is the active config (possibly a try config): every
 	// controller that follows a live field watches it.
@@ -146,6 +151,7 @@ func New(opts Options) (*Node, error) {
 	n := &Node{
 		opts:        opts,
 		log:         opts.Logger,
+		booted:      time.Now(),
 		clock:       opts.Clock,
 		store:       store,
 		desired:     desired.New(),
@@ -201,6 +207,9 @@ func (n *Node) Run(ctx context.Context) (Action, error) {
 	defer stop()
 	supDone := make(chan error, 1)
 	go func() { supDone <- n.sup.Run(supCtx) }()
+	if _, trying := launcher.Slot(); trying {
+		go n.runHealthGate(supCtx)
+	}
 
 	action := ActionExit
 	select {

@@ -2,7 +2,13 @@ package server
 
 import (
 	"context"
+	"errors"
+	"io"
+	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/ballast-os/ballast/api/machine"
@@ -172,4 +178,88 @@ func (s *Server) Containers(ctx context.Context, _ *machine.ContainersRequest) (
 // TimeStatus implements machine.MachineServiceServer.
 func (s *Server) TimeStatus(context.Context, *machine.TimeStatusRequest) (*machine.TimeStatusResponse, error) {
 	return s.node.TimeStatus(), nil
+}
+
+// maxHealthTimeout bounds a caller's --health-timeout.
+const maxHealthTimeout = time.Hour
+
+// healthTimeout reads a request's health timeout (zero: the default).
+func healthTimeout(d *durationpb.Duration) (time.Duration, error) {
+	if d == nil {
+		return 0, nil
+	}
+	t := d.AsDuration()
+	if t < 0 || t > maxHealthTimeout {
+		return 0, status.Errorf(codes.InvalidArgument, "health_timeout %s: want between 0 and %s", t, maxHealthTimeout)
+	}
+	return t, nil
+}
+
+// Upgrade implements the RPC: UpgradeStart, the wanted parts, the chunks,
+// then the switch. Anything short of a complete, matching bundle leaves
+// both slots as they were.
+func (s *Server) Upgrade(stream machine.MachineService_UpgradeServer) error {
+	req, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	start := req.GetStart()
+	if start == nil {
+		return status.Error(codes.InvalidArgument, "the first message must be UpgradeStart")
+	}
+	timeout, err := healthTimeout(start.HealthTimeout)
+	if err != nil {
+		return err
+	}
+	u, err := s.node.BeginUpgrade(start.Manifest, start.Force)
+	if err != nil {
+		return toStatus(err)
+	}
+	finished := false
+	defer func() {
+		if !finished {
+			u.Abort()
+		}
+	}()
+	if err := stream.Send(&machine.UpgradeResponse{Wanted: u.Wanted()}); err != nil {
+		return err
+	}
+	for {
+		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		chunk := req.GetChunk()
+		if chunk == nil {
+			return status.Error(codes.InvalidArgument, "after UpgradeStart only UpgradeChunks may follow")
+		}
+		if err := u.Write(chunk.Part, chunk.Data); err != nil {
+			return toStatus(err)
+		}
+	}
+	finished = true // Finish cleans up after itself
+	resp, err := u.Finish(stream.Context(), start.Stage, timeout)
+	if err != nil {
+		return toStatus(err)
+	}
+	return stream.Send(resp)
+}
+
+// Rollback implements the RPC.
+func (s *Server) Rollback(ctx context.Context, req *machine.RollbackRequest) (*machine.RollbackResponse, error) {
+	timeout, err := healthTimeout(req.HealthTimeout)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.node.Rollback(ctx, req.Stage, timeout)
+	return resp, toStatus(err)
+}
+
+// UpgradeStatus implements the RPC.
+func (s *Server) UpgradeStatus(context.Context, *machine.UpgradeStatusRequest) (*machine.UpgradeStatusResponse, error) {
+	resp, err := s.node.UpgradeStatus()
+	return resp, toStatus(err)
 }

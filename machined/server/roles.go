@@ -33,6 +33,9 @@ var methodRoles = map[string][]string{
 	machine.MachineService_Containers_FullMethodName:         readers,
 	machine.MachineService_NetworkStatus_FullMethodName:      readers,
 	machine.MachineService_TimeStatus_FullMethodName:         readers,
+	machine.MachineService_Upgrade_FullMethodName:            admins,
+	machine.MachineService_Rollback_FullMethodName:           admins,
+	machine.MachineService_UpgradeStatus_FullMethodName:      readers,
 
 	machine.EtcdService_Bootstrap_FullMethodName:             admins,
 	machine.EtcdService_Recover_FullMethodName:               admins,

@@ -84,6 +84,26 @@ type Machine interface {
 	NetworkStatus() (*machine.NetworkStatusResponse, error)
 	// TimeStatus reports the clock's synchronization.
 	TimeStatus() *machine.TimeStatusResponse
+	// BeginUpgrade checks a bundle's manifest against the running build
+	// and prepares the inactive slot for its parts.
+	BeginUpgrade(manifest []byte, force bool) (Upgrade, error)
+	// Rollback boots the other slot once (at the next reboot when stage).
+	Rollback(ctx context.Context, stage bool, healthTimeout time.Duration) (*machine.RollbackResponse, error)
+	// UpgradeStatus reports the slots and the last upgrade or rollback.
+	UpgradeStatus() (*machine.UpgradeStatusResponse, error)
+}
+
+// Upgrade is a bundle being received into a slot.
+type Upgrade interface {
+	// Wanted lists the parts to send, in order.
+	Wanted() []string
+	// Write appends data to a part.
+	Write(part string, data []byte) error
+	// Finish checks every part, switches the slot and (unless stage)
+	// reboots into it after the answer.
+	Finish(ctx context.Context, stage bool, healthTimeout time.Duration) (*machine.UpgradeResponse, error)
+	// Abort drops what was received.
+	Abort()
 }
 
 // Services is the part of the supervisor the API drives.

@@ -263,14 +263,23 @@ func Write(dir string, m Manifest, sources []Source) (*Manifest, error) {
 			}
 		}
 	}
+	data, err := m.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	if err := atomicfile.Write(filepath.Join(dir, ManifestName), data, 0o644); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// Marshal encodes the manifest as manifest.json holds it.
+func (m *Manifest) Marshal() ([]byte, error) {
 	data, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return nil, err
 	}
-	if err := atomicfile.Write(filepath.Join(dir, ManifestName), append(data, '\n'), 0o644); err != nil {
-		return nil, err
-	}
-	return &m, nil
+	return append(data, '\n'), nil
 }
 
 // place hard-links src to dst (replacing dst), or copies it when a link

@@ -50,8 +50,12 @@ func newVersionCmd(g *globals) *cobra.Command {
 				if v.GetMaintenance() {
 					state = "maintenance mode"
 				}
-				fmt.Fprintf(g.stdout, "Node %s:\n\tmachined %s (%s%s, %s) %s/%s, %s mode, %s\n",
-					node, v.GetVersion(), v.GetGitCommit(), committed(v.GetCommitTime()), v.GetGoVersion(), v.GetOs(), v.GetArch(), v.GetMode(), state)
+				slot := ""
+				if v.GetSlot() != "" {
+					slot = ", slot " + v.GetSlot()
+				}
+				fmt.Fprintf(g.stdout, "Node %s:\n\tmachined %s (%s%s, %s) %s/%s, %s mode%s, %s\n",
+					node, v.GetVersion(), v.GetGitCommit(), committed(v.GetCommitTime()), v.GetGoVersion(), v.GetOs(), v.GetArch(), v.GetMode(), slot, state)
 			})
 		},
 	}
@@ -76,6 +80,7 @@ func newGetCmd(g *globals) *cobra.Command {
 	cmd.AddCommand(newGetVIPCmd(g))
 	cmd.AddCommand(newGetNetworkCmds(g)...)
 	cmd.AddCommand(newGetTimeCmd(g))
+	cmd.AddCommand(newGetSlotsCmd(g))
 	cmd.AddCommand(&cobra.Command{
 		Use:   "config",
 		Short: "Show the active machine config (secrets redacted unless you are os:admin)",

@@ -103,7 +103,7 @@ worker's certificate is refused there.`,
 		newServicesCmd(g), newServiceCmd(g), newLogsCmd(g), newDmesgCmd(g),
 		newRebootCmd(g), newShutdownCmd(g), newResetCmd(g), newConfigCmd(g),
 		newBootstrapCmd(g), newEtcdCmd(g), newHealthCmd(g), newClusterCmd(g),
-		newKubeconfigCmd(g), newContainersCmd(g),
+		newKubeconfigCmd(g), newContainersCmd(g), newUpgradeCmd(g), newRollbackCmd(g),
 	)
 	root.InitDefaultCompletionCmd()
 	return root

@@ -1,0 +1,138 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/ballast-os/ballast/machined/kube"
+	"github.com/ballast-os/ballast/machined/launcher"
+	"github.com/ballast-os/ballast/machined/slots"
+	"github.com/ballast-os/ballast/machined/supervisor"
+)
+
+// gateInterval is how often the health gate looks.
+const gateInterval = time.Second
+
+// runHealthGate decides a tried slot: once every check passes within the
+// attempt's health timeout the slot becomes the active one; otherwise the
+// try is recorded as failed with the last check's reason and the node
+// reboots into the active slot.
+func (n *Node) runHealthGate(ctx context.Context) {
+	slot, _ := launcher.Slot()
+	st, err := slots.Load(n.slotsRecord())
+	if err != nil || st.Trying != slot {
+		return
+	}
+	timeout := DefaultHealthTimeout
+	if st.Last != nil && st.Last.HealthTimeout > 0 {
+		timeout = st.Last.HealthTimeout
+	}
+	n.log.Info("health gate: this boot tries the slot", "slot", slot, "timeout", timeout)
+	deadline := n.booted.Add(timeout)
+	last := errors.New("not checked yet")
+	for {
+		if last = n.gateCheck(ctx); last == nil {
+			n.settleTry(slot, func(st *slots.State) { st.Good(time.Now()) })
+			n.log.Info("health gate passed: the slot is now the active one", "slot", slot, "took", time.Since(n.booted).Round(time.Millisecond))
+			return
+		}
+		if time.Now().After(deadline) {
+			reason := fmt.Sprintf("health gate not passed within %s: %v", timeout, last)
+			n.settleTry(slot, func(st *slots.State) { st.Fail(time.Now(), reason) })
+			n.log.Error("upgrade failed: rebooting into the active slot", "slot", slot, "reason", reason)
+			n.rebootIntoSlot()
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(gateInterval):
+		}
+	}
+}
+
+// settleTry updates the record while it still shows this slot's try.
+func (n *Node) settleTry(slot string, fn func(*slots.State)) {
+	n.upgradeMu.Lock()
+	defer n.upgradeMu.Unlock()
+	st, err := slots.Load(n.slotsRecord())
+	if err != nil || st.Trying != slot {
+		return
+	}
+	fn(st)
+	if err := slots.Save(n.slotsRecord(), st); err != nil {
+		n.log.Error("cannot save the slots record", "error", err)
+	}
+}
+
+// gateCheck is the health gate: the node configured, every service
+// Running (or finished), the etcd member started and caught up (a
+// linearizable read through it as a voting member), and the kubelet's
+// Node Ready with a heartbeat from this boot.
+func (n *Node) gateCheck(ctx context.Context) error {
+	cfg := n.desired.Current()
+	if cfg == nil {
+		return errors.New("the node has no config")
+	}
+	list := n.sup.List()
+	if len(list) == 0 {
+		return errors.New("no services yet")
+	}
+	hasKubelet := false
+	for _, s := range list {
+		switch s.State {
+		case supervisor.StateRunning, supervisor.StateFinished:
+		default:
+			return fmt.Errorf("service %s is %s", s.ID, s.State)
+		}
+		if s.Healthy != nil && !*s.Healthy {
+			return fmt.Errorf("service %s is unhealthy: %s", s.ID, s.HealthMessage)
+		}
+		hasKubelet = hasKubelet || s.ID == kubeletService
+	}
+	n.mu.Lock()
+	mgr := n.etcdMgr
+	n.mu.Unlock()
+	if mgr != nil {
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		err := mgr.Healthy(cctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("etcd member: %w", err)
+		}
+	}
+	if hasKubelet {
+		return n.kubeletReady(ctx, n.nodeName(cfg))
+	}
+	return nil
+}
+
+// kubeletReady checks the node's Node object with the kubelet's own
+// credentials: Ready, with a heartbeat from after this boot started.
+func (n *Node) kubeletReady(ctx context.Context, name string) error {
+	cl, err := kube.New(n.kubeletPaths().Kubeconfig(), kube.Options{UserAgent: "ballast-machined/health-gate", Timeout: 3 * time.Second})
+	if err != nil {
+		return fmt.Errorf("kubelet credentials: %w", err)
+	}
+	node, err := cl.Node(ctx, name)
+	if err != nil {
+		return fmt.Errorf("kubelet: Node %s: %w", name, err)
+	}
+	for _, c := range node.Status.Conditions {
+		if c.Type != corev1.NodeReady {
+			continue
+		}
+		if c.Status != corev1.ConditionTrue {
+			return fmt.Errorf("kubelet: Node %s is not Ready (%s)", name, c.Reason)
+		}
+		if c.LastHeartbeatTime.Time.Before(n.booted.Add(-time.Second)) {
+			return fmt.Errorf("kubelet: Node %s has not reported since this boot", name)
+		}
+		return nil
+	}
+	return fmt.Errorf("kubelet: Node %s has no Ready condition", name)
+}
