@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ballast-os/ballast/pkg/cluster"
 )
 
 var cold = flag.Bool("cold", false, "kubernetes section: also build containerd, Kubernetes and the images from an empty Go build cache first (minutes)")
@@ -27,7 +29,7 @@ type nodeRSS struct {
 	procs map[string]int64 // name -> KiB
 }
 
-var rssOrder = []string{"machined", "containerd", "kubelet", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}
+var rssOrder = []string{"machined", "launcher", "containerd", "kubelet", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}
 
 // measureKubernetes times `cluster create` of 3 control planes with the
 // Kubernetes components until `health` is green (every apiserver ready, the
@@ -124,7 +126,11 @@ func createK8s(readRSS bool, r *k8sResult) (time.Duration, error) {
 func nodeAgentsRSS(name, stateDir string) nodeRSS {
 	n := nodeRSS{node: name, procs: map[string]int64{}}
 	if pid, err := pgrep("--state-dir " + stateDir + " "); err == nil {
-		n.procs["machined"] = rssKiB(pid)
+		// The first match is the launcher; the agent is its child.
+		if agent, err := cluster.AgentPID(pid); err == nil {
+			n.procs["machined"] = rssKiB(agent)
+		}
+		n.procs["launcher"] = rssKiB(pid)
 	}
 	if data, err := os.ReadFile(filepath.Join(stateDir, "var", "run", "containerd", "containerd.pid")); err == nil {
 		if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil {

@@ -8,10 +8,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ballast-os/ballast/pkg/cluster"
 )
 
 // localCluster drives `nodectl cluster` for one test, with its own state
@@ -234,13 +238,41 @@ func killNode(t *testing.T, pid int) {
 	})
 }
 
+// pidOf is a node's recorded process: the launcher, whose SIGKILL is a
+// power cut of the whole node (the agent dies with it).
 func pidOf(t *testing.T, stateDir string) int {
 	t.Helper()
 	out, err := exec.Command("pgrep", "-f", "--", "--state-dir "+stateDir+" ").Output()
 	if err != nil {
 		t.Fatalf("no machined for %s: %v", stateDir, err)
 	}
+	// The launcher and its agent share a command line: the launcher is
+	// the one whose parent is not a match.
+	pids := strings.Fields(string(out))
+	for _, f := range pids {
+		pid, _ := strconv.Atoi(f)
+		stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		var ppid int
+		if i := strings.LastIndexByte(string(stat), ')'); i > 0 {
+			fmt.Sscan(strings.Fields(string(stat[i+1:]))[1], &ppid)
+		}
+		if !slices.Contains(pids, strconv.Itoa(ppid)) {
+			return pid
+		}
+	}
+	t.Fatalf("no launcher among %v", pids)
+	return 0
+}
+
+// agentPID is the agent a node's launcher runs now (it changes at every
+// reboot, the launcher's does not).
+func agentPID(t *testing.T, stateDir string) int {
+	t.Helper()
 	var pid int
-	fmt.Sscan(strings.Fields(string(out))[0], &pid)
+	waitFor(t, "the agent of "+stateDir, 30*time.Second, func() error {
+		var err error
+		pid, err = cluster.AgentPID(pidOf(t, stateDir))
+		return err
+	})
 	return pid
 }

@@ -59,10 +59,10 @@ func TestLocalClusterHA(t *testing.T) {
 	var scheduled time.Time
 	t.Run("live: snapshot schedule", func(t *testing.T) {
 		c := c.on(t)
-		pid := pidOf(t, cp1.StateDir)
+		pid := agentPID(t, cp1.StateDir)
 		c.liveApply(t, cp1.Address, `{"cluster":{"etcd":{"snapshots":{"interval":"1m","keep":1}}}}`)
 		scheduled = time.Now()
-		if got := pidOf(t, cp1.StateDir); got != pid {
+		if got := agentPID(t, cp1.StateDir); got != pid {
 			t.Fatalf("machined restarted (pid %d, was %d)", got, pid)
 		}
 		// The snapshots are counted at the end of the test, which runs
@@ -189,10 +189,10 @@ func TestLocalClusterHA(t *testing.T) {
 			return nil
 		})
 		// Live: the peers list reaches the join loop without a restart.
-		pid := pidOf(t, cp3.StateDir)
+		pid := agentPID(t, cp3.StateDir)
 		c.liveApply(t, cp3.Address, `{"cluster":{"etcd":{"peers":["`+cp1.Address+`"]}}}`)
 		c.health(nodes...)
-		if got := pidOf(t, cp3.StateDir); got != pid {
+		if got := agentPID(t, cp3.StateDir); got != pid {
 			t.Fatalf("machined restarted (pid %d, was %d): peers were not applied live", got, pid)
 		}
 		ms := c.memberList(ep1)

@@ -54,7 +54,7 @@ func (c *localCluster) serverNameVerifies(node, name string) error {
 // testLiveCertNames changes what a node's certificate must name, live, and
 // waits for the node to present a certificate valid for the new name.
 func testLiveCertNames(t *testing.T, c *localCluster, stateDir, node, patch, name string) {
-	pid := pidOf(t, stateDir)
+	pid := agentPID(t, stateDir)
 	if err := c.serverNameVerifies(node, name); err == nil {
 		t.Fatalf("the certificate of %s is valid for %s before the change", node, name)
 	}
@@ -62,7 +62,7 @@ func testLiveCertNames(t *testing.T, c *localCluster, stateDir, node, patch, nam
 	waitFor(t, fmt.Sprintf("%s to present a certificate for %s", node, name), 30*time.Second, func() error {
 		return c.serverNameVerifies(node, name)
 	})
-	if got := pidOf(t, stateDir); got != pid {
+	if got := agentPID(t, stateDir); got != pid {
 		t.Fatalf("machined restarted (pid %d, was %d): the change was not applied live", got, pid)
 	}
 }

@@ -165,7 +165,7 @@ func TestVIPFailover(t *testing.T) {
 	for i := range 3 {
 		prime()
 		h := holder()
-		pid := pidOf(t, h.StateDir)
+		pid := agentPID(t, h.StateDir) // freeze the agent, as a hung machine
 		start := time.Now()
 		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 			t.Fatal(err)
