@@ -205,6 +205,28 @@ func TestRoleMatrix(t *testing.T) {
 			_, err := c.TimeStatus(ctx, &machine.TimeStatusRequest{})
 			return err
 		}},
+		// A manifest that is not one: refused as InvalidArgument when
+		// the role may upgrade, before anything is written.
+		{"Upgrade", func(ctx context.Context, c *client.Client) error {
+			s, err := c.Upgrade(ctx)
+			if err != nil {
+				return err
+			}
+			if err := s.Send(&machine.UpgradeRequest{Msg: &machine.UpgradeRequest_Start{Start: &machine.UpgradeStart{Manifest: []byte("{}")}}}); err != nil {
+				return err
+			}
+			_, err = s.Recv()
+			return err
+		}},
+		// Slot b was never written: FailedPrecondition when allowed.
+		{"Rollback", func(ctx context.Context, c *client.Client) error {
+			_, err := c.Rollback(ctx, &machine.RollbackRequest{})
+			return err
+		}},
+		{"UpgradeStatus", func(ctx context.Context, c *client.Client) error {
+			_, err := c.UpgradeStatus(ctx, &machine.UpgradeStatusRequest{})
+			return err
+		}},
 		{"Dmesg", func(ctx context.Context, c *client.Client) error {
 			s, err := c.Dmesg(ctx, &machine.DmesgRequest{})
 			if err != nil {
@@ -217,9 +239,9 @@ func TestRoleMatrix(t *testing.T) {
 		}},
 	}
 	stateAllowed := map[string][]string{
-		pki.RoleAdmin:      {"VIPStatus", "Kubeconfig", "Containers", "NetworkStatus", "TimeStatus", "Dmesg"},
-		pki.RoleOperator:   {"VIPStatus", "Containers", "NetworkStatus", "TimeStatus", "Dmesg"},
-		pki.RoleReader:     {"VIPStatus", "Containers", "NetworkStatus", "TimeStatus"},
+		pki.RoleAdmin:      {"VIPStatus", "Kubeconfig", "Containers", "NetworkStatus", "TimeStatus", "Dmesg", "Upgrade", "Rollback", "UpgradeStatus"},
+		pki.RoleOperator:   {"VIPStatus", "Containers", "NetworkStatus", "TimeStatus", "Dmesg", "UpgradeStatus"},
+		pki.RoleReader:     {"VIPStatus", "Containers", "NetworkStatus", "TimeStatus", "UpgradeStatus"},
 		pki.RoleEtcdBackup: {},
 	}
 	if n := len(machine.MachineService_ServiceDesc.Methods) + len(machine.MachineService_ServiceDesc.Streams); n != len(calls)+len(destructive)+len(stateCalls) {
