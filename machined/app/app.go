@@ -103,9 +103,6 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		if f.stateDir == "" {
 			return errors.New("--state-dir is required in container mode")
 		}
-		if !launcher.IsAgent() {
-			return launch(ctx, f, args, stderr)
-		}
 	case node.ModeMetal:
 		if os.Getenv("BALLAST_PID1") == "" {
 			return errors.New("--mode metal is the agent of a Ballast machine and is started by its init (PID 1); on another Linux use --mode container")
@@ -123,6 +120,9 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	addr, err := client.HostPort(f.apiListen)
 	if err != nil {
 		return fmt.Errorf("--api-listen: %w", err)
+	}
+	if f.mode == node.ModeContainer && !launcher.IsAgent() {
+		return launch(ctx, f, args, stderr)
 	}
 	if err := os.MkdirAll(filepath.Join(stateDir, "var", "log"), 0o700); err != nil {
 		return fmt.Errorf("create state dir: %w", err)

@@ -266,6 +266,14 @@ func (b *Balancer) proxy(ctx context.Context, client net.Conn) {
 		return
 	}
 	defer up.Close()
+	// A stopping balancer closes what is in flight: a long watch through
+	// it (a pod's client keeps going while the node reboots) must not hold
+	// the stop up.
+	stop := context.AfterFunc(ctx, func() {
+		client.Close()
+		up.Close()
+	})
+	defer stop()
 	b.metrics.conn(addr)
 	defer b.metrics.active.Dec()
 	// One copy runs here, the other in one more goroutine; each half-closes

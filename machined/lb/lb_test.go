@@ -189,3 +189,43 @@ func TestHosts(t *testing.T) {
 		t.Fatalf("Hosts = %v, want %v", got, want)
 	}
 }
+
+// TestStopClosesOpenConnections: a balancer told to stop returns while a
+// client still holds a connection through it (a long watch), and that
+// connection is closed.
+func TestStopClosesOpenConnections(t *testing.T) {
+	up := startUpstream(t, "127.0.0.64:0", "up")
+	b := New(Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	b.SetUpstreams([]string{up.ln.Addr().String()})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx, ln) }()
+	c, err := net.DialTimeout("tcp", ln.Addr().String(), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	if _, err := r.ReadString('\n'); err != nil {
+		t.Fatalf("no answer through the balancer: %v", err)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return while a connection was open")
+	}
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := r.ReadString('\n'); err == nil {
+		t.Fatal("the client's connection is still open after the balancer stopped")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("the client's connection was left open (read timed out)")
+	}
+}
