@@ -1,7 +1,10 @@
 package e2e
 
 import (
+	"crypto/rand"
 	"encoding/json"
+	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -74,7 +77,7 @@ func buildMachined(t *testing.T, out, ver string, committed time.Time) {
 
 // makeBundle writes a container-mode bundle: agent plus the build's image
 // archives.
-func makeBundle(t *testing.T, dir, agent string, m bundle.Manifest) {
+func makeBundle(t *testing.T, dir, agent string, m bundle.Manifest, extra ...string) {
 	t.Helper()
 	// The nodes' images: machined's default, ../images next to it.
 	images := filepath.Join(filepath.Dir(binDir), "images")
@@ -83,7 +86,7 @@ func makeBundle(t *testing.T, dir, agent string, m bundle.Manifest) {
 		t.Fatalf("no image archives in %s (make container-images)", images)
 	}
 	src := []bundle.Source{{Path: agent, Name: "machined", Kind: bundle.KindMachined}}
-	for _, a := range archives {
+	for _, a := range append(archives, extra...) {
 		src = append(src, bundle.Source{Path: a, Kind: bundle.KindArchive})
 	}
 	if m.Arch == "" {
@@ -227,5 +230,61 @@ func TestUpgradeContainerMode(t *testing.T) {
 		}
 		c.health()
 		t.Logf("a broken build on a worker: reported failed and back on slot a %s after the command", took.Round(100*time.Millisecond))
+	})
+
+	t.Run("a gate not passed in time falls back", func(t *testing.T) {
+		c := c.on(t)
+		r := c.nodectl("-n", w.Address, "upgrade", "--bundle", next, "--health-timeout", "1s")
+		if r.code == 0 || !strings.Contains(r.stderr, "health gate not passed within 1s") {
+			t.Fatalf("a gate that cannot pass in 1s was not reported: %s", r)
+		}
+		if got := c.runningVersion(w.Address); !strings.Contains(got, "slot a") || strings.Contains(got, "e2e-next") {
+			t.Fatalf("after the failed gate: %s", got)
+		}
+		c.health()
+	})
+
+	t.Run("a power cut while the slot is written leaves the old slot booting", func(t *testing.T) {
+		c := c.on(t)
+		// A large part no node holds, so the stream lasts long enough to
+		// be cut.
+		filler := filepath.Join(work, "filler.tar")
+		f, err := os.Create(filler)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.ReadFrom(&io.LimitedReader{R: rand.Reader, N: 512 << 20}); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		dir := filepath.Join(work, "big")
+		makeBundle(t, dir, nextAgent, bundle.Manifest{Version: "v0.0.0-e2e-big", CommitTime: time.Now().Add(3 * time.Hour)}, filler)
+		before := c.slots(w.Address)
+		cmd := exec.Command(filepath.Join(binDir, "nodectl"), "-n", w.Address, "upgrade", "--bundle", dir)
+		cmd.Env = append(os.Environ(), "NODECONFIG="+c.nodeconfig)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+		partial := filepath.Join(w.StateDir, "boot", "b.new", "filler.tar")
+		waitFor(t, "the slot being written", 60*time.Second, func() error {
+			if st, err := os.Stat(partial); err != nil || st.Size() == 0 {
+				return errors.New("not yet")
+			}
+			return nil
+		})
+		powerOff(t, w)
+		st, _ := os.Stat(partial)
+		t.Logf("power cut with %d MiB of the part written", st.Size()>>20)
+		c.startNode(w.Netns, w.StateDir, w.Address)
+		c.health()
+		if got := c.runningVersion(w.Address); !strings.Contains(got, "slot a") || strings.Contains(got, "e2e-big") {
+			t.Fatalf("after the power cut: %s", got)
+		}
+		after := c.slots(w.Address)
+		if after.Value.Next != "" || after.Value.Active != "a" || after.Value.Last == nil || before.Value.Last == nil ||
+			after.Value.Last.Version != before.Value.Last.Version || after.Value.Last.Result != before.Value.Last.Result {
+			t.Fatalf("the slots record changed: before %+v, after %+v", before.Value, after.Value)
+		}
 	})
 }
