@@ -277,6 +277,12 @@ func TestUpgradeContainerMode(t *testing.T) {
 		st, _ := os.Stat(partial)
 		t.Logf("power cut with %d MiB of the part written", st.Size()>>20)
 		c.startNode(w.Netns, w.StateDir, w.Address)
+		waitFor(t, "the worker's machine API after the power cut", 2*time.Minute, func() error {
+			if r := c.nodectl("-n", w.Address, "version"); r.code != 0 {
+				return errors.New(r.stderr)
+			}
+			return nil
+		})
 		c.health()
 		if got := c.runningVersion(w.Address); !strings.Contains(got, "slot a") || strings.Contains(got, "e2e-big") {
 			t.Fatalf("after the power cut: %s", got)
