@@ -3,6 +3,7 @@ package lb
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -48,6 +49,19 @@ func serveUpstream(t *testing.T, ln net.Listener, name string) *upstreamServer {
 
 func startBalancer(t *testing.T, upstreams []string) (*Balancer, string) {
 	t.Helper()
+	b, addr, stop := runBalancer(t, upstreams)
+	t.Cleanup(func() {
+		if err := stop(5 * time.Second); err != nil {
+			t.Error(err)
+		}
+	})
+	return b, addr
+}
+
+// runBalancer starts a balancer; stop cancels it and waits up to a bound
+// for Run to return.
+func runBalancer(t *testing.T, upstreams []string) (*Balancer, string, func(time.Duration) error) {
+	t.Helper()
 	b := New(Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	b.SetUpstreams(upstreams)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -57,18 +71,19 @@ func startBalancer(t *testing.T, upstreams []string) (*Balancer, string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- b.Run(ctx, ln) }()
-	t.Cleanup(func() {
+	stop := func(bound time.Duration) error {
 		cancel()
 		select {
 		case err := <-done:
 			if err != nil {
-				t.Errorf("Run: %v", err)
+				return fmt.Errorf("Run: %w", err)
 			}
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return")
+			return nil
+		case <-time.After(bound):
+			return fmt.Errorf("Run did not return within %s", bound)
 		}
-	})
-	return b, ln.Addr().String()
+	}
+	return b, ln.Addr().String(), stop
 }
 
 // through connects through the balancer and returns the upstream's name,
@@ -195,16 +210,8 @@ func TestHosts(t *testing.T) {
 // connection is closed.
 func TestStopClosesOpenConnections(t *testing.T) {
 	up := startUpstream(t, "127.0.0.64:0", "up")
-	b := New(Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	b.SetUpstreams([]string{up.ln.Addr().String()})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- b.Run(ctx, ln) }()
-	c, err := net.DialTimeout("tcp", ln.Addr().String(), 2*time.Second)
+	_, addr, stop := runBalancer(t, []string{up.ln.Addr().String()})
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,14 +220,8 @@ func TestStopClosesOpenConnections(t *testing.T) {
 	if _, err := r.ReadString('\n'); err != nil {
 		t.Fatalf("no answer through the balancer: %v", err)
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return while a connection was open")
+	if err := stop(5 * time.Second); err != nil {
+		t.Fatalf("with a connection open: %v", err)
 	}
 	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
 	if _, err := r.ReadString('\n'); err == nil {
