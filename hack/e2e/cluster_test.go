@@ -251,17 +251,30 @@ func pidOf(t *testing.T, stateDir string) int {
 	pids := strings.Fields(string(out))
 	for _, f := range pids {
 		pid, _ := strconv.Atoi(f)
-		stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		var ppid int
-		if i := strings.LastIndexByte(string(stat), ')'); i > 0 {
-			fmt.Sscan(strings.Fields(string(stat[i+1:]))[1], &ppid)
-		}
-		if !slices.Contains(pids, strconv.Itoa(ppid)) {
+		if !slices.Contains(pids, strconv.Itoa(ppidOf(pid))) {
 			return pid
 		}
 	}
 	t.Fatalf("no launcher among %v", pids)
 	return 0
+}
+
+// ppidOf is a process's parent (0 when unknown), from /proc.
+func ppidOf(pid int) int {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	i := strings.LastIndexByte(string(stat), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(stat[i+1:]))
+	if len(f) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
 }
 
 // agentPID is the agent a node's launcher runs now (it changes at every
