@@ -72,8 +72,8 @@ type MachineServiceClient interface {
 	// Dmesg streams the kernel log (/dev/kmsg) as dmesg prints it; in container
 	// mode that is the host's kernel log. Roles: os:admin, os:operator.
 	Dmesg(ctx context.Context, in *DmesgRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[LogLine], error)
-	// Reboot restarts the node (in container mode: stops services and re-executes
-	// machined). Roles: os:admin, os:operator.
+	// Reboot restarts the node (in container mode: stops services and the
+	// node's launcher starts the agent again). Roles: os:admin, os:operator.
 	Reboot(ctx context.Context, in *RebootRequest, opts ...grpc.CallOption) (*RebootResponse, error)
 	// Shutdown stops every service and powers off (in container mode: exits).
 	// Roles: os:admin, os:operator.
@@ -367,8 +367,8 @@ type MachineServiceServer interface {
 	// Dmesg streams the kernel log (/dev/kmsg) as dmesg prints it; in container
 	// mode that is the host's kernel log. Roles: os:admin, os:operator.
 	Dmesg(*DmesgRequest, grpc.ServerStreamingServer[LogLine]) error
-	// Reboot restarts the node (in container mode: stops services and re-executes
-	// machined). Roles: os:admin, os:operator.
+	// Reboot restarts the node (in container mode: stops services and the
+	// node's launcher starts the agent again). Roles: os:admin, os:operator.
 	Reboot(context.Context, *RebootRequest) (*RebootResponse, error)
 	// Shutdown stops every service and powers off (in container mode: exits).
 	// Roles: os:admin, os:operator.

@@ -46,7 +46,7 @@ type Action int
 // Actions.
 const (
 	ActionExit     Action = iota // the context ended: exit
-	ActionReboot                 // re-execute (container) or reboot (metal)
+	ActionReboot                 // the launcher boots again (container) or reboot (metal)
 	ActionShutdown               // exit (container) or power off (metal)
 )
 
