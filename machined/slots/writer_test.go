@@ -23,12 +23,14 @@ func testBundle(t *testing.T) (string, *bundle.Manifest, map[string][]byte) {
 		"other.bin": nil,
 	}
 	var sources []bundle.Source
-	for name, kind := range map[string]string{"machined": bundle.KindMachined, "a.tar": bundle.KindArchive, "b.tar": bundle.KindArchive, "vmlinuz": bundle.KindKernel} {
-		p := filepath.Join(src, name)
-		if err := os.WriteFile(p, files[name], 0o644); err != nil {
+	for _, part := range []struct{ name, kind string }{
+		{"machined", bundle.KindMachined}, {"a.tar", bundle.KindArchive}, {"b.tar", bundle.KindArchive}, {"vmlinuz", bundle.KindKernel},
+	} {
+		p := filepath.Join(src, part.name)
+		if err := os.WriteFile(p, files[part.name], 0o644); err != nil {
 			t.Fatal(err)
 		}
-		sources = append(sources, bundle.Source{Path: p, Kind: kind})
+		sources = append(sources, bundle.Source{Path: p, Kind: part.kind})
 	}
 	dir := filepath.Join(t.TempDir(), "bundle")
 	m, err := bundle.Write(dir, bundle.Manifest{Version: "v2", Arch: "amd64"}, sources)
@@ -102,7 +104,8 @@ func TestWriterRefusesAndKeepsSlot(t *testing.T) {
 	}{
 		{"digest mismatch", func(w *Writer) error { return send(t, w, files, "a.tar") }, bundle.ErrDigest},
 		{"too long", func(w *Writer) error {
-			return w.Write("machined", append(append([]byte{}, files["machined"]...), 'x'))
+			first := w.Wanted()[0]
+			return w.Write(first, append(append([]byte{}, files[first]...), 'x'))
 		}, bundle.ErrDigest},
 		{"out of order", func(w *Writer) error { return w.Write(w.Wanted()[1], []byte("x")) }, bundle.ErrInvalid},
 		{"unknown part", func(w *Writer) error { return w.Write("vmlinuz", []byte("kernel")) }, bundle.ErrInvalid},
