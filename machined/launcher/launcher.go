@@ -115,14 +115,16 @@ func (o Options) boot(ctx context.Context, sigs <-chan os.Signal) (end, error) {
 		o.Logger.Error("slots record unreadable: booting slot A", "error", err)
 		st = &slots.State{Active: slots.A}
 	}
+	// Only a boot that consumes or settles a try changes the record.
+	pending := st.Next != "" || st.Trying != ""
 	slot, trying := st.Boot(time.Now())
-	if err := slots.Save(path, st); err != nil {
-		if trying {
+	if pending {
+		if err := slots.Save(path, st); err != nil && trying {
 			// Never start a try the record does not show: a crash of it
 			// would then be booted again.
 			o.Logger.Error("cannot record the try: booting the active slot", "slot", slot, "error", err)
 			slot, trying = st.Active, false
-		} else {
+		} else if err != nil {
 			o.Logger.Warn("cannot save the slots record", "error", err)
 		}
 	}

@@ -163,7 +163,7 @@ func TestLauncherConfirmedTry(t *testing.T) {
 	if err := slots.Save(path, st); err != nil {
 		t.Fatal(err)
 	}
-	got := f.run(t, reboot(), "0")
+	got := f.run(t, "10", "0")
 	if strings.Join(got, "|") != "slot-b b|slot-b b" {
 		t.Fatalf("boots %q", got)
 	}
@@ -171,8 +171,6 @@ func TestLauncherConfirmedTry(t *testing.T) {
 		t.Errorf("record %+v", st)
 	}
 }
-
-func reboot() string { return "10" }
 
 // TestLauncherStopsAgent: a signal to the launcher reaches the agent, and
 // the launcher returns once the agent is gone.
