@@ -318,6 +318,14 @@ func TestExecFailureNeverRunning(t *testing.T) {
 			}
 			if ev.ID == "broken" && ev.State == supervisor.StateBackingOff {
 				failures++
+				// The back-off timer is armed after the event is published:
+				// an Advance before that would be lost.
+				armed, cancelArmed := context.WithTimeout(ctx, safety)
+				err := h.clk.BlockUntilContext(armed, 1)
+				cancelArmed()
+				if err != nil {
+					t.Fatalf("back-off timer of failure %d never armed: %v", failures, err)
+				}
 				h.clk.Advance(time.Minute)
 			}
 			if ev.ID == "dependent" && ev.State != supervisor.StateWaiting {
