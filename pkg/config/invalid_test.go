@@ -187,6 +187,18 @@ var badCases = []badCase{
 		path: "machine.install.disk", at: "disk: sda", msg: "not a device path under /dev/"},
 	{name: "install disk escapes /dev", worker: true, edits: []edit{r("disk: /dev/nvme0n1", "disk: /dev/../etc/passwd")},
 		path: "machine.install.disk", at: "disk: /dev/..", msg: "not a device path"},
+	{name: "disk and selector", worker: true, edits: []edit{r("disk: /dev/nvme0n1", "disk: /dev/nvme0n1\n    diskSelector: {type: ssd}")},
+		path: "machine.install.diskSelector", at: "diskSelector:", msg: "not both"},
+	{name: "empty selector", worker: true, edits: []edit{r("disk: /dev/nvme0n1", "diskSelector: {}")},
+		path: "machine.install.diskSelector", at: "diskSelector:", msg: "set at least one"},
+	{name: "selector size", worker: true, edits: []edit{r("disk: /dev/nvme0n1", "diskSelector: {minSize: ten}")},
+		path: "machine.install.diskSelector.minSize", at: "minSize: ten", msg: "not a size"},
+	{name: "selector range upside down", worker: true, edits: []edit{r("disk: /dev/nvme0n1", "diskSelector: {minSize: 2TB, maxSize: 1TB}")},
+		path: "machine.install.diskSelector.maxSize", at: "maxSize: 1TB", msg: "below minSize"},
+	{name: "selector type", worker: true, edits: []edit{r("disk: /dev/nvme0n1", "diskSelector: {type: floppy}")},
+		path: "machine.install.diskSelector.type", at: "type: floppy", msg: "ssd, hdd or nvme"},
+	{name: "selector pattern", worker: true, edits: []edit{r("disk: /dev/nvme0n1", "diskSelector: {model: \"[\"}")},
+		path: "machine.install.diskSelector.model", at: "model:", msg: "not a valid pattern"},
 
 	// Validate: cluster.
 	{name: "missing cluster name", worker: true, edits: []edit{r("  name: demo\n", "")},

@@ -126,12 +126,34 @@ type VIP struct {
 	RenewInterval Duration `yaml:"renewInterval,omitempty" json:"renewInterval,omitempty"`
 }
 
-// Install says where the OS image is installed on bare metal.
+// Install says where the OS is installed on bare metal: a machine booted
+// from the ISO or PXE writes itself to that disk when its config is applied
+// (docs/install.md).
 type Install struct {
-	Disk  string `yaml:"disk,omitempty" json:"disk,omitempty"`
-	Image string `yaml:"image,omitempty" json:"image,omitempty"`
-	Wipe  bool   `yaml:"wipe,omitempty" json:"wipe,omitempty"`
+	// Disk is the device to install to (/dev/sda); DiskSelector picks one
+	// instead (the first disk that matches). At most one of them is set.
+	Disk         string        `yaml:"disk,omitempty" json:"disk,omitempty"`
+	DiskSelector *DiskSelector `yaml:"diskSelector,omitempty" json:"diskSelector,omitempty"`
+	Image        string        `yaml:"image,omitempty" json:"image,omitempty"`
+	// Wipe lets the installer overwrite a disk that holds partitions.
+	Wipe bool `yaml:"wipe,omitempty" json:"wipe,omitempty"`
 }
+
+// DiskSelector matches a disk; every field set must match.
+type DiskSelector struct {
+	// MinSize and MaxSize bound the disk's size ("10GB", "1.5TiB", "512MiB").
+	MinSize string `yaml:"minSize,omitempty" json:"minSize,omitempty"`
+	MaxSize string `yaml:"maxSize,omitempty" json:"maxSize,omitempty"`
+	// Model and Serial are shell patterns (path.Match) on the disk's model
+	// and serial number.
+	Model  string `yaml:"model,omitempty" json:"model,omitempty"`
+	Serial string `yaml:"serial,omitempty" json:"serial,omitempty"`
+	// Type is ssd, hdd or nvme.
+	Type string `yaml:"type,omitempty" json:"type,omitempty"`
+}
+
+// Selected reports whether the config asks for an install.
+func (i Install) Selected() bool { return i.Disk != "" || i.DiskSelector != nil }
 
 // Cluster is the part of the config shared by all nodes of a cluster.
 type Cluster struct {

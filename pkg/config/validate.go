@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"path"
 	"strings"
 	"time"
 )
@@ -100,6 +101,47 @@ func (v *validator) machine() {
 	}
 	if d := m.Install.Disk; d != "" && !isDevicePath(d) {
 		v.addf("machine.install.disk", "%q is not a device path under /dev/ (e.g. /dev/sda)", d)
+	}
+	if sel := m.Install.DiskSelector; sel != nil {
+		v.diskSelector(sel, m.Install.Disk != "")
+	}
+}
+
+// diskSelector checks machine.install.diskSelector.
+func (v *validator) diskSelector(sel *DiskSelector, withDisk bool) {
+	const p = "machine.install.diskSelector"
+	if withDisk {
+		v.addf(p, "set either machine.install.disk or machine.install.diskSelector, not both")
+	}
+	if *sel == (DiskSelector{}) {
+		v.addf(p, "empty: set at least one of minSize, maxSize, model, serial, type")
+	}
+	var lo, hi uint64
+	for _, f := range []struct {
+		name, val string
+		to        *uint64
+	}{{"minSize", sel.MinSize, &lo}, {"maxSize", sel.MaxSize, &hi}} {
+		if f.val == "" {
+			continue
+		}
+		n, err := ParseSize(f.val)
+		if err != nil {
+			v.addf(p+"."+f.name, "%v", err)
+		}
+		*f.to = n
+	}
+	if lo > 0 && hi > 0 && lo > hi {
+		v.addf(p+".maxSize", "%s is below minSize %s", sel.MaxSize, sel.MinSize)
+	}
+	for _, f := range []struct{ name, val string }{{"model", sel.Model}, {"serial", sel.Serial}} {
+		if _, err := path.Match(f.val, ""); err != nil {
+			v.addf(p+"."+f.name, "%q is not a valid pattern: %v", f.val, err)
+		}
+	}
+	switch sel.Type {
+	case "", "ssd", "hdd", "nvme":
+	default:
+		v.addf(p+".type", "%q is not a disk type (ssd, hdd or nvme)", sel.Type)
 	}
 }
 
