@@ -84,12 +84,22 @@ build_initramfs() {
 	done
 	# Debian's runc, and mount/umount (util-linux), which the kubelet runs
 	# for pod volumes: dynamically linked, with their libraries.
-	for b in runc mount umount; do
-		cp "$(command -v $b)" "$root/usr/bin/$b"
+	# e2fsprogs' mkfs.ext4 and resize2fs make and grow the filesystems of
+	# an install (machined/install).
+	for b in runc mount umount mkfs.ext4 resize2fs; do
+		local dst=$root/usr/bin/$b
+		[[ $b == mkfs.ext4 || $b == resize2fs ]] && dst=$root/usr/sbin/$b
+		cp "$(command -v $b)" "$dst"
 		ldd "$(command -v $b)" | grep -o '/[^ ]*' | while read -r lib; do
 			mkdir -p "$root$(dirname "$lib")" && cp -L "$lib" "$root$lib"
 		done
 	done
+	cp /etc/mke2fs.conf "$root/etc/"
+	# The boot loader an install writes to the disk.
+	build_boot
+	mkdir -p "$root/usr/share/ballast/install"
+	cp /usr/lib/grub/i386-pc/boot.img "$tmp/boot/core.img" "$root/usr/share/ballast/install/"
+	gzip -9 -n -c "$tmp/boot/efi.img" >"$root/usr/share/ballast/install/efi.img.gz"
 	for p in bridge host-local loopback portmap; do cp /usr/lib/cni/$p "$root/usr/lib/cni/"; done
 
 	# The modules matching the patterns, with their dependencies.
@@ -209,15 +219,56 @@ le() { # $1: value, $2: bytes → little-endian bytes on stdout
 	for ((i = 0; i < $2; i++)); do printf "\\$(printf %03o $((v & 255)))"; v=$((v >> 8)); done
 }
 
+# The boot loader of a disk (the cloud disk and an installed machine): GRUB
+# for both firmwares with a config built in that picks the slot. GRUB's
+# environment block on the EFI system partition (/ballast/grubenv, found by
+# the partition's volume ID) holds the A/B record: `active` is the slot every
+# boot starts; `next` is tried once: GRUB clears it and sets `trying` before
+# it boots that slot, so a new system that does not come up is never booted
+# twice. machined makes a tried slot active once its health gate passes
+# (docs/upgrades.md). Writes $tmp/boot/{efi.img,core.img}.
+build_boot() {
+	local b=$tmp/boot
+	rm -rf "$b" && mkdir -p "$b"
+	cat >"$b/embed.cfg" <<-'EOF'
+		set slot=a
+		if search --no-floppy --fs-uuid 5BA1-1A57 --set=envdev; then
+			load_env -f ($envdev)/ballast/grubenv
+			if [ "$active" = b ]; then set slot=b; fi
+			if [ "$next" = a -o "$next" = b ]; then
+				set slot=$next
+				set trying=$next
+				set next=
+				save_env -f ($envdev)/ballast/grubenv next trying
+			fi
+		fi
+		if [ "$slot" = b ]; then
+			search --no-floppy --label BOOT-B --set=root
+		else
+			search --no-floppy --label BOOT-A --set=root
+		fi
+		set prefix=($root)/grub
+		configfile ($root)/grub/grub.cfg
+	EOF
+	local mods="part_gpt ext2 fat search search_label search_fs_uuid configfile normal linux echo serial terminal test loadenv"
+	grub-mkimage -O x86_64-efi -o "$b/BOOTX64.EFI" -p /grub -c "$b/embed.cfg" $mods
+	grub-mkimage -O i386-pc -o "$b/core.img" -p /grub -c "$b/embed.cfg" $mods biosdisk
+	grub-editenv "$b/grubenv" create
+	mkfs.vfat -C -n EFI -i 5ba11a57 "$b/efi.img" $((64 * 1024)) >/dev/null
+	mmd -i "$b/efi.img" ::/EFI ::/EFI/BOOT ::/ballast
+	mcopy -m -i "$b/efi.img" "$b/BOOTX64.EFI" ::/EFI/BOOT/BOOTX64.EFI
+	mcopy -m -i "$b/efi.img" "$b/grubenv" ::/ballast/grubenv
+}
+
 build_disk() {
 	local d=$tmp/disk img=$out/disk.raw.tmp state=$((66 + 2 * SLOT)) eph=$((66 + 2 * SLOT + 100))
-	rm -rf "$d" && mkdir -p "$d/boot/grub"
+	rm -rf "$d" && mkdir -p "$d/boot/grub" "$d/boot/slot"
 	# Fixed GUIDs and filesystem UUIDs keep the image reproducible; every
 	# machine made from it shares them (as with any cloud image).
 	local guid=5ba11a57-0000-4000-8000-0000000000
-	cp "$out/vmlinuz" "$out/initramfs.xz" "$d/boot/"
-	[[ -f $out/images.cpio ]] && cp "$out/images.cpio" "$d/boot/"
-	grub_cfg "" "ballast.platform=nocloud" | sed 's/ballast.platform=metal //' >"$d/boot/grub/grub.cfg"
+	cp "$out/vmlinuz" "$out/initramfs.xz" "$d/boot/slot/"
+	[[ -f $out/images.cpio ]] && cp "$out/images.cpio" "$d/boot/slot/"
+	grub_cfg /slot "ballast.platform=nocloud ballast.slot=a" | sed 's/ballast.platform=metal //' >"$d/boot/grub/grub.cfg"
 	find "$d/boot" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 	export E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH
 	# BOOT-A is written once per image (no journal); STATE and EPHEMERAL are
@@ -231,14 +282,7 @@ build_disk() {
 	mkfs.ext4 "${ext4opts[@]}" -L STATE -U ${guid}a5 "$d/state.img" 100M >/dev/null
 	mkfs.ext4 "${ext4opts[@]}" -L EPHEMERAL -U ${guid}a6 "$d/ephemeral.img" $((DISK_SIZE - 2 - eph))M >/dev/null
 
-	# GRUB finds BOOT-A by its label from either firmware.
-	printf 'search --no-floppy --label BOOT-A --set root\nset prefix=($root)/grub\nconfigfile ($root)/grub/grub.cfg\n' >"$d/embed.cfg"
-	local mods="part_gpt ext2 search search_label configfile normal linux echo serial terminal test"
-	grub-mkimage -O x86_64-efi -o "$d/BOOTX64.EFI" -p /grub -c "$d/embed.cfg" $mods fat
-	grub-mkimage -O i386-pc -o "$d/core.img" -p /grub -c "$d/embed.cfg" $mods biosdisk
-	mkfs.vfat -C -n EFI -i 5ba11a57 "$d/efi.img" $((64 * 1024)) >/dev/null
-	mmd -i "$d/efi.img" ::/EFI ::/EFI/BOOT
-	mcopy -m -i "$d/efi.img" "$d/BOOTX64.EFI" ::/EFI/BOOT/BOOTX64.EFI
+	build_boot
 
 	rm -f "$img" && truncate -s "${DISK_SIZE}M" "$img"
 	sgdisk -o -U ${guid}00 \
@@ -249,7 +293,7 @@ build_disk() {
 		-n 5:${state}M:+100M -t 5:8300 -c 5:STATE -u 5:${guid}05 \
 		-n 6:${eph}M:$((DISK_SIZE - 2))M -t 6:8300 -c 6:EPHEMERAL -u 6:${guid}06 "$img" >/dev/null
 	put() { dd if="$1" of="$img" bs=1M seek="$2" conv=notrunc,sparse status=none; }
-	put "$d/efi.img" 1
+	put "$tmp/boot/efi.img" 1
 	put "$d/boot-a.img" 66
 	put "$d/state.img" $state
 	put "$d/ephemeral.img" $eph
@@ -258,7 +302,8 @@ build_disk() {
 	# partition (what grub-install does, without a block device): boot.img
 	# learns core.img's first sector, core.img's first sector (diskboot)
 	# the blocklist of the rest.
-	local core_lba=$((65 * 2048)) sectors=$((($(stat -c %s "$d/core.img") + 511) / 512))
+	local core_lba=$((65 * 2048)) sectors=$((($(stat -c %s "$tmp/boot/core.img") + 511) / 512))
+	cp "$tmp/boot/core.img" "$d/core.img"
 	{ le $((core_lba + 1)) 8; le $((sectors - 1)) 2; } | dd of="$d/core.img" bs=1 seek=500 conv=notrunc status=none
 	dd if="$d/core.img" of="$img" bs=512 seek=$core_lba conv=notrunc status=none
 	dd if=/usr/lib/grub/i386-pc/boot.img of="$img" bs=440 count=1 conv=notrunc status=none

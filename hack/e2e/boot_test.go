@@ -209,15 +209,19 @@ func TestBootISO(t *testing.T) {
 }
 
 // TestBootCloudDiskBIOS boots the cloud disk with SeaBIOS (GRUB's boot.img
-// and core.img written by hand): the disk's STATE is mounted and, without a
-// seed volume, the node serves maintenance mode.
+// and core.img written by hand) on a 6 GiB volume: EPHEMERAL grows to the end
+// of the volume, the disk's STATE is mounted and, without a seed volume, the
+// node serves maintenance mode.
 func TestBootCloudDiskBIOS(t *testing.T) {
 	out := outDir(t)
 	disk := filepath.Join(t.TempDir(), "disk.qcow2")
-	if b, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", filepath.Join(out, "disk.qcow2"), disk).CombinedOutput(); err != nil {
+	if b, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", filepath.Join(out, "disk.qcow2"), disk, "6G").CombinedOutput(); err != nil {
 		t.Fatalf("qemu-img create: %v: %s", err, b)
 	}
 	v := bootVM(t, "", "-drive", "file="+disk+",if=virtio,format=qcow2", "-no-reboot")
+	// 6 GiB - 1702 MiB of fixed partitions - 1 MiB for the backup GPT.
+	v.waitConsole(regexp.MustCompile(`init: EPHEMERAL: partition /dev/vda6 grown to 4441 MiB \(the end of /dev/vda\)`), 0, bootTimeout)
+	v.waitConsole(regexp.MustCompile(`init: EPHEMERAL: filesystem grown to fill /dev/vda6`), 0, time.Minute)
 	v.waitConsole(regexp.MustCompile(`init: STATE: /dev/vda5 mounted on /system/state`), 0, bootTimeout)
 	v.waitConsole(regexp.MustCompile(`boot config: staying in maintenance mode.*no volume with that label`), 0, time.Minute)
 	v.waitConsole(applyLineRE, 0, time.Minute)

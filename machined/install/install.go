@@ -33,6 +33,12 @@ import (
 // partition: BOOTX64.EFI and GRUB's environment block).
 const KitDir = "/usr/share/ballast/install"
 
+// Mkfs and Resize2fs are e2fsprogs' tools in the initramfs.
+const (
+	Mkfs      = "/usr/sbin/mkfs.ext4"
+	Resize2fs = "/usr/sbin/resize2fs"
+)
+
 // Source is the build installed into slot A: files of the install medium.
 type Source struct {
 	Kernel    string // vmlinuz

@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"runtime"
 
 	"github.com/ballast-os/ballast/api/machine"
 	"github.com/ballast-os/ballast/machined/errdefs"
 	"github.com/ballast-os/ballast/machined/etcd"
-	"github.com/ballast-os/ballast/machined/launcher"
 	"github.com/ballast-os/ballast/machined/logs"
 	"github.com/ballast-os/ballast/machined/server"
 	"github.com/ballast-os/ballast/machined/state"
@@ -38,7 +36,7 @@ func (n *Node) Version() *machine.VersionResponse {
 		Maintenance: n.creds.Maintenance(),
 		Hostname:    n.hostname(cfg),
 		CommitTime:  version.CommitTime,
-		Slot:        os.Getenv(launcher.EnvSlot),
+		Slot:        n.runningSlot(),
 	}
 }
 

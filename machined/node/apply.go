@@ -119,8 +119,15 @@ func (n *Node) applyFirst(cfg *config.Config, req *machine.ApplyConfigurationReq
 		return nil, fmt.Errorf("%w: mode %s needs a configured node; this node is in maintenance mode (use auto or no-reboot)",
 			errdefs.ErrFailedPrecondition, strings.ToLower(strings.ReplaceAll(req.GetMode().String(), "_", "-")))
 	}
+	disk, err := n.installTarget(cfg)
+	if err != nil {
+		return nil, err
+	}
 	if req.GetDryRun() {
 		resp.ModeDetails = "dry run: the node would leave maintenance mode with this config"
+		if disk != nil {
+			resp.ModeDetails += fmt.Sprintf(" and install to %s (%s)", disk.Path, config.FormatSize(disk.Size))
+		}
 		return resp, nil
 	}
 	cert, pool, err := n.serverIdentity(cfg)
@@ -133,10 +140,16 @@ func (n *Node) applyFirst(cfg *config.Config, req *machine.ApplyConfigurationReq
 	n.creds.SetConfigured(cert, pool)
 	n.setActive(cfg, req.GetData())
 	close(n.configured)
+	n.log.Info("machine config applied; left maintenance mode, the API now requires mTLS", "type", cfg.Machine.Type, "cluster", cfg.Cluster.Name)
+	if disk != nil {
+		go n.installAndReboot(cfg, *disk)
+		resp.Mode = machine.ApplyMode_AUTO
+		resp.ModeDetails = fmt.Sprintf("config applied; installing to %s (%s), then rebooting into the installed system", disk.Path, config.FormatSize(disk.Size))
+		return resp, nil
+	}
 	if err := n.startRoleServices(cfg); err != nil {
 		n.log.Error("cannot start the role's services", "error", err)
 	}
-	n.log.Info("machine config applied; left maintenance mode, the API now requires mTLS", "type", cfg.Machine.Type, "cluster", cfg.Cluster.Name)
 	resp.Mode = machine.ApplyMode_NO_REBOOT
 	resp.ModeDetails = "config applied; the node left maintenance mode and now requires a client certificate (use the nodeconfig)"
 	return resp, nil

@@ -8,10 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/ballast-os/ballast/machined/install"
 
 	"golang.org/x/sys/unix"
 
@@ -88,11 +91,20 @@ func mountSystem(log *logger) error {
 			}
 			continue
 		}
+		grown := p.name == PartEphemeral && growEphemeral(log, dev)
 		if err := (mount{dev, target, "ext4", unix.MS_NOSUID | unix.MS_NODEV, ""}).mount(); err != nil {
 			log.Printf("%s: %v; kept in RAM", p.name, err)
 			continue
 		}
 		log.Printf("%s: %s mounted on %s", p.name, dev, target)
+		if grown {
+			// Online: resize2fs grows a mounted ext4 through the kernel.
+			if out, err := exec.Command(install.Resize2fs, dev).CombinedOutput(); err != nil {
+				log.Printf("EPHEMERAL: resize2fs %s: %v: %s", dev, err, strings.TrimSpace(string(out)))
+			} else {
+				log.Printf("EPHEMERAL: filesystem grown to fill %s", dev)
+			}
+		}
 	}
 	return ensureMachineID(log, filepath.Join(Root, "state", "machine-id"))
 }
@@ -192,4 +204,24 @@ func unmountAll(log *logger) {
 			log.Printf("unmounted %s", t)
 		}
 	}
+}
+
+// growEphemeral extends the EPHEMERAL partition dev to the end of its disk
+// when the disk is larger than the table says (a cloud disk on a larger
+// volume; an install writes it full size). It reports whether it grew.
+func growEphemeral(log *logger, dev string) bool {
+	link, err := filepath.EvalSymlinks(filepath.Join("/sys/class/block", filepath.Base(dev)))
+	if err != nil {
+		return false
+	}
+	disk := "/dev/" + filepath.Base(filepath.Dir(link))
+	grown, size, err := install.GrowLast(disk)
+	if err != nil {
+		log.Printf("EPHEMERAL: not grown: %v", err)
+		return false
+	}
+	if grown {
+		log.Printf("EPHEMERAL: partition %s grown to %d MiB (the end of %s)", dev, size>>20, disk)
+	}
+	return grown
 }
