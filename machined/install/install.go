@@ -220,7 +220,11 @@ func writeSlot(dir, slot string, o Options) error {
 	if err := os.MkdirAll(filepath.Join(dir, "grub"), 0o755); err != nil {
 		return err
 	}
-	return atomicfile.Write(filepath.Join(dir, "grub", "grub.cfg"), []byte(GrubConfig(slot, o.Cmdline, o.Source.Images != "")), 0o644)
+	initrds := []string{"initramfs.xz"}
+	if o.Source.Images != "" {
+		initrds = append(initrds, "images.cpio")
+	}
+	return atomicfile.Write(filepath.Join(dir, "grub", "grub.cfg"), []byte(GrubConfig(slot, o.Cmdline, "vmlinuz", initrds...)), 0o644)
 }
 
 // copyFile copies src to dst and syncs it.

@@ -157,13 +157,13 @@ func TestGrubConfigAndCmdline(t *testing.T) {
 	if cmd != "console=ttyS0,115200 panic=10 ballast.platform=metal" {
 		t.Fatalf("cmdline %q", cmd)
 	}
-	cfg := GrubConfig("b", cmd, true)
+	cfg := GrubConfig("b", cmd, "vmlinuz", "initramfs.xz", "images.cpio")
 	for _, want := range []string{"linux /slot/vmlinuz console=ttyS0,115200 panic=10 ballast.platform=metal ballast.slot=b", "initrd /slot/initramfs.xz /slot/images.cpio"} {
 		if !strings.Contains(cfg, want) {
 			t.Errorf("grub.cfg lacks %q:\n%s", want, cfg)
 		}
 	}
-	if cfg := GrubConfig("a", cmd, false); strings.Contains(cfg, "images.cpio") {
+	if cfg := GrubConfig("a", cmd, "vmlinuz", "initramfs.xz"); strings.Contains(cfg, "images.cpio") {
 		t.Errorf("a slot without images boots them:\n%s", cfg)
 	}
 }

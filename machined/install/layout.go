@@ -133,22 +133,22 @@ func writeBootCode(f *os.File, bootImg, coreImg []byte, efi io.Reader) error {
 }
 
 // GrubConfig is the grub.cfg of a slot: it boots the slot's kernel with
-// cmdline and ballast.slot=slot, and the images initrd when the slot has
-// one.
-func GrubConfig(slot, cmdline string, images bool) string {
-	initrds := "/slot/initramfs.xz"
-	if images {
-		initrds += " /slot/images.cpio"
+// cmdline and ballast.slot=slot, and its initrds in order (file names in
+// the slot's directory).
+func GrubConfig(slot, cmdline, kernel string, initrds ...string) string {
+	paths := make([]string, len(initrds))
+	for i, f := range initrds {
+		paths[i] = "/slot/" + f
 	}
 	return fmt.Sprintf(`serial --unit=0 --speed=115200
 terminal_input serial console
 terminal_output serial console
 set timeout=1
 menuentry "Ballast (slot %s)" {
-	linux /slot/vmlinuz %s ballast.slot=%s
+	linux /slot/%s %s ballast.slot=%s
 	initrd %s
 }
-`, strings.ToUpper(slot), strings.TrimSpace(cmdline), slot, initrds)
+`, strings.ToUpper(slot), kernel, strings.TrimSpace(cmdline), slot, strings.Join(paths, " "))
 }
 
 // InstalledCmdline is the kernel command line of the installed system,
@@ -165,4 +165,25 @@ func InstalledCmdline(current string) string {
 		keep = append(keep, f)
 	}
 	return strings.Join(keep, " ")
+}
+
+// FindPartition returns the device of the partition with the GPT name name
+// (as the kernel reports it in uevent's PARTNAME).
+func FindPartition(name string) (string, error) {
+	entries, err := os.ReadDir("/sys/class/block")
+	if err != nil {
+		return "", err
+	}
+	for _, e := range entries {
+		data, err := os.ReadFile("/sys/class/block/" + e.Name() + "/uevent")
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if line == "PARTNAME="+name {
+				return "/dev/" + e.Name(), nil
+			}
+		}
+	}
+	return "", fmt.Errorf("no partition named %s", name)
 }

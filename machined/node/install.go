@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -95,8 +96,13 @@ func (n *Node) installTo(ctx context.Context, d install.Disk) error {
 	}
 	defer func() { _ = unix.Unmount(mediumDir, 0) }()
 	r := running()
-	info, err := json.Marshal(slots.Slot{Version: r.Version, CommitTime: r.CommitTime, Written: time.Now()})
+	slotA := slots.Slot{Version: r.Version, CommitTime: r.CommitTime, Written: time.Now()}
+	info, err := json.Marshal(slotA)
 	if err != nil {
+		return err
+	}
+	// The A/B record's details start on the STATE the disk receives.
+	if err := slots.Save(filepath.Join(n.store.StateDir(), slots.FileName), &slots.State{Active: slots.A, Slots: map[string]slots.Slot{slots.A: slotA}}); err != nil {
 		return err
 	}
 	return install.Run(ctx, install.Options{

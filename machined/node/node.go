@@ -207,8 +207,13 @@ func (n *Node) Run(ctx context.Context) (Action, error) {
 	defer stop()
 	supDone := make(chan error, 1)
 	go func() { supDone <- n.sup.Run(supCtx) }()
-	if _, trying := launcher.Slot(); trying {
-		go n.runHealthGate(supCtx)
+	switch {
+	case n.opts.Mode == ModeContainer:
+		if _, trying := launcher.Slot(); trying {
+			go n.runHealthGate(supCtx)
+		}
+	case bootedFromDisk(kernelCmdline()):
+		go n.settleMachineBoot(supCtx)
 	}
 
 	action := ActionExit

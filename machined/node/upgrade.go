@@ -15,7 +15,6 @@ import (
 
 	"github.com/ballast-os/ballast/api/machine"
 	"github.com/ballast-os/ballast/machined/errdefs"
-	"github.com/ballast-os/ballast/machined/launcher"
 	"github.com/ballast-os/ballast/machined/server"
 	"github.com/ballast-os/ballast/machined/slots"
 	"github.com/ballast-os/ballast/pkg/bundle"
@@ -29,18 +28,17 @@ const DefaultHealthTimeout = 5 * time.Minute
 // containerKinds are the bundle parts a container-mode slot holds.
 var containerKinds = []string{bundle.KindMachined, bundle.KindArchive}
 
-func (n *Node) slotsRecord() string { return filepath.Join(slots.Dir(n.store.Root()), slots.FileName) }
-
 // bootedSlot is the slot this boot runs; upgrades need one.
 func (n *Node) bootedSlot() (string, error) {
-	if n.opts.Mode != ModeContainer {
-		return "", fmt.Errorf("%w: upgrading a machine's system slots is not built yet (docs/upgrades.md); container-mode nodes upgrade", errdefs.ErrFailedPrecondition)
-	}
-	slot, _ := launcher.Slot()
-	if !slots.Valid(slot) {
+	slot := n.runningSlot()
+	switch {
+	case slots.Valid(slot):
+		return slot, nil
+	case n.opts.Mode == ModeContainer:
 		return "", fmt.Errorf("%w: this machined was not started by a launcher (no slot)", errdefs.ErrFailedPrecondition)
+	default:
+		return "", fmt.Errorf("%w: this machine runs from its install medium (ISO or PXE), not from a disk: install it first (machine.install, docs/install.md)", errdefs.ErrFailedPrecondition)
 	}
-	return slot, nil
 }
 
 // lockUpgrade takes the node's upgrade lock: one upgrade or rollback at a
@@ -56,7 +54,7 @@ func (n *Node) lockUpgrade() (unlock func(), err error) {
 // settledRecord loads the slots record and refuses while a try is not
 // settled (the fallback slot must stay whole).
 func (n *Node) settledRecord() (*slots.State, error) {
-	st, err := slots.Load(n.slotsRecord())
+	st, err := n.record().Load()
 	if err != nil {
 		return nil, err
 	}
@@ -104,6 +102,11 @@ func (n *Node) BeginUpgrade(manifest []byte, force bool) (server.Upgrade, error)
 	if err := m.Check(running(), force); err != nil {
 		return nil, bundleError(err)
 	}
+	if n.opts.Mode == ModeMetal {
+		if _, _, err := bootFiles(m); err != nil {
+			return nil, bundleError(err)
+		}
+	}
 	unlock, err := n.lockUpgrade()
 	if err != nil {
 		return nil, err
@@ -121,18 +124,24 @@ func (n *Node) BeginUpgrade(manifest []byte, force bool) (server.Upgrade, error)
 		if st.Last != nil && st.Last.Result == slots.Pending {
 			st.Fail(time.Now(), "replaced by another upgrade")
 		}
-		if err := slots.Save(n.slotsRecord(), st); err != nil {
+		if err := n.record().Save(st); err != nil {
 			unlock()
 			return nil, err
 		}
 	}
-	w, err := slots.NewWriter(filepath.Join(slots.Dir(n.store.Root()), target), m, containerKinds, n.heldPart)
+	sw, err := n.openSlot(booted, target)
 	if err != nil {
+		unlock()
+		return nil, err
+	}
+	w, err := slots.NewWriter(sw.dir, m, sw.kinds, sw.have)
+	if err != nil {
+		sw.release()
 		unlock()
 		return nil, bundleError(err)
 	}
 	n.log.Info("upgrade: receiving a bundle", "version", m.Version, "slot", target, "parts_sent", len(w.Wanted()))
-	return &upgrade{n: n, w: w, m: m, from: booted, to: target, unlock: unlock}, nil
+	return &upgrade{n: n, w: w, m: m, sw: sw, from: booted, to: target, unlock: unlock}, nil
 }
 
 // heldPart finds a part the running slot already holds (the agent itself,
@@ -154,6 +163,7 @@ type upgrade struct {
 	n        *Node
 	w        *slots.Writer
 	m        *bundle.Manifest
+	sw       *slotWrite
 	from, to string
 	unlock   func()
 }
@@ -164,6 +174,7 @@ func (u *upgrade) Write(part string, data []byte) error { return bundleError(u.w
 // Abort drops what was received; both slots stay as they were.
 func (u *upgrade) Abort() {
 	u.w.Abort()
+	u.sw.release()
 	u.unlock()
 }
 
@@ -171,12 +182,16 @@ func (u *upgrade) Abort() {
 // hands etcd leadership and the VIP away and reboots.
 func (u *upgrade) Finish(ctx context.Context, stage bool, healthTimeout time.Duration) (*machine.UpgradeResponse, error) {
 	defer u.unlock()
+	defer u.sw.release()
 	if err := u.w.Commit(); err != nil {
 		u.w.Abort()
 		return nil, bundleError(err)
 	}
+	if err := u.sw.finish(u.m); err != nil {
+		return nil, err
+	}
 	n := u.n
-	st, err := slots.Load(n.slotsRecord())
+	st, err := n.record().Load()
 	if err != nil {
 		return nil, err
 	}
@@ -191,7 +206,7 @@ func (u *upgrade) Finish(ctx context.Context, stage bool, healthTimeout time.Dur
 	now := time.Now()
 	st.Slots[u.to] = slots.Slot{Version: u.m.Version, CommitTime: u.m.CommitTime, KubernetesVersion: u.m.KubernetesVersion, Written: now}
 	st.Schedule(slots.Attempt{Kind: slots.KindUpgrade, From: u.from, To: u.to, Version: u.m.Version, HealthTimeout: orDefault(healthTimeout), Started: now})
-	if err := slots.Save(n.slotsRecord(), st); err != nil {
+	if err := n.record().Save(st); err != nil {
 		return nil, err
 	}
 	n.log.Info("upgrade: slot written", "slot", u.to, "version", u.m.Version, "staged", stage)
@@ -213,7 +228,7 @@ func (n *Node) Rollback(_ context.Context, stage bool, healthTimeout time.Durati
 		return nil, err
 	}
 	defer unlock()
-	st, err := slots.Load(n.slotsRecord())
+	st, err := n.record().Load()
 	if err != nil {
 		return nil, err
 	}
@@ -230,7 +245,7 @@ func (n *Node) Rollback(_ context.Context, stage bool, healthTimeout time.Durati
 	default:
 		st.Schedule(slots.Attempt{Kind: slots.KindRollback, From: booted, To: target, Version: info.Version, HealthTimeout: orDefault(healthTimeout), Started: now})
 	}
-	if err := slots.Save(n.slotsRecord(), st); err != nil {
+	if err := n.record().Save(st); err != nil {
 		return nil, err
 	}
 	n.log.Info("rollback", "to", target, "version", info.Version, "staged", stage)
@@ -275,7 +290,7 @@ func (n *Node) UpgradeStatus() (*machine.UpgradeStatusResponse, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := slots.Load(n.slotsRecord())
+	st, err := n.record().Load()
 	if err != nil {
 		return nil, err
 	}

@@ -9,7 +9,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/ballast-os/ballast/machined/kube"
-	"github.com/ballast-os/ballast/machined/launcher"
 	"github.com/ballast-os/ballast/machined/slots"
 	"github.com/ballast-os/ballast/machined/supervisor"
 )
@@ -22,8 +21,8 @@ const gateInterval = time.Second
 // try is recorded as failed with the last check's reason and the node
 // reboots into the active slot.
 func (n *Node) runHealthGate(ctx context.Context) {
-	slot, _ := launcher.Slot()
-	st, err := slots.Load(n.slotsRecord())
+	slot := n.runningSlot()
+	st, err := n.record().Load()
 	if err != nil || st.Trying != slot {
 		return
 	}
@@ -55,16 +54,44 @@ func (n *Node) runHealthGate(ctx context.Context) {
 	}
 }
 
+// settleMachineBoot is a machine's side of GRUB's boot-once: GRUB turned
+// next into trying before it booted; if trying names the other slot, that
+// try ended (a kernel that did not boot, an agent that crashed, a failed
+// gate) and GRUB booted the active slot, so the attempt failed. If it
+// names this slot, this boot is the try and faces the health gate.
+func (n *Node) settleMachineBoot(ctx context.Context) {
+	slot := n.runningSlot()
+	n.upgradeMu.Lock()
+	st, err := n.record().Load()
+	if err != nil {
+		n.upgradeMu.Unlock()
+		n.log.Error("cannot read the A/B record", "error", err)
+		return
+	}
+	if st.Trying != "" && st.Trying != slot {
+		tried := st.Trying
+		st.Fail(time.Now(), fmt.Sprintf("slot %s did not come up: the boot that tried it ended before its health gate passed; slot %s booted instead", tried, slot))
+		if err := n.record().Save(st); err != nil {
+			n.log.Error("cannot save the A/B record", "error", err)
+		}
+		n.log.Error("upgrade failed: the tried slot did not come up; running the active slot", "tried", tried, "slot", slot)
+	}
+	n.upgradeMu.Unlock()
+	if st.Trying == slot {
+		n.runHealthGate(ctx)
+	}
+}
+
 // settleTry updates the record while it still shows this slot's try.
 func (n *Node) settleTry(slot string, fn func(*slots.State)) {
 	n.upgradeMu.Lock()
 	defer n.upgradeMu.Unlock()
-	st, err := slots.Load(n.slotsRecord())
+	st, err := n.record().Load()
 	if err != nil || st.Trying != slot {
 		return
 	}
 	fn(st)
-	if err := slots.Save(n.slotsRecord(), st); err != nil {
+	if err := n.record().Save(st); err != nil {
 		n.log.Error("cannot save the slots record", "error", err)
 	}
 }
