@@ -1,13 +1,19 @@
 package e2e
 
 import (
+	"bytes"
+	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ballast-os/ballast/pkg/bundle"
 )
 
 // rawDisk makes a sparse raw disk image of size (qemu-img's units).
@@ -87,25 +93,195 @@ func TestInstallISO(t *testing.T) {
 	}
 
 	// Without the ISO: the disk boots (BIOS), configured from its STATE.
+	// From here the VM reboots by itself, as a machine does.
 	nc := filepath.Join(dir, "nodeconfig")
-	v = bootVM(t, "", append(drive(target), "-no-reboot")...)
+	v = bootVM(t, "", drive(target)...)
 	v.waitConsole(regexp.MustCompile(`init: STATE: /dev/vda5 mounted on /system/state`), 0, bootTimeout)
 	v.waitConsole(regexp.MustCompile(`msg="machine config loaded" type=controlplane`), 0, time.Minute)
-	bootstrapAndWaitEtcd(t, nc, v.node(), "inst1")
-	if r := mustNodectl(t, "--nodeconfig", nc, "-n", v.node(), "version"); !strings.Contains(r.stdout, "slot a") {
-		t.Errorf("nodectl version does not show slot a:\n%s", r.stdout)
-	}
-	if strings.Contains(v.Console(), "initrd /boot") || !strings.Contains(v.Console(), "ballast.slot=a") {
+	if !strings.Contains(v.Console(), "ballast.slot=a") {
 		t.Errorf("the installed system did not boot slot A from the disk")
 	}
-	mustNodectl(t, "--nodeconfig", nc, "-n", v.node(), "reboot")
-	v.waitExit(2 * time.Minute)
+	bootstrapAndWaitEtcd(t, nc, v.node(), "inst1")
+	member := etcdMemberID(t, nc, v.node())
+	first := machineVersion(t, nc, v.node())
+	if !strings.HasSuffix(first, "slot a") {
+		t.Fatalf("nodectl version: %q, want slot a", first)
+	}
 
-	// Again with UEFI: the same member, from the disk's EPHEMERAL.
-	v = bootVM(t, "", append(append(ovmf(t), drive(target)...), "-no-reboot")...)
+	// Upgrade to a second build: the initramfs with another machined as
+	// /init (a second archive the kernel unpacks over the first).
+	work := t.TempDir()
+	next := filepath.Join(work, "next")
+	agent := filepath.Join(work, "machined-next")
+	buildMachined(t, agent, "v0.0.0-e2e-next", time.Now().Add(time.Hour))
+	machineBundle(t, next, out, agent, bundle.Manifest{Version: "v0.0.0-e2e-next", CommitTime: time.Now().Add(time.Hour)})
+	start = time.Now()
+	r = longNodectl(t, nc, "-n", v.node(), "upgrade", "--bundle", next, "--health-timeout", "5m")
+	if r.code != 0 {
+		t.Fatalf("upgrade: %s", r)
+	}
+	t.Logf("upgrade command → healthy on slot b: %s", time.Since(start).Round(time.Second))
+	if got := machineVersion(t, nc, v.node()); !strings.Contains(got, "v0.0.0-e2e-next") || !strings.HasSuffix(got, "slot b") {
+		t.Fatalf("after the upgrade: %q", got)
+	}
+	waitEtcdMember(t, nc, v.node(), "inst1")
+	if id := etcdMemberID(t, nc, v.node()); id != member {
+		t.Fatalf("etcd member %s after the upgrade, was %s: the data was not kept", id, member)
+	}
+
+	// Back on demand.
+	r = longNodectl(t, nc, "-n", v.node(), "rollback", "--health-timeout", "5m")
+	if r.code != 0 {
+		t.Fatalf("rollback: %s", r)
+	}
+	if got := machineVersion(t, nc, v.node()); got != first {
+		t.Fatalf("after the rollback: %q, want %q", got, first)
+	}
+
+	// A build whose /init exits at once: the kernel panics (panic=10
+	// reboots it), GRUB boots slot A by itself, the upgrade reports it.
+	broken := filepath.Join(work, "broken")
+	exit1 := filepath.Join(work, "exit1")
+	buildExit1(t, exit1)
+	machineBundle(t, broken, out, exit1, bundle.Manifest{Version: "v0.0.0-e2e-broken", CommitTime: time.Now().Add(2 * time.Hour)})
+	start = time.Now()
+	r = longNodectl(t, nc, "-n", v.node(), "upgrade", "--bundle", broken, "--health-timeout", "5m")
+	if r.code == 0 || !strings.Contains(r.stdout+r.stderr, "did not come up") {
+		t.Fatalf("upgrade to a broken build: want a failure that says the slot did not come up, got %s", r)
+	}
+	t.Logf("broken build → back on slot a: %s", time.Since(start).Round(time.Second))
+	if got := machineVersion(t, nc, v.node()); got != first {
+		t.Fatalf("after the failed upgrade: %q, want %q", got, first)
+	}
+	if !strings.Contains(v.Console(), "Kernel panic") {
+		t.Errorf("the broken build did not end in a kernel panic")
+	}
+
+	// Power cut while slot B is written: the machine boots slot A.
+	cmd := exec.Command(filepath.Join(binDir, "nodectl"), "--nodeconfig", nc, "-n", v.node(), "upgrade", "--bundle", next, "--force")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	v.waitConsole(regexp.MustCompile(`msg="upgrade: receiving a bundle" version=v0.0.0-e2e-next`), 1, 2*time.Minute)
+	time.Sleep(2 * time.Second)
+	v.Kill()
+
+	// Again with UEFI: slot A, the same member, from the disk's EPHEMERAL.
+	v = bootVM(t, "", append(ovmf(t), drive(target)...)...)
 	v.waitConsole(regexp.MustCompile(`msg="machine config loaded" type=controlplane`), 0, bootTimeout)
 	waitEtcdMember(t, nc, v.node(), "inst1")
-	if _, err := os.Stat(target); err != nil {
+	if got := machineVersion(t, nc, v.node()); got != first {
+		t.Fatalf("after the power cut: %q, want %q", got, first)
+	}
+	if id := etcdMemberID(t, nc, v.node()); id != member {
+		t.Fatalf("etcd member %s after the power cut, was %s", id, member)
+	}
+}
+
+// machineVersion is the node's line of `nodectl version`, from "machined".
+func machineVersion(t *testing.T, nc, node string) string {
+	t.Helper()
+	var line string
+	waitFor(t, "nodectl version", 3*time.Minute, func() error {
+		r, err := runNodectl(nc, "-n", node, "version")
+		if err != nil {
+			return err
+		}
+		for _, l := range lines(r.stdout) {
+			if l = strings.TrimSpace(l); strings.HasPrefix(l, "machined ") {
+				line = l
+				return nil
+			}
+		}
+		return errors.New(r.String())
+	})
+	// The commit and build details vary; the version and slot do not.
+	f := strings.Fields(line)
+	return f[1] + " … " + line[strings.LastIndex(line, ", ")+2:]
+}
+
+// etcdMemberID is the ID of the node's etcd member.
+func etcdMemberID(t *testing.T, nc, node string) string {
+	t.Helper()
+	r := mustNodectl(t, "--nodeconfig", nc, "-n", node, "etcd", "members")
+	for _, l := range lines(r.stdout) {
+		if f := strings.Fields(l); len(f) > 1 && f[1] == "inst1" {
+			return f[0]
+		}
+	}
+	t.Fatalf("no member inst1 in:\n%s", r.stdout)
+	return ""
+}
+
+// longNodectl runs nodectl for commands that outlast runNodectl's minute
+// (an upgrade waits for the machine's reboot and health gate).
+func longNodectl(t *testing.T, nc string, args ...string) run {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "nodectl"), args...)
+	cmd.Env = append(os.Environ(), "NODECONFIG="+nc)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	r := run{stdout: o.String(), stderr: e.String()}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("nodectl %v: %v", args, err)
+	}
+	return r
+}
+
+// machineBundle writes a machine bundle: the build's kernel and component
+// images, and its initramfs followed by a gzip'd cpio whose /init is init
+// (the kernel unpacks the archives in turn, the later file wins).
+func machineBundle(t *testing.T, dir, out, init string, m bundle.Manifest) {
+	t.Helper()
+	tree := t.TempDir()
+	if err := exec.Command("cp", init, filepath.Join(tree, "init")).Run(); err != nil {
 		t.Fatal(err)
+	}
+	extra := filepath.Join(t.TempDir(), "init.cpio.gz")
+	sh := `cd "$1" && echo init | cpio --quiet -o -H newc -R 0:0 | gzip -1 >"$2"`
+	if b, err := exec.Command("bash", "-c", sh, "-", tree, extra).CombinedOutput(); err != nil {
+		t.Fatalf("cpio: %v: %s", err, b)
+	}
+	initramfs := filepath.Join(t.TempDir(), "initramfs.xz")
+	sh = `cat "$1" "$2" >"$3"`
+	if b, err := exec.Command("bash", "-c", sh, "-", filepath.Join(out, "initramfs.xz"), extra, initramfs).CombinedOutput(); err != nil {
+		t.Fatalf("initramfs: %v: %s", err, b)
+	}
+	if m.Arch == "" {
+		m.Arch = runtime.GOARCH
+	}
+	src := []bundle.Source{
+		{Path: filepath.Join(out, "vmlinuz"), Name: "vmlinuz", Kind: bundle.KindKernel},
+		{Path: initramfs, Name: "initramfs.xz", Kind: bundle.KindInitramfs},
+		{Path: filepath.Join(out, "images.cpio"), Name: "images.cpio", Kind: bundle.KindImages},
+	}
+	if _, err := bundle.Write(dir, m, src); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// buildExit1 builds a static program that exits 1 at once: an /init that
+// makes the kernel panic.
+func buildExit1(t *testing.T, out string) {
+	t.Helper()
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "main.go"), []byte("package main\n\nimport \"os\"\n\nfunc main() { os.Exit(1) }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "go.mod"), []byte("module exit1\n\ngo 1.22\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("go", "build", "-o", out, ".")
+	cmd.Dir = src
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build exit1: %v: %s", err, b)
 	}
 }
