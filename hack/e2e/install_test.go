@@ -48,6 +48,15 @@ func TestInstallISO(t *testing.T) {
 		args = append(args, drive(d)...)
 	}
 	v := bootVM(t, "", args...)
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, l := range strings.Split(v.Console(), "\n") {
+				if strings.Contains(l, "install") {
+					t.Log(l)
+				}
+			}
+		}
+	})
 	m := v.waitConsole(applyLineRE, 0, bootTimeout)
 
 	apply := func(dir string, install string) run {

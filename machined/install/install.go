@@ -90,7 +90,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("open %s: %w", o.Disk.Path, err)
 	}
-	defer f.Close()
+	defer f.Close() // a second Close after the one below is harmless
 	// Old signatures at the start (a previous MBR, GPT or filesystem)
 	// must not survive beside the new table.
 	if _, err := f.WriteAt(make([]byte, MiB), 0); err != nil {
@@ -107,6 +107,10 @@ func Run(ctx context.Context, o Options) error {
 	}
 	if err := rereadPartitions(ctx, f, o.Disk.Path); err != nil {
 		return err
+	}
+	// The exclusive open would make mkfs find the partitions in use.
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", o.Disk.Path, err)
 	}
 	o.Log.Info("install: partition table and boot loader written", "disk", o.Disk.Path)
 
