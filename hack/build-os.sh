@@ -220,28 +220,37 @@ le() { # $1: value, $2: bytes → little-endian bytes on stdout
 }
 
 # The boot loader of a disk (the cloud disk and an installed machine): GRUB
-# for both firmwares with a config built in that picks the slot. GRUB's
-# environment block on the EFI system partition (/ballast/grubenv, found by
-# the partition's volume ID) holds the A/B record: `active` is the slot every
-# boot starts; `next` is tried once: GRUB clears it and sets `trying` before
-# it boots that slot, so a new system that does not come up is never booted
-# twice. machined makes a tried slot active once its health gate passes
-# (docs/upgrades.md). Writes $tmp/boot/{efi.img,core.img}.
+# for both firmwares. Its built-in config only finds the EFI system
+# partition (by its volume ID) and reads ballast/grub.cfg there: GRUB runs a
+# built-in config with its rescue parser, which has no `if`. That file picks
+# the slot from GRUB's environment block beside it (ballast/grubenv), the
+# A/B record: `active` is the slot every boot starts; `next` is tried once:
+# GRUB clears it and sets `trying` before it boots that slot, so a new
+# system that does not come up is never booted twice. machined makes a tried
+# slot active once its health gate passes (docs/upgrades.md). Writes
+# $tmp/boot/{efi.img,core.img}.
 build_boot() {
 	local b=$tmp/boot
 	rm -rf "$b" && mkdir -p "$b"
 	cat >"$b/embed.cfg" <<-'EOF'
+		search --no-floppy --fs-uuid 5BA1-1A57 --set=root
+		set prefix=($root)/ballast
+		configfile ($root)/ballast/grub.cfg
+	EOF
+	cat >"$b/grub.cfg" <<-'EOF'
+		serial --unit=0 --speed=115200
+		terminal_input serial console
+		terminal_output serial console
 		set slot=a
-		if search --no-floppy --fs-uuid 5BA1-1A57 --set=envdev; then
-			load_env -f ($envdev)/ballast/grubenv
-			if [ "$active" = b ]; then set slot=b; fi
-			if [ "$next" = a -o "$next" = b ]; then
-				set slot=$next
-				set trying=$next
-				set next=
-				save_env -f ($envdev)/ballast/grubenv next trying
-			fi
+		load_env -f ($root)/ballast/grubenv
+		if [ "$active" = b ]; then set slot=b; fi
+		if [ "$next" = a -o "$next" = b ]; then
+			set slot=$next
+			set trying=$next
+			set next=
+			save_env -f ($root)/ballast/grubenv next trying
 		fi
+		echo "Ballast: booting slot $slot"
 		if [ "$slot" = b ]; then
 			search --no-floppy --label BOOT-B --set=root
 		else
@@ -251,13 +260,13 @@ build_boot() {
 		configfile ($root)/grub/grub.cfg
 	EOF
 	local mods="part_gpt ext2 fat search search_label search_fs_uuid configfile normal linux echo serial terminal test loadenv"
-	grub-mkimage -O x86_64-efi -o "$b/BOOTX64.EFI" -p /grub -c "$b/embed.cfg" $mods
-	grub-mkimage -O i386-pc -o "$b/core.img" -p /grub -c "$b/embed.cfg" $mods biosdisk
+	grub-mkimage -O x86_64-efi -o "$b/BOOTX64.EFI" -p /ballast -c "$b/embed.cfg" $mods
+	grub-mkimage -O i386-pc -o "$b/core.img" -p /ballast -c "$b/embed.cfg" $mods biosdisk
 	grub-editenv "$b/grubenv" create
 	mkfs.vfat -C -n EFI -i 5ba11a57 "$b/efi.img" $((64 * 1024)) >/dev/null
 	mmd -i "$b/efi.img" ::/EFI ::/EFI/BOOT ::/ballast
 	mcopy -m -i "$b/efi.img" "$b/BOOTX64.EFI" ::/EFI/BOOT/BOOTX64.EFI
-	mcopy -m -i "$b/efi.img" "$b/grubenv" ::/ballast/grubenv
+	mcopy -m -i "$b/efi.img" "$b/grubenv" "$b/grub.cfg" ::/ballast/
 }
 
 build_disk() {

@@ -205,9 +205,13 @@ func machineVersion(t *testing.T, nc, node string) string {
 		}
 		return errors.New(r.String())
 	})
-	// The commit and build details vary; the version and slot do not.
-	f := strings.Fields(line)
-	return f[1] + " … " + line[strings.LastIndex(line, ", ")+2:]
+	// "machined VERSION (commit, committed …, go…) os/arch, metal mode,
+	// slot X, configured": the version and the slot.
+	slot := "no slot"
+	if m := regexp.MustCompile(`, (slot [ab]),`).FindStringSubmatch(line); m != nil {
+		slot = m[1]
+	}
+	return strings.Fields(line)[1] + " " + slot
 }
 
 // etcdMemberID is the ID of the node's etcd member.
@@ -215,8 +219,8 @@ func etcdMemberID(t *testing.T, nc, node string) string {
 	t.Helper()
 	r := mustNodectl(t, "--nodeconfig", nc, "-n", node, "etcd", "members")
 	for _, l := range lines(r.stdout) {
-		if f := strings.Fields(l); len(f) > 1 && f[1] == "inst1" {
-			return f[0]
+		if f := strings.Fields(l); len(f) > 2 && f[2] == "inst1" { // NODE ID NAME …
+			return f[1]
 		}
 	}
 	t.Fatalf("no member inst1 in:\n%s", r.stdout)

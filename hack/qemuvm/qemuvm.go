@@ -11,8 +11,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -85,7 +88,22 @@ func Start(netdev string, args ...string) (*VM, error) {
 	full := append([]string{"-accel", "tcg", "-m", "3072", "-smp", "2", "-display", "none", "-serial", "stdio", "-monitor", "none",
 		"-netdev", nd, "-device", "virtio-net-pci,netdev=n0", "-device", "virtio-rng-pci"}, args...)
 	v.cmd = exec.Command(qemu, full...)
-	v.cmd.Stdout, v.cmd.Stderr = v.console, v.console
+	var out io.Writer = v.console
+	// BALLAST_CONSOLE_DIR: the console is also written there as it comes.
+	if dir := os.Getenv("BALLAST_CONSOLE_DIR"); dir != "" {
+		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("vm-%d.log", v.APIPort)))
+		if err != nil {
+			return nil, err
+		}
+		out = io.MultiWriter(v.console, f)
+		defer func() {
+			if v.cmd.Process == nil {
+				f.Close()
+			}
+		}()
+		go func() { <-v.done; f.Close() }()
+	}
+	v.cmd.Stdout, v.cmd.Stderr = out, out
 	v.Started = time.Now()
 	if err := v.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start qemu: %w", err)
