@@ -67,20 +67,27 @@ func FreePort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
-// Start boots qemu with args after the common ones; netdev adds options to
-// the user network (tftp=, bootfile=).
+// Start boots qemu with args after the common ones; netdev adds options
+// to the user network (tftp=, bootfile=).
 func Start(netdev string, args ...string) (*VM, error) {
+	api, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	metrics, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	return start(netdev, api, metrics, &Buffer{}, args)
+}
+
+// start boots qemu forwarding api and metrics, its console into console.
+func start(netdev string, api, metrics int, console *Buffer, args []string) (*VM, error) {
 	qemu, err := exec.LookPath("qemu-system-x86_64")
 	if err != nil {
 		return nil, fmt.Errorf("qemu is not installed (hack/install-deps.sh qemu): %w", err)
 	}
-	v := &VM{console: &Buffer{}, done: make(chan struct{})}
-	if v.APIPort, err = FreePort(); err != nil {
-		return nil, err
-	}
-	if v.MetricsPort, err = FreePort(); err != nil {
-		return nil, err
-	}
+	v := &VM{console: console, done: make(chan struct{}), APIPort: api, MetricsPort: metrics}
 	nd := fmt.Sprintf("user,id=n0,hostfwd=tcp:127.0.0.1:%d-:50000,hostfwd=tcp:127.0.0.1:%d-:50001", v.APIPort, v.MetricsPort)
 	if netdev != "" {
 		nd += "," + netdev
@@ -91,7 +98,7 @@ func Start(netdev string, args ...string) (*VM, error) {
 	var out io.Writer = v.console
 	// BALLAST_CONSOLE_DIR: the console is also written there as it comes.
 	if dir := os.Getenv("BALLAST_CONSOLE_DIR"); dir != "" {
-		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("vm-%d.log", v.APIPort)))
+		f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("vm-%d.log", v.APIPort)), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 		if err != nil {
 			return nil, err
 		}
@@ -174,4 +181,126 @@ func KernelTime(console, what string) (time.Duration, bool) {
 		}
 	}
 	return 0, false
+}
+
+// Machine is a VM that reboots the way a machine does while its tests
+// restart qemu: started with -no-reboot, each reboot (or power cut) ends
+// qemu and a new one starts on the same forwarded ports, so a client keeps
+// its address; the console runs on across boots. (qemu's own warm reset
+// left guests here hanging a minute into the next boot.)
+type Machine struct {
+	netdev       string
+	args         []string
+	api, metrics int
+	console      *Buffer
+	mu           sync.Mutex
+	cur          *VM
+	boots        int
+	stopped      bool
+	done         chan struct{}
+	lastStartErr error
+}
+
+// StartMachine boots args (plus -no-reboot) and keeps rebooting it until
+// Stop.
+func StartMachine(netdev string, args ...string) (*Machine, error) {
+	api, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	metrics, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	m := &Machine{netdev: netdev, args: append(append([]string(nil), args...), "-no-reboot"), api: api, metrics: metrics, console: &Buffer{}, done: make(chan struct{})}
+	if err := m.boot(); err != nil {
+		return nil, err
+	}
+	go m.run()
+	return m, nil
+}
+
+func (m *Machine) boot() error {
+	v, err := start(m.netdev, m.api, m.metrics, m.console, m.args)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.cur, m.boots = v, m.boots+1
+	m.mu.Unlock()
+	return nil
+}
+
+func (m *Machine) run() {
+	defer close(m.done)
+	for {
+		m.mu.Lock()
+		v := m.cur
+		m.mu.Unlock()
+		<-v.done
+		m.mu.Lock()
+		stopped := m.stopped
+		m.mu.Unlock()
+		if stopped {
+			return
+		}
+		fmt.Fprintf(m.console, "\n[qemuvm: qemu ended (%v); starting it again]\n", v.exitErr)
+		if err := m.boot(); err != nil {
+			m.mu.Lock()
+			m.lastStartErr = err
+			m.mu.Unlock()
+			return
+		}
+	}
+}
+
+// Node is the machine API's forwarded address.
+func (m *Machine) Node() string { return "127.0.0.1:" + strconv.Itoa(m.api) }
+
+// Console is everything every boot printed so far.
+func (m *Machine) Console() string { return m.console.String() }
+
+// Boots is how many times qemu was started.
+func (m *Machine) Boots() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.boots
+}
+
+// WaitConsole waits for the (skip+1)th console match of re, across boots.
+func (m *Machine) WaitConsole(re *regexp.Regexp, skip int, timeout time.Duration) ([]string, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		if mm := re.FindAllStringSubmatch(m.console.String(), -1); len(mm) > skip {
+			return mm[skip], nil
+		}
+		select {
+		case <-m.done:
+			return nil, fmt.Errorf("the machine stopped (%v) before the console showed %q", m.lastStartErr, re)
+		default:
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("timed out after %s waiting for the console to show %q", timeout, re)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// PowerCut kills the running qemu (by its PID); the machine boots again.
+func (m *Machine) PowerCut() {
+	m.mu.Lock()
+	v := m.cur
+	m.mu.Unlock()
+	fmt.Fprintf(m.console, "\n[qemuvm: power cut]\n")
+	v.Kill()
+}
+
+// Stop ends the machine: qemu is killed and not started again.
+func (m *Machine) Stop() {
+	m.mu.Lock()
+	m.stopped = true
+	v := m.cur
+	m.mu.Unlock()
+	v.Kill()
+	<-m.done
 }
