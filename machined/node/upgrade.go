@@ -273,7 +273,9 @@ func (n *Node) handOff(ctx context.Context) {
 	mgr, ctl := n.etcdMgr, n.vip
 	n.mu.Unlock()
 	if mgr != nil {
-		if to, err := mgr.ForfeitLeadership(ctx); err != nil {
+		if to, err := mgr.ForfeitLeadership(ctx); errors.Is(err, errdefs.ErrFailedPrecondition) {
+			n.log.Info("upgrade: etcd leadership stays (no other voting member to take it)", "reason", err)
+		} else if err != nil {
 			n.log.Warn("upgrade: etcd leadership not handed off", "error", err)
 		} else if to != 0 {
 			n.log.Info("upgrade: etcd leadership handed off", "to", fmt.Sprintf("%x", to))
