@@ -54,8 +54,10 @@ default only when it passes its health gate within --health-timeout;
 otherwise (or if it crashes) the node boots the previous slot by itself and
 this command reports why. See docs/upgrades.md.
 
-Container-mode nodes (netns clusters) take the agent and the image
-archives; upgrading a machine's disk slots is not built yet.`,
+A machine installed to disk takes the kernel, the initramfs and the
+component images into its BOOT-A or BOOT-B partition (GRUB tries it once);
+a container-mode node (netns cluster) takes the agent and the image
+archives. Parts a node already holds with the same SHA-256 are not sent.`,
 		Example: `  nodectl -n 10.5.0.2 upgrade --bundle _out/bundle
   nodectl -n 10.5.0.2,10.5.0.3 upgrade --bundle http://10.5.0.1:8080/bundle --health-timeout 2m
   nodectl -n 10.5.0.2 upgrade --bundle _out/bundle --stage   # switch at the next reboot`,
