@@ -184,7 +184,12 @@ func nodectl(t *testing.T, args ...string) run {
 // failure to run it as an error, so that goroutines can call it (t.Fatal
 // must only be called from the test's own goroutine).
 func runNodectl(nodeconfig string, args ...string) (run, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	return runNodectlFor(60*time.Second, nodeconfig, args...)
+}
+
+// runNodectlFor is runNodectl with a time limit other than a minute.
+func runNodectlFor(limit time.Duration, nodeconfig string, args ...string) (run, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "nodectl"), args...)
 	cmd.Env = append(os.Environ(), "NODECONFIG="+nodeconfig)

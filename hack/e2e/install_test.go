@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"bytes"
-	"context"
 	"errors"
 	"os"
 	"os/exec"
@@ -317,19 +315,9 @@ func etcdMemberID(t *testing.T, nc, node string) string {
 // (an upgrade waits for the machine's reboot and health gate).
 func longNodectl(t *testing.T, nc string, args ...string) run {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "nodectl"), args...)
-	cmd.Env = append(os.Environ(), "NODECONFIG="+nc)
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
-	r := run{stdout: o.String(), stderr: e.String()}
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		r.code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("nodectl %v: %v", args, err)
+	r, err := runNodectlFor(15*time.Minute, nc, args...)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return r
 }

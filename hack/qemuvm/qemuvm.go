@@ -70,15 +70,20 @@ func FreePort() (int, error) {
 // Start boots qemu with args after the common ones; netdev adds options
 // to the user network (tftp=, bootfile=).
 func Start(netdev string, args ...string) (*VM, error) {
-	api, err := FreePort()
-	if err != nil {
-		return nil, err
-	}
-	metrics, err := FreePort()
+	api, metrics, err := twoPorts()
 	if err != nil {
 		return nil, err
 	}
 	return start(netdev, api, metrics, &Buffer{}, args)
+}
+
+// twoPorts picks the host ports of the machine API and the metrics.
+func twoPorts() (api, metrics int, err error) {
+	if api, err = FreePort(); err != nil {
+		return 0, 0, err
+	}
+	metrics, err = FreePort()
+	return api, metrics, err
 }
 
 // start boots qemu forwarding api and metrics, its console into console.
@@ -128,14 +133,22 @@ func (v *VM) Console() string { return v.console.String() }
 // WaitConsole waits for the (skip+1)th console match of re and returns its
 // submatches.
 func (v *VM) WaitConsole(re *regexp.Regexp, skip int, timeout time.Duration) ([]string, error) {
+	return waitConsole(v.console, re, skip, timeout, v.done, func() error {
+		return fmt.Errorf("qemu exited (%v)", v.exitErr)
+	})
+}
+
+// waitConsole polls console for the (skip+1)th match of re until timeout,
+// or until done closes (ended says how).
+func waitConsole(console *Buffer, re *regexp.Regexp, skip int, timeout time.Duration, done <-chan struct{}, ended func() error) ([]string, error) {
 	deadline := time.Now().Add(timeout)
 	for {
-		if m := re.FindAllStringSubmatch(v.console.String(), -1); len(m) > skip {
+		if m := re.FindAllStringSubmatch(console.String(), -1); len(m) > skip {
 			return m[skip], nil
 		}
 		select {
-		case <-v.done:
-			return nil, fmt.Errorf("qemu exited (%v) before the console showed %q", v.exitErr, re)
+		case <-done:
+			return nil, fmt.Errorf("%w before the console showed %q", ended(), re)
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -204,11 +217,7 @@ type Machine struct {
 // StartMachine boots args (plus -no-reboot) and keeps rebooting it until
 // Stop.
 func StartMachine(netdev string, args ...string) (*Machine, error) {
-	api, err := FreePort()
-	if err != nil {
-		return nil, err
-	}
-	metrics, err := FreePort()
+	api, metrics, err := twoPorts()
 	if err != nil {
 		return nil, err
 	}
@@ -269,21 +278,11 @@ func (m *Machine) Boots() int {
 
 // WaitConsole waits for the (skip+1)th console match of re, across boots.
 func (m *Machine) WaitConsole(re *regexp.Regexp, skip int, timeout time.Duration) ([]string, error) {
-	deadline := time.Now().Add(timeout)
-	for {
-		if mm := re.FindAllStringSubmatch(m.console.String(), -1); len(mm) > skip {
-			return mm[skip], nil
-		}
-		select {
-		case <-m.done:
-			return nil, fmt.Errorf("the machine stopped (%v) before the console showed %q", m.lastStartErr, re)
-		default:
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("timed out after %s waiting for the console to show %q", timeout, re)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return waitConsole(m.console, re, skip, timeout, m.done, func() error {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return fmt.Errorf("the machine stopped (%v)", m.lastStartErr)
+	})
 }
 
 // PowerCut kills the running qemu (by its PID); the machine boots again.
