@@ -15,6 +15,10 @@ import (
 // cpio holding init (the kernel unpacks the archives in turn; the later
 // file wins) and, with images, its images.cpio.
 func MachineBundle(dir, out, init string, m bundle.Manifest, images bool) error {
+	out, err := filepath.Abs(out)
+	if err != nil {
+		return err
+	}
 	work, err := os.MkdirTemp("", "machine-bundle-")
 	if err != nil {
 		return err

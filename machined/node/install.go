@@ -3,9 +3,11 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/ballast-os/ballast/machined/install"
 	"github.com/ballast-os/ballast/machined/launcher"
 	"github.com/ballast-os/ballast/machined/slots"
+	"github.com/ballast-os/ballast/pkg/bundle"
 	"github.com/ballast-os/ballast/pkg/config"
 )
 
@@ -70,6 +73,9 @@ func (n *Node) installTarget(cfg *config.Config) (*install.Disk, error) {
 	if err := install.Check(d, cfg.Machine.Install.Wipe); err != nil {
 		return nil, fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err)
 	}
+	if _, err := install.FindMedium(); err != nil && cfg.Machine.Install.Bundle == "" {
+		return nil, fmt.Errorf("%w: %w; a machine booted over PXE installs from a bundle: set machine.install.bundle to its http(s) URL", errdefs.ErrFailedPrecondition, err)
+	}
 	return &d, nil
 }
 
@@ -77,7 +83,7 @@ func (n *Node) installTarget(cfg *config.Config) (*install.Disk, error) {
 // into the installed system. If the install fails the machine runs on from
 // RAM with its config, as if it had no install section, and says why.
 func (n *Node) installAndReboot(cfg *config.Config, d install.Disk) {
-	if err := n.installTo(context.Background(), d); err != nil {
+	if err := n.installTo(context.Background(), cfg, d); err != nil {
 		n.log.Error("install failed; the machine runs from RAM (its config is lost at reboot)", "disk", d.Path, "error", err)
 		if err := n.startRoleServices(cfg); err != nil {
 			n.log.Error("cannot start the role's services", "error", err)
@@ -88,13 +94,23 @@ func (n *Node) installAndReboot(cfg *config.Config, d install.Disk) {
 	n.request(ActionReboot)
 }
 
-func (n *Node) installTo(ctx context.Context, d install.Disk) error {
+func (n *Node) installTo(ctx context.Context, cfg *config.Config, d install.Disk) error {
 	n.log.Info("install: writing Ballast to disk", "disk", d.Path, "size", config.FormatSize(d.Size), "model", d.Model, "serial", d.Serial)
 	src, err := install.MountMedium(mediumDir)
-	if err != nil {
-		return err
+	switch {
+	case err == nil:
+		defer func() { _ = unix.Unmount(mediumDir, 0) }()
+	case errors.Is(err, install.ErrNoMedium) && cfg.Machine.Install.Bundle != "":
+		// A PXE boot: the build comes from the bundle the config names.
+		dir := filepath.Join(os.TempDir(), "install-bundle")
+		defer os.RemoveAll(dir)
+		if src, err = fetchInstallBundle(ctx, cfg.Machine.Install.Bundle, dir); err != nil {
+			return err
+		}
+		n.log.Info("install: bundle fetched", "bundle", cfg.Machine.Install.Bundle)
+	default:
+		return fmt.Errorf("%w (or set machine.install.bundle to the URL of a bundle)", err)
 	}
-	defer func() { _ = unix.Unmount(mediumDir, 0) }()
 	r := running()
 	slotA := slots.Slot{Version: r.Version, CommitTime: r.CommitTime, Written: time.Now()}
 	info, err := json.Marshal(slotA)
@@ -115,4 +131,29 @@ func (n *Node) installTo(ctx context.Context, d install.Disk) error {
 		Mkfs:     install.Mkfs,
 		Log:      n.log,
 	})
+}
+
+// fetchInstallBundle downloads a bundle's kernel, initramfs and component
+// images into dir, each checked against the manifest's SHA-256, and
+// refuses a bundle for another architecture.
+func fetchInstallBundle(ctx context.Context, url, dir string) (install.Source, error) {
+	b, err := bundle.Open(ctx, url)
+	if err != nil {
+		return install.Source{}, err
+	}
+	if b.Manifest.Arch != runtime.GOARCH {
+		return install.Source{}, fmt.Errorf("%w: bundle %s is for %s, this machine is %s", bundle.ErrArch, url, b.Manifest.Arch, runtime.GOARCH)
+	}
+	kernel, initrds, err := bootFiles(b.Manifest)
+	if err != nil {
+		return install.Source{}, err
+	}
+	if err := b.Fetch(ctx, dir, machineKinds...); err != nil {
+		return install.Source{}, fmt.Errorf("bundle %s: %w", url, err)
+	}
+	src := install.Source{Kernel: filepath.Join(dir, kernel), Initramfs: filepath.Join(dir, initrds[0])}
+	if len(initrds) > 1 {
+		src.Images = filepath.Join(dir, initrds[1])
+	}
+	return src, nil
 }

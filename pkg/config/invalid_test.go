@@ -189,6 +189,8 @@ var badCases = []badCase{
 		path: "machine.install.disk", at: "disk: /dev/..", msg: "not a device path"},
 	{name: "disk and selector", worker: true, edits: []edit{r("disk: /dev/nvme0n1", "disk: /dev/nvme0n1\n    diskSelector: {type: ssd}")},
 		path: "machine.install.diskSelector", at: "diskSelector:", msg: "not both"},
+	{name: "install bundle not a URL", worker: true, edits: []edit{r("disk: /dev/nvme0n1", "disk: /dev/nvme0n1\n    bundle: /srv/bundle")},
+		path: "machine.install.bundle", at: "bundle: /srv/bundle", msg: "not an http(s) URL"},
 	{name: "empty selector", worker: true, edits: []edit{r("disk: /dev/nvme0n1", "diskSelector: {}")},
 		path: "machine.install.diskSelector", at: "diskSelector:", msg: "set at least one"},
 	{name: "selector size", worker: true, edits: []edit{r("disk: /dev/nvme0n1", "diskSelector: {minSize: ten}")},

@@ -135,6 +135,10 @@ type Install struct {
 	Disk         string        `yaml:"disk,omitempty" json:"disk,omitempty"`
 	DiskSelector *DiskSelector `yaml:"diskSelector,omitempty" json:"diskSelector,omitempty"`
 	Image        string        `yaml:"image,omitempty" json:"image,omitempty"`
+	// Bundle is the http(s) URL of an upgrade bundle directory (make
+	// bundle's _out/bundle) to install from when the machine has no install
+	// medium: a PXE boot.
+	Bundle string `yaml:"bundle,omitempty" json:"bundle,omitempty"`
 	// Wipe lets the installer overwrite a disk that holds partitions.
 	Wipe bool `yaml:"wipe,omitempty" json:"wipe,omitempty"`
 }

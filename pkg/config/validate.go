@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"path"
 	"strings"
 	"time"
@@ -101,6 +102,11 @@ func (v *validator) machine() {
 	}
 	if d := m.Install.Disk; d != "" && !isDevicePath(d) {
 		v.addf("machine.install.disk", "%q is not a device path under /dev/ (e.g. /dev/sda)", d)
+	}
+	if b := m.Install.Bundle; b != "" {
+		if u, err := url.Parse(b); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			v.addf("machine.install.bundle", "%q is not an http(s) URL of a bundle directory", b)
+		}
 	}
 	if sel := m.Install.DiskSelector; sel != nil {
 		v.diskSelector(sel, m.Install.Disk != "")

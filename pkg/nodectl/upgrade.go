@@ -5,9 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -66,7 +63,7 @@ archives. Parts a node already holds with the same SHA-256 are not sent.`,
 			if src == "" {
 				return errors.New("--bundle is required: a bundle directory (make images writes _out/bundle) or an http(s) URL of one")
 			}
-			b, err := openBundle(cmd.Context(), src)
+			b, err := bundle.Open(cmd.Context(), src)
 			if err != nil {
 				return err
 			}
@@ -219,62 +216,8 @@ func slotVersion(st *machine.UpgradeStatusResponse, slot string) string {
 	return "its previous build"
 }
 
-// source is an opened bundle: its manifest and a way to read each part.
-type source struct {
-	manifest []byte
-	m        *bundle.Manifest
-	open     func(ctx context.Context, name string) (io.ReadCloser, error)
-}
-
-// openBundle reads a bundle's manifest from a directory or an http(s) URL.
-func openBundle(ctx context.Context, src string) (*source, error) {
-	if strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://") {
-		base := strings.TrimSuffix(src, "/")
-		get := func(ctx context.Context, name string) (io.ReadCloser, error) {
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/"+name, nil)
-			if err != nil {
-				return nil, err
-			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				return nil, err
-			}
-			if resp.StatusCode != http.StatusOK {
-				resp.Body.Close()
-				return nil, fmt.Errorf("GET %s/%s: %s", base, name, resp.Status)
-			}
-			return resp.Body, nil
-		}
-		body, err := get(ctx, bundle.ManifestName)
-		if err != nil {
-			return nil, fmt.Errorf("bundle %s: %w", src, err)
-		}
-		data, err := io.ReadAll(io.LimitReader(body, 1<<20))
-		body.Close()
-		if err != nil {
-			return nil, fmt.Errorf("bundle %s: %w", src, err)
-		}
-		return newSource(src, data, get)
-	}
-	data, err := os.ReadFile(filepath.Join(src, bundle.ManifestName))
-	if err != nil {
-		return nil, fmt.Errorf("bundle %s: %w (make images writes _out/bundle)", src, err)
-	}
-	return newSource(src, data, func(_ context.Context, name string) (io.ReadCloser, error) {
-		return os.Open(filepath.Join(src, name))
-	})
-}
-
-func newSource(src string, data []byte, open func(context.Context, string) (io.ReadCloser, error)) (*source, error) {
-	m, err := bundle.Parse(data)
-	if err != nil {
-		return nil, fmt.Errorf("bundle %s: %w", src, err)
-	}
-	return &source{manifest: data, m: m, open: open}, nil
-}
-
 // sendBundle streams the parts the node asks for and returns its answer.
-func sendBundle(ctx context.Context, c *client.Client, b *source, force bool, f upgradeFlags) (*machine.UpgradeResponse, error) {
+func sendBundle(ctx context.Context, c *client.Client, b *bundle.Opened, force bool, f upgradeFlags) (*machine.UpgradeResponse, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := c.Upgrade(ctx)
@@ -282,7 +225,7 @@ func sendBundle(ctx context.Context, c *client.Client, b *source, force bool, f 
 		return nil, err
 	}
 	if err := stream.Send(&machine.UpgradeRequest{Msg: &machine.UpgradeRequest_Start{Start: &machine.UpgradeStart{
-		Manifest: b.manifest, Force: force, Stage: f.stage, HealthTimeout: durationpb.New(f.healthTimeout),
+		Manifest: b.Data, Force: force, Stage: f.stage, HealthTimeout: durationpb.New(f.healthTimeout),
 	}}}); err != nil {
 		return nil, err
 	}
@@ -306,8 +249,8 @@ func sendBundle(ctx context.Context, c *client.Client, b *source, force bool, f 
 	return stream.Recv()
 }
 
-func sendPart(ctx context.Context, stream machine.MachineService_UpgradeClient, b *source, name string, buf []byte) error {
-	r, err := b.open(ctx, name)
+func sendPart(ctx context.Context, stream machine.MachineService_UpgradeClient, b *bundle.Opened, name string, buf []byte) error {
+	r, err := b.OpenPart(ctx, name)
 	if err != nil {
 		return fmt.Errorf("bundle part %s: %w", name, err)
 	}
