@@ -91,19 +91,16 @@ func mountSystem(log *logger) error {
 			}
 			continue
 		}
-		grown := p.name == PartEphemeral && growEphemeral(log, dev)
+		if p.name == PartEphemeral {
+			growEphemeral(log, dev)
+		}
 		if err := (mount{dev, target, "ext4", unix.MS_NOSUID | unix.MS_NODEV, ""}).mount(); err != nil {
 			log.Printf("%s: %v; kept in RAM", p.name, err)
 			continue
 		}
 		log.Printf("%s: %s mounted on %s", p.name, dev, target)
-		if grown {
-			// Online: resize2fs grows a mounted ext4 through the kernel.
-			if out, err := exec.Command(install.Resize2fs, dev).CombinedOutput(); err != nil {
-				log.Printf("EPHEMERAL: resize2fs %s: %v: %s", dev, err, strings.TrimSpace(string(out)))
-			} else {
-				log.Printf("EPHEMERAL: filesystem grown to fill %s", dev)
-			}
+		if p.name == PartEphemeral {
+			growFilesystem(log, dev)
 		}
 	}
 	return ensureMachineID(log, filepath.Join(Root, "state", "machine-id"))
@@ -208,20 +205,33 @@ func unmountAll(log *logger) {
 
 // growEphemeral extends the EPHEMERAL partition dev to the end of its disk
 // when the disk is larger than the table says (a cloud disk on a larger
-// volume; an install writes it full size). It reports whether it grew.
-func growEphemeral(log *logger, dev string) bool {
+// volume; an install writes it full size).
+func growEphemeral(log *logger, dev string) {
 	link, err := filepath.EvalSymlinks(filepath.Join("/sys/class/block", filepath.Base(dev)))
 	if err != nil {
-		return false
+		return
 	}
 	disk := "/dev/" + filepath.Base(filepath.Dir(link))
 	grown, size, err := install.GrowLast(disk)
 	if err != nil {
 		log.Printf("EPHEMERAL: not grown: %v", err)
-		return false
+		return
 	}
 	if grown {
 		log.Printf("EPHEMERAL: partition %s grown to %d MiB (the end of %s)", dev, size>>20, disk)
 	}
-	return grown
+}
+
+// growFilesystem grows the mounted EPHEMERAL filesystem to its partition
+// (online: resize2fs through the kernel). It runs at every boot, so a
+// power cut between growing the partition and the filesystem is made good
+// at the next one; a filesystem that fills its partition is left alone.
+func growFilesystem(log *logger, dev string) {
+	out, err := exec.Command(install.Resize2fs, dev).CombinedOutput()
+	switch {
+	case err != nil:
+		log.Printf("EPHEMERAL: resize2fs %s: %v: %s", dev, err, strings.TrimSpace(string(out)))
+	case !strings.Contains(string(out), "Nothing to do"):
+		log.Printf("EPHEMERAL: filesystem grown to fill %s", dev)
+	}
 }
