@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -84,7 +85,7 @@ func (o *Opened) Fetch(ctx context.Context, dir string, kinds ...string) error {
 		return err
 	}
 	for _, p := range o.Manifest.Parts {
-		if !contains(kinds, p.Kind) {
+		if !slices.Contains(kinds, p.Kind) {
 			continue
 		}
 		if err := o.fetchPart(ctx, p, filepath.Join(dir, p.Name)); err != nil {
@@ -116,13 +117,4 @@ func (o *Opened) fetchPart(ctx context.Context, p Part, dst string) error {
 		return fmt.Errorf("part %s: %w", p.Name, err)
 	}
 	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
