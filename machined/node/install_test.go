@@ -1,7 +1,9 @@
 package node
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -50,5 +52,26 @@ func TestBootFiles(t *testing.T) {
 				t.Fatalf("bootFiles = %q, %q, %v", kernel, initrds, err)
 			}
 		})
+	}
+}
+
+// TestRetryRecord: a transient failure of the A/B record is retried, and
+// the retries end with the boot's context.
+func TestRetryRecord(t *testing.T) {
+	n := &Node{log: slog.New(slog.DiscardHandler)}
+	calls := 0
+	err := n.retryRecord(context.Background(), "read", func() error {
+		if calls++; calls < 2 {
+			return errors.New("EFI partition busy")
+		}
+		return nil
+	})
+	if err != nil || calls != 2 {
+		t.Fatalf("retryRecord = %v after %d calls, want success on the 2nd", err, calls)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := n.retryRecord(ctx, "read", func() error { return errors.New("broken") }); !errors.Is(err, context.Canceled) {
+		t.Fatalf("retryRecord with an ended context = %v", err)
 	}
 }

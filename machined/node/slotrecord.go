@@ -74,10 +74,8 @@ func (r *metalRecord) Load() (*slots.State, error) {
 	if a := env["active"]; a != "" {
 		st.Active = a
 	}
-	for field, v := range map[string]string{"active": st.Active, "next": st.Next, "trying": st.Trying} {
-		if v != "" && !slots.Valid(v) {
-			return nil, fmt.Errorf("%w: GRUB environment: %s is %q", slots.ErrCorrupt, field, v)
-		}
+	if err := st.Validate(); err != nil {
+		return nil, fmt.Errorf("GRUB environment: %w", err)
 	}
 	return st, nil
 }

@@ -22,8 +22,8 @@ const gateInterval = time.Second
 // reboots into the active slot.
 func (n *Node) runHealthGate(ctx context.Context) {
 	slot := n.runningSlot()
-	st, err := n.record().Load()
-	if err != nil || st.Trying != slot {
+	var st *slots.State
+	if n.retryRecord(ctx, "read", func() (err error) { st, err = n.record().Load(); return err }) != nil || st.Trying != slot {
 		return
 	}
 	timeout := DefaultHealthTimeout
@@ -35,13 +35,13 @@ func (n *Node) runHealthGate(ctx context.Context) {
 	last := errors.New("not checked yet")
 	for {
 		if last = n.gateCheck(ctx); last == nil {
-			n.settleTry(slot, func(st *slots.State) { st.Good(time.Now()) })
+			n.settleTry(ctx, slot, func(st *slots.State) { st.Good(time.Now()) })
 			n.log.Info("health gate passed: the slot is now the active one", "slot", slot, "took", time.Since(n.booted).Round(time.Millisecond))
 			return
 		}
 		if time.Now().After(deadline) {
 			reason := fmt.Sprintf("health gate not passed within %s: %v", timeout, last)
-			n.settleTry(slot, func(st *slots.State) { st.Fail(time.Now(), reason) })
+			n.settleTry(ctx, slot, func(st *slots.State) { st.Fail(time.Now(), reason) })
 			n.log.Error("upgrade failed: rebooting into the active slot", "slot", slot, "reason", reason)
 			n.rebootIntoSlot()
 			return
@@ -61,38 +61,63 @@ func (n *Node) runHealthGate(ctx context.Context) {
 // names this slot, this boot is the try and faces the health gate.
 func (n *Node) settleMachineBoot(ctx context.Context) {
 	slot := n.runningSlot()
-	n.upgradeMu.Lock()
-	st, err := n.record().Load()
-	if err != nil {
-		n.upgradeMu.Unlock()
-		n.log.Error("cannot read the A/B record", "error", err)
-		return
-	}
-	if st.Trying != "" && st.Trying != slot {
+	thisTry := false
+	err := n.retryRecord(ctx, "settle this boot", func() error {
+		n.upgradeMu.Lock()
+		defer n.upgradeMu.Unlock()
+		st, err := n.record().Load()
+		if err != nil {
+			return err
+		}
+		thisTry = st.Trying == slot
+		if st.Trying == "" || thisTry {
+			return nil
+		}
 		tried := st.Trying
 		st.Fail(time.Now(), fmt.Sprintf("slot %s did not come up: the boot that tried it ended before its health gate passed; slot %s booted instead", tried, slot))
 		if err := n.record().Save(st); err != nil {
-			n.log.Error("cannot save the A/B record", "error", err)
+			return err
 		}
 		n.log.Error("upgrade failed: the tried slot did not come up; running the active slot", "tried", tried, "slot", slot)
-	}
-	n.upgradeMu.Unlock()
-	if st.Trying == slot {
+		return nil
+	})
+	if err == nil && thisTry {
 		n.runHealthGate(ctx)
 	}
 }
 
 // settleTry updates the record while it still shows this slot's try.
-func (n *Node) settleTry(slot string, fn func(*slots.State)) {
-	n.upgradeMu.Lock()
-	defer n.upgradeMu.Unlock()
-	st, err := n.record().Load()
-	if err != nil || st.Trying != slot {
-		return
-	}
-	fn(st)
-	if err := n.record().Save(st); err != nil {
-		n.log.Error("cannot save the slots record", "error", err)
+func (n *Node) settleTry(ctx context.Context, slot string, fn func(*slots.State)) {
+	_ = n.retryRecord(ctx, "settle the try", func() error {
+		n.upgradeMu.Lock()
+		defer n.upgradeMu.Unlock()
+		st, err := n.record().Load()
+		if err != nil || st.Trying != slot {
+			return err
+		}
+		fn(st)
+		return n.record().Save(st)
+	})
+}
+
+// retryRecord runs op, a read or update of the A/B record, until it
+// succeeds or ctx ends, backing off from 1 s to 30 s: a transient error
+// (the EFI partition busy, an I/O error) must not leave a try unsettled
+// (a passed gate unrecorded would make the next boot fall back).
+func (n *Node) retryRecord(ctx context.Context, what string, op func() error) error {
+	delay := time.Second
+	for {
+		err := op()
+		if err == nil {
+			return nil
+		}
+		n.log.Error("A/B record: cannot "+what+"; retrying", "error", err, "in", delay)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 30*time.Second)
 	}
 }
 

@@ -124,15 +124,24 @@ func Load(path string) (*State, error) {
 	if err := json.Unmarshal(data, &s); err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrCorrupt, path, err)
 	}
+	if err := s.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &s, nil
+}
+
+// Validate checks that the record names only slots A and B, and an active
+// one.
+func (s *State) Validate() error {
 	for field, v := range map[string]string{"active": s.Active, "next": s.Next, "trying": s.Trying} {
 		if v != "" && !Valid(v) {
-			return nil, fmt.Errorf("%w: %s: %s is %q", ErrCorrupt, path, field, v)
+			return fmt.Errorf("%w: %s is %q", ErrCorrupt, field, v)
 		}
 	}
 	if s.Active == "" {
-		return nil, fmt.Errorf("%w: %s: no active slot", ErrCorrupt, path)
+		return fmt.Errorf("%w: no active slot", ErrCorrupt)
 	}
-	return &s, nil
+	return nil
 }
 
 // Save writes the record to path atomically (temp, fsync, rename).
