@@ -150,14 +150,21 @@ func (m *machined) stop() {
 
 var fingerprintRE = regexp.MustCompile(`fingerprint=([0-9a-f]{64})`)
 
-// fingerprint returns the maintenance certificate fingerprint machined logged.
+// fingerprint returns the maintenance certificate fingerprint machined
+// logged. machined binds its API port before the node logs the line, so the
+// port being open does not mean the line is there yet: wait for it.
 func (m *machined) fingerprint() string {
 	m.t.Helper()
-	match := fingerprintRE.FindStringSubmatch(m.log.String())
-	if match == nil {
-		m.t.Fatalf("machined logged no fingerprint:\n%s", m.log.String())
-	}
-	return match[1]
+	var fp string
+	waitFor(m.t, "machined's maintenance fingerprint in its log", 30*time.Second, func() error {
+		match := fingerprintRE.FindStringSubmatch(m.log.String())
+		if match == nil {
+			return errors.New("not logged yet")
+		}
+		fp = match[1]
+		return nil
+	})
+	return fp
 }
 
 // run is one nodectl invocation's outcome.
