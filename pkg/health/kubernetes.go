@@ -19,8 +19,8 @@ import (
 	"github.com/ballast-os/ballast/pkg/client"
 )
 
-// apiserverService is the service ID of kube-apiserver on control planes.
-const apiserverService = "kube-apiserver"
+// APIServerService is the service ID of kube-apiserver on control planes.
+const APIServerService = "kube-apiserver"
 
 // kubeClients caches, per control-plane address, the HTTP client built from
 // the admin kubeconfig that node issued, so that the repeated checks of
@@ -51,7 +51,7 @@ func kubernetesChecks(ctx context.Context, cps []Node, clients map[string]*clien
 			continue
 		}
 		for _, s := range resp.GetServices() {
-			if s.GetId() != apiserverService {
+			if s.GetId() != APIServerService {
 				continue
 			}
 			var err error

@@ -18,8 +18,8 @@ import (
 )
 
 func newClusterCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "cluster", Short: "Create, show and destroy local clusters on this machine"}
-	cmd.AddCommand(newClusterCreateCmd(g), newClusterShowCmd(g), newClusterDestroyCmd(g))
+	cmd := &cobra.Command{Use: "cluster", Short: "Create, show and destroy local clusters on this machine; roll an upgrade over a cluster"}
+	cmd.AddCommand(newClusterCreateCmd(g), newClusterShowCmd(g), newClusterDestroyCmd(g), newClusterUpgradeCmd(g))
 	return cmd
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/ballast-os/ballast/api/machine"
 	"github.com/ballast-os/ballast/pkg/bundle"
 	"github.com/ballast-os/ballast/pkg/client"
+	"github.com/ballast-os/ballast/pkg/health"
 )
 
 // chunkSize is how much of a part one UpgradeChunk carries.
@@ -34,9 +35,11 @@ func (f *upgradeFlags) add(cmd *cobra.Command) {
 
 func newUpgradeCmd(g *globals) *cobra.Command {
 	var (
-		src   string
-		force bool
-		f     upgradeFlags
+		src     string
+		force   bool
+		rolling bool
+		f       upgradeFlags
+		r       rolloutFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "upgrade --bundle DIR|URL",
@@ -54,14 +57,26 @@ this command reports why. See docs/upgrades.md.
 A machine installed to disk takes the kernel, the initramfs and the
 component images into its BOOT-A or BOOT-B partition (GRUB tries it once);
 a container-mode node (netns cluster) takes the agent and the image
-archives. Parts a node already holds with the same SHA-256 are not sent.`,
+archives. Parts a node already holds with the same SHA-256 are not sent.
+
+With --rolling the nodes are upgraded as 'nodectl cluster upgrade' does
+(quorum and health checked before each, drained, uncordoned after), in its
+order: control planes one at a time, then workers; the role of each is read
+from its config.`,
 		Example: `  nodectl -n 10.5.0.2 upgrade --bundle _out/bundle
   nodectl -n 10.5.0.2,10.5.0.3 upgrade --bundle http://10.5.0.1:8080/bundle --health-timeout 2m
-  nodectl -n 10.5.0.2 upgrade --bundle _out/bundle --stage   # switch at the next reboot`,
+  nodectl -n 10.5.0.2 upgrade --bundle _out/bundle --stage   # switch at the next reboot
+  nodectl -n 10.5.0.2,10.5.0.3,10.5.0.4 upgrade --bundle _out/bundle --rolling --dry-run`,
 		Args: exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if src == "" {
 				return errors.New("--bundle is required: a bundle directory (make images writes _out/bundle) or an http(s) URL of one")
+			}
+			if rolling {
+				return g.rollingUpgrade(cmd, src, force, f, r)
+			}
+			if r.dryRun {
+				return errors.New("--dry-run plans a rolling upgrade: add --rolling")
 			}
 			b, err := bundle.Open(cmd.Context(), src)
 			if err != nil {
@@ -84,8 +99,33 @@ archives. Parts a node already holds with the same SHA-256 are not sent.`,
 	}
 	cmd.Flags().StringVar(&src, "bundle", "", "the bundle: a directory holding manifest.json, or an http(s) URL of one")
 	cmd.Flags().BoolVar(&force, "force", false, "install a build older than the running one")
+	cmd.Flags().BoolVar(&rolling, "rolling", false, "upgrade the nodes as a rolling upgrade of their cluster (see 'nodectl cluster upgrade')")
 	f.add(cmd)
+	r.add(cmd)
 	return cmd
+}
+
+// rollingUpgrade is upgrade --rolling: the targets, each with the role its
+// config names, rolled as cluster upgrade rolls a cluster.
+func (g *globals) rollingUpgrade(cmd *cobra.Command, src string, force bool, f upgradeFlags, r rolloutFlags) error {
+	nctx, err := g.loadContext()
+	if err != nil {
+		return err
+	}
+	targets, err := g.targets(nctx)
+	if err != nil {
+		return err
+	}
+	dial := health.ContextDialer(nctx)
+	var nodes []health.Node
+	for _, a := range targets {
+		role, err := nodeRole(cmd.Context(), dial, a)
+		if err != nil {
+			return fmt.Errorf("%s: %s", a, oneLine(explain(err, a)))
+		}
+		nodes = append(nodes, health.Node{Address: a, Role: role})
+	}
+	return g.rollout(cmd, src, force, nodes, dial, f, r)
 }
 
 func newRollbackCmd(g *globals) *cobra.Command {
