@@ -68,8 +68,7 @@ See docs/upgrades.md.`,
   nodectl cluster upgrade --bundle _out/bundle
   nodectl cluster upgrade --bundle http://10.5.0.1:8080/bundle --max-unavailable 2 --drain-timeout 10m
   nodectl cluster upgrade --bundle _out/bundle --control-plane-nodes 10.5.0.2,10.5.0.3,10.5.0.4 --worker-nodes 10.5.0.5`,
-		Args:        exactArgs(0, ""),
-		Annotations: map[string]string{annotationControlPlane: "true"},
+		Args: exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			name, nctx, err := g.loadNamedContext()
 			if err != nil {
