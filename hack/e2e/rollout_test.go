@@ -71,6 +71,11 @@ func TestClusterRollingUpgrade(t *testing.T) {
 		if len(order) != 4 || order[3] != workerAddr {
 			t.Fatalf("plan order %v: want the 3 control planes, then the worker\n%s", order, r.stdout)
 		}
+		// upgrade --rolling on a node list plans the same rollout.
+		rolling := c.must("-n", strings.Join(append(append([]string(nil), cpAddrs...), workerAddr), ","), "upgrade", "--rolling", "--dry-run", "--bundle", next)
+		if got := planOrder(t, rolling.stdout); strings.Join(got, ",") != strings.Join(order, ",") {
+			t.Errorf("upgrade --rolling plans %v, cluster upgrade %v", got, order)
+		}
 		byName := map[string]clusterNode{}
 		for _, n := range cps {
 			byName["e2eroll-"+n.Name] = n
