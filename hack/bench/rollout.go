@@ -17,6 +17,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/ballast-os/ballast/hack/netnstest"
+	"github.com/ballast-os/ballast/pkg/images"
 )
 
 // rolloutResult is one `nodectl cluster upgrade` of a 3 CP + 1 W cluster.
@@ -28,7 +31,50 @@ type rolloutResult struct {
 	lost     int
 	longest  time.Duration // between two acknowledged writes
 	interval time.Duration
+	// The Service of two web pods, probed over HTTP from the worker.
+	svcOK, svcFailed int
+	svcLongest       time.Duration
 }
+
+// webManifest is two web pods behind a Service with a disruption budget.
+const webManifest = "hack/e2e/testdata/web-pdb.yaml"
+
+// gapProbe calls check at an interval and keeps the longest time between
+// two successes.
+type gapProbe struct {
+	stopCh, done chan struct{}
+	ok, failed   int
+	longest      time.Duration
+}
+
+func startGapProbe(check func() error, every time.Duration) *gapProbe {
+	p := &gapProbe{stopCh: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		last := time.Now()
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-p.stopCh:
+				return
+			case <-tick.C:
+			}
+			if err := check(); err != nil {
+				p.failed++
+				continue
+			}
+			now := time.Now()
+			p.ok++
+			p.longest = max(p.longest, now.Sub(last))
+			last = now
+		}
+	}()
+	return p
+}
+
+// stop ends the probe; its counts are final after it returns.
+func (p *gapProbe) stop() { close(p.stopCh); <-p.done }
 
 var nodeDoneRE = regexp.MustCompile(`(\S+) \(\S+\)\s+done\s+on \S+ after (\S+)`)
 
@@ -53,17 +99,19 @@ func measureRollout() (rolloutResult, error) {
 		return r, err
 	}
 	var show struct {
-		Nodes []struct{ Role, Address string } `json:"nodes"`
+		Nodes []struct{ Role, Address, Netns string } `json:"nodes"`
 	}
 	if err := json.Unmarshal([]byte(out), &show); err != nil {
 		return r, fmt.Errorf("cluster show: %w", err)
 	}
 	var cps, workers []string
+	var workerNetns string
 	for _, n := range show.Nodes {
 		if n.Role == "controlplane" {
 			cps = append(cps, n.Address)
 		} else {
 			workers = append(workers, n.Address)
+			workerNetns = n.Netns
 		}
 	}
 	kc := filepath.Join(root, "kubeconfig")
@@ -84,6 +132,41 @@ func measureRollout() (rolloutResult, error) {
 		return r, err
 	}
 
+	// Two web pods behind a Service (a disruption budget allowing one
+	// down), probed from the worker's namespace.
+	k := func(a ...string) (string, error) {
+		out, err := exec.Command("kubectl", append([]string{"--kubeconfig", kc}, a...)...).CombinedOutput()
+		if err != nil {
+			return string(out), fmt.Errorf("kubectl %s: %w: %s", strings.Join(a, " "), err, out)
+		}
+		return strings.TrimSpace(string(out)), nil
+	}
+	web, err := os.ReadFile(webManifest)
+	if err != nil {
+		return r, err
+	}
+	wf := filepath.Join(root, "web.yaml")
+	if err := os.WriteFile(wf, []byte(strings.ReplaceAll(string(web), "BUSYBOX", images.Ref(images.Busybox, images.BusyboxVersion))), 0o600); err != nil {
+		return r, err
+	}
+	if _, err := k("apply", "-f", wf); err != nil {
+		return r, err
+	}
+	if _, err := k("rollout", "status", "deployment/web", "--timeout=120s"); err != nil {
+		return r, err
+	}
+	svc, err := k("get", "service", "web", "-o", "jsonpath={.spec.clusterIP}")
+	if err != nil {
+		return r, err
+	}
+	svcProbe := startGapProbe(func() error {
+		status, err := netnstest.HTTPGetIn(workerNetns, svc+":80", time.Second)
+		if err == nil && !strings.Contains(status, " 200 ") {
+			err = fmt.Errorf("status %q", status)
+		}
+		return err
+	}, r.interval)
+
 	w, err := startWrites(kc, r.interval)
 	if err != nil {
 		return r, err
@@ -94,9 +177,11 @@ func measureRollout() (rolloutResult, error) {
 	r.total = time.Since(start)
 	time.Sleep(2 * time.Second)
 	w.stop()
+	svcProbe.stop()
 	if err != nil {
 		return r, err
 	}
+	r.svcOK, r.svcFailed, r.svcLongest = svcProbe.ok, svcProbe.failed, svcProbe.longest
 	for _, m := range nodeDoneRE.FindAllStringSubmatch(out, -1) {
 		r.perNode = append(r.perNode, m[1]+": "+m[2])
 	}
@@ -106,8 +191,9 @@ func measureRollout() (rolloutResult, error) {
 		return r, err
 	}
 	r.lost = lost
-	fmt.Printf("rollout 3 CP + 1 W: %s (%s); ConfigMaps %d acknowledged, %d failed, %d lost, longest gap %s\n",
-		r.total.Round(100*time.Millisecond), strings.Join(r.perNode, ", "), r.writes, r.failed, r.lost, r.longest.Round(10*time.Millisecond))
+	fmt.Printf("rollout 3 CP + 1 W: %s (%s); ConfigMaps %d acknowledged, %d failed, %d lost, longest gap %s; Service %d answers, %d failed, longest gap %s\n",
+		r.total.Round(100*time.Millisecond), strings.Join(r.perNode, ", "), r.writes, r.failed, r.lost, r.longest.Round(10*time.Millisecond),
+		r.svcOK, r.svcFailed, r.svcLongest.Round(10*time.Millisecond))
 	return r, nil
 }
 
@@ -189,12 +275,14 @@ func (w *writes) lost() (int, error) {
 
 func renderRollout(r rolloutResult) string {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "%s `nodectl cluster upgrade` of a netns Kubernetes cluster of 3 control planes and 1 worker to a second build (container mode: a new agent, the same images), while a client creates a ConfigMap through the VIP every %s. Each node: health and etcd catch-up checked, leadership moved, cordon and drain, upgrade through its A/B slot and health gate, uncordon, cluster health. One round.\n\n", stamp(), r.interval)
+	fmt.Fprintf(&b, "%s `nodectl cluster upgrade` of a netns Kubernetes cluster of 3 control planes and 1 worker to a second build (container mode: a new agent, the same images), while a client creates a ConfigMap through the VIP every %s and the worker asks a Service of two web pods for its page. Each node: health and etcd catch-up checked, leadership moved, cordon and drain, upgrade through its A/B slot and health gate, uncordon, cluster health. One round.\n\n", stamp(), r.interval)
 	b.WriteString("| figure | value |\n| --- | --: |\n")
 	fmt.Fprintf(&b, "| rollout, command to done | %s |\n", r.total.Round(100*time.Millisecond))
 	fmt.Fprintf(&b, "| per node, drain to done, in order | %s |\n", strings.Join(r.perNode, ", "))
 	fmt.Fprintf(&b, "| ConfigMaps acknowledged / failed / lost | %d / %d / %d |\n", r.writes, r.failed, r.lost)
 	fmt.Fprintf(&b, "| longest gap between acknowledged writes | %s |\n", r.longest.Round(10*time.Millisecond))
+	fmt.Fprintf(&b, "| Service of 2 web pods (PDB minAvailable 1), HTTP from the worker every %s: answers / failed | %d / %d |\n", r.interval, r.svcOK, r.svcFailed)
+	fmt.Fprintf(&b, "| longest gap between Service answers | %s |\n", r.svcLongest.Round(10*time.Millisecond))
 	b.WriteString("\nTargets (issue 19): the whole rollout ≤ 5 min, the longest write gap ≤ 2 s, 0 acknowledged writes lost. For comparison: Talos upgrades one node per `talosctl upgrade` call (its documentation publishes no cluster figure); k3s's system-upgrade-controller runs plans with `concurrency` and drains, with no published timing either.\n")
 	return b.String()
 }

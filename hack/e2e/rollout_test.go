@@ -97,6 +97,30 @@ func TestClusterRollingUpgrade(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer smp.Stop()
+		// A Deployment behind a Service, its disruption budget allowing
+		// one pod down, probed from the worker's namespace.
+		k := kubectl{t: t, kubeconfig: kc}
+		manifest, err := os.ReadFile("testdata/web-pdb.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		k.apply(string(manifest))
+		k.must("rollout", "status", "deployment/web", "--timeout=120s")
+		svc := k.must("get", "service", "web", "-o", "jsonpath={.spec.clusterIP}") + ":80"
+		var worker clusterNode
+		for _, n := range all {
+			if n.Address == workerAddr {
+				worker = n
+			}
+		}
+		web := startProber(func() error {
+			status, err := netnstest.HTTPGetIn(worker.Netns, svc, time.Second)
+			if err == nil && !strings.Contains(status, " 200 ") {
+				err = fmt.Errorf("status %q", status)
+			}
+			return err
+		})
+		defer web.stop()
 		etcdW := startWriter(t, c, cpAddrs)
 		defer etcdW.stop()
 		cmW := startConfigMapWriter(t, kc)
@@ -113,6 +137,7 @@ func TestClusterRollingUpgrade(t *testing.T) {
 		cmW.stop()
 		etcdW.stop()
 		smp.Stop()
+		web.stop()
 		t.Logf("rollout output:\n%s", r.stdout)
 
 		for _, n := range all {
@@ -132,8 +157,9 @@ func TestClusterRollingUpgrade(t *testing.T) {
 			t.Errorf("two VIP holders seen at once %d times, e.g. %s", len(v), v[0])
 		}
 		c.health(nodesFlags...)
-		t.Logf("rolling upgrade of 3 control planes and 1 worker: %s; ConfigMaps through the VIP: %d acknowledged, %d failed, longest gap without a successful write %s; etcd: %d acknowledged puts, %d failed; 0 lost; VIP sampler: %d samples, 0 double holders",
-			took.Round(100*time.Millisecond), len(cmAcked), cmFailed, gap.Round(10*time.Millisecond), acked, failed, smp.Samples())
+		webOK, webFailed, webGap := web.result()
+		t.Logf("rolling upgrade of 3 control planes and 1 worker: %s; ConfigMaps through the VIP: %d acknowledged, %d failed, longest gap without a successful write %s; etcd: %d acknowledged puts, %d failed; 0 lost; VIP sampler: %d samples, 0 double holders; Service web (2 pods, PDB minAvailable 1): %d answers, %d failed, longest gap %s",
+			took.Round(100*time.Millisecond), len(cmAcked), cmFailed, gap.Round(10*time.Millisecond), acked, failed, smp.Samples(), webOK, webFailed, webGap.Round(10*time.Millisecond))
 	})
 
 	t.Run("a build failing its gate on the second control plane stops the rollout there", func(t *testing.T) {
@@ -206,6 +232,54 @@ func TestClusterRollingUpgrade(t *testing.T) {
 			}
 		}
 	})
+}
+
+
+// prober calls a check every 100 ms and records the longest time between
+// two successes.
+type prober struct {
+	stopCh, done chan struct{}
+	once         sync.Once
+	mu           sync.Mutex
+	ok, failed   int
+	last         time.Time
+	longest      time.Duration
+}
+
+func startProber(check func() error) *prober {
+	p := &prober{stopCh: make(chan struct{}), done: make(chan struct{}), last: time.Now()}
+	go func() {
+		defer close(p.done)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-p.stopCh:
+				return
+			case <-tick.C:
+			}
+			err := check()
+			now := time.Now()
+			p.mu.Lock()
+			if err == nil {
+				p.ok++
+				p.longest = max(p.longest, now.Sub(p.last))
+				p.last = now
+			} else {
+				p.failed++
+			}
+			p.mu.Unlock()
+		}
+	}()
+	return p
+}
+
+func (p *prober) stop() { p.once.Do(func() { close(p.stopCh); <-p.done }) }
+
+func (p *prober) result() (ok, failed int, longest time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.ok, p.failed, p.longest
 }
 
 // planOrder is the node addresses of a --dry-run plan, in order.

@@ -9,6 +9,7 @@ package netnstest
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -90,6 +91,25 @@ func AnswerIn(ns, addr string, timeout time.Duration) (string, error) {
 		conn, err = net.DialTimeout("tcp", addr, timeout)
 		return err
 	}); err != nil {
+		return "", err
+	}
+	return readLine(conn, timeout)
+}
+
+// HTTPGetIn sends GET / to addr from inside the named network namespace
+// and returns the response's status line.
+func HTTPGetIn(ns, addr string, timeout time.Duration) (string, error) {
+	var conn net.Conn
+	if err := inNetns(ns, func() error {
+		var err error
+		conn, err = net.DialTimeout("tcp", addr, timeout)
+		return err
+	}); err != nil {
+		return "", err
+	}
+	_ = conn.SetDeadline(time.Now().Add(timeout))
+	if _, err := io.WriteString(conn, "GET / HTTP/1.0\r\nHost: "+addr+"\r\n\r\n"); err != nil {
+		conn.Close()
 		return "", err
 	}
 	return readLine(conn, timeout)
