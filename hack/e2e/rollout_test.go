@@ -234,7 +234,6 @@ func TestClusterRollingUpgrade(t *testing.T) {
 	})
 }
 
-
 // prober calls a check every 100 ms and records the longest time between
 // two successes.
 type prober struct {
