@@ -82,12 +82,9 @@ func measureInstall() (installResult, error) {
 	fmt.Printf("install: apply → reboot %s, ISO boot → installed API %s\n", r.applyToReboot.Round(time.Second), r.isoToAPI.Round(time.Second))
 
 	agent := filepath.Join(root, "machined-next")
-	pkg := "github.com/ballast-os/ballast/pkg/version"
 	later := time.Now().Add(time.Hour)
-	build := exec.Command("go", "build", "-trimpath", "-o", agent, "-ldflags", "-s -w -X "+pkg+".Version=v0.0.0-bench-next -X "+pkg+".CommitTime="+later.UTC().Format(time.RFC3339), "./cmd/machined")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := build.CombinedOutput(); err != nil {
-		return r, fmt.Errorf("build the second machined: %w: %s", err, b)
+	if err := buildAgent(agent, "v0.0.0-bench-next", later); err != nil {
+		return r, err
 	}
 	next := filepath.Join(root, "next")
 	if err := qemuvm.MachineBundle(next, out, agent, bundle.Manifest{Version: "v0.0.0-bench-next", CommitTime: later}, true); err != nil {

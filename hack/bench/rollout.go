@@ -10,15 +10,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
-	"k8s.io/client-go/tools/clientcmd"
-
 	"github.com/ballast-os/ballast/hack/netnstest"
+	"github.com/ballast-os/ballast/hack/probe"
 	"github.com/ballast-os/ballast/pkg/images"
 )
 
@@ -38,43 +33,6 @@ type rolloutResult struct {
 
 // webManifest is two web pods behind a Service with a disruption budget.
 const webManifest = "hack/e2e/testdata/web-pdb.yaml"
-
-// gapProbe calls check at an interval and keeps the longest time between
-// two successes.
-type gapProbe struct {
-	stopCh, done chan struct{}
-	ok, failed   int
-	longest      time.Duration
-}
-
-func startGapProbe(check func() error, every time.Duration) *gapProbe {
-	p := &gapProbe{stopCh: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(p.done)
-		last := time.Now()
-		tick := time.NewTicker(every)
-		defer tick.Stop()
-		for {
-			select {
-			case <-p.stopCh:
-				return
-			case <-tick.C:
-			}
-			if err := check(); err != nil {
-				p.failed++
-				continue
-			}
-			now := time.Now()
-			p.ok++
-			p.longest = max(p.longest, now.Sub(last))
-			last = now
-		}
-	}()
-	return p
-}
-
-// stop ends the probe; its counts are final after it returns.
-func (p *gapProbe) stop() { close(p.stopCh); <-p.done }
 
 var nodeDoneRE = regexp.MustCompile(`(\S+) \(\S+\)\s+done\s+on \S+ after (\S+)`)
 
@@ -120,12 +78,9 @@ func measureRollout() (rolloutResult, error) {
 	}
 
 	agent := filepath.Join(root, "machined-next")
-	pkg := "github.com/ballast-os/ballast/pkg/version"
 	later := time.Now().Add(time.Hour)
-	build := exec.Command("go", "build", "-trimpath", "-o", agent, "-ldflags", "-s -w -X "+pkg+".Version=v0.0.0-bench-roll -X "+pkg+".CommitTime="+later.UTC().Format(time.RFC3339), "./cmd/machined")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return r, fmt.Errorf("build the second machined: %w: %s", err, out)
+	if err := buildAgent(agent, "v0.0.0-bench-roll", later); err != nil {
+		return r, err
 	}
 	next := filepath.Join(root, "next")
 	if err := benchBundle(next, agent, "v0.0.0-bench-roll", later); err != nil {
@@ -159,15 +114,15 @@ func measureRollout() (rolloutResult, error) {
 	if err != nil {
 		return r, err
 	}
-	svcProbe := startGapProbe(func() error {
+	svcProbe := probe.StartGap(r.interval, func(int) error {
 		status, err := netnstest.HTTPGetIn(workerNetns, svc+":80", time.Second)
 		if err == nil && !strings.Contains(status, " 200 ") {
 			err = fmt.Errorf("status %q", status)
 		}
 		return err
-	}, r.interval)
+	})
 
-	w, err := startWrites(kc, r.interval)
+	w, err := probe.StartConfigMaps(kc, "bench", r.interval)
 	if err != nil {
 		return r, err
 	}
@@ -176,101 +131,25 @@ func measureRollout() (rolloutResult, error) {
 	out, err = nodectl(env, "cluster", "upgrade", "--bundle", next, "--control-plane-nodes", strings.Join(cps, ","), "--worker-nodes", strings.Join(workers, ","))
 	r.total = time.Since(start)
 	time.Sleep(2 * time.Second)
-	w.stop()
-	svcProbe.stop()
+	w.Stop()
+	svcProbe.Stop()
 	if err != nil {
 		return r, err
 	}
-	r.svcOK, r.svcFailed, r.svcLongest = svcProbe.ok, svcProbe.failed, svcProbe.longest
+	r.svcOK, r.svcFailed, r.svcLongest = svcProbe.Result()
 	for _, m := range nodeDoneRE.FindAllStringSubmatch(out, -1) {
 		r.perNode = append(r.perNode, m[1]+": "+m[2])
 	}
-	r.writes, r.failed, r.longest = len(w.acked), w.failed, w.longest
-	lost, err := w.lost()
+	r.writes, r.failed, r.longest = w.Result()
+	lost, err := w.Lost(context.Background())
 	if err != nil {
 		return r, err
 	}
-	r.lost = lost
+	r.lost = len(lost)
 	fmt.Printf("rollout 3 CP + 1 W: %s (%s); ConfigMaps %d acknowledged, %d failed, %d lost, longest gap %s; Service %d answers, %d failed, longest gap %s\n",
 		r.total.Round(100*time.Millisecond), strings.Join(r.perNode, ", "), r.writes, r.failed, r.lost, r.longest.Round(10*time.Millisecond),
 		r.svcOK, r.svcFailed, r.svcLongest.Round(10*time.Millisecond))
 	return r, nil
-}
-
-// writes creates ConfigMaps through the cluster's endpoint at an interval.
-type writes struct {
-	cm      corev1client.ConfigMapInterface
-	cancel  context.CancelFunc
-	done    chan struct{}
-	mu      sync.Mutex
-	acked   []string
-	failed  int
-	last    time.Time
-	longest time.Duration
-}
-
-func startWrites(kubeconfig string, every time.Duration) (*writes, error) {
-	data, err := os.ReadFile(kubeconfig)
-	if err != nil {
-		return nil, err
-	}
-	rc, err := clientcmd.RESTConfigFromKubeConfig(data)
-	if err != nil {
-		return nil, err
-	}
-	rc.Timeout = 2 * time.Second
-	core, err := corev1client.NewForConfig(rc)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	w := &writes{cm: core.ConfigMaps("default"), cancel: cancel, done: make(chan struct{}), last: time.Now()}
-	go func() {
-		defer close(w.done)
-		tick := time.NewTicker(every)
-		defer tick.Stop()
-		for i := 0; ; i++ {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			name := fmt.Sprintf("bench-%06d", i)
-			_, err := w.cm.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
-			now := time.Now()
-			w.mu.Lock()
-			if err == nil {
-				w.acked = append(w.acked, name)
-				w.longest = max(w.longest, now.Sub(w.last))
-				w.last = now
-			} else if ctx.Err() == nil {
-				w.failed++
-			}
-			w.mu.Unlock()
-		}
-	}()
-	return w, nil
-}
-
-func (w *writes) stop() { w.cancel(); <-w.done }
-
-// lost counts acknowledged ConfigMaps the API no longer has.
-func (w *writes) lost() (int, error) {
-	list, err := w.cm.List(context.Background(), metav1.ListOptions{})
-	if err != nil {
-		return 0, err
-	}
-	have := map[string]bool{}
-	for _, c := range list.Items {
-		have[c.Name] = true
-	}
-	n := 0
-	for _, a := range w.acked {
-		if !have[a] {
-			n++
-		}
-	}
-	return n, nil
 }
 
 func renderRollout(r rolloutResult) string {

@@ -70,12 +70,8 @@ func measureUpgrade() (upgradeResult, error) {
 	// The second build: machined linked with another version.
 	next := filepath.Join(root, "next")
 	agent := filepath.Join(root, "machined-next")
-	pkg := "github.com/ballast-os/ballast/pkg/version"
-	later := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
-	build := exec.Command("go", "build", "-trimpath", "-o", agent, "-ldflags", "-s -w -X "+pkg+".Version=v0.0.0-bench-next -X "+pkg+".CommitTime="+later, "./cmd/machined")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return r, fmt.Errorf("build the second machined: %w: %s", err, out)
+	if err := buildAgent(agent, "v0.0.0-bench-next", time.Now().Add(time.Hour)); err != nil {
+		return r, err
 	}
 	if err := benchBundle(next, agent, "v0.0.0-bench-next", time.Now().Add(time.Hour)); err != nil {
 		return r, err
@@ -130,6 +126,19 @@ func measureUpgrade() (upgradeResult, error) {
 	}
 	fmt.Printf("automatic fallback: crash %s, failed gate %s\n", r.crashBack.Round(100*time.Millisecond), r.gateBack.Round(100*time.Millisecond))
 	return r, nil
+}
+
+// buildAgent links machined as another build: version ver, committed at
+// committed (a second build to upgrade to).
+func buildAgent(out, ver string, committed time.Time) error {
+	pkg := "github.com/ballast-os/ballast/pkg/version"
+	build := exec.Command("go", "build", "-trimpath", "-o", out, "-ldflags",
+		"-s -w -X "+pkg+".Version="+ver+" -X "+pkg+".CommitTime="+committed.UTC().Format(time.RFC3339), "./cmd/machined")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("build machined %s: %w: %s", ver, err, b)
+	}
+	return nil
 }
 
 // benchBundle writes a container-mode bundle of agent and the build's image

@@ -7,16 +7,11 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
-	"k8s.io/client-go/tools/clientcmd"
-
 	"github.com/ballast-os/ballast/hack/netnstest"
+	"github.com/ballast-os/ballast/hack/probe"
 	"github.com/ballast-os/ballast/pkg/bundle"
 )
 
@@ -113,18 +108,21 @@ func TestClusterRollingUpgrade(t *testing.T) {
 				worker = n
 			}
 		}
-		web := startProber(func() error {
+		web := probe.StartGap(100*time.Millisecond, func(int) error {
 			status, err := netnstest.HTTPGetIn(worker.Netns, svc, time.Second)
 			if err == nil && !strings.Contains(status, " 200 ") {
 				err = fmt.Errorf("status %q", status)
 			}
 			return err
 		})
-		defer web.stop()
+		defer web.Stop()
 		etcdW := startWriter(t, c, cpAddrs)
 		defer etcdW.stop()
-		cmW := startConfigMapWriter(t, kc)
-		defer cmW.stop()
+		cmW, err := probe.StartConfigMaps(kc, "rollout", 100*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cmW.Stop()
 		time.Sleep(2 * time.Second) // writes before the first node goes
 
 		start := time.Now()
@@ -134,10 +132,10 @@ func TestClusterRollingUpgrade(t *testing.T) {
 			t.Fatalf("cluster upgrade failed: %s", r)
 		}
 		time.Sleep(2 * time.Second) // writes after the last node
-		cmW.stop()
+		cmW.Stop()
 		etcdW.stop()
 		smp.Stop()
-		web.stop()
+		web.Stop()
 		t.Logf("rollout output:\n%s", r.stdout)
 
 		for _, n := range all {
@@ -149,17 +147,21 @@ func TestClusterRollingUpgrade(t *testing.T) {
 		if missing := c.missingKeys(cpAddrs[0], etcdW.acknowledged()); len(missing) > 0 {
 			t.Errorf("%d of %d acknowledged etcd writes lost, e.g. %v", len(missing), acked, missing[:min(5, len(missing))])
 		}
-		cmAcked, cmFailed, gap := cmW.result()
-		if lost := cmW.lost(t); len(lost) > 0 {
-			t.Errorf("%d of %d acknowledged ConfigMaps lost, e.g. %v", len(lost), len(cmAcked), lost[:min(5, len(lost))])
+		cmAcked, cmFailed, gap := cmW.Result()
+		lost, err := cmW.Lost(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(lost) > 0 {
+			t.Errorf("%d of %d acknowledged ConfigMaps lost, e.g. %v", len(lost), cmAcked, lost[:min(5, len(lost))])
 		}
 		if v := smp.Violations(); len(v) > 0 {
 			t.Errorf("two VIP holders seen at once %d times, e.g. %s", len(v), v[0])
 		}
 		c.health(nodesFlags...)
-		webOK, webFailed, webGap := web.result()
+		webOK, webFailed, webGap := web.Result()
 		t.Logf("rolling upgrade of 3 control planes and 1 worker: %s; ConfigMaps through the VIP: %d acknowledged, %d failed, longest gap without a successful write %s; etcd: %d acknowledged puts, %d failed; 0 lost; VIP sampler: %d samples, 0 double holders; Service web (2 pods, PDB minAvailable 1): %d answers, %d failed, longest gap %s",
-			took.Round(100*time.Millisecond), len(cmAcked), cmFailed, gap.Round(10*time.Millisecond), acked, failed, smp.Samples(), webOK, webFailed, webGap.Round(10*time.Millisecond))
+			took.Round(100*time.Millisecond), cmAcked, cmFailed, gap.Round(10*time.Millisecond), acked, failed, smp.Samples(), webOK, webFailed, webGap.Round(10*time.Millisecond))
 	})
 
 	t.Run("a build failing its gate on the second control plane stops the rollout there", func(t *testing.T) {
@@ -234,53 +236,6 @@ func TestClusterRollingUpgrade(t *testing.T) {
 	})
 }
 
-// prober calls a check every 100 ms and records the longest time between
-// two successes.
-type prober struct {
-	stopCh, done chan struct{}
-	once         sync.Once
-	mu           sync.Mutex
-	ok, failed   int
-	last         time.Time
-	longest      time.Duration
-}
-
-func startProber(check func() error) *prober {
-	p := &prober{stopCh: make(chan struct{}), done: make(chan struct{}), last: time.Now()}
-	go func() {
-		defer close(p.done)
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-p.stopCh:
-				return
-			case <-tick.C:
-			}
-			err := check()
-			now := time.Now()
-			p.mu.Lock()
-			if err == nil {
-				p.ok++
-				p.longest = max(p.longest, now.Sub(p.last))
-				p.last = now
-			} else {
-				p.failed++
-			}
-			p.mu.Unlock()
-		}
-	}()
-	return p
-}
-
-func (p *prober) stop() { p.once.Do(func() { close(p.stopCh); <-p.done }) }
-
-func (p *prober) result() (ok, failed int, longest time.Duration) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.ok, p.failed, p.longest
-}
-
 // planOrder is the node addresses of a --dry-run plan, in order.
 func planOrder(t *testing.T, plan string) []string {
 	t.Helper()
@@ -292,100 +247,4 @@ func planOrder(t *testing.T, plan string) []string {
 		}
 	}
 	return order
-}
-
-// configMapWriter creates a ConfigMap through the cluster's endpoint every
-// 100 ms and records which the API acknowledged and the longest time
-// without a successful write.
-type configMapWriter struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-	cm     corev1client.ConfigMapInterface
-
-	mu       sync.Mutex
-	acked    []string
-	failed   int
-	last     time.Time
-	longest  time.Duration
-	stopOnce sync.Once
-}
-
-func startConfigMapWriter(t *testing.T, kubeconfig string) *configMapWriter {
-	t.Helper()
-	data, err := os.ReadFile(kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc, err := clientcmd.RESTConfigFromKubeConfig(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc.Timeout = 2 * time.Second
-	core, err := corev1client.NewForConfig(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	w := &configMapWriter{cancel: cancel, done: make(chan struct{}), cm: core.ConfigMaps("default"), last: time.Now()}
-	go func() {
-		defer close(w.done)
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for i := 0; ; i++ {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			name := fmt.Sprintf("rollout-%06d", i)
-			_, err := w.cm.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: map[string]string{"i": name}}, metav1.CreateOptions{})
-			now := time.Now()
-			w.mu.Lock()
-			if err == nil {
-				w.acked = append(w.acked, name)
-				w.longest = max(w.longest, now.Sub(w.last))
-				w.last = now
-			} else if ctx.Err() == nil {
-				w.failed++
-			}
-			w.mu.Unlock()
-		}
-	}()
-	return w
-}
-
-func (w *configMapWriter) stop() {
-	w.stopOnce.Do(func() {
-		w.cancel()
-		<-w.done
-	})
-}
-
-// result is what was acknowledged, how many writes failed, and the longest
-// time between two acknowledged writes.
-func (w *configMapWriter) result() (acked []string, failed int, longest time.Duration) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return append([]string(nil), w.acked...), w.failed, w.longest
-}
-
-// lost lists the acknowledged ConfigMaps the API no longer has.
-func (w *configMapWriter) lost(t *testing.T) []string {
-	t.Helper()
-	list, err := w.cm.List(context.Background(), metav1.ListOptions{})
-	if err != nil {
-		t.Fatalf("list ConfigMaps: %v", err)
-	}
-	have := map[string]bool{}
-	for _, cm := range list.Items {
-		have[cm.Name] = true
-	}
-	acked, _, _ := w.result()
-	var lost []string
-	for _, n := range acked {
-		if !have[n] {
-			lost = append(lost, n)
-		}
-	}
-	return lost
 }

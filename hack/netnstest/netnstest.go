@@ -85,26 +85,29 @@ func Answer(addr string, timeout time.Duration) (string, error) {
 
 // AnswerIn is Answer from inside the named network namespace.
 func AnswerIn(ns, addr string, timeout time.Duration) (string, error) {
-	var conn net.Conn
-	if err := inNetns(ns, func() error {
-		var err error
-		conn, err = net.DialTimeout("tcp", addr, timeout)
-		return err
-	}); err != nil {
+	conn, err := dialIn(ns, addr, timeout)
+	if err != nil {
 		return "", err
 	}
 	return readLine(conn, timeout)
 }
 
-// HTTPGetIn sends GET / to addr from inside the named network namespace
-// and returns the response's status line.
-func HTTPGetIn(ns, addr string, timeout time.Duration) (string, error) {
+// dialIn opens a TCP connection from inside the named network namespace.
+func dialIn(ns, addr string, timeout time.Duration) (net.Conn, error) {
 	var conn net.Conn
-	if err := inNetns(ns, func() error {
+	err := inNetns(ns, func() error {
 		var err error
 		conn, err = net.DialTimeout("tcp", addr, timeout)
 		return err
-	}); err != nil {
+	})
+	return conn, err
+}
+
+// HTTPGetIn sends GET / to addr from inside the named network namespace
+// and returns the response's status line.
+func HTTPGetIn(ns, addr string, timeout time.Duration) (string, error) {
+	conn, err := dialIn(ns, addr, timeout)
+	if err != nil {
 		return "", err
 	}
 	_ = conn.SetDeadline(time.Now().Add(timeout))
