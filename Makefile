@@ -82,7 +82,7 @@ test: deps verify-generate lint test-unit test-e2e fuzz ## Run every check and t
 
 .PHONY: test-unit
 test-unit: containerd testsum ## Unit tests (root for the container runner's; BALLAST_SKIP_PRIVILEGED=1 skips those); prints test counts per package
-	set -o pipefail; BALLAST_BIN_DIR=$(abspath $(BIN)) CGO_ENABLED=1 $(GO) test -race -count=1 -json ./pkg/... ./machined/... ./hack/testsum/... ./hack/qemuvm/... | $(BIN)/testsum -title "unit tests"
+	set -o pipefail; BALLAST_BIN_DIR=$(abspath $(BIN)) CGO_ENABLED=1 $(GO) test -race -count=1 -json ./pkg/... ./machined/... ./hack/testsum/... ./hack/qemuvm/... ./hack/probe/... | $(BIN)/testsum -title "unit tests"
 
 .PHONY: test-e2e
 test-e2e: build images testsum ## End-to-end tests with real binaries (root; BALLAST_SKIP_PRIVILEGED=1 skips the privileged ones)
