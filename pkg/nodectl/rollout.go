@@ -70,6 +70,9 @@ See docs/upgrades.md.`,
   nodectl cluster upgrade --bundle _out/bundle --control-plane-nodes 10.5.0.2,10.5.0.3,10.5.0.4 --worker-nodes 10.5.0.5`,
 		Args: exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if src == "" {
+				return errBundleRequired
+			}
 			name, nctx, err := g.loadNamedContext()
 			if err != nil {
 				return err
@@ -86,15 +89,18 @@ See docs/upgrades.md.`,
 	cmd.Flags().BoolVar(&force, "force", false, "install a build older than the running one")
 	cmd.Flags().StringSliceVar(&cps, "control-plane-nodes", nil, "control-plane node addresses")
 	cmd.Flags().StringSliceVar(&workers, "worker-nodes", nil, "worker node addresses")
-	f.add(cmd)
+	f.addGate(cmd)
 	r.add(cmd)
 	return cmd
 }
 
+// errBundleRequired is an upgrade without --bundle.
+var errBundleRequired = errors.New("--bundle is required: a bundle directory (make images writes _out/bundle) or an http(s) URL of one")
+
 // rollout plans and runs a rolling upgrade of nodes to the bundle at src.
 func (g *globals) rollout(cmd *cobra.Command, src string, force bool, nodes []health.Node, dial health.Dialer, f upgradeFlags, rf rolloutFlags) error {
 	if src == "" {
-		return errors.New("--bundle is required: a bundle directory (make images writes _out/bundle) or an http(s) URL of one")
+		return errBundleRequired
 	}
 	if f.stage || !f.wait {
 		return errors.New("a rolling upgrade waits for each node's health gate: --stage and --wait=false do not apply")

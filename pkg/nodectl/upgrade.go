@@ -29,8 +29,15 @@ type upgradeFlags struct {
 
 func (f *upgradeFlags) add(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.stage, "stage", false, "write the switch and boot it at the next reboot instead of now")
-	cmd.Flags().DurationVar(&f.healthTimeout, "health-timeout", 5*time.Minute, "how long the new system may take to pass its health gate (services Running, etcd member caught up, kubelet Ready) before the node falls back")
+	f.addGate(cmd)
 	cmd.Flags().BoolVar(&f.wait, "wait", true, "wait for the health gate's verdict and report it")
+}
+
+// addGate adds only --health-timeout: a rolling upgrade always waits for
+// each node's gate and never stages.
+func (f *upgradeFlags) addGate(cmd *cobra.Command) {
+	f.wait = true
+	cmd.Flags().DurationVar(&f.healthTimeout, "health-timeout", 5*time.Minute, "how long the new system may take to pass its health gate (services Running, etcd member caught up, kubelet Ready) before the node falls back")
 }
 
 func newUpgradeCmd(g *globals) *cobra.Command {
@@ -70,7 +77,7 @@ from its config.`,
 		Args: exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if src == "" {
-				return errors.New("--bundle is required: a bundle directory (make images writes _out/bundle) or an http(s) URL of one")
+				return errBundleRequired
 			}
 			if rolling {
 				return g.rollingUpgrade(cmd, src, force, f, r)
