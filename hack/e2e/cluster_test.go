@@ -128,7 +128,10 @@ func (c *localCluster) createKubernetes(extra ...string) {
 
 func (c *localCluster) destroy() {
 	if c.t.Failed() {
+		// machined's log of a netns node; the serial console of a VM.
 		logs, _ := filepath.Glob(filepath.Join(c.root, c.name, "nodes", "*", "machined.log"))
+		consoles, _ := filepath.Glob(filepath.Join(c.root, c.name, "nodes", "*", "console.log"))
+		logs = append(logs, consoles...)
 		for _, l := range logs {
 			data, _ := os.ReadFile(l)
 			lines := strings.Split(string(data), "\n")
