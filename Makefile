@@ -86,7 +86,7 @@ test-unit: containerd testsum ## Unit tests (root for the container runner's; BA
 
 .PHONY: test-e2e
 test-e2e: build images testsum ## End-to-end tests with real binaries (root; BALLAST_SKIP_PRIVILEGED=1 skips the privileged ones)
-	set -o pipefail; BALLAST_BIN_DIR=$(abspath $(BIN)) BALLAST_OUT_DIR=$(abspath $(OUT)) $(GO) test -count=1 -timeout 50m -json ./hack/e2e/... | $(BIN)/testsum -v -title "end-to-end tests"
+	set -o pipefail; BALLAST_BIN_DIR=$(abspath $(BIN)) BALLAST_OUT_DIR=$(abspath $(OUT)) $(GO) test -count=1 -timeout 75m -json ./hack/e2e/... | $(BIN)/testsum -v -title "end-to-end tests"
 
 .PHONY: testsum
 testsum:
