@@ -133,17 +133,7 @@ func (g *globals) rollout(cmd *cobra.Command, src string, force bool, nodes []he
 		return fmt.Errorf("refusing to start the rollout (nothing was changed): %w", err)
 	}
 	o.Upgrade = func(ctx context.Context, n rollout.Node) error {
-		c, err := dial(n.Node)
-		if err != nil {
-			return err
-		}
-		started := time.Now()
-		resp, err := sendBundle(ctx, c, b, force, f)
-		c.Close()
-		if err != nil {
-			return err
-		}
-		return f.report(ctx, g, n.Address, func() (*client.Client, error) { return dial(n.Node) }, "upgrade", resp.GetSlot(), resp.GetVersion(), resp.GetRebooting(), started)
+		return upgradeNode(ctx, g, n.Address, func() (*client.Client, error) { return dial(n.Node) }, b, force, f)
 	}
 	if err := rollout.Run(ctx, plan, o); err != nil {
 		var ne *rollout.NodeError

@@ -90,17 +90,7 @@ from its config.`,
 				return err
 			}
 			return eachNode(cmd, g, func(ctx context.Context, node string, dial func() (*client.Client, error)) error {
-				c, err := dial()
-				if err != nil {
-					return err
-				}
-				started := time.Now()
-				resp, err := sendBundle(ctx, c, b, force, f)
-				c.Close()
-				if err != nil {
-					return err
-				}
-				return f.report(ctx, g, node, dial, "upgrade", resp.GetSlot(), resp.GetVersion(), resp.GetRebooting(), started)
+				return upgradeNode(ctx, g, node, dial, b, force, f)
 			})
 		},
 	}
@@ -164,6 +154,22 @@ slot, rollback ends the try and the node returns to its active slot.`,
 	}
 	f.add(cmd)
 	return cmd
+}
+
+// upgradeNode sends the bundle to one node and, unless told not to, waits
+// for its health gate's verdict.
+func upgradeNode(ctx context.Context, g *globals, node string, dial func() (*client.Client, error), b *bundle.Opened, force bool, f upgradeFlags) error {
+	c, err := dial()
+	if err != nil {
+		return err
+	}
+	started := time.Now()
+	resp, err := sendBundle(ctx, c, b, force, f)
+	c.Close()
+	if err != nil {
+		return err
+	}
+	return f.report(ctx, g, node, dial, "upgrade", resp.GetSlot(), resp.GetVersion(), resp.GetRebooting(), started)
 }
 
 // eachNode runs fn for the targets one after the other (an upgrade reboots
