@@ -46,6 +46,17 @@ container-images: containerd ## Build kubelet, the Kubernetes components, CoreDN
 		-coredns $(OUT)/coredns/$$COREDNS_VERSION/coredns -pause $(OUT)/pause/$$PAUSE_VERSION/pause -out $(OUT)/images && \
 		mkdir -p $(BIN) && cp -p $(OUT)/k8s/$$KUBERNETES_VERSION/kubelet $(BIN)/kubelet.tmp && mv $(BIN)/kubelet.tmp $(BIN)/kubelet
 
+.PHONY: kubernetes
+kubernetes: containerd ## Build one Kubernetes release side by side (KUBERNETES_VERSION=v1.36.1 make kubernetes; default the pinned one): _out/k8s/<version>/ holds its binaries, images/ (every archive a node of that release imports) and bundle/ (kubelet + component archives, for nodectl upgrade-k8s); cached by version
+	hack/install-deps.sh test
+	hack/build-k8s.sh
+	hack/build-coredns.sh
+	@source hack/tools.env && k8s=$(OUT)/k8s/$$KUBERNETES_VERSION && \
+		$(GO) run ./hack/mkimages -bin-dir $$k8s -version $$KUBERNETES_VERSION \
+		-coredns $(OUT)/coredns/$$COREDNS_VERSION/coredns -pause $(OUT)/pause/$$PAUSE_VERSION/pause -out $$k8s/images && \
+		$(GO) run ./hack/mkbundle -out $$k8s/bundle -version $(VERSION) -commit-time '$(COMMIT_TIME)' \
+		-kubernetes $$KUBERNETES_VERSION -artifacts $$k8s -kubelet $$k8s/kubelet
+
 .PHONY: os
 os: build container-images ## Build the OS artifacts from _out/bin and Debian's kernel: vmlinuz, initramfs.xz, pxe/, ballast.iso, disk.raw, disk.qcow2 (cached by input hash; docs/boot.md)
 	hack/install-deps.sh image qemu

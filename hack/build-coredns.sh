@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source hack/tools.env
-out=${OUT:-_out}
+out=$(realpath -m "${OUT:-_out}")
 mod=$(cd images/coredns && go list -m -f "{{.Version}}" github.com/coredns/coredns)
 [[ $mod == "$COREDNS_VERSION" ]] || { echo "build-coredns: images/coredns/go.mod pins $mod, tools.env says $COREDNS_VERSION" >&2; exit 1; }
 dst=$out/coredns/$COREDNS_VERSION/coredns
@@ -16,7 +16,7 @@ else
 	echo "build-coredns: building coredns $COREDNS_VERSION"
 	start=$SECONDS
 	mkdir -p "$(dirname "$dst")"
-	(cd images/coredns && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" -o "../../$dst.tmp" github.com/coredns/coredns)
+	(cd images/coredns && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" -o "$dst.tmp" github.com/coredns/coredns)
 	mv "$dst.tmp" "$dst"
 	echo "build-coredns: coredns built in $((SECONDS - start)) s"
 fi

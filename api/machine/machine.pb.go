@@ -179,6 +179,12 @@ type UpgradeStart struct {
 	Stage bool `protobuf:"varint,3,opt,name=stage,proto3" json:"stage,omitempty"`
 	// health_timeout bounds the new system's health gate (default 5 min).
 	HealthTimeout *durationpb.Duration `protobuf:"bytes,4,opt,name=health_timeout,json=healthTimeout,proto3" json:"health_timeout,omitempty"`
+	// kubernetes stages a Kubernetes bundle (a kubelet and the archives of one
+	// Kubernetes release, `make kubernetes`) for nodectl upgrade-k8s: its
+	// parts are kept under the node's EPHEMERAL and imported into containerd.
+	// No slot is written and nothing restarts; force, stage and
+	// health_timeout do not apply. The last answer's version is the release.
+	Kubernetes    bool `protobuf:"varint,5,opt,name=kubernetes,proto3" json:"kubernetes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -239,6 +245,13 @@ func (x *UpgradeStart) GetHealthTimeout() *durationpb.Duration {
 		return x.HealthTimeout
 	}
 	return nil
+}
+
+func (x *UpgradeStart) GetKubernetes() bool {
+	if x != nil {
+		return x.Kubernetes
+	}
+	return false
 }
 
 type UpgradeChunk struct {
@@ -2998,12 +3011,15 @@ const file_machine_machine_proto_rawDesc = "" +
 	"\x0eUpgradeRequest\x12>\n" +
 	"\x05start\x18\x01 \x01(\v2&.ballast.machine.v1alpha1.UpgradeStartH\x00R\x05start\x12>\n" +
 	"\x05chunk\x18\x02 \x01(\v2&.ballast.machine.v1alpha1.UpgradeChunkH\x00R\x05chunkB\x05\n" +
-	"\x03msg\"\x98\x01\n" +
+	"\x03msg\"\xb8\x01\n" +
 	"\fUpgradeStart\x12\x1a\n" +
 	"\bmanifest\x18\x01 \x01(\fR\bmanifest\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\x12\x14\n" +
 	"\x05stage\x18\x03 \x01(\bR\x05stage\x12@\n" +
-	"\x0ehealth_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\rhealthTimeout\"6\n" +
+	"\x0ehealth_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\rhealthTimeout\x12\x1e\n" +
+	"\n" +
+	"kubernetes\x18\x05 \x01(\bR\n" +
+	"kubernetes\"6\n" +
 	"\fUpgradeChunk\x12\x12\n" +
 	"\x04part\x18\x01 \x01(\tR\x04part\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\"u\n" +

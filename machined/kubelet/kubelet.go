@@ -53,8 +53,8 @@ type Inputs struct {
 // Runner runs the kubelet as a supervised process (supervisor.Runner).
 type Runner struct {
 	Inputs Inputs
-	// Binary finds the kubelet binary.
-	Binary func() (string, error)
+	// Binary finds the kubelet binary of the config's kubelet release.
+	Binary func(*config.Config) (string, error)
 	// ClientCert makes the kubelet's client certificate current for kn
 	// (signed by this control plane, or asked of one by a worker).
 	ClientCert func(ctx context.Context, cfg *config.Config, kn k8s.KubeletNode, out io.Writer) error
@@ -73,7 +73,7 @@ func (r *Runner) Run(ctx context.Context, out io.Writer, started func()) error {
 	if cfg == nil {
 		return errors.New("no machine config")
 	}
-	bin, err := r.Binary()
+	bin, err := r.Binary(cfg)
 	if err != nil {
 		return err
 	}
@@ -90,8 +90,9 @@ func (r *Runner) Run(ctx context.Context, out io.Writer, started func()) error {
 		return err
 	}
 	args := append([]string{bin}, k8s.KubeletArgs(cfg, kn, p)...)
-	// machine.kubelet.extraArgs is live: a config that changes the
-	// kubelet's flags or config restarts it.
+	// machine.kubelet.extraArgs and the kubelet's release
+	// (machine.kubelet.version, cluster.kubernetesVersion) are live: a
+	// config that changes them restarts it.
 	fp := fingerprint(cfg, kn, p)
 	wctx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
@@ -99,7 +100,7 @@ func (r *Runner) Run(ctx context.Context, out io.Writer, started func()) error {
 		for {
 			cur, changed := in.Config()
 			if cur != nil && fingerprint(cur, in.Node(cur), p) != fp {
-				fmt.Fprintln(out, "kubelet flags or config changed: restarting the kubelet")
+				fmt.Fprintln(out, "kubelet release, flags or config changed: restarting the kubelet")
 				go func() { _ = r.Restart(context.WithoutCancel(ctx)) }()
 				return
 			}
@@ -125,13 +126,13 @@ func (r *Runner) Run(ctx context.Context, out io.Writer, started func()) error {
 	return err
 }
 
-// fingerprint identifies the kubelet's flags and config.
+// fingerprint identifies the kubelet's release, flags and config.
 func fingerprint(cfg *config.Config, kn k8s.KubeletNode, p k8s.KubeletPaths) string {
 	kc, err := k8s.KubeletConfig(cfg, kn, p)
 	if err != nil {
 		return err.Error()
 	}
-	return strings.Join(k8s.KubeletArgs(cfg, kn, p), " ") + "\n" + string(kc)
+	return cfg.KubeletVersion() + "\n" + strings.Join(k8s.KubeletArgs(cfg, kn, p), " ") + "\n" + string(kc)
 }
 
 // writeFiles writes the kubelet's config, CA and resolv.conf (the node's resolvers), and creates its directories.

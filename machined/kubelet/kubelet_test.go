@@ -34,8 +34,19 @@ func TestErrorLine(t *testing.T) {
 // TestRunnerRestartsOnLiveChange runs the Runner with a stand-in kubelet (a
 // script that waits) and checks what it did: the kubelet's files written
 // from the config, the client certificate asked for, the flags passed; a
-// config change to extraArgs restarts it, a change elsewhere does not.
+// config change to extraArgs or to the kubelet's release restarts it, a
+// change elsewhere does not.
 func TestRunnerRestartsOnLiveChange(t *testing.T) {
+	for name, change := range map[string]func(*config.Config){
+		"machine.kubelet.extraArgs": func(c *config.Config) { c.Machine.Kubelet.ExtraArgs = map[string]string{"v": "4"} },
+		"machine.kubelet.version":   func(c *config.Config) { c.Machine.Kubelet.Version = "v1.36.1" },
+		"cluster.kubernetesVersion": func(c *config.Config) { c.Cluster.KubernetesVersion = "v1.36.1" },
+	} {
+		t.Run(name, func(t *testing.T) { testRunnerRestarts(t, name, change) })
+	}
+}
+
+func testRunnerRestarts(t *testing.T, field string, change func(*config.Config)) {
 	cfg := gentest.New(t).ControlPlane
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "kubelet")
@@ -68,7 +79,7 @@ func TestRunnerRestartsOnLiveChange(t *testing.T) {
 			Resolvers: func(*config.Config) []string { return []string{"10.5.0.1"} },
 			Paths:     p,
 		},
-		Binary:     func() (string, error) { return bin, nil },
+		Binary:     func(*config.Config) (string, error) { return bin, nil },
 		ClientCert: func(context.Context, *config.Config, k8s.KubeletNode, io.Writer) error { certAsked = true; return nil },
 		Restart:    func(context.Context) error { restarts <- struct{}{}; return nil },
 	}
@@ -100,12 +111,12 @@ func TestRunnerRestartsOnLiveChange(t *testing.T) {
 	case <-time.After(300 * time.Millisecond):
 	}
 	live := other
-	live.Machine.Kubelet.ExtraArgs = map[string]string{"v": "4"}
+	change(&live)
 	set(&live)
 	select {
 	case <-restarts:
 	case <-time.After(5 * time.Second):
-		t.Fatal("machine.kubelet.extraArgs changed and the kubelet was not restarted")
+		t.Fatalf("%s changed and the kubelet was not restarted", field)
 	}
 	cancel()
 	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {

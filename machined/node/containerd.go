@@ -68,8 +68,13 @@ func (n *Node) containerdSpecs(cfg *config.Config) []supervisor.Spec {
 					return ""
 				}
 			}
-			if err := d.ImportDir(ctx, n.opts.ImagesDir, out, only(true)); err != nil {
-				return err
+			// The OS's archives, then those of the staged Kubernetes
+			// releases the config names (nodectl upgrade-k8s).
+			dirs := append([]string{n.opts.ImagesDir}, n.releaseImageDirs(cfg)...)
+			for _, dir := range dirs {
+				if err := d.ImportDir(ctx, dir, out, only(true)); err != nil {
+					return err
+				}
 			}
 			if cfg.IsControlPlane() {
 				for _, c := range images.ControlPlaneComponents {
@@ -79,8 +84,10 @@ func (n *Node) containerdSpecs(cfg *config.Config) []supervisor.Spec {
 				}
 			}
 			n.componentImagesOnce.Do(func() { close(n.componentImagesReady) })
-			if err := d.ImportDir(ctx, n.opts.ImagesDir, out, only(false)); err != nil {
-				return err
+			for _, dir := range dirs {
+				if err := d.ImportDir(ctx, dir, out, only(false)); err != nil {
+					return err
+				}
 			}
 			n.imagesOnce.Do(func() { close(n.imagesReady) })
 			return nil

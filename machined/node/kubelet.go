@@ -7,7 +7,6 @@ import (
 
 	"github.com/ballast-os/ballast/machined/k8s"
 	"github.com/ballast-os/ballast/machined/kubelet"
-	"github.com/ballast-os/ballast/machined/runner"
 	"github.com/ballast-os/ballast/machined/supervisor"
 	"github.com/ballast-os/ballast/pkg/config"
 )
@@ -44,7 +43,7 @@ func (n *Node) kubeletNode(cfg *config.Config) k8s.KubeletNode {
 func (n *Node) kubeletSpec(cfg *config.Config) supervisor.Spec {
 	return supervisor.Spec{
 		ID:          kubeletService,
-		Description: "kubelet " + cfg.Cluster.KubernetesVersion + " (CRI: the node's containerd)",
+		Description: "kubelet " + cfg.KubeletVersion() + " (CRI: the node's containerd)",
 		DependsOn:   []string{containerdService, lbService},
 		Conditions:  []supervisor.Condition{{Name: "images imported", Wait: n.waitImages}},
 		Runner:      n.kubeletRunner(),
@@ -72,9 +71,7 @@ func (n *Node) kubeletRunner() *kubelet.Runner {
 				return servers
 			},
 		},
-		Binary: func() (string, error) {
-			return runner.FindBinary("kubelet", n.opts.KubeletPath, "build it with 'make images' or pass --kubelet-path")
-		},
+		Binary: n.kubeletBinary,
 		ClientCert: func(ctx context.Context, cfg *config.Config, kn k8s.KubeletNode, out io.Writer) error {
 			return n.kubeletClientCert().Ensure(ctx, cfg, kn, out)
 		},

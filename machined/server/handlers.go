@@ -197,7 +197,8 @@ func healthTimeout(d *durationpb.Duration) (time.Duration, error) {
 
 // Upgrade implements the RPC: UpgradeStart, the wanted parts, the chunks,
 // then the switch. Anything short of a complete, matching bundle leaves
-// both slots as they were.
+// both slots as they were. With UpgradeStart.kubernetes the same exchange
+// stages a Kubernetes bundle instead.
 func (s *Server) Upgrade(stream machine.MachineService_UpgradeServer) error {
 	req, err := stream.Recv()
 	if err != nil {
@@ -211,7 +212,11 @@ func (s *Server) Upgrade(stream machine.MachineService_UpgradeServer) error {
 	if err != nil {
 		return err
 	}
-	u, err := s.node.BeginUpgrade(start.Manifest, start.Force)
+	begin := func() (Upgrade, error) { return s.node.BeginUpgrade(start.Manifest, start.Force) }
+	if start.Kubernetes {
+		begin = func() (Upgrade, error) { return s.node.BeginKubernetes(start.Manifest) }
+	}
+	u, err := begin()
 	if err != nil {
 		return toStatus(err)
 	}

@@ -87,6 +87,9 @@ type Machine interface {
 	// BeginUpgrade checks a bundle's manifest against the running build
 	// and prepares the inactive slot for its parts.
 	BeginUpgrade(manifest []byte, force bool) (Upgrade, error)
+	// BeginKubernetes checks a Kubernetes bundle's manifest and prepares
+	// the node's directory of that release for the parts it needs.
+	BeginKubernetes(manifest []byte) (Upgrade, error)
 	// Rollback boots the other slot once (at the next reboot when stage).
 	Rollback(ctx context.Context, stage bool, healthTimeout time.Duration) (*machine.RollbackResponse, error)
 	// UpgradeStatus reports the slots and the last upgrade or rollback.

@@ -2,6 +2,7 @@ package slots
 
 import (
 	"crypto/sha256"
+	"errors"
 	"encoding/hex"
 	"fmt"
 	"hash"
@@ -38,9 +39,21 @@ type Writer struct {
 // dir. have returns a file the node already holds with a part's content
 // ("" when none): such parts are copied locally instead of sent.
 func NewWriter(dir string, m *bundle.Manifest, kinds []string, have func(bundle.Part) string) (*Writer, error) {
+	w, err := NewPartsWriter(dir, m, func(p bundle.Part) bool { return slices.Contains(kinds, p.Kind) }, have)
+	if errors.Is(err, errNoParts) {
+		return nil, fmt.Errorf("%w: no part of kind %s", bundle.ErrInvalid, strings.Join(kinds, ", "))
+	}
+	return w, err
+}
+
+// errNoParts is NewPartsWriter's refusal of a bundle with no part wanted.
+var errNoParts = fmt.Errorf("%w: no part this node needs", bundle.ErrInvalid)
+
+// NewPartsWriter is NewWriter for the parts of m that want accepts.
+func NewPartsWriter(dir string, m *bundle.Manifest, want func(bundle.Part) bool, have func(bundle.Part) string) (*Writer, error) {
 	w := &Writer{dir: dir, tmp: dir + ".new", m: m, reuse: map[string]string{}}
 	for _, p := range m.Parts {
-		if !slices.Contains(kinds, p.Kind) {
+		if !want(p) {
 			continue
 		}
 		if path := have(p); path != "" {
@@ -50,7 +63,7 @@ func NewWriter(dir string, m *bundle.Manifest, kinds []string, have func(bundle.
 		w.recv = append(w.recv, p)
 	}
 	if len(w.recv)+len(w.reuse) == 0 {
-		return nil, fmt.Errorf("%w: no part of kind %s", bundle.ErrInvalid, strings.Join(kinds, ", "))
+		return nil, errNoParts
 	}
 	if err := os.RemoveAll(w.tmp); err != nil {
 		return nil, fmt.Errorf("remove a half-written slot: %w", err)

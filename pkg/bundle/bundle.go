@@ -5,6 +5,10 @@
 // Kubernetes versions and the architecture. There is no registry: `make
 // images` writes _out/bundle/, and a node is upgraded from it.
 //
+// A Kubernetes bundle (`make kubernetes`, _out/k8s/<version>/bundle) has the
+// same manifest with only a kubelet and the image archives of one
+// Kubernetes release: `nodectl upgrade-k8s` stages it on every node.
+//
 // Check decides whether a bundle may replace the running build; Verify reads
 // every part and compares it with the manifest. Both run before anything is
 // written, so a refused bundle leaves both slots as they were.
@@ -42,6 +46,10 @@ const (
 	KindImages    = "images"    // images.cpio: the component images as a second initrd
 	KindMachined  = "machined"  // the agent binary (container-mode nodes)
 	KindArchive   = "archive"   // an OCI image archive (container-mode nodes)
+	// KindKubelet is a kubelet binary: only Kubernetes bundles (`make
+	// kubernetes`, staged by `nodectl upgrade-k8s`) have one, so a node
+	// of an older build still reads every OS bundle.
+	KindKubelet = "kubelet"
 )
 
 // Manifest describes a bundle.
@@ -121,7 +129,7 @@ func (m *Manifest) validate() error {
 			return bad("parts[%d].name %q is not a plain file name", i, p.Name)
 		case seen[p.Name]:
 			return bad("parts[%d].name %q appears twice", i, p.Name)
-		case !slices.Contains([]string{KindKernel, KindInitramfs, KindImages, KindMachined, KindArchive}, p.Kind):
+		case !slices.Contains([]string{KindKernel, KindInitramfs, KindImages, KindMachined, KindArchive, KindKubelet}, p.Kind):
 			return bad("parts[%d].kind %q is unknown", i, p.Kind)
 		case p.Size < 0:
 			return bad("parts[%d].size %d", i, p.Size)
@@ -132,6 +140,13 @@ func (m *Manifest) validate() error {
 		seen[p.Name] = true
 	}
 	return nil
+}
+
+// IsKubernetes reports whether m is a Kubernetes bundle (a kubelet and
+// image archives, no system).
+func (m *Manifest) IsKubernetes() bool {
+	_, kubelet := m.Part(KindKubelet)
+	return kubelet && !slices.ContainsFunc(m.Parts, func(p Part) bool { return p.Kind != KindKubelet && p.Kind != KindArchive })
 }
 
 // Part returns the first part of kind (false: none).

@@ -225,6 +225,8 @@ var badCases = []badCase{
 		path: "cluster.network.serviceSubnets[0]", at: "10.244.128.0/20", msg: "overlaps podSubnets[0]"},
 	{name: "bad kubernetes version", edits: []edit{r("kubernetesVersion: v1.36.3", "kubernetesVersion: latest")},
 		path: "cluster.kubernetesVersion", at: "kubernetesVersion", msg: "not a valid Kubernetes version"},
+	{name: "bad kubelet version", edits: []edit{r("  kubelet:\n", "  kubelet:\n    version: next\n")},
+		path: "machine.kubelet.version", at: "version: next", msg: "not a valid Kubernetes version"},
 
 	// Validate: etcd and components.
 	{name: "bad etcd peer port", edits: []edit{r("cp3.example.com:50000", "cp3.example.com:99999")},

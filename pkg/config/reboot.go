@@ -16,20 +16,20 @@ var livePaths = []string{
 	"cluster.etcd.peers",
 	"cluster.certificateLifetime",
 	"machine.kubelet.extraArgs",
+	"machine.kubelet.version",
+	"cluster.kubernetesVersion",
 	"machine.time",
 	"machine.metrics",
 }
 
 // liveComponentFields are the fields of every cluster component
 // (cluster.<component>.<field>) whose changes are applied live.
-var liveComponentFields = []string{"extraArgs", "certSANs"}
+var liveComponentFields = []string{"extraArgs", "certSANs", "image"}
 
 // RebootRequired returns the sorted field paths that differ between old and
 // new (after defaults) and cannot be applied to a running node; nil when
 // every change (if any) can be applied live. Live changes are those under
-// machine.network, machine.certSANs, cluster.*.extraArgs,
-// cluster.*.certSANs, cluster.etcd.snapshots, cluster.etcd.peers and
-// cluster.certificateLifetime.
+// livePaths and the liveComponentFields of every cluster component.
 func RebootRequired(old, new *Config) []string {
 	a, b := make(map[string]string), make(map[string]string)
 	flatten(reflect.ValueOf(old.WithDefaults()), "", a)

@@ -23,20 +23,13 @@ func TestRebootRequired(t *testing.T) {
 		{name: "etcd snapshots", change: func(c *Config) { c.Cluster.Etcd.Snapshots = nil }},
 		{name: "etcd peers", change: func(c *Config) { c.Cluster.Etcd.Peers = []string{"10.0.0.12"} }},
 		{name: "explicit default", change: func(c *Config) { c.Cluster.Etcd.SnapshotCount = 0 }},
-		{
-			name:   "kubernetes version",
-			change: func(c *Config) { c.Cluster.KubernetesVersion = "v1.37.0" },
-			want:   []string{"cluster.kubernetesVersion"},
-		},
+		{name: "kubernetes version", change: func(c *Config) { c.Cluster.KubernetesVersion = "v1.37.0" }},
+		{name: "kubelet version", change: func(c *Config) { c.Machine.Kubelet.Version = "v1.37.0" }},
+		{name: "apiServer image", change: func(c *Config) { c.Cluster.APIServer.Image = "registry.k8s.io/kube-apiserver:v1.36.4" }},
 		{
 			name:   "install disk",
 			change: func(c *Config) { c.Machine.Install.Disk = "/dev/sdb" },
 			want:   []string{"machine.install.disk"},
-		},
-		{
-			name:   "apiServer image",
-			change: func(c *Config) { c.Cluster.APIServer.Image = "registry.k8s.io/kube-apiserver:v1.36.4" },
-			want:   []string{"cluster.apiServer.image"},
 		},
 		{
 			name: "mixed live and reboot changes",

@@ -83,6 +83,13 @@ type Kubelet struct {
 	// NodeTaints are set when the node registers: key → "value:Effect" (or
 	// ":Effect"), Effect one of NoSchedule, PreferNoSchedule, NoExecute.
 	NodeTaints map[string]string `yaml:"nodeTaints,omitempty" json:"nodeTaints,omitempty"`
+	// Version is the kubelet release this node runs (default:
+	// cluster.kubernetesVersion). `nodectl upgrade-k8s` sets it node by
+	// node to move the kubelets after the control-plane components, then
+	// clears it. A release other than the one the OS was built with must
+	// have been staged on the node first (docs/upgrades.md). Applied live
+	// (kubelet restarts).
+	Version string `yaml:"version,omitempty" json:"version,omitempty"`
 }
 
 // Network is the node's network configuration.
@@ -279,6 +286,15 @@ func (d Duration) Std() time.Duration { return time.Duration(d) }
 
 // IsControlPlane reports whether the config is for a control-plane node.
 func (c *Config) IsControlPlane() bool { return c.Machine.Type == TypeControlPlane }
+
+// KubeletVersion is the kubelet release the node runs:
+// machine.kubelet.version, else cluster.kubernetesVersion.
+func (c *Config) KubeletVersion() string {
+	if c.Machine.Kubelet.Version != "" {
+		return c.Machine.Kubelet.Version
+	}
+	return c.Cluster.KubernetesVersion
+}
 
 // ControlPlaneAddrs lists where other control-plane nodes may be reached: the
 // control-plane endpoint's host, then the static etcd peers as written (host

@@ -34,6 +34,9 @@ var kubeletAllowedLabels = []string{
 func (v *validator) kubelet() {
 	k := &v.c.Machine.Kubelet
 	v.flags("machine.kubelet.extraArgs", k.ExtraArgs)
+	if k.Version != "" && !kubernetesVersionRE.MatchString(k.Version) {
+		v.addf("machine.kubelet.version", "%q is not a valid Kubernetes version (want e.g. %s)", k.Version, DefaultKubernetesVersion)
+	}
 	for _, name := range sortedKeys(k.ExtraArgs) {
 		if slices.Contains(KubeletOwnedFlags, name) {
 			v.addf(mapKeyPath("machine.kubelet.extraArgs", name), "--%s is set by Ballast and cannot be overridden", name)
