@@ -141,8 +141,10 @@ type releaseStage struct {
 	unlock func()
 }
 
-func (s *releaseStage) Wanted() []string                     { return s.w.Wanted() }
-func (s *releaseStage) Write(part string, data []byte) error { return bundleError(s.w.Write(part, data)) }
+func (s *releaseStage) Wanted() []string { return s.w.Wanted() }
+func (s *releaseStage) Write(part string, data []byte) error {
+	return bundleError(s.w.Write(part, data))
+}
 
 // Abort drops what was received; a release staged before stays.
 func (s *releaseStage) Abort() {
