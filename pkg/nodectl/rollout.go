@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/ballast-os/ballast/api/machine"
@@ -162,6 +163,17 @@ func resumeCommand() string {
 // (through its endpoint, the VIP), or nil when no control plane runs
 // kube-apiserver.
 func kubeClientFor(ctx context.Context, nodes []health.Node, dial health.Dialer) (*rollout.Kube, error) {
+	rc, err := adminRESTConfig(ctx, nodes, dial)
+	if rc == nil || err != nil {
+		return nil, err
+	}
+	return rollout.NewKube(rc)
+}
+
+// adminRESTConfig is the cluster's admin REST config, from the first
+// control plane that gives an admin kubeconfig; nil when no control plane
+// runs kube-apiserver.
+func adminRESTConfig(ctx context.Context, nodes []health.Node, dial health.Dialer) (*rest.Config, error) {
 	var last error
 	for _, n := range nodes {
 		if n.Role != config.TypeControlPlane {
@@ -180,12 +192,12 @@ func kubeClientFor(ctx context.Context, nodes []health.Node, dial health.Dialer)
 			return nil, fmt.Errorf("kubeconfig from %s: %w", n.Address, err)
 		}
 		rc.Timeout = 30 * time.Second
-		return rollout.NewKube(rc)
+		return rc, nil
 	}
 	if last == nil {
 		return nil, nil
 	}
-	return nil, fmt.Errorf("no control plane gave an admin kubeconfig to drain nodes with: %w", last)
+	return nil, fmt.Errorf("no control plane gave an admin kubeconfig: %w", last)
 }
 
 // adminKubeconfig asks a control plane for an admin kubeconfig; nil (no

@@ -104,6 +104,7 @@ worker's certificate is refused there.`,
 		newRebootCmd(g), newShutdownCmd(g), newResetCmd(g), newConfigCmd(g),
 		newBootstrapCmd(g), newEtcdCmd(g), newHealthCmd(g), newClusterCmd(g),
 		newKubeconfigCmd(g), newContainersCmd(g), newUpgradeCmd(g), newRollbackCmd(g),
+		newUpgradeK8sCmd(g),
 	)
 	root.InitDefaultCompletionCmd()
 	return root

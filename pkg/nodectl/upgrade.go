@@ -164,7 +164,7 @@ func upgradeNode(ctx context.Context, g *globals, node string, dial func() (*cli
 		return err
 	}
 	started := time.Now()
-	resp, err := sendBundle(ctx, c, b, force, f)
+	resp, err := sendBundle(ctx, c, b, &machine.UpgradeStart{Force: force, Stage: f.stage, HealthTimeout: durationpb.New(f.healthTimeout)})
 	c.Close()
 	if err != nil {
 		return err
@@ -270,16 +270,16 @@ func slotVersion(st *machine.UpgradeStatusResponse, slot string) string {
 }
 
 // sendBundle streams the parts the node asks for and returns its answer.
-func sendBundle(ctx context.Context, c *client.Client, b *bundle.Opened, force bool, f upgradeFlags) (*machine.UpgradeResponse, error) {
+// start is the request's options; its manifest is b's.
+func sendBundle(ctx context.Context, c *client.Client, b *bundle.Opened, start *machine.UpgradeStart) (*machine.UpgradeResponse, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := c.Upgrade(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if err := stream.Send(&machine.UpgradeRequest{Msg: &machine.UpgradeRequest_Start{Start: &machine.UpgradeStart{
-		Manifest: b.Data, Force: force, Stage: f.stage, HealthTimeout: durationpb.New(f.healthTimeout),
-	}}}); err != nil {
+	start.Manifest = b.Data
+	if err := stream.Send(&machine.UpgradeRequest{Msg: &machine.UpgradeRequest_Start{Start: start}}); err != nil {
 		return nil, err
 	}
 	first, err := stream.Recv()
