@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/mod/semver"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -68,7 +69,12 @@ type Options struct {
 	// WaitTimeout bounds the wait for a healthy cluster (0: healthWait's
 	// default).
 	WaitTimeout time.Duration
-	Progress    io.Writer
+	// KubernetesVersion is the release the cluster runs ("": the one
+	// Ballast pins). Another release (netns only) runs the kubelet and
+	// images `make kubernetes` built beside machined's build: _out/k8s/<v>/.
+	KubernetesVersion string
+	kubeletPath       string
+	Progress          io.Writer
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
@@ -94,7 +100,13 @@ func Create(ctx context.Context, o Options) (*State, error) {
 		if _, err := os.Stat(o.Machined); err != nil {
 			return nil, fmt.Errorf("machined binary: %w (build it with 'make build' or pass --machined-path)", err)
 		}
+		if err := o.kubernetesRelease(); err != nil {
+			return nil, err
+		}
 	case ProvisionerQEMU:
+		if o.KubernetesVersion != "" && o.KubernetesVersion != config.DefaultKubernetesVersion {
+			return nil, fmt.Errorf("--kubernetes-version %s: VMs run the release their OS image was built with (%s); only netns clusters run another", o.KubernetesVersion, config.DefaultKubernetesVersion)
+		}
 		if err := checkArtifacts(o.Artifacts, !o.NoKubernetes); err != nil {
 			return nil, err
 		}
@@ -181,7 +193,7 @@ func Create(ctx context.Context, o Options) (*State, error) {
 	out, err := gen.Generate(gen.Options{ClusterName: o.Name, Endpoint: st.Endpoint, Secrets: bundle,
 		// The nodes' resolver is the bridge's own address, where nothing
 		// answers: DNS queries CoreDNS forwards stay on this machine.
-		Patches:             append([]string{peersPatch(st), `{"machine":{"network":{"nameservers":["` + st.Gateway + `"]}}}`}, o.Patches...),
+		Patches:             append([]string{peersPatch(st), `{"machine":{"network":{"nameservers":["` + st.Gateway + `"]}}}`, versionPatch(o.KubernetesVersion)}, o.Patches...),
 		ControlPlanePatches: cpPatches, WorkerPatches: o.WorkerPatches})
 	if err != nil {
 		return st, err
@@ -308,7 +320,43 @@ func machinedArgs(o Options) []string {
 	if o.ImagesDir != "" {
 		args = append(args, "--images-dir", o.ImagesDir)
 	}
+	if o.kubeletPath != "" {
+		args = append(args, "--kubelet-path", o.kubeletPath)
+	}
 	return args
+}
+
+// kubernetesRelease points a netns cluster of another Kubernetes release
+// at that release's kubelet and image archives, built beside machined's
+// (machined in _out/bin, the release in _out/k8s/<v>).
+func (o *Options) kubernetesRelease() error {
+	v := o.KubernetesVersion
+	if v == "" || v == config.DefaultKubernetesVersion || o.NoKubernetes {
+		return nil
+	}
+	if !semver.IsValid(v) || semver.Canonical(v) != v {
+		return fmt.Errorf("--kubernetes-version %q is not a release vX.Y.Z", v)
+	}
+	dir := filepath.Join(filepath.Dir(filepath.Dir(o.Machined)), "k8s", v)
+	kubelet, imagesDir := filepath.Join(dir, "kubelet"), filepath.Join(dir, "images")
+	for _, p := range []string{kubelet, imagesDir} {
+		if _, err := os.Stat(p); err != nil {
+			return fmt.Errorf("--kubernetes-version %s: %w (build it with KUBERNETES_VERSION=%s make kubernetes)", v, err, v)
+		}
+	}
+	if o.ImagesDir == "" {
+		o.ImagesDir = imagesDir
+	}
+	o.kubeletPath = kubelet
+	return nil
+}
+
+// versionPatch sets the nodes' cluster.kubernetesVersion (none for "").
+func versionPatch(v string) string {
+	if v == "" {
+		return "{}"
+	}
+	return `{"cluster":{"kubernetesVersion":"` + v + `"}}`
 }
 
 // StartMachined runs machined in the node's namespace, detached from this

@@ -118,6 +118,7 @@ TCG is slow: a control plane and a worker take a few minutes to be Ready.
 	f.BoolVar(&o.SkipBootstrap, "skip-bootstrap", false, "do not bootstrap etcd (to run 'bootstrap --recover-from' yourself)")
 	f.BoolVar(&noK8s, "no-kubernetes", false, "run only the node agent and etcd (no containerd, no Kubernetes components)")
 	f.StringVar(&o.ImagesDir, "images-dir", "", "image archives the nodes import (default: machined's, _out/images next to it)")
+	f.StringVar(&o.KubernetesVersion, "kubernetes-version", "", "Kubernetes release the cluster runs (default: the one Ballast pins); another one (netns only) needs KUBERNETES_VERSION=<v> make kubernetes first")
 	f.BoolVar(&withVIP, "vip", true, "give the control planes a VIP (the subnet's last usable address) and make it the endpoint")
 	return cmd
 }
