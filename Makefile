@@ -57,6 +57,14 @@ kubernetes: containerd ## Build one Kubernetes release side by side (KUBERNETES_
 		$(GO) run ./hack/mkbundle -out $$k8s/bundle -version $(VERSION) -commit-time '$(COMMIT_TIME)' \
 		-kubernetes $$KUBERNETES_VERSION -artifacts $$k8s -kubelet $$k8s/kubelet
 
+# The release TestKubernetesUpgrade upgrades from (hack/e2e/upgradek8s_test.go).
+K8S_UPGRADE_FROM := v1.36.1
+
+.PHONY: kubernetes-releases
+kubernetes-releases: ## Build the Kubernetes releases the upgrade tests use: the pinned one's Kubernetes bundle, and v1.36.1's binaries and images (cached by version)
+	$(MAKE) kubernetes
+	KUBERNETES_VERSION=$(K8S_UPGRADE_FROM) $(MAKE) kubernetes
+
 .PHONY: os
 os: build container-images ## Build the OS artifacts from _out/bin and Debian's kernel: vmlinuz, initramfs.xz, pxe/, ballast.iso, disk.raw, disk.qcow2 (cached by input hash; docs/boot.md)
 	hack/install-deps.sh image qemu
@@ -96,7 +104,7 @@ test-unit: containerd testsum ## Unit tests (root for the container runner's; BA
 	set -o pipefail; BALLAST_BIN_DIR=$(abspath $(BIN)) CGO_ENABLED=1 $(GO) test -race -count=1 -json ./pkg/... ./machined/... ./hack/testsum/... ./hack/qemuvm/... ./hack/probe/... | $(BIN)/testsum -title "unit tests"
 
 .PHONY: test-e2e
-test-e2e: build images testsum ## End-to-end tests with real binaries (root; BALLAST_SKIP_PRIVILEGED=1 skips the privileged ones)
+test-e2e: build images kubernetes-releases testsum ## End-to-end tests with real binaries (root; BALLAST_SKIP_PRIVILEGED=1 skips the privileged ones)
 	set -o pipefail; BALLAST_BIN_DIR=$(abspath $(BIN)) BALLAST_OUT_DIR=$(abspath $(OUT)) $(GO) test -count=1 -timeout 75m -json ./hack/e2e/... | $(BIN)/testsum -v -title "end-to-end tests"
 
 .PHONY: testsum
