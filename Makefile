@@ -86,7 +86,7 @@ cluster-destroy: ## Destroy the local cluster made by 'make cluster'
 	$(BIN)/nodectl cluster destroy $(CLUSTER_ARGS)
 
 .PHONY: bench
-bench: deps build images ## Measure clusters, etcd (vs stock etcd), Kubernetes, the VIP and the LB (vs keepalived/haproxy); writes docs/benchmarks.md (root)
+bench: deps build images kubernetes-releases ## Measure clusters, etcd (vs stock etcd), Kubernetes, the VIP and the LB (vs keepalived/haproxy); writes docs/benchmarks.md (root)
 	hack/install-deps.sh bench
 	@v=$$($(GO) list -m -f '{{.Version}}' go.etcd.io/etcd/server/v3) && mkdir -p $(OUT)/etcd/$$v && \
 		{ [[ -x $(OUT)/etcd/$$v/etcd ]] || $(GO) build -trimpath -o $(OUT)/etcd/$$v/etcd go.etcd.io/etcd/server/v3; }

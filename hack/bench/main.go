@@ -25,7 +25,7 @@ var (
 	out    = flag.String("out", "docs/benchmarks.md", "report file")
 	quick  = flag.Bool("quick", false, "fewer sizes, rounds and a shorter load")
 
-	sections = flag.String("sections", "clusters,etcd,vip,lb,kubernetes,nodes,upgrade,rollout,install,boot", "what to measure: clusters, etcd, vip, lb, kubernetes, nodes, upgrade, rollout, install, boot (comma-separated); the report keeps the other sections as they were")
+	sections = flag.String("sections", "clusters,etcd,vip,lb,kubernetes,nodes,upgrade,rollout,upgrade-k8s,install,boot", "what to measure: clusters, etcd, vip, lb, kubernetes, nodes, upgrade, rollout, upgrade-k8s, install, boot (comma-separated); the report keeps the other sections as they were")
 
 	lbServe     = flag.String("lb-serve", "", "internal: run Ballast's API load balancer on this address (the LB benchmark's own process)")
 	lbMetrics   = flag.String("lb-metrics", "", "internal: with -lb-serve, serve its metrics here")
@@ -106,6 +106,13 @@ func main() {
 			fail(err)
 		}
 		blocks["rollout"] = renderRollout(r)
+	}
+	if want["upgrade-k8s"] {
+		r, err := measureK8sUpgrade()
+		if err != nil {
+			fail(err)
+		}
+		blocks["upgrade-k8s"] = renderK8sUpgrade(r)
 	}
 	if want["install"] {
 		r, err := measureInstall()

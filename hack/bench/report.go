@@ -11,19 +11,20 @@ import (
 )
 
 // sectionOrder is the order of the report's sections.
-var sectionOrder = []string{"clusters", "etcd", "kubernetes", "nodes", "upgrade", "rollout", "install", "boot", "vip", "lb"}
+var sectionOrder = []string{"clusters", "etcd", "kubernetes", "nodes", "upgrade", "rollout", "upgrade-k8s", "install", "boot", "vip", "lb"}
 
 var sectionTitle = map[string]string{
-	"clusters":   "Local clusters and etcd",
-	"etcd":       "Embedded etcd vs stock etcd: formation and puts",
-	"kubernetes": "Kubernetes control plane: cluster create to every apiserver ready, and memory",
-	"nodes":      "Nodes and pods: cluster create to every node Ready, pod start, worker failure, worker memory",
-	"upgrade":    "Upgrades and rollback (container mode)",
-	"rollout":    "Rolling upgrade of a cluster (netns, 3 control planes + 1 worker)",
-	"install":    "Installing a machine to disk and upgrading it in qemu",
-	"boot":       "Booting the OS image in qemu: /init, machine API, DHCP lease, sizes",
-	"vip":        "Control-plane VIP failover: Ballast vs keepalived",
-	"lb":         "API load balancer: Ballast vs haproxy",
+	"clusters":    "Local clusters and etcd",
+	"etcd":        "Embedded etcd vs stock etcd: formation and puts",
+	"kubernetes":  "Kubernetes control plane: cluster create to every apiserver ready, and memory",
+	"nodes":       "Nodes and pods: cluster create to every node Ready, pod start, worker failure, worker memory",
+	"upgrade":     "Upgrades and rollback (container mode)",
+	"rollout":     "Rolling upgrade of a cluster (netns, 3 control planes + 1 worker)",
+	"upgrade-k8s": "Kubernetes upgrade of a cluster (netns, 3 control planes + 1 worker)",
+	"install":     "Installing a machine to disk and upgrading it in qemu",
+	"boot":        "Booting the OS image in qemu: /init, machine API, DHCP lease, sizes",
+	"vip":         "Control-plane VIP failover: Ballast vs keepalived",
+	"lb":          "API load balancer: Ballast vs haproxy",
 }
 
 // merge writes the report: the sections measured now replace their earlier

@@ -40,116 +40,160 @@ var nodeDoneRE = regexp.MustCompile(`(\S+) \(\S+\)\s+done\s+on \S+ after (\S+)`)
 // a worker and rolls a second build over it with `nodectl cluster upgrade`
 // while a client creates a ConfigMap through the VIP every 100 ms.
 func measureRollout() (rolloutResult, error) {
-	r := rolloutResult{interval: 100 * time.Millisecond}
-	root, err := os.MkdirTemp("", "ballast-bench-rollout-")
+	p, err := startProbedCluster("benchroll", "10.93.0.0/24")
+	if err != nil {
+		return rolloutResult{}, err
+	}
+	defer p.close()
+	agent := filepath.Join(p.root, "machined-next")
+	later := time.Now().Add(time.Hour)
+	if err := buildAgent(agent, "v0.0.0-bench-roll", later); err != nil {
+		return rolloutResult{}, err
+	}
+	next := filepath.Join(p.root, "next")
+	if err := benchBundle(next, agent, "v0.0.0-bench-roll", later); err != nil {
+		return rolloutResult{}, err
+	}
+	r, out, err := p.measure("cluster", "upgrade", "--bundle", next)
 	if err != nil {
 		return r, err
 	}
-	defer os.RemoveAll(root)
-	env := []string{"NODECONFIG=" + filepath.Join(root, "nodeconfig")}
-	args := []string{"--name", "benchroll", "--state", root}
-	defer nodectl(env, append([]string{"cluster", "destroy"}, args...)...)
-	if _, err := nodectl(env, append([]string{"cluster", "create", "--controlplanes", "3", "--workers", "1", "--cidr", "10.93.0.0/24"}, args...)...); err != nil {
-		return r, err
+	for _, m := range nodeDoneRE.FindAllStringSubmatch(out, -1) {
+		r.perNode = append(r.perNode, m[1]+": "+m[2])
 	}
-	out, err := nodectl(env, append([]string{"cluster", "show", "-o", "json"}, args...)...)
+	fmt.Printf("rollout 3 CP + 1 W: %s (%s); ConfigMaps %d acknowledged, %d failed, %d lost, longest gap %s; Service %d answers, %d failed, longest gap %s\n",
+		r.total.Round(100*time.Millisecond), strings.Join(r.perNode, ", "), r.writes, r.failed, r.lost, r.longest.Round(10*time.Millisecond),
+		r.svcOK, r.svcFailed, r.svcLongest.Round(10*time.Millisecond))
+	return r, nil
+}
+
+// probedCluster is a netns Kubernetes cluster of three control planes and
+// a worker running two web pods behind a Service, for measuring what an
+// operation costs its clients.
+type probedCluster struct {
+	root, kc    string
+	env, args   []string
+	nodesFlags  []string
+	workerNetns string
+	svc         string // the Service's ClusterIP:80
+}
+
+// startProbedCluster creates the cluster (with create's extra flags) and
+// its web Deployment.
+func startProbedCluster(name, cidr string, create ...string) (*probedCluster, error) {
+	root, err := os.MkdirTemp("", "ballast-bench-"+name+"-")
 	if err != nil {
-		return r, err
+		return nil, err
+	}
+	p := &probedCluster{root: root, kc: filepath.Join(root, "kubeconfig"),
+		env: []string{"NODECONFIG=" + filepath.Join(root, "nodeconfig")}, args: []string{"--name", name, "--state", root}}
+	ok := false
+	defer func() {
+		if !ok {
+			p.close()
+		}
+	}()
+	if _, err := nodectl(p.env, append(append([]string{"cluster", "create", "--controlplanes", "3", "--workers", "1", "--cidr", cidr}, p.args...), create...)...); err != nil {
+		return nil, err
+	}
+	out, err := nodectl(p.env, append([]string{"cluster", "show", "-o", "json"}, p.args...)...)
+	if err != nil {
+		return nil, err
 	}
 	var show struct {
 		Nodes []struct{ Role, Address, Netns string } `json:"nodes"`
 	}
 	if err := json.Unmarshal([]byte(out), &show); err != nil {
-		return r, fmt.Errorf("cluster show: %w", err)
+		return nil, fmt.Errorf("cluster show: %w", err)
 	}
 	var cps, workers []string
-	var workerNetns string
 	for _, n := range show.Nodes {
 		if n.Role == "controlplane" {
 			cps = append(cps, n.Address)
 		} else {
 			workers = append(workers, n.Address)
-			workerNetns = n.Netns
+			p.workerNetns = n.Netns
 		}
 	}
-	kc := filepath.Join(root, "kubeconfig")
-	if _, err := nodectl(env, "kubeconfig", kc); err != nil {
-		return r, err
+	p.nodesFlags = []string{"--control-plane-nodes", strings.Join(cps, ","), "--worker-nodes", strings.Join(workers, ",")}
+	if _, err := nodectl(p.env, "kubeconfig", p.kc); err != nil {
+		return nil, err
 	}
-
-	agent := filepath.Join(root, "machined-next")
-	later := time.Now().Add(time.Hour)
-	if err := buildAgent(agent, "v0.0.0-bench-roll", later); err != nil {
-		return r, err
-	}
-	next := filepath.Join(root, "next")
-	if err := benchBundle(next, agent, "v0.0.0-bench-roll", later); err != nil {
-		return r, err
-	}
-
 	// Two web pods behind a Service (a disruption budget allowing one
 	// down), probed from the worker's namespace.
-	k := func(a ...string) (string, error) {
-		out, err := exec.Command("kubectl", append([]string{"--kubeconfig", kc}, a...)...).CombinedOutput()
-		if err != nil {
-			return string(out), fmt.Errorf("kubectl %s: %w: %s", strings.Join(a, " "), err, out)
-		}
-		return strings.TrimSpace(string(out)), nil
-	}
 	web, err := os.ReadFile(webManifest)
 	if err != nil {
-		return r, err
+		return nil, err
 	}
 	wf := filepath.Join(root, "web.yaml")
 	if err := os.WriteFile(wf, []byte(strings.ReplaceAll(string(web), "BUSYBOX", images.Ref(images.Busybox, images.BusyboxVersion))), 0o600); err != nil {
-		return r, err
+		return nil, err
 	}
-	if _, err := k("apply", "-f", wf); err != nil {
-		return r, err
+	if _, err := p.kubectl("apply", "-f", wf); err != nil {
+		return nil, err
 	}
-	if _, err := k("rollout", "status", "deployment/web", "--timeout=120s"); err != nil {
-		return r, err
+	if _, err := p.kubectl("rollout", "status", "deployment/web", "--timeout=120s"); err != nil {
+		return nil, err
 	}
-	svc, err := k("get", "service", "web", "-o", "jsonpath={.spec.clusterIP}")
+	ip, err := p.kubectl("get", "service", "web", "-o", "jsonpath={.spec.clusterIP}")
 	if err != nil {
-		return r, err
+		return nil, err
 	}
+	p.svc = ip + ":80"
+	ok = true
+	return p, nil
+}
+
+func (p *probedCluster) kubectl(a ...string) (string, error) {
+	out, err := exec.Command("kubectl", append([]string{"--kubeconfig", p.kc}, a...)...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("kubectl %s: %w: %s", strings.Join(a, " "), err, out)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// measure runs `nodectl cmd… --control-plane-nodes … --worker-nodes …`
+// while a client creates a ConfigMap through the VIP and the worker asks
+// the Service for its page, both every 100 ms, and returns what the
+// clients saw and the command's output.
+func (p *probedCluster) measure(cmd ...string) (rolloutResult, string, error) {
+	r := rolloutResult{interval: 100 * time.Millisecond}
 	svcProbe := probe.StartGap(r.interval, func(int) error {
-		status, err := netnstest.HTTPGetIn(workerNetns, svc+":80", time.Second)
+		status, err := netnstest.HTTPGetIn(p.workerNetns, p.svc, time.Second)
 		if err == nil && !strings.Contains(status, " 200 ") {
 			err = fmt.Errorf("status %q", status)
 		}
 		return err
 	})
-
-	w, err := probe.StartConfigMaps(kc, "bench", r.interval)
+	defer svcProbe.Stop()
+	w, err := probe.StartConfigMaps(p.kc, "bench", r.interval)
 	if err != nil {
-		return r, err
+		return r, "", err
 	}
-	time.Sleep(2 * time.Second)
+	defer w.Stop()
+	time.Sleep(2 * time.Second) // writes before the operation
 	start := time.Now()
-	out, err = nodectl(env, "cluster", "upgrade", "--bundle", next, "--control-plane-nodes", strings.Join(cps, ","), "--worker-nodes", strings.Join(workers, ","))
+	out, err := nodectl(p.env, append(cmd, p.nodesFlags...)...)
 	r.total = time.Since(start)
-	time.Sleep(2 * time.Second)
+	time.Sleep(2 * time.Second) // and after it
 	w.Stop()
 	svcProbe.Stop()
 	if err != nil {
-		return r, err
+		return r, out, err
 	}
 	r.svcOK, r.svcFailed, r.svcLongest = svcProbe.Result()
-	for _, m := range nodeDoneRE.FindAllStringSubmatch(out, -1) {
-		r.perNode = append(r.perNode, m[1]+": "+m[2])
-	}
 	r.writes, r.failed, r.longest = w.Result()
 	lost, err := w.Lost(context.Background())
 	if err != nil {
-		return r, err
+		return r, out, err
 	}
 	r.lost = len(lost)
-	fmt.Printf("rollout 3 CP + 1 W: %s (%s); ConfigMaps %d acknowledged, %d failed, %d lost, longest gap %s; Service %d answers, %d failed, longest gap %s\n",
-		r.total.Round(100*time.Millisecond), strings.Join(r.perNode, ", "), r.writes, r.failed, r.lost, r.longest.Round(10*time.Millisecond),
-		r.svcOK, r.svcFailed, r.svcLongest.Round(10*time.Millisecond))
-	return r, nil
+	return r, out, nil
+}
+
+func (p *probedCluster) close() {
+	_, _ = nodectl(p.env, append([]string{"cluster", "destroy"}, p.args...)...)
+	os.RemoveAll(p.root)
 }
 
 func renderRollout(r rolloutResult) string {
