@@ -157,16 +157,17 @@ func (s *releaseStage) Abort() {
 // components without waiting.
 func (s *releaseStage) Finish(ctx context.Context, _ bool, _ time.Duration) (*machine.UpgradeResponse, error) {
 	defer s.unlock()
-	if err := s.w.Commit(); err != nil {
-		s.w.Abort()
-		return nil, bundleError(err)
-	}
 	n := s.n
 	n.mu.Lock()
 	d := n.ctrd
 	n.mu.Unlock()
 	if d == nil {
+		s.w.Abort()
 		return nil, fmt.Errorf("%w: containerd is not running on this node", errdefs.ErrFailedPrecondition)
+	}
+	if err := s.w.Commit(); err != nil {
+		s.w.Abort()
+		return nil, bundleError(err)
 	}
 	start := time.Now()
 	var out bytes.Buffer
