@@ -5,8 +5,9 @@
 # staging modules. Another version (KUBERNETES_VERSION=v1.36.1 make …, for
 # upgrade tests and bundles) builds from a module generated once into
 # $OUT/k8s/<version>/mod: the same tool list, k8s.io/kubernetes at that
-# version, its staging modules at the matching v0 version, and `go mod tidy`
-# for exactly that release's dependencies. A component already built for a
+# version, the staging modules its go.mod replaces with ./staging at the
+# matching v0 version, and `go mod tidy` for exactly that release's
+# dependencies. A component already built for a
 # version is kept, so a second run takes no time.
 # Usage: [KUBERNETES_VERSION=vX.Y.Z] hack/build-k8s.sh [COMPONENT…]
 set -euo pipefail
@@ -25,6 +26,10 @@ if [[ $pinned != "$KUBERNETES_VERSION" ]]; then
 	if [[ ! -s $mod/go.sum ]]; then
 		echo "build-k8s: generating the module for k8s.io/kubernetes $KUBERNETES_VERSION (staging modules $staging)"
 		rm -rf "$mod.tmp" && mkdir -p "$mod.tmp"
+		# The staging modules are the ones the release's own go.mod
+		# replaces with ./staging/src/…: a release may add one.
+		gomod=$(cd / && go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+		[[ -s $gomod ]] || { echo "build-k8s: k8s.io/kubernetes@$KUBERNETES_VERSION is not on the module proxy" >&2; exit 1; }
 		{
 			echo "module ballast.local/kubernetes-$KUBERNETES_VERSION"
 			echo
@@ -34,7 +39,9 @@ if [[ $pinned != "$KUBERNETES_VERSION" ]]; then
 			echo
 			sed -n '/^tool (/,/^)/p' images/kubernetes/go.mod
 			echo
-			sed -n '/^replace (/,/^)/p' images/kubernetes/go.mod | sed -E "s#=> (k8s.io/[a-z0-9-]+) v0\.[0-9]+\.[0-9]+#=> \1 $staging#"
+			echo "replace ("
+			awk '$2 == "=>" && $3 ~ /^\.\/staging\// {print "\t" $1 " => " $1 " '"$staging"'"}' "$gomod"
+			echo ")"
 		} > "$mod.tmp/go.mod"
 		(cd "$mod.tmp" && go mod tidy)
 		rm -rf "$mod" && mv "$mod.tmp" "$mod"
