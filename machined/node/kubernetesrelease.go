@@ -36,10 +36,18 @@ func (n *Node) releaseDir(version string) string {
 	return filepath.Join(n.store.EphemeralDir(), "lib", "ballast", "kubernetes", version)
 }
 
+// osRelease reports whether the OS was built with Kubernetes version: its
+// image archives are of that release.
+func (n *Node) osRelease(version string) bool {
+	_, err := os.Stat(filepath.Join(n.opts.ImagesDir, images.ArchiveName(images.KubeProxy, version)))
+	return err == nil
+}
+
 // stagedRelease returns the directory of version when a complete release
-// is staged there (its manifest is written last), else "".
+// is staged there (its manifest is written last) and the OS does not have
+// that release itself, else "".
 func (n *Node) stagedRelease(version string) string {
-	if !semver.IsValid(version) {
+	if !semver.IsValid(version) || n.osRelease(version) {
 		return ""
 	}
 	dir := n.releaseDir(version)

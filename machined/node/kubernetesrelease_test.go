@@ -157,6 +157,19 @@ func TestKubeletBinaryOfTheRelease(t *testing.T) {
 	if got, _ := n.kubeletBinary(cfg); got != builtIn {
 		t.Errorf("the cluster's release (not staged): %s, want the OS's", got)
 	}
+	// The OS's own release is never taken from a staging (nor imported
+	// twice at start).
+	n.opts.ImagesDir = t.TempDir()
+	if err := os.WriteFile(filepath.Join(n.opts.ImagesDir, images.ArchiveName(images.KubeProxy, "v1.36.1")), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Machine.Kubelet.Version = "v1.36.1"
+	if got, _ := n.kubeletBinary(cfg); got != builtIn {
+		t.Errorf("the OS's own release: %s, want the OS's kubelet", got)
+	}
+	if dirs := n.releaseImageDirs(cfg); len(dirs) != 0 {
+		t.Errorf("the OS's own release is imported again from %v", dirs)
+	}
 }
 
 func sortedCopy(s []string) []string {
