@@ -188,6 +188,9 @@ func (p *probedCluster) measure(cmd ...string) (rolloutResult, string, error) {
 		return r, out, err
 	}
 	r.lost = len(lost)
+	for _, f := range w.Failures() {
+		fmt.Println("ConfigMap write failed", f)
+	}
 	return r, out, nil
 }
 

@@ -160,6 +160,9 @@ func TestClusterRollingUpgrade(t *testing.T) {
 		}
 		c.health(nodesFlags...)
 		webOK, webFailed, webGap := web.Result()
+		for _, f := range cmW.Failures() {
+			t.Logf("ConfigMap write failed %s", f)
+		}
 		t.Logf("rolling upgrade of 3 control planes and 1 worker: %s; ConfigMaps through the VIP: %d acknowledged, %d failed, longest gap without a successful write %s; etcd: %d acknowledged puts, %d failed; 0 lost; VIP sampler: %d samples, 0 double holders; Service web (2 pods, PDB minAvailable 1): %d answers, %d failed, longest gap %s",
 			took.Round(100*time.Millisecond), cmAcked, cmFailed, gap.Round(10*time.Millisecond), acked, failed, smp.Samples(), webOK, webFailed, webGap.Round(10*time.Millisecond))
 	})

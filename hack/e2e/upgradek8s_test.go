@@ -142,6 +142,9 @@ func TestKubernetesUpgrade(t *testing.T) {
 		}
 		c.health(nodesFlags...)
 		webOK, webFailed, webGap := web.Result()
+		for _, f := range cmW.Failures() {
+			t.Logf("ConfigMap write failed %s", f)
+		}
 		t.Logf("upgrade-k8s %s → %s of 3 control planes and 1 worker: %s; ConfigMaps through the VIP: %d acknowledged, %d failed, longest gap without a successful write %s, 0 lost; Service web (2 pods, PDB minAvailable 1): %d answers, %d failed, longest gap %s",
 			k8sFrom, k8sTo, took.Round(100*time.Millisecond), cmAcked, cmFailed, gap.Round(10*time.Millisecond), webOK, webFailed, webGap.Round(10*time.Millisecond))
 

@@ -25,14 +25,31 @@ type Gap struct {
 
 	mu         sync.Mutex
 	ok, failed int
+	start      time.Time
 	last       time.Time
 	longest    time.Duration
+	failures   []Failure
 }
+
+// Failure is one failed call: when it started (since the start), how long
+// it took, and its error.
+type Failure struct {
+	At, Took time.Duration
+	Err      string
+}
+
+func (f Failure) String() string {
+	return fmt.Sprintf("+%s (%s): %s", f.At.Round(10*time.Millisecond), f.Took.Round(10*time.Millisecond), f.Err)
+}
+
+// keptFailures is how many failures a Gap keeps (the first ones).
+const keptFailures = 20
 
 // StartGap calls check every interval until Stop. check gets the call's
 // number, from 0.
 func StartGap(every time.Duration, check func(i int) error) *Gap {
-	g := &Gap{stopCh: make(chan struct{}), done: make(chan struct{}), last: time.Now()}
+	now := time.Now()
+	g := &Gap{stopCh: make(chan struct{}), done: make(chan struct{}), start: now, last: now}
 	go func() {
 		defer close(g.done)
 		tick := time.NewTicker(every)
@@ -43,6 +60,7 @@ func StartGap(every time.Duration, check func(i int) error) *Gap {
 				return
 			case <-tick.C:
 			}
+			began := time.Now()
 			err := check(i)
 			now := time.Now()
 			g.mu.Lock()
@@ -52,6 +70,9 @@ func StartGap(every time.Duration, check func(i int) error) *Gap {
 				g.last = now
 			} else {
 				g.failed++
+				if len(g.failures) < keptFailures {
+					g.failures = append(g.failures, Failure{At: began.Sub(g.start), Took: now.Sub(began), Err: err.Error()})
+				}
 			}
 			g.mu.Unlock()
 		}
@@ -61,6 +82,14 @@ func StartGap(every time.Duration, check func(i int) error) *Gap {
 
 // Stop ends the calls and waits for the one under way.
 func (g *Gap) Stop() { g.once.Do(func() { close(g.stopCh); <-g.done }) }
+
+// Failures are the first failed calls (at most 20), to tell a refused
+// call from one that hung until its timeout.
+func (g *Gap) Failures() []Failure {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]Failure(nil), g.failures...)
+}
 
 // Result is how many calls succeeded and failed, and the longest time
 // between two successes.

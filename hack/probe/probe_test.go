@@ -32,4 +32,8 @@ func TestGap(t *testing.T) {
 		t.Errorf("longest gap %s: want at least the 9 intervals around the failures", longest)
 	}
 	g.Stop() // a second Stop is harmless
+	f := g.Failures()
+	if len(f) != 8 || f[0].Err != "down" || f[0].At <= 0 || f[7].At <= f[0].At {
+		t.Errorf("failures %v: want the 8 in order, with their errors and start times", f)
+	}
 }
