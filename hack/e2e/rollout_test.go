@@ -15,6 +15,27 @@ import (
 	"github.com/ballast-os/ballast/pkg/bundle"
 )
 
+// startWeb deploys two web pods behind a Service with a disruption budget
+// allowing one down (testdata/web-pdb.yaml) and asks the Service for its
+// page from worker's namespace every 100 ms until Stop.
+func startWeb(k kubectl, worker clusterNode) *probe.Gap {
+	k.t.Helper()
+	manifest, err := os.ReadFile("testdata/web-pdb.yaml")
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	k.apply(string(manifest))
+	k.must("rollout", "status", "deployment/web", "--timeout=120s")
+	svc := k.must("get", "service", "web", "-o", "jsonpath={.spec.clusterIP}") + ":80"
+	return probe.StartGap(100*time.Millisecond, func(int) error {
+		status, err := netnstest.HTTPGetIn(worker.Netns, svc, time.Second)
+		if err == nil && !strings.Contains(status, " 200 ") {
+			err = fmt.Errorf("status %q", status)
+		}
+		return err
+	})
+}
+
 // TestClusterRollingUpgrade rolls a second build over a 3-control-plane,
 // 1-worker Kubernetes cluster with `nodectl cluster upgrade` while a client
 // creates a ConfigMap through the VIP every 100 ms, an etcd client puts
@@ -95,26 +116,13 @@ func TestClusterRollingUpgrade(t *testing.T) {
 		// A Deployment behind a Service, its disruption budget allowing
 		// one pod down, probed from the worker's namespace.
 		k := kubectl{t: t, kubeconfig: kc}
-		manifest, err := os.ReadFile("testdata/web-pdb.yaml")
-		if err != nil {
-			t.Fatal(err)
-		}
-		k.apply(string(manifest))
-		k.must("rollout", "status", "deployment/web", "--timeout=120s")
-		svc := k.must("get", "service", "web", "-o", "jsonpath={.spec.clusterIP}") + ":80"
 		var worker clusterNode
 		for _, n := range all {
 			if n.Address == workerAddr {
 				worker = n
 			}
 		}
-		web := probe.StartGap(100*time.Millisecond, func(int) error {
-			status, err := netnstest.HTTPGetIn(worker.Netns, svc, time.Second)
-			if err == nil && !strings.Contains(status, " 200 ") {
-				err = fmt.Errorf("status %q", status)
-			}
-			return err
-		})
+		web := startWeb(k, worker)
 		defer web.Stop()
 		etcdW := startWriter(t, c, cpAddrs)
 		defer etcdW.stop()

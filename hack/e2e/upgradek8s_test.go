@@ -3,14 +3,12 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/ballast-os/ballast/hack/netnstest"
 	"github.com/ballast-os/ballast/hack/probe"
 	"github.com/ballast-os/ballast/pkg/config"
 	"github.com/ballast-os/ballast/pkg/images"
@@ -89,24 +87,11 @@ func TestKubernetesUpgrade(t *testing.T) {
 	t.Run("upgrade-k8s moves every component with the API and a Service answering throughout", func(t *testing.T) {
 		c := c.on(t)
 		k := k.on(t)
-		manifest, err := os.ReadFile("testdata/web-pdb.yaml")
-		if err != nil {
-			t.Fatal(err)
-		}
-		k.apply(string(manifest))
-		k.must("rollout", "status", "deployment/web", "--timeout=120s")
-		svc := k.must("get", "service", "web", "-o", "jsonpath={.spec.clusterIP}") + ":80"
 		pids := map[string]int{}
 		for _, n := range show.Nodes {
 			pids[n.Name] = agentPID(t, n.StateDir)
 		}
-		web := probe.StartGap(100*time.Millisecond, func(int) error {
-			status, err := netnstest.HTTPGetIn(worker.Netns, svc, time.Second)
-			if err == nil && !strings.Contains(status, " 200 ") {
-				err = fmt.Errorf("status %q", status)
-			}
-			return err
-		})
+		web := startWeb(k, worker)
 		defer web.Stop()
 		cmW, err := probe.StartConfigMaps(kc, "k8sup", 100*time.Millisecond)
 		if err != nil {

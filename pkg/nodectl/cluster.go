@@ -208,12 +208,7 @@ kube-scheduler and kube-controller-manager leases are held.`,
   nodectl health --control-plane-nodes 10.5.0.2,10.5.0.3,10.5.0.4 --worker-nodes 10.5.0.5 --wait-timeout 2m`,
 		Args: exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			name, nctx, err := g.loadNamedContext()
-			if err != nil {
-				return err
-			}
-			dial := health.ContextDialer(nctx)
-			nodes, err := g.healthNodes(cmd.Context(), name, nctx, cps, workers, dial)
+			nodes, dial, err := g.clusterNodes(cmd.Context(), cps, workers)
 			if err != nil {
 				return err
 			}
@@ -249,6 +244,18 @@ func countRole(nodes []health.Node, role string) int {
 		}
 	}
 	return n
+}
+
+// clusterNodes are the nodes of the current context's cluster, as
+// healthNodes finds them, and how to dial them.
+func (g *globals) clusterNodes(ctx context.Context, cps, workers []string) ([]health.Node, health.Dialer, error) {
+	name, nctx, err := g.loadNamedContext()
+	if err != nil {
+		return nil, nil, err
+	}
+	dial := health.ContextDialer(nctx)
+	nodes, err := g.healthNodes(ctx, name, nctx, cps, workers, dial)
+	return nodes, dial, err
 }
 
 // healthNodes decides which nodes to check and their roles: the flags, else

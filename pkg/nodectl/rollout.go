@@ -74,12 +74,7 @@ See docs/upgrades.md.`,
 			if src == "" {
 				return errBundleRequired
 			}
-			name, nctx, err := g.loadNamedContext()
-			if err != nil {
-				return err
-			}
-			dial := health.ContextDialer(nctx)
-			nodes, err := g.healthNodes(cmd.Context(), name, nctx, cps, workers, dial)
+			nodes, dial, err := g.clusterNodes(cmd.Context(), cps, workers)
 			if err != nil {
 				return err
 			}

@@ -68,12 +68,7 @@ found as for 'nodectl health'. See docs/upgrades.md.`,
 			if r.maxUnavailable < 1 {
 				return fmt.Errorf("--max-unavailable must be at least 1, not %d", r.maxUnavailable)
 			}
-			name, nctx, err := g.loadNamedContext()
-			if err != nil {
-				return err
-			}
-			dial := health.ContextDialer(nctx)
-			nodes, err := g.healthNodes(cmd.Context(), name, nctx, cps, workers, dial)
+			nodes, dial, err := g.clusterNodes(cmd.Context(), cps, workers)
 			if err != nil {
 				return err
 			}

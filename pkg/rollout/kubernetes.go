@@ -478,26 +478,15 @@ func (k *k8sRunner) kubelets(ctx context.Context, batch []KubernetesNode) error 
 
 func (k *k8sRunner) kubelet(ctx context.Context, n KubernetesNode) error {
 	began := time.Now()
-	drained := false
-	if k.o.Kube != nil {
-		k.printf(n.String(), PhaseDrain, "cordon, evict its pods (up to %s)", k.o.DrainTimeout)
-		evicted, err := k.drain(ctx, n.Node)
-		if err != nil {
-			k.uncordon(ctx, n.Node)
-			return &NodeError{Node: n.String(), Phase: PhaseDrain, Err: err}
+	err := k.drained(ctx, n.Node, PhaseKubelet, func() error {
+		k.printf(n.String(), PhaseKubelet, "kubelet → %s", k.target)
+		if err := k.o.Patch(ctx, n.Node, fmt.Sprintf(`{"machine":{"kubelet":{"version":%q}}}`, k.target)); err != nil {
+			return err
 		}
-		drained = true
-		k.printf(n.String(), PhaseDrain, "%d pod(s) evicted", evicted)
-	}
-	k.printf(n.String(), PhaseKubelet, "kubelet → %s", k.target)
-	if err := k.o.Patch(ctx, n.Node, fmt.Sprintf(`{"machine":{"kubelet":{"version":%q}}}`, k.target)); err != nil {
-		if drained {
-			k.uncordon(ctx, n.Node)
+		if k.o.Kube == nil {
+			return nil
 		}
-		return &NodeError{Node: n.String(), Phase: PhaseKubelet, Err: err}
-	}
-	if k.o.Kube != nil {
-		err := k.poll(ctx, func(ctx context.Context) error {
+		return k.poll(ctx, func(ctx context.Context) error {
 			node, err := k.kubeNode(ctx, n.Node)
 			if err != nil {
 				return err
@@ -513,15 +502,9 @@ func (k *k8sRunner) kubelet(ctx context.Context, n KubernetesNode) error {
 			}
 			return nil
 		})
-		if err != nil {
-			return &NodeError{Node: n.String(), Phase: PhaseKubelet, Err: err}
-		}
-	}
-	if drained {
-		k.printf(n.String(), PhaseUncordon, "")
-		if err := k.setUnschedulable(ctx, n.Node, false); err != nil {
-			return &NodeError{Node: n.String(), Phase: PhaseUncordon, Err: err}
-		}
+	})
+	if err != nil {
+		return err
 	}
 	k.printf(n.String(), PhaseKubelet, "kubelet %s Ready after %s", k.target, time.Since(began).Round(100*time.Millisecond))
 	return nil

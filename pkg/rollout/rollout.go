@@ -159,6 +159,22 @@ func (r *runner) step(ctx context.Context, i, total int, s Step) error {
 // node drains, upgrades and uncordons one node.
 func (r *runner) node(ctx context.Context, n Node) error {
 	began := time.Now()
+	err := r.drained(ctx, n, PhaseUpgrade, func() error {
+		r.printf(n.String(), PhaseUpgrade, "sending the bundle; the node hands off the VIP, reboots and passes its gate")
+		return r.o.Upgrade(ctx, n)
+	})
+	if err != nil {
+		return err
+	}
+	r.printf(n.String(), PhaseCompleted, "on %s after %s", r.o.Target, time.Since(began).Round(100*time.Millisecond))
+	return nil
+}
+
+// drained runs change (phase ph) with n's Kubernetes node cordoned and
+// drained, when there is a Kubernetes, and uncordons it afterwards — also
+// after a failed change: the node is back on what it ran and gets its pods
+// back.
+func (r *runner) drained(ctx context.Context, n Node, ph Phase, change func() error) error {
 	drained := false
 	if r.o.Kube != nil {
 		r.printf(n.String(), PhaseDrain, "cordon, evict its pods (up to %s)", r.o.DrainTimeout)
@@ -170,13 +186,11 @@ func (r *runner) node(ctx context.Context, n Node) error {
 		drained = true
 		r.printf(n.String(), PhaseDrain, "%d pod(s) evicted", evicted)
 	}
-	r.printf(n.String(), PhaseUpgrade, "sending the bundle; the node hands off the VIP, reboots and passes its gate")
-	if err := r.o.Upgrade(ctx, n); err != nil {
+	if err := change(); err != nil {
 		if drained {
-			// The node is back on its old slot: give it its pods back.
 			r.uncordon(ctx, n)
 		}
-		return &NodeError{Node: n.String(), Phase: PhaseUpgrade, Err: err}
+		return &NodeError{Node: n.String(), Phase: ph, Err: err}
 	}
 	if drained {
 		r.printf(n.String(), PhaseUncordon, "")
@@ -184,7 +198,6 @@ func (r *runner) node(ctx context.Context, n Node) error {
 			return &NodeError{Node: n.String(), Phase: PhaseUncordon, Err: err}
 		}
 	}
-	r.printf(n.String(), PhaseCompleted, "on %s after %s", r.o.Target, time.Since(began).Round(100*time.Millisecond))
 	return nil
 }
 
