@@ -15,6 +15,24 @@ import (
 	"github.com/ballast-os/ballast/pkg/bundle"
 )
 
+// checkConfigMaps fails t for every acknowledged ConfigMap the API lost,
+// logs every failed write, and returns the writer's result.
+func checkConfigMaps(t *testing.T, w *probe.ConfigMaps) (acked, failed int, gap time.Duration) {
+	t.Helper()
+	acked, failed, gap = w.Result()
+	lost, err := w.Lost(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lost) > 0 {
+		t.Errorf("%d of %d acknowledged ConfigMaps lost, e.g. %v", len(lost), acked, lost[:min(5, len(lost))])
+	}
+	for _, f := range w.Failures() {
+		t.Logf("ConfigMap write failed %s", f)
+	}
+	return acked, failed, gap
+}
+
 // startWeb deploys two web pods behind a Service with a disruption budget
 // allowing one down (testdata/web-pdb.yaml) and asks the Service for its
 // page from worker's namespace every 100 ms until Stop.
@@ -155,22 +173,12 @@ func TestClusterRollingUpgrade(t *testing.T) {
 		if missing := c.missingKeys(cpAddrs[0], etcdW.acknowledged()); len(missing) > 0 {
 			t.Errorf("%d of %d acknowledged etcd writes lost, e.g. %v", len(missing), acked, missing[:min(5, len(missing))])
 		}
-		cmAcked, cmFailed, gap := cmW.Result()
-		lost, err := cmW.Lost(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(lost) > 0 {
-			t.Errorf("%d of %d acknowledged ConfigMaps lost, e.g. %v", len(lost), cmAcked, lost[:min(5, len(lost))])
-		}
+		cmAcked, cmFailed, gap := checkConfigMaps(t, cmW)
 		if v := smp.Violations(); len(v) > 0 {
 			t.Errorf("two VIP holders seen at once %d times, e.g. %s", len(v), v[0])
 		}
 		c.health(nodesFlags...)
 		webOK, webFailed, webGap := web.Result()
-		for _, f := range cmW.Failures() {
-			t.Logf("ConfigMap write failed %s", f)
-		}
 		t.Logf("rolling upgrade of 3 control planes and 1 worker: %s; ConfigMaps through the VIP: %d acknowledged, %d failed, longest gap without a successful write %s; etcd: %d acknowledged puts, %d failed; 0 lost; VIP sampler: %d samples, 0 double holders; Service web (2 pods, PDB minAvailable 1): %d answers, %d failed, longest gap %s",
 			took.Round(100*time.Millisecond), cmAcked, cmFailed, gap.Round(10*time.Millisecond), acked, failed, smp.Samples(), webOK, webFailed, webGap.Round(10*time.Millisecond))
 	})

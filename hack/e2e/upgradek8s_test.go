@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -117,19 +116,9 @@ func TestKubernetesUpgrade(t *testing.T) {
 				t.Errorf("%s: machined restarted (PID %d → %d): a Kubernetes upgrade must not reboot a node", n.Name, pids[n.Name], pid)
 			}
 		}
-		cmAcked, cmFailed, gap := cmW.Result()
-		lost, err := cmW.Lost(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(lost) > 0 {
-			t.Errorf("%d of %d acknowledged ConfigMaps lost, e.g. %v", len(lost), cmAcked, lost[:min(5, len(lost))])
-		}
+		cmAcked, cmFailed, gap := checkConfigMaps(t, cmW)
 		c.health(nodesFlags...)
 		webOK, webFailed, webGap := web.Result()
-		for _, f := range cmW.Failures() {
-			t.Logf("ConfigMap write failed %s", f)
-		}
 		t.Logf("upgrade-k8s %s → %s of 3 control planes and 1 worker: %s; ConfigMaps through the VIP: %d acknowledged, %d failed, longest gap without a successful write %s, 0 lost; Service web (2 pods, PDB minAvailable 1): %d answers, %d failed, longest gap %s",
 			k8sFrom, k8sTo, took.Round(100*time.Millisecond), cmAcked, cmFailed, gap.Round(10*time.Millisecond), webOK, webFailed, webGap.Round(10*time.Millisecond))
 
