@@ -165,7 +165,10 @@ func internalIP(nd *corev1.Node) net.IP {
 
 // CNIConfig renders the node's CNI config list: a bridge with host-local
 // addresses from the node's pod CIDRs (the bridge is the pods' gateway;
-// no masquerading: pod addresses are routed between nodes).
+// no masquerading: pod addresses are routed between nodes). forceAddress
+// moves the bridge to a new CIDR's gateway: a renamed machine is a new Node
+// with a new pod CIDR, and without it the plugin refuses every new pod
+// ("cni0 already has an IP address different from …").
 func CNIConfig(cidrs []string, dataDir string) ([]byte, error) {
 	var ranges [][]map[string]string
 	for _, c := range cidrs {
@@ -176,11 +179,12 @@ func CNIConfig(cidrs []string, dataDir string) ([]byte, error) {
 		"name":       "ballast",
 		"plugins": []any{
 			map[string]any{
-				"type":        "bridge",
-				"bridge":      Bridge,
-				"isGateway":   true,
-				"ipMasq":      false,
-				"hairpinMode": true,
+				"type":         "bridge",
+				"bridge":       Bridge,
+				"isGateway":    true,
+				"forceAddress": true,
+				"ipMasq":       false,
+				"hairpinMode":  true,
 				"ipam": map[string]any{
 					"type":    "host-local",
 					"ranges":  ranges,
