@@ -46,6 +46,7 @@ const (
 	MachineService_Upgrade_FullMethodName            = "/ballast.machine.v1alpha1.MachineService/Upgrade"
 	MachineService_Rollback_FullMethodName           = "/ballast.machine.v1alpha1.MachineService/Rollback"
 	MachineService_UpgradeStatus_FullMethodName      = "/ballast.machine.v1alpha1.MachineService/UpgradeStatus"
+	MachineService_Events_FullMethodName             = "/ballast.machine.v1alpha1.MachineService/Events"
 )
 
 // MachineServiceClient is the client API for MachineService service.
@@ -112,6 +113,11 @@ type MachineServiceClient interface {
 	// UpgradeStatus reports the slots and the last upgrade or rollback.
 	// Roles: os:admin, os:operator, os:reader.
 	UpgradeStatus(ctx context.Context, in *UpgradeStatusRequest, opts ...grpc.CallOption) (*UpgradeStatusResponse, error)
+	// Events streams the node's machine events (docs/observability.md): the
+	// ones kept since the agent started (a bounded ring), then, when
+	// following, each new one as it happens. Roles: os:admin, os:operator,
+	// os:reader.
+	Events(ctx context.Context, in *EventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Event], error)
 }
 
 type machineServiceClient struct {
@@ -343,6 +349,25 @@ func (c *machineServiceClient) UpgradeStatus(ctx context.Context, in *UpgradeSta
 	return out, nil
 }
 
+func (c *machineServiceClient) Events(ctx context.Context, in *EventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Event], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &MachineService_ServiceDesc.Streams[3], MachineService_Events_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[EventsRequest, Event]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MachineService_EventsClient = grpc.ServerStreamingClient[Event]
+
 // MachineServiceServer is the server API for MachineService service.
 // All implementations must embed UnimplementedMachineServiceServer
 // for forward compatibility.
@@ -407,6 +432,11 @@ type MachineServiceServer interface {
 	// UpgradeStatus reports the slots and the last upgrade or rollback.
 	// Roles: os:admin, os:operator, os:reader.
 	UpgradeStatus(context.Context, *UpgradeStatusRequest) (*UpgradeStatusResponse, error)
+	// Events streams the node's machine events (docs/observability.md): the
+	// ones kept since the agent started (a bounded ring), then, when
+	// following, each new one as it happens. Roles: os:admin, os:operator,
+	// os:reader.
+	Events(*EventsRequest, grpc.ServerStreamingServer[Event]) error
 	mustEmbedUnimplementedMachineServiceServer()
 }
 
@@ -476,6 +506,9 @@ func (UnimplementedMachineServiceServer) Rollback(context.Context, *RollbackRequ
 }
 func (UnimplementedMachineServiceServer) UpgradeStatus(context.Context, *UpgradeStatusRequest) (*UpgradeStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpgradeStatus not implemented")
+}
+func (UnimplementedMachineServiceServer) Events(*EventsRequest, grpc.ServerStreamingServer[Event]) error {
+	return status.Error(codes.Unimplemented, "method Events not implemented")
 }
 func (UnimplementedMachineServiceServer) mustEmbedUnimplementedMachineServiceServer() {}
 func (UnimplementedMachineServiceServer) testEmbeddedByValue()                        {}
@@ -833,6 +866,17 @@ func _MachineService_UpgradeStatus_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MachineService_Events_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(EventsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(MachineServiceServer).Events(m, &grpc.GenericServerStream[EventsRequest, Event]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MachineService_EventsServer = grpc.ServerStreamingServer[Event]
+
 // MachineService_ServiceDesc is the grpc.ServiceDesc for MachineService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -925,6 +969,11 @@ var MachineService_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _MachineService_Upgrade_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "Events",
+			Handler:       _MachineService_Events_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "machine/machine.proto",

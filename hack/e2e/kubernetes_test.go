@@ -172,14 +172,37 @@ func TestKubernetesControlPlane(t *testing.T) {
 		c, k := c.on(t), k.on(t)
 		holder := vipHolder(t, c, show.Nodes[0].Address)
 		h := nodeNamed(t, byName, holder)
+		var addrs []string
+		for _, n := range show.Nodes {
+			addrs = append(addrs, n.Address)
+		}
+		follow := c.followEvents(strings.Join(addrs, ","))
 		c.must("-n", h.Address, "service", "kube-apiserver", "stop")
+		var taker string
 		waitFor(t, "VIP held by another node", 60*time.Second, func() error {
-			if now := vipHolder(t, c, otherThan(show.Nodes, h).Address); now == holder {
-				return fmt.Errorf("holder %q", now)
+			if taker = vipHolder(t, c, otherThan(show.Nodes, h).Address); taker == holder {
+				return fmt.Errorf("holder %q", taker)
 			}
 			return nil
 		})
 		waitFor(t, "kubectl through the VIP", 30*time.Second, func() error { return k.readyz() })
+		// nodectl events -f over every control plane saw it happen: the
+		// apiserver stopping and the VIP released on the old holder, the
+		// VIP acquired on the new one.
+		want := []eventMatch{
+			{node: h.Address, kind: "service", source: "kube-apiserver", field: "state", value: "Stopped"},
+			{node: h.Address, kind: "vip", source: "vip", field: "action", value: "released"},
+			{node: nodeNamed(t, byName, taker).Address, kind: "vip", source: "vip", field: "action", value: "acquired"},
+		}
+		waitFor(t, "the VIP's move in nodectl events -f", 30*time.Second, func() error { return follow.has(want...) })
+		follow.stop()
+		t.Logf("events -f: %d events from %d nodes; the VIP acquired event reached the follower %s after it happened",
+			follow.count(), len(addrs), follow.delay(want[2]))
+		// Without -f, the same events are kept on the node.
+		past := c.must("-n", h.Address, "events", "--since", "5m")
+		if !strings.Contains(past.stdout, "released") || !strings.Contains(past.stdout, "kube-apiserver") {
+			t.Fatalf("nodectl events --since 5m on the old holder:\n%s", past.stdout)
+		}
 		c.must("-n", h.Address, "service", "kube-apiserver", "start")
 		waitFor(t, "cluster healthy", 2*time.Minute, func() error { return c.healthErr() })
 	})

@@ -162,6 +162,7 @@ func (m *Manager) join(ctx context.Context, f *found, out io.Writer) (*member, e
 		}
 	}
 	m.log.Info("added as etcd learner", "id", fmt.Sprintf("%x", myID), "initial_cluster", strings.Join(initial, ","))
+	m.publishMember("joined the etcd cluster as a learner", "action", "joined", "member", m.name(), "id", fmt.Sprintf("%x", myID))
 	mem, err := startMember(ctx, m.memberConfig(embed.ClusterStateFlagExisting, strings.Join(initial, ","), ""), out)
 	unlock()
 	if err != nil {
@@ -306,12 +307,14 @@ func (m *Manager) promote(ctx context.Context, cli promoter, id uint64) error {
 		cancel()
 		if err == nil {
 			m.log.Info("promoted to voting etcd member", "id", fmt.Sprintf("%x", id))
+			m.publishMember("promoted to a voting etcd member", "action", "promoted", "member", m.name(), "id", fmt.Sprintf("%x", id))
 			return nil
 		}
 		if errors.Is(err, rpctypes.ErrMemberNotLearner) {
 			// A control plane that saw every configured peer join promoted
 			// it first (see promotePeers).
 			m.log.Info("promoted to voting etcd member by another member", "id", fmt.Sprintf("%x", id))
+			m.publishMember("promoted to a voting etcd member", "action", "promoted", "member", m.name(), "id", fmt.Sprintf("%x", id))
 			return nil
 		}
 		if ctx.Err() != nil {
@@ -407,6 +410,7 @@ func (m *Manager) checkOwnMembership(ctx context.Context, id uint64) {
 			return
 		}
 		m.log.Info("promoted to voting etcd member after a restart during its join", "id", fmt.Sprintf("%x", id))
+		m.publishMember("promoted to a voting etcd member", "action", "promoted", "member", m.name(), "id", fmt.Sprintf("%x", id))
 		m.setStatus("running")
 	}
 }

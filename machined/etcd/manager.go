@@ -23,6 +23,7 @@ import (
 	"github.com/ballast-os/ballast/machined/clock"
 	"github.com/ballast-os/ballast/machined/desired"
 	"github.com/ballast-os/ballast/machined/errdefs"
+	"github.com/ballast-os/ballast/machined/events"
 	"github.com/ballast-os/ballast/pkg/atomicfile"
 	"github.com/ballast-os/ballast/pkg/config"
 )
@@ -52,6 +53,8 @@ type Options struct {
 	// BeforeLeave, when set, runs before this member leaves the cluster
 	// (the VIP is given up first).
 	BeforeLeave func(ctx context.Context)
+	// Events receives leader and membership events (nil: none).
+	Events events.Publisher
 }
 
 // Manager runs this node's etcd member and answers membership operations.
@@ -283,7 +286,8 @@ func (m *Manager) serve(ctx context.Context, mem *member) (*request, error) {
 		cancel()
 		wg.Wait()
 	}()
-	duties := []func(context.Context){m.watchStale, m.scheduleSnapshots}
+	duties := []func(context.Context){m.watchStale, m.scheduleSnapshots,
+		func(ctx context.Context) { m.watchLeader(ctx, mem) }}
 	for _, d := range duties {
 		wg.Add(1)
 		go func() { defer wg.Done(); d(dctx) }()
@@ -344,6 +348,7 @@ func (m *Manager) rememberedID() uint64 {
 // the node stays out until it reboots, like after a leave.
 func (m *Manager) removedFromCluster() *request {
 	m.log.Info("this member was removed from the etcd cluster; its data is wiped and it stays out until the node reboots")
+	m.publishMember("this member was removed from the etcd cluster", "action", "removed", "member", m.name())
 	return &request{kind: reqLeave, done: make(chan error, 1)}
 }
 
@@ -457,6 +462,7 @@ func (m *Manager) bootstrapNew(ctx context.Context, out io.Writer) (*member, err
 		return nil, err
 	}
 	m.log.Info("etcd cluster bootstrapped", "member", m.name(), "cluster_id", fmt.Sprintf("%x", mem.ClusterID()))
+	m.publishMember("bootstrapped a new etcd cluster", "action", "bootstrapped", "member", m.name())
 	return mem, nil
 }
 

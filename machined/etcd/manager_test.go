@@ -20,6 +20,7 @@ import (
 	"github.com/ballast-os/ballast/machined/clock"
 	"github.com/ballast-os/ballast/machined/desired"
 	"github.com/ballast-os/ballast/machined/errdefs"
+	"github.com/ballast-os/ballast/machined/events"
 	"github.com/ballast-os/ballast/pkg/config"
 	"github.com/ballast-os/ballast/pkg/gen"
 	"github.com/ballast-os/ballast/pkg/secrets"
@@ -46,10 +47,11 @@ func TestSingleMemberLifecycle(t *testing.T) {
 	want := desired.New()
 	want.Set(cfg)
 	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	ring := events.New(100, clk)
 	m := New(Options{
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Name: "unit-cp1", AdvertiseIP: ip,
 		DataDir: filepath.Join(dir, "etcd"), PKIDir: filepath.Join(dir, "pki"), SnapshotDir: filepath.Join(dir, "snaps"),
-		Desired: want, Clock: clk,
+		Desired: want, Clock: clk, Events: ring,
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -80,6 +82,9 @@ func TestSingleMemberLifecycle(t *testing.T) {
 	if err != nil || st.Leader != st.Header.MemberId {
 		t.Fatalf("status %+v %v: a single member leads itself", st, err)
 	}
+	// The bootstrap and the member's own leadership are machine events.
+	waitEvent(t, ring, events.EtcdMember, "action", "bootstrapped")
+	waitEvent(t, ring, events.EtcdLeader, "leader", "unit-cp1")
 	if got := m.rememberedID(); got != st.Header.MemberId {
 		t.Fatalf("recorded member ID %x, want %x", got, st.Header.MemberId)
 	}
@@ -289,5 +294,22 @@ func waitHealthy(t *testing.T, m *Manager) {
 			t.Fatalf("member not healthy: %v (%s)", err, m.Status())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitEvent waits for an event of kind whose field has value.
+func waitEvent(t *testing.T, ring *events.Ring, kind events.Kind, field, value string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		for _, ev := range ring.List(time.Time{}, 0) {
+			if ev.Kind == kind && ev.Fields[field] == value {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s event with %s=%s among %+v", kind, field, value, ring.List(time.Time{}, 0))
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

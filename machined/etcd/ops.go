@@ -198,6 +198,7 @@ func (m *Manager) Leave(ctx context.Context, force bool) error {
 		return err
 	}
 	m.log.Info("left the etcd cluster", "id", fmt.Sprintf("%x", mem.ID()))
+	m.publishMember("left the etcd cluster", "action", "left", "member", m.name())
 	return m.send(ctx, request{kind: reqLeave})
 }
 
@@ -275,6 +276,7 @@ func (m *Manager) RemoveMember(ctx context.Context, id uint64, force bool) error
 			return err
 		}
 		m.log.Info("removed etcd member", "id", fmt.Sprintf("%x", id))
+		m.publishMember(fmt.Sprintf("removed etcd member %x", id), "action", "removed-member", "id", fmt.Sprintf("%x", id))
 		return nil
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/ballast-os/ballast/api/machine"
 	"github.com/ballast-os/ballast/machined/clock"
 	"github.com/ballast-os/ballast/machined/errdefs"
+	"github.com/ballast-os/ballast/machined/events"
 	"github.com/ballast-os/ballast/pkg/config"
 )
 
@@ -53,6 +54,7 @@ func (n *Node) ApplyConfiguration(_ context.Context, req *machine.ApplyConfigura
 			return nil, err
 		}
 		resp.ModeDetails = "config staged: it becomes active at the next reboot"
+		n.events.Publish(events.ConfigStaged, "config", "config staged for the next reboot", "mode", "staged")
 	case machine.ApplyMode_TRY:
 		if len(reboot) > 0 {
 			return nil, fmt.Errorf("%w: try mode applies changes live, but these fields need a reboot: %s",
@@ -99,6 +101,8 @@ func (n *Node) ApplyConfiguration(_ context.Context, req *machine.ApplyConfigura
 			}
 			_ = n.store.DropStaged()
 			n.log.Info("config applied; rebooting", "fields", reboot)
+			n.events.Publish(events.ConfigApplied, "config", "config applied; rebooting for "+strings.Join(reboot, ", "),
+				"mode", "auto", "reboot", strings.Join(reboot, ","))
 			n.request(ActionReboot)
 			resp.ModeDetails = "config applied; rebooting to apply " + strings.Join(reboot, ", ")
 			return resp, nil
@@ -141,6 +145,8 @@ func (n *Node) applyFirst(cfg *config.Config, req *machine.ApplyConfigurationReq
 	n.setActive(cfg, req.GetData())
 	close(n.configured)
 	n.log.Info("machine config applied; left maintenance mode, the API now requires mTLS", "type", cfg.Machine.Type, "cluster", cfg.Cluster.Name)
+	n.events.Publish(events.ConfigApplied, "config", "first config applied; left maintenance mode",
+		"type", cfg.Machine.Type, "cluster", cfg.Cluster.Name)
 	if disk != nil {
 		go n.installAndReboot(cfg, *disk)
 		resp.Mode = machine.ApplyMode_AUTO
@@ -171,6 +177,7 @@ func (n *Node) persistAndApply(cfg *config.Config, data []byte) error {
 func (n *Node) applyLive(cfg *config.Config, data []byte) error {
 	n.setActive(cfg, data)
 	n.log.Info("machine config applied live", "type", cfg.Machine.Type)
+	n.events.Publish(events.ConfigApplied, "config", "config applied live", "reboot", "")
 	return nil
 }
 
@@ -232,6 +239,7 @@ func (n *Node) rollbackTry(st *tryState) {
 		return
 	}
 	n.log.Info("try mode: timeout reached, config rolled back to the persisted one")
+	n.events.Publish(events.ConfigApplied, "config", "try config timed out; the persisted config is back", "mode", "try", "action", "rolled-back")
 }
 
 // redactedDiff is a unified diff of the two configs with secrets hidden.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ballast-os/ballast/api/machine"
 	"github.com/ballast-os/ballast/machined/errdefs"
+	"github.com/ballast-os/ballast/machined/events"
 	"github.com/ballast-os/ballast/machined/runner"
 	"github.com/ballast-os/ballast/machined/server"
 	"github.com/ballast-os/ballast/machined/slots"
@@ -183,5 +184,7 @@ func (s *releaseStage) Finish(ctx context.Context, _ bool, _ time.Duration) (*ma
 		return nil, fmt.Errorf("import the archives of Kubernetes %s: %w", s.m.KubernetesVersion, err)
 	}
 	n.log.Info("kubernetes: release staged", "version", s.m.KubernetesVersion, "import", strings.TrimSpace(out.String()), "took", time.Since(start).Round(time.Millisecond))
+	n.events.Publish(events.Upgrade, "kubernetes", "Kubernetes "+s.m.KubernetesVersion+" staged",
+		"action", "kubernetes-staged", "version", s.m.KubernetesVersion)
 	return &machine.UpgradeResponse{Version: s.m.KubernetesVersion}, nil
 }

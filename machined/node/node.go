@@ -20,6 +20,7 @@ import (
 	"github.com/ballast-os/ballast/machined/containerd"
 	"github.com/ballast-os/ballast/machined/desired"
 	"github.com/ballast-os/ballast/machined/etcd"
+	"github.com/ballast-os/ballast/machined/events"
 	"github.com/ballast-os/ballast/machined/k8scerts"
 	"github.com/ballast-os/ballast/machined/launcher"
 	"github.com/ballast-os/ballast/machined/lb"
@@ -91,6 +92,8 @@ type Node struct {
 	metrics *metrics.Registry
 	// lb is the API load balancer (service lb).
 	lb *lb.Balancer
+	// events are the node's machine events (nodectl events).
+	events *events.Ring
 
 	applyMu sync.Mutex // serializes ApplyConfiguration
 	// upgradeMu is held while an upgrade or rollback is prepared.
@@ -158,6 +161,7 @@ func New(opts Options) (*Node, error) {
 		configured:  make(chan struct{}),
 		actions:     make(chan Action, 1),
 		imagesReady: make(chan struct{}),
+		events:      events.New(events.DefaultSize, opts.Clock),
 
 		componentImagesReady: make(chan struct{}),
 	}
@@ -203,6 +207,9 @@ func (n *Node) Run(ctx context.Context) (Action, error) {
 		return ActionExit, err
 	}
 
+	evCtx, stopEvents := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopEvents() // after the services stopped: their last states are events too
+	go n.publishServiceEvents(evCtx)
 	supCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	defer stop()
 	supDone := make(chan error, 1)

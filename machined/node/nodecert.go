@@ -8,9 +8,11 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/ballast-os/ballast/machined/certsigner"
+	"github.com/ballast-os/ballast/machined/events"
 	"github.com/ballast-os/ballast/machined/machines"
 	"github.com/ballast-os/ballast/machined/nodecert"
 	"github.com/ballast-os/ballast/pkg/config"
@@ -81,6 +83,8 @@ func (n *Node) mintNodeCertificate(ctx context.Context, out io.Writer) error {
 		}
 		n.creds.SetConfigured(cert, pool)
 		n.log.Info("machine-API certificate issued for changed names", "dns", dns, "ips", fmt.Sprint(ips))
+		n.events.Publish(events.Certificate, "node-cert", "machine-API certificate issued for changed names",
+			"name", "machine-api", "dns", strings.Join(dns, ","), "ips", fmt.Sprint(ips))
 		fmt.Fprintf(out, "machine-API certificate for %v %v\n", dns, ips)
 	})
 	return nil
@@ -97,6 +101,12 @@ func (n *Node) certFetcher() *nodecert.Fetcher {
 			n.nodeCert = &cert
 			n.mu.Unlock()
 			n.creds.SetConfigured(cert, pool)
+			expires := ""
+			if cert.Leaf != nil {
+				expires = cert.Leaf.NotAfter.UTC().Format(time.RFC3339)
+			}
+			n.events.Publish(events.Certificate, "node-cert", "machine-API certificate from a control plane in use",
+				"name", "machine-api", "expires", expires)
 		},
 		Current: n.workerProof,
 		Clock:   n.clock,

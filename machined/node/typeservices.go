@@ -71,6 +71,7 @@ func (n *Node) addRoleServices(cfg *config.Config) error {
 			SnapshotDir: filepath.Join(n.store.EphemeralDir(), "lib", "etcd-snapshots"),
 			Desired:     n.desired,
 			Clock:       n.clock,
+			Events:      n.events,
 			BeforeLeave: func(ctx context.Context) {
 				n.mu.Lock()
 				ctl := n.vip
@@ -86,6 +87,7 @@ func (n *Node) addRoleServices(cfg *config.Config) error {
 			Desired:    n.desired,
 			Clock:      n.clock,
 			Registerer: n.metrics,
+			Events:     n.events,
 		})
 		n.mu.Lock()
 		n.vip = ctl

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"sync"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/ballast-os/ballast/api/machine"
 	"github.com/ballast-os/ballast/machined/errdefs"
+	"github.com/ballast-os/ballast/machined/events"
 	"github.com/ballast-os/ballast/machined/server"
 	"github.com/ballast-os/ballast/machined/slots"
 	"github.com/ballast-os/ballast/pkg/bundle"
@@ -210,6 +212,8 @@ func (u *upgrade) Finish(ctx context.Context, stage bool, healthTimeout time.Dur
 		return nil, err
 	}
 	n.log.Info("upgrade: slot written", "slot", u.to, "version", u.m.Version, "staged", stage)
+	n.events.Publish(events.Upgrade, "upgrade", "slot "+u.to+" written with "+u.m.Version,
+		"action", "slot-written", "slot", u.to, "version", u.m.Version, "staged", strconv.FormatBool(stage))
 	if !stage {
 		n.rebootIntoSlot()
 	}
@@ -249,6 +253,8 @@ func (n *Node) Rollback(_ context.Context, stage bool, healthTimeout time.Durati
 		return nil, err
 	}
 	n.log.Info("rollback", "to", target, "version", info.Version, "staged", stage)
+	n.events.Publish(events.Upgrade, "upgrade", "rolling back to slot "+target,
+		"action", "rollback", "slot", target, "version", info.Version, "staged", strconv.FormatBool(stage))
 	if !stage {
 		n.rebootIntoSlot()
 	}

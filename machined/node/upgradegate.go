@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/ballast-os/ballast/machined/events"
 	"github.com/ballast-os/ballast/machined/kube"
 	"github.com/ballast-os/ballast/machined/slots"
 	"github.com/ballast-os/ballast/machined/supervisor"
@@ -37,12 +38,15 @@ func (n *Node) runHealthGate(ctx context.Context) {
 		if last = n.gateCheck(ctx); last == nil {
 			n.settleTry(ctx, slot, func(st *slots.State) { st.Good(time.Now()) })
 			n.log.Info("health gate passed: the slot is now the active one", "slot", slot, "took", time.Since(n.booted).Round(time.Millisecond))
+			n.events.Publish(events.Upgrade, "upgrade", "health gate passed: slot "+slot+" is now the active one",
+				"action", "gate-passed", "slot", slot)
 			return
 		}
 		if time.Now().After(deadline) {
 			reason := fmt.Sprintf("health gate not passed within %s: %v", timeout, last)
 			n.settleTry(ctx, slot, func(st *slots.State) { st.Fail(time.Now(), reason) })
 			n.log.Error("upgrade failed: rebooting into the active slot", "slot", slot, "reason", reason)
+			n.events.Publish(events.Upgrade, "upgrade", "upgrade failed: "+reason, "action", "gate-failed", "slot", slot)
 			n.rebootIntoSlot()
 			return
 		}

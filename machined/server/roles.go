@@ -36,6 +36,7 @@ var methodRoles = map[string][]string{
 	machine.MachineService_Upgrade_FullMethodName:            admins,
 	machine.MachineService_Rollback_FullMethodName:           admins,
 	machine.MachineService_UpgradeStatus_FullMethodName:      readers,
+	machine.MachineService_Events_FullMethodName:             readers,
 
 	machine.EtcdService_Bootstrap_FullMethodName:             admins,
 	machine.EtcdService_Recover_FullMethodName:               admins,

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/ballast-os/ballast/api/machine"
+	"github.com/ballast-os/ballast/machined/events"
 	"github.com/ballast-os/ballast/machined/logs"
 	"github.com/ballast-os/ballast/machined/supervisor"
 )
@@ -94,6 +95,8 @@ type Machine interface {
 	Rollback(ctx context.Context, stage bool, healthTimeout time.Duration) (*machine.RollbackResponse, error)
 	// UpgradeStatus reports the slots and the last upgrade or rollback.
 	UpgradeStatus() (*machine.UpgradeStatusResponse, error)
+	// Events returns the node's machine events.
+	Events() *events.Ring
 }
 
 // Upgrade is a bundle being received into a slot.

@@ -22,6 +22,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 
@@ -30,6 +31,7 @@ import (
 
 	"github.com/ballast-os/ballast/machined/clock"
 	"github.com/ballast-os/ballast/machined/desired"
+	"github.com/ballast-os/ballast/machined/events"
 	"github.com/ballast-os/ballast/pkg/config"
 )
 
@@ -57,6 +59,9 @@ type Options struct {
 	Clock   clock.Clock
 	// Registerer receives the VIP metrics (nil: none).
 	Registerer prometheus.Registerer
+	// Events receives an event when this node acquires or releases the VIP
+	// (nil: none).
+	Events events.Publisher
 }
 
 // Status is what `nodectl get vip` shows.
@@ -376,6 +381,8 @@ func (c *Controller) hold(ctx context.Context, cli *clientv3.Client, key string,
 	}
 	c.metrics.took(h.takeVia, h.waited+c.clock.Now().Sub(h.sent))
 	log.Info("vip: acquired", "via", h.takeVia, "waited", h.waited.String())
+	c.publish("acquired "+s.ip.String()+" on "+s.link, "vip", s.ip.String(), "action", "acquired", "via", h.takeVia,
+		"term", strconv.FormatInt(h.term, 10))
 	c.announce(s)
 	keep, cancelKeep := context.WithCancel(ctx)
 	defer cancelKeep()
@@ -468,6 +475,14 @@ func (c *Controller) drop(s spec, log *slog.Logger, why string) {
 	c.updateStatus(func(st *Status) { st.Local = false })
 	c.metrics.holder.Set(0)
 	log.Info("vip: released", "reason", why)
+	c.publish("released "+s.ip.String()+": "+why, "vip", s.ip.String(), "action", "released", "reason", why)
+}
+
+// publish sends a VIP event when the controller has a Publisher.
+func (c *Controller) publish(msg string, fields ...string) {
+	if c.opts.Events != nil {
+		c.opts.Events.Publish(events.VIP, "vip", msg, fields...)
+	}
 }
 
 // release deletes the claim if it is still ours (revoking its lease), so

@@ -3,6 +3,7 @@ package vip
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/ballast-os/ballast/machined/desired"
 	"github.com/ballast-os/ballast/machined/etcd"
+	"github.com/ballast-os/ballast/machined/events"
 	"github.com/ballast-os/ballast/pkg/config"
 	"github.com/ballast-os/ballast/pkg/gen"
 	"github.com/ballast-os/ballast/pkg/pki"
@@ -180,6 +182,19 @@ type node struct {
 	done   chan struct{}
 	// slowHealth makes each health check take this long (nanoseconds).
 	slowHealth *atomic.Int64
+	// events are the node's VIP events.
+	events *events.Ring
+}
+
+// vipActions lists the node's VIP events' actions, in order.
+func (n *node) vipActions() []string {
+	var out []string
+	for _, ev := range n.events.List(time.Time{}, 0) {
+		if ev.Kind == events.VIP {
+			out = append(out, ev.Fields["action"])
+		}
+	}
+	return out
 }
 
 func startNode(t *testing.T, name string, cfg *config.Config, cli *clientv3.Client, tl *timeline) *node {
@@ -194,10 +209,12 @@ func startNode(t *testing.T, name string, cfg *config.Config, cli *clientv3.Clie
 		_, err := cli.Get(cctx, "health")
 		return err
 	}
+	ring := events.New(100, nil)
 	c := New(Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Node: name,
-		Client: func() (*clientv3.Client, error) { return cli, nil }, Healthy: healthy, Desired: d, Addr: fakeAddr{name, tl}})
+		Client: func() (*clientv3.Client, error) { return cli, nil }, Healthy: healthy, Desired: d, Addr: fakeAddr{name, tl},
+		Events: ring})
 	ctx, cancel := context.WithCancel(context.Background())
-	n := &node{c: c, cli: cli, cancel: cancel, done: make(chan struct{}), slowHealth: slow}
+	n := &node{c: c, cli: cli, cancel: cancel, done: make(chan struct{}), slowHealth: slow, events: ring}
 	go func() { defer close(n.done); _ = c.Run(ctx, io.Discard) }()
 	t.Cleanup(n.stop)
 	return n
@@ -248,6 +265,13 @@ func TestElectionAndFencing(t *testing.T) {
 	}
 	if st := b.c.Status(); st.Term != 2 || st.Holder != "b" {
 		t.Fatalf("b's status after the handover: %+v", st)
+	}
+	// Each move is an event on both sides (nodectl events).
+	if got := fmt.Sprint(a.vipActions()); got != "[acquired released]" {
+		t.Errorf("a's VIP events %s, want [acquired released]", got)
+	}
+	if got := fmt.Sprint(b.vipActions()); got != "[acquired]" {
+		t.Errorf("b's VIP events %s, want [acquired]", got)
 	}
 
 	// Partition: c joins, then b (the holder) loses etcd.
