@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -80,7 +82,7 @@ func (c *localCluster) followEvents(nodes string) *eventsFollower {
 func (f *eventsFollower) has(want ...eventMatch) error {
 	for _, w := range want {
 		if _, ok := f.find(w); !ok {
-			return fmt.Errorf("no event %s among %d", w, f.count())
+			return fmt.Errorf("no event %s among %d: %s", w, f.count(), f.summary())
 		}
 	}
 	return nil
@@ -90,7 +92,11 @@ func (f *eventsFollower) find(w eventMatch) (followedEvent, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, ev := range f.events {
-		if ev.Node == w.node && ev.Kind == w.kind && ev.Source == w.source && ev.Fields[w.field] == w.value {
+		host, _, err := net.SplitHostPort(ev.Node) // nodectl names a node host:port
+		if err != nil {
+			host = ev.Node
+		}
+		if host == w.node && ev.Kind == w.kind && ev.Source == w.source && ev.Fields[w.field] == w.value {
 			return ev, true
 		}
 	}
@@ -118,4 +124,15 @@ func (f *eventsFollower) stop() {
 	_ = f.cmd.Process.Signal(syscall.SIGTERM)
 	<-f.done
 	_ = f.cmd.Wait()
+}
+
+// summary lists the events printed so far, one short line each.
+func (f *eventsFollower) summary() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var b strings.Builder
+	for _, ev := range f.events {
+		fmt.Fprintf(&b, "\n  %s %s %s/%s %s %v", ev.Time.Format("15:04:05.000"), ev.Node, ev.Kind, ev.Source, ev.Message, ev.Fields)
+	}
+	return b.String()
 }

@@ -186,6 +186,8 @@ func TestKubernetesControlPlane(t *testing.T) {
 			return nil
 		})
 		waitFor(t, "kubectl through the VIP", 30*time.Second, func() error { return k.readyz() })
+		c.must("-n", h.Address, "service", "kube-apiserver", "start")
+		waitFor(t, "cluster healthy", 2*time.Minute, func() error { return c.healthErr() })
 		// nodectl events -f over every control plane saw it happen: the
 		// apiserver stopping and the VIP released on the old holder, the
 		// VIP acquired on the new one.
@@ -203,8 +205,6 @@ func TestKubernetesControlPlane(t *testing.T) {
 		if !strings.Contains(past.stdout, "released") || !strings.Contains(past.stdout, "kube-apiserver") {
 			t.Fatalf("nodectl events --since 5m on the old holder:\n%s", past.stdout)
 		}
-		c.must("-n", h.Address, "service", "kube-apiserver", "start")
-		waitFor(t, "cluster healthy", 2*time.Minute, func() error { return c.healthErr() })
 	})
 
 	t.Run("the controller-manager lease moves when its node loses power", func(t *testing.T) {

@@ -36,25 +36,15 @@ func (s *Server) GetConfiguration(ctx context.Context, _ *machine.GetConfigurati
 	}
 	var err error
 	resp.Redacted = true
-	if resp.Data, err = redact(active); err != nil {
+	if resp.Data, err = config.RedactBytes(active); err != nil {
 		return nil, err
 	}
-	if resp.Staged, err = redact(staged); err != nil {
+	if resp.Staged, err = config.RedactBytes(staged); err != nil {
 		return nil, err
 	}
 	return resp, nil
 }
 
-func redact(data []byte) ([]byte, error) {
-	if data == nil {
-		return nil, nil
-	}
-	c, err := config.Decode(data)
-	if err != nil {
-		return nil, err
-	}
-	return c.Redact().Bytes()
-}
 
 // ServiceList implements the RPC.
 func (s *Server) ServiceList(context.Context, *machine.ServiceListRequest) (*machine.ServiceListResponse, error) {

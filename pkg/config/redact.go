@@ -25,6 +25,19 @@ func (c *Config) Redact() *Config {
 	return out
 }
 
+// RedactBytes is Redact for a config document: the document decoded, its
+// secrets redacted, encoded again (nil stays nil).
+func RedactBytes(data []byte) ([]byte, error) {
+	if data == nil {
+		return nil, nil
+	}
+	c, err := Decode(data)
+	if err != nil {
+		return nil, err
+	}
+	return c.Redact().Bytes()
+}
+
 func redactKey(ck *CertAndKey) {
 	if ck != nil {
 		redact(&ck.Key)
