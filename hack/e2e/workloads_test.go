@@ -323,6 +323,10 @@ func TestKubernetesWorkloads(t *testing.T) {
 			t.Fatalf("apply-config with an owned kubelet flag: %s", r)
 		}
 	})
+
+	t.Run("the support bundle holds every node's view and no secret", func(t *testing.T) {
+		testSupportBundle(t, c.on(t), append(slices.Clone(cpAddrs), w1.Address, w2.Address))
+	})
 }
 
 const webManifest = `apiVersion: apps/v1

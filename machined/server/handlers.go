@@ -45,7 +45,6 @@ func (s *Server) GetConfiguration(ctx context.Context, _ *machine.GetConfigurati
 	return resp, nil
 }
 
-
 // ServiceList implements the RPC.
 func (s *Server) ServiceList(context.Context, *machine.ServiceListRequest) (*machine.ServiceListResponse, error) {
 	resp := &machine.ServiceListResponse{}

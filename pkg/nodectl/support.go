@@ -111,7 +111,11 @@ the kubeconfig, Secrets.`,
 // nodeDir is a node's directory in the bundle: its address without the
 // default port, safe as a path.
 func nodeDir(node string) string {
-	return strings.NewReplacer("/", "_", ":", "_").Replace(strings.TrimSuffix(node, ":50000"))
+	d := strings.NewReplacer("/", "_", ":", "_").Replace(strings.TrimSuffix(node, ":50000"))
+	if d == "" || d == "." || d == ".." {
+		d = "node_" + d
+	}
+	return d
 }
 
 // collectNode reads everything the bundle keeps of one node; what fails is
