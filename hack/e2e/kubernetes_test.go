@@ -207,6 +207,14 @@ func TestKubernetesControlPlane(t *testing.T) {
 		}
 	})
 
+	t.Run("Debian's Prometheus scrapes every node with the config nodectl writes", func(t *testing.T) {
+		var addrs []string
+		for _, n := range show.Nodes {
+			addrs = append(addrs, n.Address)
+		}
+		testPrometheus(t, c.on(t), addrs)
+	})
+
 	t.Run("the controller-manager lease moves when its node loses power", func(t *testing.T) {
 		c, k := c.on(t), k.on(t)
 		holder := k.leaseHolder("kube-controller-manager")

@@ -20,7 +20,7 @@ func newGenCmd(g *globals) *cobra.Command {
 		Use:   "gen",
 		Short: "Generate secrets, machine configs and client configs",
 	}
-	cmd.AddCommand(newGenConfigCmd(g), newGenSecretsCmd(g), newGenNodeconfigCmd(g))
+	cmd.AddCommand(newGenConfigCmd(g), newGenSecretsCmd(g), newGenNodeconfigCmd(g), newGenPrometheusCmd(g))
 	return cmd
 }
 
