@@ -1,6 +1,7 @@
 package nodectl
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -234,9 +235,15 @@ func prometheusConfig(cluster string, targets []promTarget, interval time.Durati
 			f.ScrapeConfigs = append(f.ScrapeConfigs, j)
 		}
 	}
-	data, err := yaml.Marshal(f)
-	if err != nil {
+	var b bytes.Buffer
+	b.WriteString("# Written by nodectl gen prometheus; run it again when nodes join or leave.\n")
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(f); err != nil {
 		return nil, err
 	}
-	return append([]byte("# Written by nodectl gen prometheus; run it again when nodes join or leave.\n"), data...), nil
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
 }
