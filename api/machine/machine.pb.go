@@ -170,6 +170,1062 @@ func (ApplyMode) EnumDescriptor() ([]byte, []int) {
 	return file_machine_machine_proto_rawDescGZIP(), []int{1}
 }
 
+type ProcessesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProcessesRequest) Reset() {
+	*x = ProcessesRequest{}
+	mi := &file_machine_machine_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProcessesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProcessesRequest) ProtoMessage() {}
+
+func (x *ProcessesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProcessesRequest.ProtoReflect.Descriptor instead.
+func (*ProcessesRequest) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{0}
+}
+
+type Process struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Pid     int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	Ppid    int32                  `protobuf:"varint,2,opt,name=ppid,proto3" json:"ppid,omitempty"`
+	State   string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	Command string                 `protobuf:"bytes,4,opt,name=command,proto3" json:"command,omitempty"`
+	// args is the command line (empty for kernel threads).
+	Args          []string               `protobuf:"bytes,5,rep,name=args,proto3" json:"args,omitempty"`
+	Threads       int32                  `protobuf:"varint,6,opt,name=threads,proto3" json:"threads,omitempty"`
+	CpuSeconds    float64                `protobuf:"fixed64,7,opt,name=cpu_seconds,json=cpuSeconds,proto3" json:"cpu_seconds,omitempty"`
+	ResidentBytes uint64                 `protobuf:"varint,8,opt,name=resident_bytes,json=residentBytes,proto3" json:"resident_bytes,omitempty"`
+	VirtualBytes  uint64                 `protobuf:"varint,9,opt,name=virtual_bytes,json=virtualBytes,proto3" json:"virtual_bytes,omitempty"`
+	Started       *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=started,proto3" json:"started,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Process) Reset() {
+	*x = Process{}
+	mi := &file_machine_machine_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Process) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Process) ProtoMessage() {}
+
+func (x *Process) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Process.ProtoReflect.Descriptor instead.
+func (*Process) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Process) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *Process) GetPpid() int32 {
+	if x != nil {
+		return x.Ppid
+	}
+	return 0
+}
+
+func (x *Process) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Process) GetCommand() string {
+	if x != nil {
+		return x.Command
+	}
+	return ""
+}
+
+func (x *Process) GetArgs() []string {
+	if x != nil {
+		return x.Args
+	}
+	return nil
+}
+
+func (x *Process) GetThreads() int32 {
+	if x != nil {
+		return x.Threads
+	}
+	return 0
+}
+
+func (x *Process) GetCpuSeconds() float64 {
+	if x != nil {
+		return x.CpuSeconds
+	}
+	return 0
+}
+
+func (x *Process) GetResidentBytes() uint64 {
+	if x != nil {
+		return x.ResidentBytes
+	}
+	return 0
+}
+
+func (x *Process) GetVirtualBytes() uint64 {
+	if x != nil {
+		return x.VirtualBytes
+	}
+	return 0
+}
+
+func (x *Process) GetStarted() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Started
+	}
+	return nil
+}
+
+type ProcessesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Processes     []*Process             `protobuf:"bytes,1,rep,name=processes,proto3" json:"processes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProcessesResponse) Reset() {
+	*x = ProcessesResponse{}
+	mi := &file_machine_machine_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProcessesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProcessesResponse) ProtoMessage() {}
+
+func (x *ProcessesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProcessesResponse.ProtoReflect.Descriptor instead.
+func (*ProcessesResponse) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ProcessesResponse) GetProcesses() []*Process {
+	if x != nil {
+		return x.Processes
+	}
+	return nil
+}
+
+type MemoryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemoryRequest) Reset() {
+	*x = MemoryRequest{}
+	mi := &file_machine_machine_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemoryRequest) ProtoMessage() {}
+
+func (x *MemoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemoryRequest.ProtoReflect.Descriptor instead.
+func (*MemoryRequest) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{3}
+}
+
+type MemoryResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	TotalBytes     uint64                 `protobuf:"varint,1,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`
+	FreeBytes      uint64                 `protobuf:"varint,2,opt,name=free_bytes,json=freeBytes,proto3" json:"free_bytes,omitempty"`
+	AvailableBytes uint64                 `protobuf:"varint,3,opt,name=available_bytes,json=availableBytes,proto3" json:"available_bytes,omitempty"`
+	BuffersBytes   uint64                 `protobuf:"varint,4,opt,name=buffers_bytes,json=buffersBytes,proto3" json:"buffers_bytes,omitempty"`
+	CachedBytes    uint64                 `protobuf:"varint,5,opt,name=cached_bytes,json=cachedBytes,proto3" json:"cached_bytes,omitempty"`
+	SwapTotalBytes uint64                 `protobuf:"varint,6,opt,name=swap_total_bytes,json=swapTotalBytes,proto3" json:"swap_total_bytes,omitempty"`
+	SwapFreeBytes  uint64                 `protobuf:"varint,7,opt,name=swap_free_bytes,json=swapFreeBytes,proto3" json:"swap_free_bytes,omitempty"`
+	ShmemBytes     uint64                 `protobuf:"varint,8,opt,name=shmem_bytes,json=shmemBytes,proto3" json:"shmem_bytes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *MemoryResponse) Reset() {
+	*x = MemoryResponse{}
+	mi := &file_machine_machine_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemoryResponse) ProtoMessage() {}
+
+func (x *MemoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemoryResponse.ProtoReflect.Descriptor instead.
+func (*MemoryResponse) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *MemoryResponse) GetTotalBytes() uint64 {
+	if x != nil {
+		return x.TotalBytes
+	}
+	return 0
+}
+
+func (x *MemoryResponse) GetFreeBytes() uint64 {
+	if x != nil {
+		return x.FreeBytes
+	}
+	return 0
+}
+
+func (x *MemoryResponse) GetAvailableBytes() uint64 {
+	if x != nil {
+		return x.AvailableBytes
+	}
+	return 0
+}
+
+func (x *MemoryResponse) GetBuffersBytes() uint64 {
+	if x != nil {
+		return x.BuffersBytes
+	}
+	return 0
+}
+
+func (x *MemoryResponse) GetCachedBytes() uint64 {
+	if x != nil {
+		return x.CachedBytes
+	}
+	return 0
+}
+
+func (x *MemoryResponse) GetSwapTotalBytes() uint64 {
+	if x != nil {
+		return x.SwapTotalBytes
+	}
+	return 0
+}
+
+func (x *MemoryResponse) GetSwapFreeBytes() uint64 {
+	if x != nil {
+		return x.SwapFreeBytes
+	}
+	return 0
+}
+
+func (x *MemoryResponse) GetShmemBytes() uint64 {
+	if x != nil {
+		return x.ShmemBytes
+	}
+	return 0
+}
+
+type MountsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MountsRequest) Reset() {
+	*x = MountsRequest{}
+	mi := &file_machine_machine_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MountsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MountsRequest) ProtoMessage() {}
+
+func (x *MountsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MountsRequest.ProtoReflect.Descriptor instead.
+func (*MountsRequest) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{5}
+}
+
+type Mount struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Source  string                 `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	Target  string                 `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	Fstype  string                 `protobuf:"bytes,3,opt,name=fstype,proto3" json:"fstype,omitempty"`
+	Options string                 `protobuf:"bytes,4,opt,name=options,proto3" json:"options,omitempty"`
+	// size, used and available bytes of the filesystem (0 when it cannot be
+	// asked).
+	SizeBytes      uint64 `protobuf:"varint,5,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	UsedBytes      uint64 `protobuf:"varint,6,opt,name=used_bytes,json=usedBytes,proto3" json:"used_bytes,omitempty"`
+	AvailableBytes uint64 `protobuf:"varint,7,opt,name=available_bytes,json=availableBytes,proto3" json:"available_bytes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Mount) Reset() {
+	*x = Mount{}
+	mi := &file_machine_machine_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Mount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Mount) ProtoMessage() {}
+
+func (x *Mount) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Mount.ProtoReflect.Descriptor instead.
+func (*Mount) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Mount) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Mount) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *Mount) GetFstype() string {
+	if x != nil {
+		return x.Fstype
+	}
+	return ""
+}
+
+func (x *Mount) GetOptions() string {
+	if x != nil {
+		return x.Options
+	}
+	return ""
+}
+
+func (x *Mount) GetSizeBytes() uint64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *Mount) GetUsedBytes() uint64 {
+	if x != nil {
+		return x.UsedBytes
+	}
+	return 0
+}
+
+func (x *Mount) GetAvailableBytes() uint64 {
+	if x != nil {
+		return x.AvailableBytes
+	}
+	return 0
+}
+
+type MountsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Mounts        []*Mount               `protobuf:"bytes,1,rep,name=mounts,proto3" json:"mounts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MountsResponse) Reset() {
+	*x = MountsResponse{}
+	mi := &file_machine_machine_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MountsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MountsResponse) ProtoMessage() {}
+
+func (x *MountsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MountsResponse.ProtoReflect.Descriptor instead.
+func (*MountsResponse) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *MountsResponse) GetMounts() []*Mount {
+	if x != nil {
+		return x.Mounts
+	}
+	return nil
+}
+
+type NetstatRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// listening lists only listening TCP sockets and bound UDP ones.
+	Listening     bool `protobuf:"varint,1,opt,name=listening,proto3" json:"listening,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetstatRequest) Reset() {
+	*x = NetstatRequest{}
+	mi := &file_machine_machine_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetstatRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetstatRequest) ProtoMessage() {}
+
+func (x *NetstatRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetstatRequest.ProtoReflect.Descriptor instead.
+func (*NetstatRequest) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *NetstatRequest) GetListening() bool {
+	if x != nil {
+		return x.Listening
+	}
+	return false
+}
+
+type Socket struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// protocol is tcp, tcp6, udp or udp6.
+	Protocol string `protobuf:"bytes,1,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	Local    string `protobuf:"bytes,2,opt,name=local,proto3" json:"local,omitempty"`
+	Remote   string `protobuf:"bytes,3,opt,name=remote,proto3" json:"remote,omitempty"`
+	State    string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	Inode    uint64 `protobuf:"varint,5,opt,name=inode,proto3" json:"inode,omitempty"`
+	// pid and command of the process holding it (0 and "" when not found).
+	Pid           int32  `protobuf:"varint,6,opt,name=pid,proto3" json:"pid,omitempty"`
+	Command       string `protobuf:"bytes,7,opt,name=command,proto3" json:"command,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Socket) Reset() {
+	*x = Socket{}
+	mi := &file_machine_machine_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Socket) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Socket) ProtoMessage() {}
+
+func (x *Socket) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Socket.ProtoReflect.Descriptor instead.
+func (*Socket) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Socket) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *Socket) GetLocal() string {
+	if x != nil {
+		return x.Local
+	}
+	return ""
+}
+
+func (x *Socket) GetRemote() string {
+	if x != nil {
+		return x.Remote
+	}
+	return ""
+}
+
+func (x *Socket) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Socket) GetInode() uint64 {
+	if x != nil {
+		return x.Inode
+	}
+	return 0
+}
+
+func (x *Socket) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *Socket) GetCommand() string {
+	if x != nil {
+		return x.Command
+	}
+	return ""
+}
+
+type NetstatResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sockets       []*Socket              `protobuf:"bytes,1,rep,name=sockets,proto3" json:"sockets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetstatResponse) Reset() {
+	*x = NetstatResponse{}
+	mi := &file_machine_machine_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetstatResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetstatResponse) ProtoMessage() {}
+
+func (x *NetstatResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetstatResponse.ProtoReflect.Descriptor instead.
+func (*NetstatResponse) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *NetstatResponse) GetSockets() []*Socket {
+	if x != nil {
+		return x.Sockets
+	}
+	return nil
+}
+
+type UsageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageRequest) Reset() {
+	*x = UsageRequest{}
+	mi := &file_machine_machine_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageRequest) ProtoMessage() {}
+
+func (x *UsageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageRequest.ProtoReflect.Descriptor instead.
+func (*UsageRequest) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{11}
+}
+
+type DirectoryUsage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is STATE, EPHEMERAL or a directory inside one (STATE/logs, …).
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Path          string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	Bytes         uint64 `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Files         uint64 `protobuf:"varint,4,opt,name=files,proto3" json:"files,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DirectoryUsage) Reset() {
+	*x = DirectoryUsage{}
+	mi := &file_machine_machine_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DirectoryUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DirectoryUsage) ProtoMessage() {}
+
+func (x *DirectoryUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DirectoryUsage.ProtoReflect.Descriptor instead.
+func (*DirectoryUsage) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *DirectoryUsage) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DirectoryUsage) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *DirectoryUsage) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *DirectoryUsage) GetFiles() uint64 {
+	if x != nil {
+		return x.Files
+	}
+	return 0
+}
+
+type UsageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// filesystems: STATE's and EPHEMERAL's (size, used, available).
+	Filesystems   []*Mount          `protobuf:"bytes,1,rep,name=filesystems,proto3" json:"filesystems,omitempty"`
+	Directories   []*DirectoryUsage `protobuf:"bytes,2,rep,name=directories,proto3" json:"directories,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageResponse) Reset() {
+	*x = UsageResponse{}
+	mi := &file_machine_machine_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageResponse) ProtoMessage() {}
+
+func (x *UsageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageResponse.ProtoReflect.Descriptor instead.
+func (*UsageResponse) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *UsageResponse) GetFilesystems() []*Mount {
+	if x != nil {
+		return x.Filesystems
+	}
+	return nil
+}
+
+func (x *UsageResponse) GetDirectories() []*DirectoryUsage {
+	if x != nil {
+		return x.Directories
+	}
+	return nil
+}
+
+type ReadRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadRequest) Reset() {
+	*x = ReadRequest{}
+	mi := &file_machine_machine_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadRequest) ProtoMessage() {}
+
+func (x *ReadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
+func (*ReadRequest) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ReadRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+type ListRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRequest) Reset() {
+	*x = ListRequest{}
+	mi := &file_machine_machine_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRequest) ProtoMessage() {}
+
+func (x *ListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
+func (*ListRequest) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ListRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+type FileInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Size          uint64                 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	Mode          string                 `protobuf:"bytes,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	Modified      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=modified,proto3" json:"modified,omitempty"`
+	Directory     bool                   `protobuf:"varint,5,opt,name=directory,proto3" json:"directory,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileInfo) Reset() {
+	*x = FileInfo{}
+	mi := &file_machine_machine_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileInfo) ProtoMessage() {}
+
+func (x *FileInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileInfo.ProtoReflect.Descriptor instead.
+func (*FileInfo) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *FileInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *FileInfo) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *FileInfo) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *FileInfo) GetModified() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Modified
+	}
+	return nil
+}
+
+func (x *FileInfo) GetDirectory() bool {
+	if x != nil {
+		return x.Directory
+	}
+	return false
+}
+
+type ListResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Files         []*FileInfo            `protobuf:"bytes,1,rep,name=files,proto3" json:"files,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListResponse) Reset() {
+	*x = ListResponse{}
+	mi := &file_machine_machine_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListResponse) ProtoMessage() {}
+
+func (x *ListResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
+func (*ListResponse) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ListResponse) GetFiles() []*FileInfo {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
 type EventsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// follow keeps the stream open and sends new events as they happen.
@@ -184,7 +1240,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_machine_machine_proto_msgTypes[0]
+	mi := &file_machine_machine_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -196,7 +1252,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[0]
+	mi := &file_machine_machine_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -209,7 +1265,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{0}
+	return file_machine_machine_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *EventsRequest) GetFollow() bool {
@@ -249,7 +1305,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_machine_machine_proto_msgTypes[1]
+	mi := &file_machine_machine_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -261,7 +1317,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[1]
+	mi := &file_machine_machine_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -274,7 +1330,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{1}
+	return file_machine_machine_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Event) GetId() uint64 {
@@ -332,7 +1388,7 @@ type UpgradeRequest struct {
 
 func (x *UpgradeRequest) Reset() {
 	*x = UpgradeRequest{}
-	mi := &file_machine_machine_proto_msgTypes[2]
+	mi := &file_machine_machine_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -344,7 +1400,7 @@ func (x *UpgradeRequest) String() string {
 func (*UpgradeRequest) ProtoMessage() {}
 
 func (x *UpgradeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[2]
+	mi := &file_machine_machine_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -357,7 +1413,7 @@ func (x *UpgradeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpgradeRequest.ProtoReflect.Descriptor instead.
 func (*UpgradeRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{2}
+	return file_machine_machine_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UpgradeRequest) GetMsg() isUpgradeRequest_Msg {
@@ -423,7 +1479,7 @@ type UpgradeStart struct {
 
 func (x *UpgradeStart) Reset() {
 	*x = UpgradeStart{}
-	mi := &file_machine_machine_proto_msgTypes[3]
+	mi := &file_machine_machine_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -435,7 +1491,7 @@ func (x *UpgradeStart) String() string {
 func (*UpgradeStart) ProtoMessage() {}
 
 func (x *UpgradeStart) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[3]
+	mi := &file_machine_machine_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -448,7 +1504,7 @@ func (x *UpgradeStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpgradeStart.ProtoReflect.Descriptor instead.
 func (*UpgradeStart) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{3}
+	return file_machine_machine_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UpgradeStart) GetManifest() []byte {
@@ -498,7 +1554,7 @@ type UpgradeChunk struct {
 
 func (x *UpgradeChunk) Reset() {
 	*x = UpgradeChunk{}
-	mi := &file_machine_machine_proto_msgTypes[4]
+	mi := &file_machine_machine_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -510,7 +1566,7 @@ func (x *UpgradeChunk) String() string {
 func (*UpgradeChunk) ProtoMessage() {}
 
 func (x *UpgradeChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[4]
+	mi := &file_machine_machine_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -523,7 +1579,7 @@ func (x *UpgradeChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpgradeChunk.ProtoReflect.Descriptor instead.
 func (*UpgradeChunk) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{4}
+	return file_machine_machine_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UpgradeChunk) GetPart() string {
@@ -556,7 +1612,7 @@ type UpgradeResponse struct {
 
 func (x *UpgradeResponse) Reset() {
 	*x = UpgradeResponse{}
-	mi := &file_machine_machine_proto_msgTypes[5]
+	mi := &file_machine_machine_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -568,7 +1624,7 @@ func (x *UpgradeResponse) String() string {
 func (*UpgradeResponse) ProtoMessage() {}
 
 func (x *UpgradeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[5]
+	mi := &file_machine_machine_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -581,7 +1637,7 @@ func (x *UpgradeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpgradeResponse.ProtoReflect.Descriptor instead.
 func (*UpgradeResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{5}
+	return file_machine_machine_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *UpgradeResponse) GetWanted() []string {
@@ -623,7 +1679,7 @@ type RollbackRequest struct {
 
 func (x *RollbackRequest) Reset() {
 	*x = RollbackRequest{}
-	mi := &file_machine_machine_proto_msgTypes[6]
+	mi := &file_machine_machine_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -635,7 +1691,7 @@ func (x *RollbackRequest) String() string {
 func (*RollbackRequest) ProtoMessage() {}
 
 func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[6]
+	mi := &file_machine_machine_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -648,7 +1704,7 @@ func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{6}
+	return file_machine_machine_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RollbackRequest) GetStage() bool {
@@ -676,7 +1732,7 @@ type RollbackResponse struct {
 
 func (x *RollbackResponse) Reset() {
 	*x = RollbackResponse{}
-	mi := &file_machine_machine_proto_msgTypes[7]
+	mi := &file_machine_machine_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -688,7 +1744,7 @@ func (x *RollbackResponse) String() string {
 func (*RollbackResponse) ProtoMessage() {}
 
 func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[7]
+	mi := &file_machine_machine_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -701,7 +1757,7 @@ func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackResponse.ProtoReflect.Descriptor instead.
 func (*RollbackResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{7}
+	return file_machine_machine_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RollbackResponse) GetSlot() string {
@@ -733,7 +1789,7 @@ type UpgradeStatusRequest struct {
 
 func (x *UpgradeStatusRequest) Reset() {
 	*x = UpgradeStatusRequest{}
-	mi := &file_machine_machine_proto_msgTypes[8]
+	mi := &file_machine_machine_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -745,7 +1801,7 @@ func (x *UpgradeStatusRequest) String() string {
 func (*UpgradeStatusRequest) ProtoMessage() {}
 
 func (x *UpgradeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[8]
+	mi := &file_machine_machine_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -758,7 +1814,7 @@ func (x *UpgradeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpgradeStatusRequest.ProtoReflect.Descriptor instead.
 func (*UpgradeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{8}
+	return file_machine_machine_proto_rawDescGZIP(), []int{26}
 }
 
 type SlotInfo struct {
@@ -778,7 +1834,7 @@ type SlotInfo struct {
 
 func (x *SlotInfo) Reset() {
 	*x = SlotInfo{}
-	mi := &file_machine_machine_proto_msgTypes[9]
+	mi := &file_machine_machine_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -790,7 +1846,7 @@ func (x *SlotInfo) String() string {
 func (*SlotInfo) ProtoMessage() {}
 
 func (x *SlotInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[9]
+	mi := &file_machine_machine_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -803,7 +1859,7 @@ func (x *SlotInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotInfo.ProtoReflect.Descriptor instead.
 func (*SlotInfo) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{9}
+	return file_machine_machine_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SlotInfo) GetName() string {
@@ -867,7 +1923,7 @@ type UpgradeAttempt struct {
 
 func (x *UpgradeAttempt) Reset() {
 	*x = UpgradeAttempt{}
-	mi := &file_machine_machine_proto_msgTypes[10]
+	mi := &file_machine_machine_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -879,7 +1935,7 @@ func (x *UpgradeAttempt) String() string {
 func (*UpgradeAttempt) ProtoMessage() {}
 
 func (x *UpgradeAttempt) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[10]
+	mi := &file_machine_machine_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -892,7 +1948,7 @@ func (x *UpgradeAttempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpgradeAttempt.ProtoReflect.Descriptor instead.
 func (*UpgradeAttempt) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{10}
+	return file_machine_machine_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *UpgradeAttempt) GetKind() string {
@@ -975,7 +2031,7 @@ type UpgradeStatusResponse struct {
 
 func (x *UpgradeStatusResponse) Reset() {
 	*x = UpgradeStatusResponse{}
-	mi := &file_machine_machine_proto_msgTypes[11]
+	mi := &file_machine_machine_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -987,7 +2043,7 @@ func (x *UpgradeStatusResponse) String() string {
 func (*UpgradeStatusResponse) ProtoMessage() {}
 
 func (x *UpgradeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[11]
+	mi := &file_machine_machine_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1000,7 +2056,7 @@ func (x *UpgradeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpgradeStatusResponse.ProtoReflect.Descriptor instead.
 func (*UpgradeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{11}
+	return file_machine_machine_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *UpgradeStatusResponse) GetSlot() string {
@@ -1053,7 +2109,7 @@ type TimeStatusRequest struct {
 
 func (x *TimeStatusRequest) Reset() {
 	*x = TimeStatusRequest{}
-	mi := &file_machine_machine_proto_msgTypes[12]
+	mi := &file_machine_machine_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1065,7 +2121,7 @@ func (x *TimeStatusRequest) String() string {
 func (*TimeStatusRequest) ProtoMessage() {}
 
 func (x *TimeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[12]
+	mi := &file_machine_machine_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1078,7 +2134,7 @@ func (x *TimeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeStatusRequest.ProtoReflect.Descriptor instead.
 func (*TimeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{12}
+	return file_machine_machine_proto_rawDescGZIP(), []int{30}
 }
 
 type TimeStatusResponse struct {
@@ -1104,7 +2160,7 @@ type TimeStatusResponse struct {
 
 func (x *TimeStatusResponse) Reset() {
 	*x = TimeStatusResponse{}
-	mi := &file_machine_machine_proto_msgTypes[13]
+	mi := &file_machine_machine_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1116,7 +2172,7 @@ func (x *TimeStatusResponse) String() string {
 func (*TimeStatusResponse) ProtoMessage() {}
 
 func (x *TimeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[13]
+	mi := &file_machine_machine_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1129,7 +2185,7 @@ func (x *TimeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeStatusResponse.ProtoReflect.Descriptor instead.
 func (*TimeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{13}
+	return file_machine_machine_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *TimeStatusResponse) GetSynced() bool {
@@ -1210,7 +2266,7 @@ type NetworkStatusRequest struct {
 
 func (x *NetworkStatusRequest) Reset() {
 	*x = NetworkStatusRequest{}
-	mi := &file_machine_machine_proto_msgTypes[14]
+	mi := &file_machine_machine_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1222,7 +2278,7 @@ func (x *NetworkStatusRequest) String() string {
 func (*NetworkStatusRequest) ProtoMessage() {}
 
 func (x *NetworkStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[14]
+	mi := &file_machine_machine_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1235,7 +2291,7 @@ func (x *NetworkStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkStatusRequest.ProtoReflect.Descriptor instead.
 func (*NetworkStatusRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{14}
+	return file_machine_machine_proto_rawDescGZIP(), []int{32}
 }
 
 type NetworkLink struct {
@@ -1253,7 +2309,7 @@ type NetworkLink struct {
 
 func (x *NetworkLink) Reset() {
 	*x = NetworkLink{}
-	mi := &file_machine_machine_proto_msgTypes[15]
+	mi := &file_machine_machine_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1265,7 +2321,7 @@ func (x *NetworkLink) String() string {
 func (*NetworkLink) ProtoMessage() {}
 
 func (x *NetworkLink) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[15]
+	mi := &file_machine_machine_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1278,7 +2334,7 @@ func (x *NetworkLink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkLink.ProtoReflect.Descriptor instead.
 func (*NetworkLink) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{15}
+	return file_machine_machine_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *NetworkLink) GetName() string {
@@ -1338,7 +2394,7 @@ type NetworkAddress struct {
 
 func (x *NetworkAddress) Reset() {
 	*x = NetworkAddress{}
-	mi := &file_machine_machine_proto_msgTypes[16]
+	mi := &file_machine_machine_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1350,7 +2406,7 @@ func (x *NetworkAddress) String() string {
 func (*NetworkAddress) ProtoMessage() {}
 
 func (x *NetworkAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[16]
+	mi := &file_machine_machine_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1363,7 +2419,7 @@ func (x *NetworkAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkAddress.ProtoReflect.Descriptor instead.
 func (*NetworkAddress) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{16}
+	return file_machine_machine_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *NetworkAddress) GetLink() string {
@@ -1409,7 +2465,7 @@ type NetworkRoute struct {
 
 func (x *NetworkRoute) Reset() {
 	*x = NetworkRoute{}
-	mi := &file_machine_machine_proto_msgTypes[17]
+	mi := &file_machine_machine_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1421,7 +2477,7 @@ func (x *NetworkRoute) String() string {
 func (*NetworkRoute) ProtoMessage() {}
 
 func (x *NetworkRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[17]
+	mi := &file_machine_machine_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1434,7 +2490,7 @@ func (x *NetworkRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkRoute.ProtoReflect.Descriptor instead.
 func (*NetworkRoute) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{17}
+	return file_machine_machine_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *NetworkRoute) GetDestination() string {
@@ -1491,7 +2547,7 @@ type DHCPLease struct {
 
 func (x *DHCPLease) Reset() {
 	*x = DHCPLease{}
-	mi := &file_machine_machine_proto_msgTypes[18]
+	mi := &file_machine_machine_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1503,7 +2559,7 @@ func (x *DHCPLease) String() string {
 func (*DHCPLease) ProtoMessage() {}
 
 func (x *DHCPLease) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[18]
+	mi := &file_machine_machine_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1516,7 +2572,7 @@ func (x *DHCPLease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DHCPLease.ProtoReflect.Descriptor instead.
 func (*DHCPLease) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{18}
+	return file_machine_machine_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *DHCPLease) GetLink() string {
@@ -1604,7 +2660,7 @@ type NetworkStatusResponse struct {
 
 func (x *NetworkStatusResponse) Reset() {
 	*x = NetworkStatusResponse{}
-	mi := &file_machine_machine_proto_msgTypes[19]
+	mi := &file_machine_machine_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1616,7 +2672,7 @@ func (x *NetworkStatusResponse) String() string {
 func (*NetworkStatusResponse) ProtoMessage() {}
 
 func (x *NetworkStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[19]
+	mi := &file_machine_machine_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1629,7 +2685,7 @@ func (x *NetworkStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkStatusResponse.ProtoReflect.Descriptor instead.
 func (*NetworkStatusResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{19}
+	return file_machine_machine_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *NetworkStatusResponse) GetLinks() []*NetworkLink {
@@ -1682,7 +2738,7 @@ type VersionRequest struct {
 
 func (x *VersionRequest) Reset() {
 	*x = VersionRequest{}
-	mi := &file_machine_machine_proto_msgTypes[20]
+	mi := &file_machine_machine_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1694,7 +2750,7 @@ func (x *VersionRequest) String() string {
 func (*VersionRequest) ProtoMessage() {}
 
 func (x *VersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[20]
+	mi := &file_machine_machine_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1707,7 +2763,7 @@ func (x *VersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionRequest.ProtoReflect.Descriptor instead.
 func (*VersionRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{20}
+	return file_machine_machine_proto_rawDescGZIP(), []int{38}
 }
 
 type VersionResponse struct {
@@ -1734,7 +2790,7 @@ type VersionResponse struct {
 
 func (x *VersionResponse) Reset() {
 	*x = VersionResponse{}
-	mi := &file_machine_machine_proto_msgTypes[21]
+	mi := &file_machine_machine_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1746,7 +2802,7 @@ func (x *VersionResponse) String() string {
 func (*VersionResponse) ProtoMessage() {}
 
 func (x *VersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[21]
+	mi := &file_machine_machine_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1759,7 +2815,7 @@ func (x *VersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionResponse.ProtoReflect.Descriptor instead.
 func (*VersionResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{21}
+	return file_machine_machine_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *VersionResponse) GetVersion() string {
@@ -1848,7 +2904,7 @@ type ApplyConfigurationRequest struct {
 
 func (x *ApplyConfigurationRequest) Reset() {
 	*x = ApplyConfigurationRequest{}
-	mi := &file_machine_machine_proto_msgTypes[22]
+	mi := &file_machine_machine_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1860,7 +2916,7 @@ func (x *ApplyConfigurationRequest) String() string {
 func (*ApplyConfigurationRequest) ProtoMessage() {}
 
 func (x *ApplyConfigurationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[22]
+	mi := &file_machine_machine_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1873,7 +2929,7 @@ func (x *ApplyConfigurationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyConfigurationRequest.ProtoReflect.Descriptor instead.
 func (*ApplyConfigurationRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{22}
+	return file_machine_machine_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ApplyConfigurationRequest) GetData() []byte {
@@ -1919,7 +2975,7 @@ type ApplyConfigurationResponse struct {
 
 func (x *ApplyConfigurationResponse) Reset() {
 	*x = ApplyConfigurationResponse{}
-	mi := &file_machine_machine_proto_msgTypes[23]
+	mi := &file_machine_machine_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1931,7 +2987,7 @@ func (x *ApplyConfigurationResponse) String() string {
 func (*ApplyConfigurationResponse) ProtoMessage() {}
 
 func (x *ApplyConfigurationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[23]
+	mi := &file_machine_machine_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1944,7 +3000,7 @@ func (x *ApplyConfigurationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyConfigurationResponse.ProtoReflect.Descriptor instead.
 func (*ApplyConfigurationResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{23}
+	return file_machine_machine_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ApplyConfigurationResponse) GetMode() ApplyMode {
@@ -1983,7 +3039,7 @@ type GetConfigurationRequest struct {
 
 func (x *GetConfigurationRequest) Reset() {
 	*x = GetConfigurationRequest{}
-	mi := &file_machine_machine_proto_msgTypes[24]
+	mi := &file_machine_machine_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1995,7 +3051,7 @@ func (x *GetConfigurationRequest) String() string {
 func (*GetConfigurationRequest) ProtoMessage() {}
 
 func (x *GetConfigurationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[24]
+	mi := &file_machine_machine_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2008,7 +3064,7 @@ func (x *GetConfigurationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigurationRequest.ProtoReflect.Descriptor instead.
 func (*GetConfigurationRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{24}
+	return file_machine_machine_proto_rawDescGZIP(), []int{42}
 }
 
 type GetConfigurationResponse struct {
@@ -2023,7 +3079,7 @@ type GetConfigurationResponse struct {
 
 func (x *GetConfigurationResponse) Reset() {
 	*x = GetConfigurationResponse{}
-	mi := &file_machine_machine_proto_msgTypes[25]
+	mi := &file_machine_machine_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2035,7 +3091,7 @@ func (x *GetConfigurationResponse) String() string {
 func (*GetConfigurationResponse) ProtoMessage() {}
 
 func (x *GetConfigurationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[25]
+	mi := &file_machine_machine_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2048,7 +3104,7 @@ func (x *GetConfigurationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigurationResponse.ProtoReflect.Descriptor instead.
 func (*GetConfigurationResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{25}
+	return file_machine_machine_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GetConfigurationResponse) GetData() []byte {
@@ -2080,7 +3136,7 @@ type ServiceListRequest struct {
 
 func (x *ServiceListRequest) Reset() {
 	*x = ServiceListRequest{}
-	mi := &file_machine_machine_proto_msgTypes[26]
+	mi := &file_machine_machine_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2092,7 +3148,7 @@ func (x *ServiceListRequest) String() string {
 func (*ServiceListRequest) ProtoMessage() {}
 
 func (x *ServiceListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[26]
+	mi := &file_machine_machine_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2105,7 +3161,7 @@ func (x *ServiceListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceListRequest.ProtoReflect.Descriptor instead.
 func (*ServiceListRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{26}
+	return file_machine_machine_proto_rawDescGZIP(), []int{44}
 }
 
 type ServiceEvent struct {
@@ -2119,7 +3175,7 @@ type ServiceEvent struct {
 
 func (x *ServiceEvent) Reset() {
 	*x = ServiceEvent{}
-	mi := &file_machine_machine_proto_msgTypes[27]
+	mi := &file_machine_machine_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2131,7 +3187,7 @@ func (x *ServiceEvent) String() string {
 func (*ServiceEvent) ProtoMessage() {}
 
 func (x *ServiceEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[27]
+	mi := &file_machine_machine_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2144,7 +3200,7 @@ func (x *ServiceEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceEvent.ProtoReflect.Descriptor instead.
 func (*ServiceEvent) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{27}
+	return file_machine_machine_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ServiceEvent) GetTime() *timestamppb.Timestamp {
@@ -2180,7 +3236,7 @@ type ServiceHealth struct {
 
 func (x *ServiceHealth) Reset() {
 	*x = ServiceHealth{}
-	mi := &file_machine_machine_proto_msgTypes[28]
+	mi := &file_machine_machine_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2192,7 +3248,7 @@ func (x *ServiceHealth) String() string {
 func (*ServiceHealth) ProtoMessage() {}
 
 func (x *ServiceHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[28]
+	mi := &file_machine_machine_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2205,7 +3261,7 @@ func (x *ServiceHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceHealth.ProtoReflect.Descriptor instead.
 func (*ServiceHealth) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{28}
+	return file_machine_machine_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ServiceHealth) GetUnknown() bool {
@@ -2244,7 +3300,7 @@ type ServiceInfo struct {
 
 func (x *ServiceInfo) Reset() {
 	*x = ServiceInfo{}
-	mi := &file_machine_machine_proto_msgTypes[29]
+	mi := &file_machine_machine_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2256,7 +3312,7 @@ func (x *ServiceInfo) String() string {
 func (*ServiceInfo) ProtoMessage() {}
 
 func (x *ServiceInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[29]
+	mi := &file_machine_machine_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2269,7 +3325,7 @@ func (x *ServiceInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceInfo.ProtoReflect.Descriptor instead.
 func (*ServiceInfo) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{29}
+	return file_machine_machine_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ServiceInfo) GetId() string {
@@ -2330,7 +3386,7 @@ type ServiceListResponse struct {
 
 func (x *ServiceListResponse) Reset() {
 	*x = ServiceListResponse{}
-	mi := &file_machine_machine_proto_msgTypes[30]
+	mi := &file_machine_machine_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2342,7 +3398,7 @@ func (x *ServiceListResponse) String() string {
 func (*ServiceListResponse) ProtoMessage() {}
 
 func (x *ServiceListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[30]
+	mi := &file_machine_machine_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2355,7 +3411,7 @@ func (x *ServiceListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceListResponse.ProtoReflect.Descriptor instead.
 func (*ServiceListResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{30}
+	return file_machine_machine_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ServiceListResponse) GetServices() []*ServiceInfo {
@@ -2374,7 +3430,7 @@ type ServiceActionRequest struct {
 
 func (x *ServiceActionRequest) Reset() {
 	*x = ServiceActionRequest{}
-	mi := &file_machine_machine_proto_msgTypes[31]
+	mi := &file_machine_machine_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2386,7 +3442,7 @@ func (x *ServiceActionRequest) String() string {
 func (*ServiceActionRequest) ProtoMessage() {}
 
 func (x *ServiceActionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[31]
+	mi := &file_machine_machine_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2399,7 +3455,7 @@ func (x *ServiceActionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceActionRequest.ProtoReflect.Descriptor instead.
 func (*ServiceActionRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{31}
+	return file_machine_machine_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ServiceActionRequest) GetId() string {
@@ -2418,7 +3474,7 @@ type ServiceActionResponse struct {
 
 func (x *ServiceActionResponse) Reset() {
 	*x = ServiceActionResponse{}
-	mi := &file_machine_machine_proto_msgTypes[32]
+	mi := &file_machine_machine_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2430,7 +3486,7 @@ func (x *ServiceActionResponse) String() string {
 func (*ServiceActionResponse) ProtoMessage() {}
 
 func (x *ServiceActionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[32]
+	mi := &file_machine_machine_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2443,7 +3499,7 @@ func (x *ServiceActionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceActionResponse.ProtoReflect.Descriptor instead.
 func (*ServiceActionResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{32}
+	return file_machine_machine_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ServiceActionResponse) GetMessage() string {
@@ -2465,7 +3521,7 @@ type LogsRequest struct {
 
 func (x *LogsRequest) Reset() {
 	*x = LogsRequest{}
-	mi := &file_machine_machine_proto_msgTypes[33]
+	mi := &file_machine_machine_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2477,7 +3533,7 @@ func (x *LogsRequest) String() string {
 func (*LogsRequest) ProtoMessage() {}
 
 func (x *LogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[33]
+	mi := &file_machine_machine_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2490,7 +3546,7 @@ func (x *LogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsRequest.ProtoReflect.Descriptor instead.
 func (*LogsRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{33}
+	return file_machine_machine_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *LogsRequest) GetId() string {
@@ -2523,7 +3579,7 @@ type LogLine struct {
 
 func (x *LogLine) Reset() {
 	*x = LogLine{}
-	mi := &file_machine_machine_proto_msgTypes[34]
+	mi := &file_machine_machine_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2535,7 +3591,7 @@ func (x *LogLine) String() string {
 func (*LogLine) ProtoMessage() {}
 
 func (x *LogLine) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[34]
+	mi := &file_machine_machine_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2548,7 +3604,7 @@ func (x *LogLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogLine.ProtoReflect.Descriptor instead.
 func (*LogLine) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{34}
+	return file_machine_machine_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *LogLine) GetLine() string {
@@ -2568,7 +3624,7 @@ type DmesgRequest struct {
 
 func (x *DmesgRequest) Reset() {
 	*x = DmesgRequest{}
-	mi := &file_machine_machine_proto_msgTypes[35]
+	mi := &file_machine_machine_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2580,7 +3636,7 @@ func (x *DmesgRequest) String() string {
 func (*DmesgRequest) ProtoMessage() {}
 
 func (x *DmesgRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[35]
+	mi := &file_machine_machine_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2593,7 +3649,7 @@ func (x *DmesgRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DmesgRequest.ProtoReflect.Descriptor instead.
 func (*DmesgRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{35}
+	return file_machine_machine_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *DmesgRequest) GetFollow() bool {
@@ -2611,7 +3667,7 @@ type RebootRequest struct {
 
 func (x *RebootRequest) Reset() {
 	*x = RebootRequest{}
-	mi := &file_machine_machine_proto_msgTypes[36]
+	mi := &file_machine_machine_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2623,7 +3679,7 @@ func (x *RebootRequest) String() string {
 func (*RebootRequest) ProtoMessage() {}
 
 func (x *RebootRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[36]
+	mi := &file_machine_machine_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2636,7 +3692,7 @@ func (x *RebootRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebootRequest.ProtoReflect.Descriptor instead.
 func (*RebootRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{36}
+	return file_machine_machine_proto_rawDescGZIP(), []int{54}
 }
 
 type RebootResponse struct {
@@ -2647,7 +3703,7 @@ type RebootResponse struct {
 
 func (x *RebootResponse) Reset() {
 	*x = RebootResponse{}
-	mi := &file_machine_machine_proto_msgTypes[37]
+	mi := &file_machine_machine_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2659,7 +3715,7 @@ func (x *RebootResponse) String() string {
 func (*RebootResponse) ProtoMessage() {}
 
 func (x *RebootResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[37]
+	mi := &file_machine_machine_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2672,7 +3728,7 @@ func (x *RebootResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebootResponse.ProtoReflect.Descriptor instead.
 func (*RebootResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{37}
+	return file_machine_machine_proto_rawDescGZIP(), []int{55}
 }
 
 type ShutdownRequest struct {
@@ -2683,7 +3739,7 @@ type ShutdownRequest struct {
 
 func (x *ShutdownRequest) Reset() {
 	*x = ShutdownRequest{}
-	mi := &file_machine_machine_proto_msgTypes[38]
+	mi := &file_machine_machine_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2695,7 +3751,7 @@ func (x *ShutdownRequest) String() string {
 func (*ShutdownRequest) ProtoMessage() {}
 
 func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[38]
+	mi := &file_machine_machine_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2708,7 +3764,7 @@ func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownRequest.ProtoReflect.Descriptor instead.
 func (*ShutdownRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{38}
+	return file_machine_machine_proto_rawDescGZIP(), []int{56}
 }
 
 type ShutdownResponse struct {
@@ -2719,7 +3775,7 @@ type ShutdownResponse struct {
 
 func (x *ShutdownResponse) Reset() {
 	*x = ShutdownResponse{}
-	mi := &file_machine_machine_proto_msgTypes[39]
+	mi := &file_machine_machine_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2731,7 +3787,7 @@ func (x *ShutdownResponse) String() string {
 func (*ShutdownResponse) ProtoMessage() {}
 
 func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[39]
+	mi := &file_machine_machine_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2744,7 +3800,7 @@ func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownResponse.ProtoReflect.Descriptor instead.
 func (*ShutdownResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{39}
+	return file_machine_machine_proto_rawDescGZIP(), []int{57}
 }
 
 type ResetRequest struct {
@@ -2759,7 +3815,7 @@ type ResetRequest struct {
 
 func (x *ResetRequest) Reset() {
 	*x = ResetRequest{}
-	mi := &file_machine_machine_proto_msgTypes[40]
+	mi := &file_machine_machine_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2771,7 +3827,7 @@ func (x *ResetRequest) String() string {
 func (*ResetRequest) ProtoMessage() {}
 
 func (x *ResetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[40]
+	mi := &file_machine_machine_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2784,7 +3840,7 @@ func (x *ResetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetRequest.ProtoReflect.Descriptor instead.
 func (*ResetRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{40}
+	return file_machine_machine_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ResetRequest) GetGraceful() bool {
@@ -2809,7 +3865,7 @@ type ResetResponse struct {
 
 func (x *ResetResponse) Reset() {
 	*x = ResetResponse{}
-	mi := &file_machine_machine_proto_msgTypes[41]
+	mi := &file_machine_machine_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2821,7 +3877,7 @@ func (x *ResetResponse) String() string {
 func (*ResetResponse) ProtoMessage() {}
 
 func (x *ResetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[41]
+	mi := &file_machine_machine_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2834,7 +3890,7 @@ func (x *ResetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetResponse.ProtoReflect.Descriptor instead.
 func (*ResetResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{41}
+	return file_machine_machine_proto_rawDescGZIP(), []int{59}
 }
 
 type VIPStatusRequest struct {
@@ -2845,7 +3901,7 @@ type VIPStatusRequest struct {
 
 func (x *VIPStatusRequest) Reset() {
 	*x = VIPStatusRequest{}
-	mi := &file_machine_machine_proto_msgTypes[42]
+	mi := &file_machine_machine_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2857,7 +3913,7 @@ func (x *VIPStatusRequest) String() string {
 func (*VIPStatusRequest) ProtoMessage() {}
 
 func (x *VIPStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[42]
+	mi := &file_machine_machine_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2870,7 +3926,7 @@ func (x *VIPStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VIPStatusRequest.ProtoReflect.Descriptor instead.
 func (*VIPStatusRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{42}
+	return file_machine_machine_proto_rawDescGZIP(), []int{60}
 }
 
 type VIPStatusResponse struct {
@@ -2893,7 +3949,7 @@ type VIPStatusResponse struct {
 
 func (x *VIPStatusResponse) Reset() {
 	*x = VIPStatusResponse{}
-	mi := &file_machine_machine_proto_msgTypes[43]
+	mi := &file_machine_machine_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2905,7 +3961,7 @@ func (x *VIPStatusResponse) String() string {
 func (*VIPStatusResponse) ProtoMessage() {}
 
 func (x *VIPStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[43]
+	mi := &file_machine_machine_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2918,7 +3974,7 @@ func (x *VIPStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VIPStatusResponse.ProtoReflect.Descriptor instead.
 func (*VIPStatusResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{43}
+	return file_machine_machine_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *VIPStatusResponse) GetIp() string {
@@ -2978,7 +4034,7 @@ type KubeconfigRequest struct {
 
 func (x *KubeconfigRequest) Reset() {
 	*x = KubeconfigRequest{}
-	mi := &file_machine_machine_proto_msgTypes[44]
+	mi := &file_machine_machine_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2990,7 +4046,7 @@ func (x *KubeconfigRequest) String() string {
 func (*KubeconfigRequest) ProtoMessage() {}
 
 func (x *KubeconfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[44]
+	mi := &file_machine_machine_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3003,7 +4059,7 @@ func (x *KubeconfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubeconfigRequest.ProtoReflect.Descriptor instead.
 func (*KubeconfigRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{44}
+	return file_machine_machine_proto_rawDescGZIP(), []int{62}
 }
 
 type KubeconfigResponse struct {
@@ -3019,7 +4075,7 @@ type KubeconfigResponse struct {
 
 func (x *KubeconfigResponse) Reset() {
 	*x = KubeconfigResponse{}
-	mi := &file_machine_machine_proto_msgTypes[45]
+	mi := &file_machine_machine_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3031,7 +4087,7 @@ func (x *KubeconfigResponse) String() string {
 func (*KubeconfigResponse) ProtoMessage() {}
 
 func (x *KubeconfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[45]
+	mi := &file_machine_machine_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3044,7 +4100,7 @@ func (x *KubeconfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubeconfigResponse.ProtoReflect.Descriptor instead.
 func (*KubeconfigResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{45}
+	return file_machine_machine_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *KubeconfigResponse) GetKubeconfig() []byte {
@@ -3076,7 +4132,7 @@ type ContainersRequest struct {
 
 func (x *ContainersRequest) Reset() {
 	*x = ContainersRequest{}
-	mi := &file_machine_machine_proto_msgTypes[46]
+	mi := &file_machine_machine_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3088,7 +4144,7 @@ func (x *ContainersRequest) String() string {
 func (*ContainersRequest) ProtoMessage() {}
 
 func (x *ContainersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[46]
+	mi := &file_machine_machine_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3101,7 +4157,7 @@ func (x *ContainersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainersRequest.ProtoReflect.Descriptor instead.
 func (*ContainersRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{46}
+	return file_machine_machine_proto_rawDescGZIP(), []int{64}
 }
 
 type Container struct {
@@ -3121,7 +4177,7 @@ type Container struct {
 
 func (x *Container) Reset() {
 	*x = Container{}
-	mi := &file_machine_machine_proto_msgTypes[47]
+	mi := &file_machine_machine_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3133,7 +4189,7 @@ func (x *Container) String() string {
 func (*Container) ProtoMessage() {}
 
 func (x *Container) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[47]
+	mi := &file_machine_machine_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3146,7 +4202,7 @@ func (x *Container) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Container.ProtoReflect.Descriptor instead.
 func (*Container) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{47}
+	return file_machine_machine_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *Container) GetNamespace() string {
@@ -3200,7 +4256,7 @@ type ContainersResponse struct {
 
 func (x *ContainersResponse) Reset() {
 	*x = ContainersResponse{}
-	mi := &file_machine_machine_proto_msgTypes[48]
+	mi := &file_machine_machine_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3212,7 +4268,7 @@ func (x *ContainersResponse) String() string {
 func (*ContainersResponse) ProtoMessage() {}
 
 func (x *ContainersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[48]
+	mi := &file_machine_machine_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3225,7 +4281,7 @@ func (x *ContainersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainersResponse.ProtoReflect.Descriptor instead.
 func (*ContainersResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{48}
+	return file_machine_machine_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ContainersResponse) GetContainers() []*Container {
@@ -3239,7 +4295,82 @@ var File_machine_machine_proto protoreflect.FileDescriptor
 
 const file_machine_machine_proto_rawDesc = "" +
 	"\n" +
-	"\x15machine/machine.proto\x12\x18ballast.machine.v1alpha1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"m\n" +
+	"\x15machine/machine.proto\x12\x18ballast.machine.v1alpha1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12machine/etcd.proto\"\x12\n" +
+	"\x10ProcessesRequest\"\xb0\x02\n" +
+	"\aProcess\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x12\n" +
+	"\x04ppid\x18\x02 \x01(\x05R\x04ppid\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12\x18\n" +
+	"\acommand\x18\x04 \x01(\tR\acommand\x12\x12\n" +
+	"\x04args\x18\x05 \x03(\tR\x04args\x12\x18\n" +
+	"\athreads\x18\x06 \x01(\x05R\athreads\x12\x1f\n" +
+	"\vcpu_seconds\x18\a \x01(\x01R\n" +
+	"cpuSeconds\x12%\n" +
+	"\x0eresident_bytes\x18\b \x01(\x04R\rresidentBytes\x12#\n" +
+	"\rvirtual_bytes\x18\t \x01(\x04R\fvirtualBytes\x124\n" +
+	"\astarted\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\astarted\"T\n" +
+	"\x11ProcessesResponse\x12?\n" +
+	"\tprocesses\x18\x01 \x03(\v2!.ballast.machine.v1alpha1.ProcessR\tprocesses\"\x0f\n" +
+	"\rMemoryRequest\"\xb4\x02\n" +
+	"\x0eMemoryResponse\x12\x1f\n" +
+	"\vtotal_bytes\x18\x01 \x01(\x04R\n" +
+	"totalBytes\x12\x1d\n" +
+	"\n" +
+	"free_bytes\x18\x02 \x01(\x04R\tfreeBytes\x12'\n" +
+	"\x0favailable_bytes\x18\x03 \x01(\x04R\x0eavailableBytes\x12#\n" +
+	"\rbuffers_bytes\x18\x04 \x01(\x04R\fbuffersBytes\x12!\n" +
+	"\fcached_bytes\x18\x05 \x01(\x04R\vcachedBytes\x12(\n" +
+	"\x10swap_total_bytes\x18\x06 \x01(\x04R\x0eswapTotalBytes\x12&\n" +
+	"\x0fswap_free_bytes\x18\a \x01(\x04R\rswapFreeBytes\x12\x1f\n" +
+	"\vshmem_bytes\x18\b \x01(\x04R\n" +
+	"shmemBytes\"\x0f\n" +
+	"\rMountsRequest\"\xd0\x01\n" +
+	"\x05Mount\x12\x16\n" +
+	"\x06source\x18\x01 \x01(\tR\x06source\x12\x16\n" +
+	"\x06target\x18\x02 \x01(\tR\x06target\x12\x16\n" +
+	"\x06fstype\x18\x03 \x01(\tR\x06fstype\x12\x18\n" +
+	"\aoptions\x18\x04 \x01(\tR\aoptions\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x05 \x01(\x04R\tsizeBytes\x12\x1d\n" +
+	"\n" +
+	"used_bytes\x18\x06 \x01(\x04R\tusedBytes\x12'\n" +
+	"\x0favailable_bytes\x18\a \x01(\x04R\x0eavailableBytes\"I\n" +
+	"\x0eMountsResponse\x127\n" +
+	"\x06mounts\x18\x01 \x03(\v2\x1f.ballast.machine.v1alpha1.MountR\x06mounts\".\n" +
+	"\x0eNetstatRequest\x12\x1c\n" +
+	"\tlistening\x18\x01 \x01(\bR\tlistening\"\xaa\x01\n" +
+	"\x06Socket\x12\x1a\n" +
+	"\bprotocol\x18\x01 \x01(\tR\bprotocol\x12\x14\n" +
+	"\x05local\x18\x02 \x01(\tR\x05local\x12\x16\n" +
+	"\x06remote\x18\x03 \x01(\tR\x06remote\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12\x14\n" +
+	"\x05inode\x18\x05 \x01(\x04R\x05inode\x12\x10\n" +
+	"\x03pid\x18\x06 \x01(\x05R\x03pid\x12\x18\n" +
+	"\acommand\x18\a \x01(\tR\acommand\"M\n" +
+	"\x0fNetstatResponse\x12:\n" +
+	"\asockets\x18\x01 \x03(\v2 .ballast.machine.v1alpha1.SocketR\asockets\"\x0e\n" +
+	"\fUsageRequest\"d\n" +
+	"\x0eDirectoryUsage\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\x12\x14\n" +
+	"\x05files\x18\x04 \x01(\x04R\x05files\"\x9e\x01\n" +
+	"\rUsageResponse\x12A\n" +
+	"\vfilesystems\x18\x01 \x03(\v2\x1f.ballast.machine.v1alpha1.MountR\vfilesystems\x12J\n" +
+	"\vdirectories\x18\x02 \x03(\v2(.ballast.machine.v1alpha1.DirectoryUsageR\vdirectories\"!\n" +
+	"\vReadRequest\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\"!\n" +
+	"\vListRequest\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\"\x9c\x01\n" +
+	"\bFileInfo\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\tR\x04mode\x126\n" +
+	"\bmodified\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bmodified\x12\x1c\n" +
+	"\tdirectory\x18\x05 \x01(\bR\tdirectory\"H\n" +
+	"\fListResponse\x128\n" +
+	"\x05files\x18\x01 \x03(\v2\".ballast.machine.v1alpha1.FileInfoR\x05files\"m\n" +
 	"\rEventsRequest\x12\x16\n" +
 	"\x06follow\x18\x01 \x01(\bR\x06follow\x120\n" +
 	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x12\n" +
@@ -3475,7 +4606,7 @@ const file_machine_machine_proto_rawDesc = "" +
 	"\tNO_REBOOT\x10\x01\x12\n" +
 	"\n" +
 	"\x06STAGED\x10\x02\x12\a\n" +
-	"\x03TRY\x10\x032\x92\x11\n" +
+	"\x03TRY\x10\x032\x99\x16\n" +
 	"\x0eMachineService\x12^\n" +
 	"\aVersion\x12(.ballast.machine.v1alpha1.VersionRequest\x1a).ballast.machine.v1alpha1.VersionResponse\x12\x7f\n" +
 	"\x12ApplyConfiguration\x123.ballast.machine.v1alpha1.ApplyConfigurationRequest\x1a4.ballast.machine.v1alpha1.ApplyConfigurationResponse\x12y\n" +
@@ -3500,7 +4631,14 @@ const file_machine_machine_proto_rawDesc = "" +
 	"\aUpgrade\x12(.ballast.machine.v1alpha1.UpgradeRequest\x1a).ballast.machine.v1alpha1.UpgradeResponse(\x010\x01\x12a\n" +
 	"\bRollback\x12).ballast.machine.v1alpha1.RollbackRequest\x1a*.ballast.machine.v1alpha1.RollbackResponse\x12p\n" +
 	"\rUpgradeStatus\x12..ballast.machine.v1alpha1.UpgradeStatusRequest\x1a/.ballast.machine.v1alpha1.UpgradeStatusResponse\x12T\n" +
-	"\x06Events\x12'.ballast.machine.v1alpha1.EventsRequest\x1a\x1f.ballast.machine.v1alpha1.Event0\x01B3Z1github.com/ballast-os/ballast/api/machine;machineb\x06proto3"
+	"\x06Events\x12'.ballast.machine.v1alpha1.EventsRequest\x1a\x1f.ballast.machine.v1alpha1.Event0\x01\x12d\n" +
+	"\tProcesses\x12*.ballast.machine.v1alpha1.ProcessesRequest\x1a+.ballast.machine.v1alpha1.ProcessesResponse\x12[\n" +
+	"\x06Memory\x12'.ballast.machine.v1alpha1.MemoryRequest\x1a(.ballast.machine.v1alpha1.MemoryResponse\x12[\n" +
+	"\x06Mounts\x12'.ballast.machine.v1alpha1.MountsRequest\x1a(.ballast.machine.v1alpha1.MountsResponse\x12^\n" +
+	"\aNetstat\x12(.ballast.machine.v1alpha1.NetstatRequest\x1a).ballast.machine.v1alpha1.NetstatResponse\x12X\n" +
+	"\x05Usage\x12&.ballast.machine.v1alpha1.UsageRequest\x1a'.ballast.machine.v1alpha1.UsageResponse\x12T\n" +
+	"\x04Read\x12%.ballast.machine.v1alpha1.ReadRequest\x1a#.ballast.machine.v1alpha1.DataChunk0\x01\x12U\n" +
+	"\x04List\x12%.ballast.machine.v1alpha1.ListRequest\x1a&.ballast.machine.v1alpha1.ListResponseB3Z1github.com/ballast-os/ballast/api/machine;machineb\x06proto3"
 
 var (
 	file_machine_machine_proto_rawDescOnce sync.Once
@@ -3515,149 +4653,190 @@ func file_machine_machine_proto_rawDescGZIP() []byte {
 }
 
 var file_machine_machine_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_machine_machine_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_machine_machine_proto_msgTypes = make([]protoimpl.MessageInfo, 68)
 var file_machine_machine_proto_goTypes = []any{
 	(EventKind)(0),                     // 0: ballast.machine.v1alpha1.EventKind
 	(ApplyMode)(0),                     // 1: ballast.machine.v1alpha1.ApplyMode
-	(*EventsRequest)(nil),              // 2: ballast.machine.v1alpha1.EventsRequest
-	(*Event)(nil),                      // 3: ballast.machine.v1alpha1.Event
-	(*UpgradeRequest)(nil),             // 4: ballast.machine.v1alpha1.UpgradeRequest
-	(*UpgradeStart)(nil),               // 5: ballast.machine.v1alpha1.UpgradeStart
-	(*UpgradeChunk)(nil),               // 6: ballast.machine.v1alpha1.UpgradeChunk
-	(*UpgradeResponse)(nil),            // 7: ballast.machine.v1alpha1.UpgradeResponse
-	(*RollbackRequest)(nil),            // 8: ballast.machine.v1alpha1.RollbackRequest
-	(*RollbackResponse)(nil),           // 9: ballast.machine.v1alpha1.RollbackResponse
-	(*UpgradeStatusRequest)(nil),       // 10: ballast.machine.v1alpha1.UpgradeStatusRequest
-	(*SlotInfo)(nil),                   // 11: ballast.machine.v1alpha1.SlotInfo
-	(*UpgradeAttempt)(nil),             // 12: ballast.machine.v1alpha1.UpgradeAttempt
-	(*UpgradeStatusResponse)(nil),      // 13: ballast.machine.v1alpha1.UpgradeStatusResponse
-	(*TimeStatusRequest)(nil),          // 14: ballast.machine.v1alpha1.TimeStatusRequest
-	(*TimeStatusResponse)(nil),         // 15: ballast.machine.v1alpha1.TimeStatusResponse
-	(*NetworkStatusRequest)(nil),       // 16: ballast.machine.v1alpha1.NetworkStatusRequest
-	(*NetworkLink)(nil),                // 17: ballast.machine.v1alpha1.NetworkLink
-	(*NetworkAddress)(nil),             // 18: ballast.machine.v1alpha1.NetworkAddress
-	(*NetworkRoute)(nil),               // 19: ballast.machine.v1alpha1.NetworkRoute
-	(*DHCPLease)(nil),                  // 20: ballast.machine.v1alpha1.DHCPLease
-	(*NetworkStatusResponse)(nil),      // 21: ballast.machine.v1alpha1.NetworkStatusResponse
-	(*VersionRequest)(nil),             // 22: ballast.machine.v1alpha1.VersionRequest
-	(*VersionResponse)(nil),            // 23: ballast.machine.v1alpha1.VersionResponse
-	(*ApplyConfigurationRequest)(nil),  // 24: ballast.machine.v1alpha1.ApplyConfigurationRequest
-	(*ApplyConfigurationResponse)(nil), // 25: ballast.machine.v1alpha1.ApplyConfigurationResponse
-	(*GetConfigurationRequest)(nil),    // 26: ballast.machine.v1alpha1.GetConfigurationRequest
-	(*GetConfigurationResponse)(nil),   // 27: ballast.machine.v1alpha1.GetConfigurationResponse
-	(*ServiceListRequest)(nil),         // 28: ballast.machine.v1alpha1.ServiceListRequest
-	(*ServiceEvent)(nil),               // 29: ballast.machine.v1alpha1.ServiceEvent
-	(*ServiceHealth)(nil),              // 30: ballast.machine.v1alpha1.ServiceHealth
-	(*ServiceInfo)(nil),                // 31: ballast.machine.v1alpha1.ServiceInfo
-	(*ServiceListResponse)(nil),        // 32: ballast.machine.v1alpha1.ServiceListResponse
-	(*ServiceActionRequest)(nil),       // 33: ballast.machine.v1alpha1.ServiceActionRequest
-	(*ServiceActionResponse)(nil),      // 34: ballast.machine.v1alpha1.ServiceActionResponse
-	(*LogsRequest)(nil),                // 35: ballast.machine.v1alpha1.LogsRequest
-	(*LogLine)(nil),                    // 36: ballast.machine.v1alpha1.LogLine
-	(*DmesgRequest)(nil),               // 37: ballast.machine.v1alpha1.DmesgRequest
-	(*RebootRequest)(nil),              // 38: ballast.machine.v1alpha1.RebootRequest
-	(*RebootResponse)(nil),             // 39: ballast.machine.v1alpha1.RebootResponse
-	(*ShutdownRequest)(nil),            // 40: ballast.machine.v1alpha1.ShutdownRequest
-	(*ShutdownResponse)(nil),           // 41: ballast.machine.v1alpha1.ShutdownResponse
-	(*ResetRequest)(nil),               // 42: ballast.machine.v1alpha1.ResetRequest
-	(*ResetResponse)(nil),              // 43: ballast.machine.v1alpha1.ResetResponse
-	(*VIPStatusRequest)(nil),           // 44: ballast.machine.v1alpha1.VIPStatusRequest
-	(*VIPStatusResponse)(nil),          // 45: ballast.machine.v1alpha1.VIPStatusResponse
-	(*KubeconfigRequest)(nil),          // 46: ballast.machine.v1alpha1.KubeconfigRequest
-	(*KubeconfigResponse)(nil),         // 47: ballast.machine.v1alpha1.KubeconfigResponse
-	(*ContainersRequest)(nil),          // 48: ballast.machine.v1alpha1.ContainersRequest
-	(*Container)(nil),                  // 49: ballast.machine.v1alpha1.Container
-	(*ContainersResponse)(nil),         // 50: ballast.machine.v1alpha1.ContainersResponse
-	nil,                                // 51: ballast.machine.v1alpha1.Event.FieldsEntry
-	(*timestamppb.Timestamp)(nil),      // 52: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 53: google.protobuf.Duration
+	(*ProcessesRequest)(nil),           // 2: ballast.machine.v1alpha1.ProcessesRequest
+	(*Process)(nil),                    // 3: ballast.machine.v1alpha1.Process
+	(*ProcessesResponse)(nil),          // 4: ballast.machine.v1alpha1.ProcessesResponse
+	(*MemoryRequest)(nil),              // 5: ballast.machine.v1alpha1.MemoryRequest
+	(*MemoryResponse)(nil),             // 6: ballast.machine.v1alpha1.MemoryResponse
+	(*MountsRequest)(nil),              // 7: ballast.machine.v1alpha1.MountsRequest
+	(*Mount)(nil),                      // 8: ballast.machine.v1alpha1.Mount
+	(*MountsResponse)(nil),             // 9: ballast.machine.v1alpha1.MountsResponse
+	(*NetstatRequest)(nil),             // 10: ballast.machine.v1alpha1.NetstatRequest
+	(*Socket)(nil),                     // 11: ballast.machine.v1alpha1.Socket
+	(*NetstatResponse)(nil),            // 12: ballast.machine.v1alpha1.NetstatResponse
+	(*UsageRequest)(nil),               // 13: ballast.machine.v1alpha1.UsageRequest
+	(*DirectoryUsage)(nil),             // 14: ballast.machine.v1alpha1.DirectoryUsage
+	(*UsageResponse)(nil),              // 15: ballast.machine.v1alpha1.UsageResponse
+	(*ReadRequest)(nil),                // 16: ballast.machine.v1alpha1.ReadRequest
+	(*ListRequest)(nil),                // 17: ballast.machine.v1alpha1.ListRequest
+	(*FileInfo)(nil),                   // 18: ballast.machine.v1alpha1.FileInfo
+	(*ListResponse)(nil),               // 19: ballast.machine.v1alpha1.ListResponse
+	(*EventsRequest)(nil),              // 20: ballast.machine.v1alpha1.EventsRequest
+	(*Event)(nil),                      // 21: ballast.machine.v1alpha1.Event
+	(*UpgradeRequest)(nil),             // 22: ballast.machine.v1alpha1.UpgradeRequest
+	(*UpgradeStart)(nil),               // 23: ballast.machine.v1alpha1.UpgradeStart
+	(*UpgradeChunk)(nil),               // 24: ballast.machine.v1alpha1.UpgradeChunk
+	(*UpgradeResponse)(nil),            // 25: ballast.machine.v1alpha1.UpgradeResponse
+	(*RollbackRequest)(nil),            // 26: ballast.machine.v1alpha1.RollbackRequest
+	(*RollbackResponse)(nil),           // 27: ballast.machine.v1alpha1.RollbackResponse
+	(*UpgradeStatusRequest)(nil),       // 28: ballast.machine.v1alpha1.UpgradeStatusRequest
+	(*SlotInfo)(nil),                   // 29: ballast.machine.v1alpha1.SlotInfo
+	(*UpgradeAttempt)(nil),             // 30: ballast.machine.v1alpha1.UpgradeAttempt
+	(*UpgradeStatusResponse)(nil),      // 31: ballast.machine.v1alpha1.UpgradeStatusResponse
+	(*TimeStatusRequest)(nil),          // 32: ballast.machine.v1alpha1.TimeStatusRequest
+	(*TimeStatusResponse)(nil),         // 33: ballast.machine.v1alpha1.TimeStatusResponse
+	(*NetworkStatusRequest)(nil),       // 34: ballast.machine.v1alpha1.NetworkStatusRequest
+	(*NetworkLink)(nil),                // 35: ballast.machine.v1alpha1.NetworkLink
+	(*NetworkAddress)(nil),             // 36: ballast.machine.v1alpha1.NetworkAddress
+	(*NetworkRoute)(nil),               // 37: ballast.machine.v1alpha1.NetworkRoute
+	(*DHCPLease)(nil),                  // 38: ballast.machine.v1alpha1.DHCPLease
+	(*NetworkStatusResponse)(nil),      // 39: ballast.machine.v1alpha1.NetworkStatusResponse
+	(*VersionRequest)(nil),             // 40: ballast.machine.v1alpha1.VersionRequest
+	(*VersionResponse)(nil),            // 41: ballast.machine.v1alpha1.VersionResponse
+	(*ApplyConfigurationRequest)(nil),  // 42: ballast.machine.v1alpha1.ApplyConfigurationRequest
+	(*ApplyConfigurationResponse)(nil), // 43: ballast.machine.v1alpha1.ApplyConfigurationResponse
+	(*GetConfigurationRequest)(nil),    // 44: ballast.machine.v1alpha1.GetConfigurationRequest
+	(*GetConfigurationResponse)(nil),   // 45: ballast.machine.v1alpha1.GetConfigurationResponse
+	(*ServiceListRequest)(nil),         // 46: ballast.machine.v1alpha1.ServiceListRequest
+	(*ServiceEvent)(nil),               // 47: ballast.machine.v1alpha1.ServiceEvent
+	(*ServiceHealth)(nil),              // 48: ballast.machine.v1alpha1.ServiceHealth
+	(*ServiceInfo)(nil),                // 49: ballast.machine.v1alpha1.ServiceInfo
+	(*ServiceListResponse)(nil),        // 50: ballast.machine.v1alpha1.ServiceListResponse
+	(*ServiceActionRequest)(nil),       // 51: ballast.machine.v1alpha1.ServiceActionRequest
+	(*ServiceActionResponse)(nil),      // 52: ballast.machine.v1alpha1.ServiceActionResponse
+	(*LogsRequest)(nil),                // 53: ballast.machine.v1alpha1.LogsRequest
+	(*LogLine)(nil),                    // 54: ballast.machine.v1alpha1.LogLine
+	(*DmesgRequest)(nil),               // 55: ballast.machine.v1alpha1.DmesgRequest
+	(*RebootRequest)(nil),              // 56: ballast.machine.v1alpha1.RebootRequest
+	(*RebootResponse)(nil),             // 57: ballast.machine.v1alpha1.RebootResponse
+	(*ShutdownRequest)(nil),            // 58: ballast.machine.v1alpha1.ShutdownRequest
+	(*ShutdownResponse)(nil),           // 59: ballast.machine.v1alpha1.ShutdownResponse
+	(*ResetRequest)(nil),               // 60: ballast.machine.v1alpha1.ResetRequest
+	(*ResetResponse)(nil),              // 61: ballast.machine.v1alpha1.ResetResponse
+	(*VIPStatusRequest)(nil),           // 62: ballast.machine.v1alpha1.VIPStatusRequest
+	(*VIPStatusResponse)(nil),          // 63: ballast.machine.v1alpha1.VIPStatusResponse
+	(*KubeconfigRequest)(nil),          // 64: ballast.machine.v1alpha1.KubeconfigRequest
+	(*KubeconfigResponse)(nil),         // 65: ballast.machine.v1alpha1.KubeconfigResponse
+	(*ContainersRequest)(nil),          // 66: ballast.machine.v1alpha1.ContainersRequest
+	(*Container)(nil),                  // 67: ballast.machine.v1alpha1.Container
+	(*ContainersResponse)(nil),         // 68: ballast.machine.v1alpha1.ContainersResponse
+	nil,                                // 69: ballast.machine.v1alpha1.Event.FieldsEntry
+	(*timestamppb.Timestamp)(nil),      // 70: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 71: google.protobuf.Duration
+	(*DataChunk)(nil),                  // 72: ballast.machine.v1alpha1.DataChunk
 }
 var file_machine_machine_proto_depIdxs = []int32{
-	52, // 0: ballast.machine.v1alpha1.EventsRequest.since:type_name -> google.protobuf.Timestamp
-	52, // 1: ballast.machine.v1alpha1.Event.time:type_name -> google.protobuf.Timestamp
-	0,  // 2: ballast.machine.v1alpha1.Event.kind:type_name -> ballast.machine.v1alpha1.EventKind
-	51, // 3: ballast.machine.v1alpha1.Event.fields:type_name -> ballast.machine.v1alpha1.Event.FieldsEntry
-	5,  // 4: ballast.machine.v1alpha1.UpgradeRequest.start:type_name -> ballast.machine.v1alpha1.UpgradeStart
-	6,  // 5: ballast.machine.v1alpha1.UpgradeRequest.chunk:type_name -> ballast.machine.v1alpha1.UpgradeChunk
-	53, // 6: ballast.machine.v1alpha1.UpgradeStart.health_timeout:type_name -> google.protobuf.Duration
-	53, // 7: ballast.machine.v1alpha1.RollbackRequest.health_timeout:type_name -> google.protobuf.Duration
-	52, // 8: ballast.machine.v1alpha1.SlotInfo.written:type_name -> google.protobuf.Timestamp
-	52, // 9: ballast.machine.v1alpha1.UpgradeAttempt.started:type_name -> google.protobuf.Timestamp
-	52, // 10: ballast.machine.v1alpha1.UpgradeAttempt.finished:type_name -> google.protobuf.Timestamp
-	53, // 11: ballast.machine.v1alpha1.UpgradeAttempt.health_timeout:type_name -> google.protobuf.Duration
-	11, // 12: ballast.machine.v1alpha1.UpgradeStatusResponse.slots:type_name -> ballast.machine.v1alpha1.SlotInfo
-	12, // 13: ballast.machine.v1alpha1.UpgradeStatusResponse.last:type_name -> ballast.machine.v1alpha1.UpgradeAttempt
-	53, // 14: ballast.machine.v1alpha1.TimeStatusResponse.offset:type_name -> google.protobuf.Duration
-	53, // 15: ballast.machine.v1alpha1.TimeStatusResponse.rtt:type_name -> google.protobuf.Duration
-	52, // 16: ballast.machine.v1alpha1.TimeStatusResponse.last_sync:type_name -> google.protobuf.Timestamp
-	53, // 17: ballast.machine.v1alpha1.TimeStatusResponse.stepped:type_name -> google.protobuf.Duration
-	52, // 18: ballast.machine.v1alpha1.TimeStatusResponse.now:type_name -> google.protobuf.Timestamp
-	52, // 19: ballast.machine.v1alpha1.DHCPLease.obtained:type_name -> google.protobuf.Timestamp
-	52, // 20: ballast.machine.v1alpha1.DHCPLease.renew_at:type_name -> google.protobuf.Timestamp
-	52, // 21: ballast.machine.v1alpha1.DHCPLease.expires:type_name -> google.protobuf.Timestamp
-	17, // 22: ballast.machine.v1alpha1.NetworkStatusResponse.links:type_name -> ballast.machine.v1alpha1.NetworkLink
-	18, // 23: ballast.machine.v1alpha1.NetworkStatusResponse.addresses:type_name -> ballast.machine.v1alpha1.NetworkAddress
-	19, // 24: ballast.machine.v1alpha1.NetworkStatusResponse.routes:type_name -> ballast.machine.v1alpha1.NetworkRoute
-	20, // 25: ballast.machine.v1alpha1.NetworkStatusResponse.leases:type_name -> ballast.machine.v1alpha1.DHCPLease
-	1,  // 26: ballast.machine.v1alpha1.ApplyConfigurationRequest.mode:type_name -> ballast.machine.v1alpha1.ApplyMode
-	53, // 27: ballast.machine.v1alpha1.ApplyConfigurationRequest.try_timeout:type_name -> google.protobuf.Duration
-	1,  // 28: ballast.machine.v1alpha1.ApplyConfigurationResponse.mode:type_name -> ballast.machine.v1alpha1.ApplyMode
-	52, // 29: ballast.machine.v1alpha1.ServiceEvent.time:type_name -> google.protobuf.Timestamp
-	30, // 30: ballast.machine.v1alpha1.ServiceInfo.health:type_name -> ballast.machine.v1alpha1.ServiceHealth
-	29, // 31: ballast.machine.v1alpha1.ServiceInfo.events:type_name -> ballast.machine.v1alpha1.ServiceEvent
-	52, // 32: ballast.machine.v1alpha1.ServiceInfo.since:type_name -> google.protobuf.Timestamp
-	31, // 33: ballast.machine.v1alpha1.ServiceListResponse.services:type_name -> ballast.machine.v1alpha1.ServiceInfo
-	52, // 34: ballast.machine.v1alpha1.VIPStatusResponse.since:type_name -> google.protobuf.Timestamp
-	52, // 35: ballast.machine.v1alpha1.KubeconfigResponse.expires:type_name -> google.protobuf.Timestamp
-	52, // 36: ballast.machine.v1alpha1.Container.created:type_name -> google.protobuf.Timestamp
-	49, // 37: ballast.machine.v1alpha1.ContainersResponse.containers:type_name -> ballast.machine.v1alpha1.Container
-	22, // 38: ballast.machine.v1alpha1.MachineService.Version:input_type -> ballast.machine.v1alpha1.VersionRequest
-	24, // 39: ballast.machine.v1alpha1.MachineService.ApplyConfiguration:input_type -> ballast.machine.v1alpha1.ApplyConfigurationRequest
-	26, // 40: ballast.machine.v1alpha1.MachineService.GetConfiguration:input_type -> ballast.machine.v1alpha1.GetConfigurationRequest
-	28, // 41: ballast.machine.v1alpha1.MachineService.ServiceList:input_type -> ballast.machine.v1alpha1.ServiceListRequest
-	33, // 42: ballast.machine.v1alpha1.MachineService.ServiceStart:input_type -> ballast.machine.v1alpha1.ServiceActionRequest
-	33, // 43: ballast.machine.v1alpha1.MachineService.ServiceStop:input_type -> ballast.machine.v1alpha1.ServiceActionRequest
-	33, // 44: ballast.machine.v1alpha1.MachineService.ServiceRestart:input_type -> ballast.machine.v1alpha1.ServiceActionRequest
-	35, // 45: ballast.machine.v1alpha1.MachineService.Logs:input_type -> ballast.machine.v1alpha1.LogsRequest
-	37, // 46: ballast.machine.v1alpha1.MachineService.Dmesg:input_type -> ballast.machine.v1alpha1.DmesgRequest
-	38, // 47: ballast.machine.v1alpha1.MachineService.Reboot:input_type -> ballast.machine.v1alpha1.RebootRequest
-	40, // 48: ballast.machine.v1alpha1.MachineService.Shutdown:input_type -> ballast.machine.v1alpha1.ShutdownRequest
-	42, // 49: ballast.machine.v1alpha1.MachineService.Reset:input_type -> ballast.machine.v1alpha1.ResetRequest
-	44, // 50: ballast.machine.v1alpha1.MachineService.VIPStatus:input_type -> ballast.machine.v1alpha1.VIPStatusRequest
-	46, // 51: ballast.machine.v1alpha1.MachineService.Kubeconfig:input_type -> ballast.machine.v1alpha1.KubeconfigRequest
-	48, // 52: ballast.machine.v1alpha1.MachineService.Containers:input_type -> ballast.machine.v1alpha1.ContainersRequest
-	16, // 53: ballast.machine.v1alpha1.MachineService.NetworkStatus:input_type -> ballast.machine.v1alpha1.NetworkStatusRequest
-	14, // 54: ballast.machine.v1alpha1.MachineService.TimeStatus:input_type -> ballast.machine.v1alpha1.TimeStatusRequest
-	4,  // 55: ballast.machine.v1alpha1.MachineService.Upgrade:input_type -> ballast.machine.v1alpha1.UpgradeRequest
-	8,  // 56: ballast.machine.v1alpha1.MachineService.Rollback:input_type -> ballast.machine.v1alpha1.RollbackRequest
-	10, // 57: ballast.machine.v1alpha1.MachineService.UpgradeStatus:input_type -> ballast.machine.v1alpha1.UpgradeStatusRequest
-	2,  // 58: ballast.machine.v1alpha1.MachineService.Events:input_type -> ballast.machine.v1alpha1.EventsRequest
-	23, // 59: ballast.machine.v1alpha1.MachineService.Version:output_type -> ballast.machine.v1alpha1.VersionResponse
-	25, // 60: ballast.machine.v1alpha1.MachineService.ApplyConfiguration:output_type -> ballast.machine.v1alpha1.ApplyConfigurationResponse
-	27, // 61: ballast.machine.v1alpha1.MachineService.GetConfiguration:output_type -> ballast.machine.v1alpha1.GetConfigurationResponse
-	32, // 62: ballast.machine.v1alpha1.MachineService.ServiceList:output_type -> ballast.machine.v1alpha1.ServiceListResponse
-	34, // 63: ballast.machine.v1alpha1.MachineService.ServiceStart:output_type -> ballast.machine.v1alpha1.ServiceActionResponse
-	34, // 64: ballast.machine.v1alpha1.MachineService.ServiceStop:output_type -> ballast.machine.v1alpha1.ServiceActionResponse
-	34, // 65: ballast.machine.v1alpha1.MachineService.ServiceRestart:output_type -> ballast.machine.v1alpha1.ServiceActionResponse
-	36, // 66: ballast.machine.v1alpha1.MachineService.Logs:output_type -> ballast.machine.v1alpha1.LogLine
-	36, // 67: ballast.machine.v1alpha1.MachineService.Dmesg:output_type -> ballast.machine.v1alpha1.LogLine
-	39, // 68: ballast.machine.v1alpha1.MachineService.Reboot:output_type -> ballast.machine.v1alpha1.RebootResponse
-	41, // 69: ballast.machine.v1alpha1.MachineService.Shutdown:output_type -> ballast.machine.v1alpha1.ShutdownResponse
-	43, // 70: ballast.machine.v1alpha1.MachineService.Reset:output_type -> ballast.machine.v1alpha1.ResetResponse
-	45, // 71: ballast.machine.v1alpha1.MachineService.VIPStatus:output_type -> ballast.machine.v1alpha1.VIPStatusResponse
-	47, // 72: ballast.machine.v1alpha1.MachineService.Kubeconfig:output_type -> ballast.machine.v1alpha1.KubeconfigResponse
-	50, // 73: ballast.machine.v1alpha1.MachineService.Containers:output_type -> ballast.machine.v1alpha1.ContainersResponse
-	21, // 74: ballast.machine.v1alpha1.MachineService.NetworkStatus:output_type -> ballast.machine.v1alpha1.NetworkStatusResponse
-	15, // 75: ballast.machine.v1alpha1.MachineService.TimeStatus:output_type -> ballast.machine.v1alpha1.TimeStatusResponse
-	7,  // 76: ballast.machine.v1alpha1.MachineService.Upgrade:output_type -> ballast.machine.v1alpha1.UpgradeResponse
-	9,  // 77: ballast.machine.v1alpha1.MachineService.Rollback:output_type -> ballast.machine.v1alpha1.RollbackResponse
-	13, // 78: ballast.machine.v1alpha1.MachineService.UpgradeStatus:output_type -> ballast.machine.v1alpha1.UpgradeStatusResponse
-	3,  // 79: ballast.machine.v1alpha1.MachineService.Events:output_type -> ballast.machine.v1alpha1.Event
-	59, // [59:80] is the sub-list for method output_type
-	38, // [38:59] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	70, // 0: ballast.machine.v1alpha1.Process.started:type_name -> google.protobuf.Timestamp
+	3,  // 1: ballast.machine.v1alpha1.ProcessesResponse.processes:type_name -> ballast.machine.v1alpha1.Process
+	8,  // 2: ballast.machine.v1alpha1.MountsResponse.mounts:type_name -> ballast.machine.v1alpha1.Mount
+	11, // 3: ballast.machine.v1alpha1.NetstatResponse.sockets:type_name -> ballast.machine.v1alpha1.Socket
+	8,  // 4: ballast.machine.v1alpha1.UsageResponse.filesystems:type_name -> ballast.machine.v1alpha1.Mount
+	14, // 5: ballast.machine.v1alpha1.UsageResponse.directories:type_name -> ballast.machine.v1alpha1.DirectoryUsage
+	70, // 6: ballast.machine.v1alpha1.FileInfo.modified:type_name -> google.protobuf.Timestamp
+	18, // 7: ballast.machine.v1alpha1.ListResponse.files:type_name -> ballast.machine.v1alpha1.FileInfo
+	70, // 8: ballast.machine.v1alpha1.EventsRequest.since:type_name -> google.protobuf.Timestamp
+	70, // 9: ballast.machine.v1alpha1.Event.time:type_name -> google.protobuf.Timestamp
+	0,  // 10: ballast.machine.v1alpha1.Event.kind:type_name -> ballast.machine.v1alpha1.EventKind
+	69, // 11: ballast.machine.v1alpha1.Event.fields:type_name -> ballast.machine.v1alpha1.Event.FieldsEntry
+	23, // 12: ballast.machine.v1alpha1.UpgradeRequest.start:type_name -> ballast.machine.v1alpha1.UpgradeStart
+	24, // 13: ballast.machine.v1alpha1.UpgradeRequest.chunk:type_name -> ballast.machine.v1alpha1.UpgradeChunk
+	71, // 14: ballast.machine.v1alpha1.UpgradeStart.health_timeout:type_name -> google.protobuf.Duration
+	71, // 15: ballast.machine.v1alpha1.RollbackRequest.health_timeout:type_name -> google.protobuf.Duration
+	70, // 16: ballast.machine.v1alpha1.SlotInfo.written:type_name -> google.protobuf.Timestamp
+	70, // 17: ballast.machine.v1alpha1.UpgradeAttempt.started:type_name -> google.protobuf.Timestamp
+	70, // 18: ballast.machine.v1alpha1.UpgradeAttempt.finished:type_name -> google.protobuf.Timestamp
+	71, // 19: ballast.machine.v1alpha1.UpgradeAttempt.health_timeout:type_name -> google.protobuf.Duration
+	29, // 20: ballast.machine.v1alpha1.UpgradeStatusResponse.slots:type_name -> ballast.machine.v1alpha1.SlotInfo
+	30, // 21: ballast.machine.v1alpha1.UpgradeStatusResponse.last:type_name -> ballast.machine.v1alpha1.UpgradeAttempt
+	71, // 22: ballast.machine.v1alpha1.TimeStatusResponse.offset:type_name -> google.protobuf.Duration
+	71, // 23: ballast.machine.v1alpha1.TimeStatusResponse.rtt:type_name -> google.protobuf.Duration
+	70, // 24: ballast.machine.v1alpha1.TimeStatusResponse.last_sync:type_name -> google.protobuf.Timestamp
+	71, // 25: ballast.machine.v1alpha1.TimeStatusResponse.stepped:type_name -> google.protobuf.Duration
+	70, // 26: ballast.machine.v1alpha1.TimeStatusResponse.now:type_name -> google.protobuf.Timestamp
+	70, // 27: ballast.machine.v1alpha1.DHCPLease.obtained:type_name -> google.protobuf.Timestamp
+	70, // 28: ballast.machine.v1alpha1.DHCPLease.renew_at:type_name -> google.protobuf.Timestamp
+	70, // 29: ballast.machine.v1alpha1.DHCPLease.expires:type_name -> google.protobuf.Timestamp
+	35, // 30: ballast.machine.v1alpha1.NetworkStatusResponse.links:type_name -> ballast.machine.v1alpha1.NetworkLink
+	36, // 31: ballast.machine.v1alpha1.NetworkStatusResponse.addresses:type_name -> ballast.machine.v1alpha1.NetworkAddress
+	37, // 32: ballast.machine.v1alpha1.NetworkStatusResponse.routes:type_name -> ballast.machine.v1alpha1.NetworkRoute
+	38, // 33: ballast.machine.v1alpha1.NetworkStatusResponse.leases:type_name -> ballast.machine.v1alpha1.DHCPLease
+	1,  // 34: ballast.machine.v1alpha1.ApplyConfigurationRequest.mode:type_name -> ballast.machine.v1alpha1.ApplyMode
+	71, // 35: ballast.machine.v1alpha1.ApplyConfigurationRequest.try_timeout:type_name -> google.protobuf.Duration
+	1,  // 36: ballast.machine.v1alpha1.ApplyConfigurationResponse.mode:type_name -> ballast.machine.v1alpha1.ApplyMode
+	70, // 37: ballast.machine.v1alpha1.ServiceEvent.time:type_name -> google.protobuf.Timestamp
+	48, // 38: ballast.machine.v1alpha1.ServiceInfo.health:type_name -> ballast.machine.v1alpha1.ServiceHealth
+	47, // 39: ballast.machine.v1alpha1.ServiceInfo.events:type_name -> ballast.machine.v1alpha1.ServiceEvent
+	70, // 40: ballast.machine.v1alpha1.ServiceInfo.since:type_name -> google.protobuf.Timestamp
+	49, // 41: ballast.machine.v1alpha1.ServiceListResponse.services:type_name -> ballast.machine.v1alpha1.ServiceInfo
+	70, // 42: ballast.machine.v1alpha1.VIPStatusResponse.since:type_name -> google.protobuf.Timestamp
+	70, // 43: ballast.machine.v1alpha1.KubeconfigResponse.expires:type_name -> google.protobuf.Timestamp
+	70, // 44: ballast.machine.v1alpha1.Container.created:type_name -> google.protobuf.Timestamp
+	67, // 45: ballast.machine.v1alpha1.ContainersResponse.containers:type_name -> ballast.machine.v1alpha1.Container
+	40, // 46: ballast.machine.v1alpha1.MachineService.Version:input_type -> ballast.machine.v1alpha1.VersionRequest
+	42, // 47: ballast.machine.v1alpha1.MachineService.ApplyConfiguration:input_type -> ballast.machine.v1alpha1.ApplyConfigurationRequest
+	44, // 48: ballast.machine.v1alpha1.MachineService.GetConfiguration:input_type -> ballast.machine.v1alpha1.GetConfigurationRequest
+	46, // 49: ballast.machine.v1alpha1.MachineService.ServiceList:input_type -> ballast.machine.v1alpha1.ServiceListRequest
+	51, // 50: ballast.machine.v1alpha1.MachineService.ServiceStart:input_type -> ballast.machine.v1alpha1.ServiceActionRequest
+	51, // 51: ballast.machine.v1alpha1.MachineService.ServiceStop:input_type -> ballast.machine.v1alpha1.ServiceActionRequest
+	51, // 52: ballast.machine.v1alpha1.MachineService.ServiceRestart:input_type -> ballast.machine.v1alpha1.ServiceActionRequest
+	53, // 53: ballast.machine.v1alpha1.MachineService.Logs:input_type -> ballast.machine.v1alpha1.LogsRequest
+	55, // 54: ballast.machine.v1alpha1.MachineService.Dmesg:input_type -> ballast.machine.v1alpha1.DmesgRequest
+	56, // 55: ballast.machine.v1alpha1.MachineService.Reboot:input_type -> ballast.machine.v1alpha1.RebootRequest
+	58, // 56: ballast.machine.v1alpha1.MachineService.Shutdown:input_type -> ballast.machine.v1alpha1.ShutdownRequest
+	60, // 57: ballast.machine.v1alpha1.MachineService.Reset:input_type -> ballast.machine.v1alpha1.ResetRequest
+	62, // 58: ballast.machine.v1alpha1.MachineService.VIPStatus:input_type -> ballast.machine.v1alpha1.VIPStatusRequest
+	64, // 59: ballast.machine.v1alpha1.MachineService.Kubeconfig:input_type -> ballast.machine.v1alpha1.KubeconfigRequest
+	66, // 60: ballast.machine.v1alpha1.MachineService.Containers:input_type -> ballast.machine.v1alpha1.ContainersRequest
+	34, // 61: ballast.machine.v1alpha1.MachineService.NetworkStatus:input_type -> ballast.machine.v1alpha1.NetworkStatusRequest
+	32, // 62: ballast.machine.v1alpha1.MachineService.TimeStatus:input_type -> ballast.machine.v1alpha1.TimeStatusRequest
+	22, // 63: ballast.machine.v1alpha1.MachineService.Upgrade:input_type -> ballast.machine.v1alpha1.UpgradeRequest
+	26, // 64: ballast.machine.v1alpha1.MachineService.Rollback:input_type -> ballast.machine.v1alpha1.RollbackRequest
+	28, // 65: ballast.machine.v1alpha1.MachineService.UpgradeStatus:input_type -> ballast.machine.v1alpha1.UpgradeStatusRequest
+	20, // 66: ballast.machine.v1alpha1.MachineService.Events:input_type -> ballast.machine.v1alpha1.EventsRequest
+	2,  // 67: ballast.machine.v1alpha1.MachineService.Processes:input_type -> ballast.machine.v1alpha1.ProcessesRequest
+	5,  // 68: ballast.machine.v1alpha1.MachineService.Memory:input_type -> ballast.machine.v1alpha1.MemoryRequest
+	7,  // 69: ballast.machine.v1alpha1.MachineService.Mounts:input_type -> ballast.machine.v1alpha1.MountsRequest
+	10, // 70: ballast.machine.v1alpha1.MachineService.Netstat:input_type -> ballast.machine.v1alpha1.NetstatRequest
+	13, // 71: ballast.machine.v1alpha1.MachineService.Usage:input_type -> ballast.machine.v1alpha1.UsageRequest
+	16, // 72: ballast.machine.v1alpha1.MachineService.Read:input_type -> ballast.machine.v1alpha1.ReadRequest
+	17, // 73: ballast.machine.v1alpha1.MachineService.List:input_type -> ballast.machine.v1alpha1.ListRequest
+	41, // 74: ballast.machine.v1alpha1.MachineService.Version:output_type -> ballast.machine.v1alpha1.VersionResponse
+	43, // 75: ballast.machine.v1alpha1.MachineService.ApplyConfiguration:output_type -> ballast.machine.v1alpha1.ApplyConfigurationResponse
+	45, // 76: ballast.machine.v1alpha1.MachineService.GetConfiguration:output_type -> ballast.machine.v1alpha1.GetConfigurationResponse
+	50, // 77: ballast.machine.v1alpha1.MachineService.ServiceList:output_type -> ballast.machine.v1alpha1.ServiceListResponse
+	52, // 78: ballast.machine.v1alpha1.MachineService.ServiceStart:output_type -> ballast.machine.v1alpha1.ServiceActionResponse
+	52, // 79: ballast.machine.v1alpha1.MachineService.ServiceStop:output_type -> ballast.machine.v1alpha1.ServiceActionResponse
+	52, // 80: ballast.machine.v1alpha1.MachineService.ServiceRestart:output_type -> ballast.machine.v1alpha1.ServiceActionResponse
+	54, // 81: ballast.machine.v1alpha1.MachineService.Logs:output_type -> ballast.machine.v1alpha1.LogLine
+	54, // 82: ballast.machine.v1alpha1.MachineService.Dmesg:output_type -> ballast.machine.v1alpha1.LogLine
+	57, // 83: ballast.machine.v1alpha1.MachineService.Reboot:output_type -> ballast.machine.v1alpha1.RebootResponse
+	59, // 84: ballast.machine.v1alpha1.MachineService.Shutdown:output_type -> ballast.machine.v1alpha1.ShutdownResponse
+	61, // 85: ballast.machine.v1alpha1.MachineService.Reset:output_type -> ballast.machine.v1alpha1.ResetResponse
+	63, // 86: ballast.machine.v1alpha1.MachineService.VIPStatus:output_type -> ballast.machine.v1alpha1.VIPStatusResponse
+	65, // 87: ballast.machine.v1alpha1.MachineService.Kubeconfig:output_type -> ballast.machine.v1alpha1.KubeconfigResponse
+	68, // 88: ballast.machine.v1alpha1.MachineService.Containers:output_type -> ballast.machine.v1alpha1.ContainersResponse
+	39, // 89: ballast.machine.v1alpha1.MachineService.NetworkStatus:output_type -> ballast.machine.v1alpha1.NetworkStatusResponse
+	33, // 90: ballast.machine.v1alpha1.MachineService.TimeStatus:output_type -> ballast.machine.v1alpha1.TimeStatusResponse
+	25, // 91: ballast.machine.v1alpha1.MachineService.Upgrade:output_type -> ballast.machine.v1alpha1.UpgradeResponse
+	27, // 92: ballast.machine.v1alpha1.MachineService.Rollback:output_type -> ballast.machine.v1alpha1.RollbackResponse
+	31, // 93: ballast.machine.v1alpha1.MachineService.UpgradeStatus:output_type -> ballast.machine.v1alpha1.UpgradeStatusResponse
+	21, // 94: ballast.machine.v1alpha1.MachineService.Events:output_type -> ballast.machine.v1alpha1.Event
+	4,  // 95: ballast.machine.v1alpha1.MachineService.Processes:output_type -> ballast.machine.v1alpha1.ProcessesResponse
+	6,  // 96: ballast.machine.v1alpha1.MachineService.Memory:output_type -> ballast.machine.v1alpha1.MemoryResponse
+	9,  // 97: ballast.machine.v1alpha1.MachineService.Mounts:output_type -> ballast.machine.v1alpha1.MountsResponse
+	12, // 98: ballast.machine.v1alpha1.MachineService.Netstat:output_type -> ballast.machine.v1alpha1.NetstatResponse
+	15, // 99: ballast.machine.v1alpha1.MachineService.Usage:output_type -> ballast.machine.v1alpha1.UsageResponse
+	72, // 100: ballast.machine.v1alpha1.MachineService.Read:output_type -> ballast.machine.v1alpha1.DataChunk
+	19, // 101: ballast.machine.v1alpha1.MachineService.List:output_type -> ballast.machine.v1alpha1.ListResponse
+	74, // [74:102] is the sub-list for method output_type
+	46, // [46:74] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_machine_machine_proto_init() }
@@ -3665,7 +4844,8 @@ func file_machine_machine_proto_init() {
 	if File_machine_machine_proto != nil {
 		return
 	}
-	file_machine_machine_proto_msgTypes[2].OneofWrappers = []any{
+	file_machine_etcd_proto_init()
+	file_machine_machine_proto_msgTypes[20].OneofWrappers = []any{
 		(*UpgradeRequest_Start)(nil),
 		(*UpgradeRequest_Chunk)(nil),
 	}
@@ -3675,7 +4855,7 @@ func file_machine_machine_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_machine_machine_proto_rawDesc), len(file_machine_machine_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   50,
+			NumMessages:   68,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

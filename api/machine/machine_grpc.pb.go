@@ -47,6 +47,13 @@ const (
 	MachineService_Rollback_FullMethodName           = "/ballast.machine.v1alpha1.MachineService/Rollback"
 	MachineService_UpgradeStatus_FullMethodName      = "/ballast.machine.v1alpha1.MachineService/UpgradeStatus"
 	MachineService_Events_FullMethodName             = "/ballast.machine.v1alpha1.MachineService/Events"
+	MachineService_Processes_FullMethodName          = "/ballast.machine.v1alpha1.MachineService/Processes"
+	MachineService_Memory_FullMethodName             = "/ballast.machine.v1alpha1.MachineService/Memory"
+	MachineService_Mounts_FullMethodName             = "/ballast.machine.v1alpha1.MachineService/Mounts"
+	MachineService_Netstat_FullMethodName            = "/ballast.machine.v1alpha1.MachineService/Netstat"
+	MachineService_Usage_FullMethodName              = "/ballast.machine.v1alpha1.MachineService/Usage"
+	MachineService_Read_FullMethodName               = "/ballast.machine.v1alpha1.MachineService/Read"
+	MachineService_List_FullMethodName               = "/ballast.machine.v1alpha1.MachineService/List"
 )
 
 // MachineServiceClient is the client API for MachineService service.
@@ -118,6 +125,18 @@ type MachineServiceClient interface {
 	// following, each new one as it happens. Roles: os:admin, os:operator,
 	// os:reader.
 	Events(ctx context.Context, in *EventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Event], error)
+	// Node tools (docs/observability.md). In container mode the processes are
+	// the agent's own tree and the sockets its network namespace's.
+	// Processes, Memory, Mounts, Netstat, Usage and Stats: roles os:admin,
+	// os:operator, os:reader. Read and List (an allow-list of paths: /proc,
+	// /sys, the agent's log directory): roles os:admin, os:operator.
+	Processes(ctx context.Context, in *ProcessesRequest, opts ...grpc.CallOption) (*ProcessesResponse, error)
+	Memory(ctx context.Context, in *MemoryRequest, opts ...grpc.CallOption) (*MemoryResponse, error)
+	Mounts(ctx context.Context, in *MountsRequest, opts ...grpc.CallOption) (*MountsResponse, error)
+	Netstat(ctx context.Context, in *NetstatRequest, opts ...grpc.CallOption) (*NetstatResponse, error)
+	Usage(ctx context.Context, in *UsageRequest, opts ...grpc.CallOption) (*UsageResponse, error)
+	Read(ctx context.Context, in *ReadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DataChunk], error)
+	List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListResponse, error)
 }
 
 type machineServiceClient struct {
@@ -368,6 +387,85 @@ func (c *machineServiceClient) Events(ctx context.Context, in *EventsRequest, op
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type MachineService_EventsClient = grpc.ServerStreamingClient[Event]
 
+func (c *machineServiceClient) Processes(ctx context.Context, in *ProcessesRequest, opts ...grpc.CallOption) (*ProcessesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ProcessesResponse)
+	err := c.cc.Invoke(ctx, MachineService_Processes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *machineServiceClient) Memory(ctx context.Context, in *MemoryRequest, opts ...grpc.CallOption) (*MemoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MemoryResponse)
+	err := c.cc.Invoke(ctx, MachineService_Memory_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *machineServiceClient) Mounts(ctx context.Context, in *MountsRequest, opts ...grpc.CallOption) (*MountsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MountsResponse)
+	err := c.cc.Invoke(ctx, MachineService_Mounts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *machineServiceClient) Netstat(ctx context.Context, in *NetstatRequest, opts ...grpc.CallOption) (*NetstatResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(NetstatResponse)
+	err := c.cc.Invoke(ctx, MachineService_Netstat_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *machineServiceClient) Usage(ctx context.Context, in *UsageRequest, opts ...grpc.CallOption) (*UsageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UsageResponse)
+	err := c.cc.Invoke(ctx, MachineService_Usage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *machineServiceClient) Read(ctx context.Context, in *ReadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DataChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &MachineService_ServiceDesc.Streams[4], MachineService_Read_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ReadRequest, DataChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MachineService_ReadClient = grpc.ServerStreamingClient[DataChunk]
+
+func (c *machineServiceClient) List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListResponse)
+	err := c.cc.Invoke(ctx, MachineService_List_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MachineServiceServer is the server API for MachineService service.
 // All implementations must embed UnimplementedMachineServiceServer
 // for forward compatibility.
@@ -437,6 +535,18 @@ type MachineServiceServer interface {
 	// following, each new one as it happens. Roles: os:admin, os:operator,
 	// os:reader.
 	Events(*EventsRequest, grpc.ServerStreamingServer[Event]) error
+	// Node tools (docs/observability.md). In container mode the processes are
+	// the agent's own tree and the sockets its network namespace's.
+	// Processes, Memory, Mounts, Netstat, Usage and Stats: roles os:admin,
+	// os:operator, os:reader. Read and List (an allow-list of paths: /proc,
+	// /sys, the agent's log directory): roles os:admin, os:operator.
+	Processes(context.Context, *ProcessesRequest) (*ProcessesResponse, error)
+	Memory(context.Context, *MemoryRequest) (*MemoryResponse, error)
+	Mounts(context.Context, *MountsRequest) (*MountsResponse, error)
+	Netstat(context.Context, *NetstatRequest) (*NetstatResponse, error)
+	Usage(context.Context, *UsageRequest) (*UsageResponse, error)
+	Read(*ReadRequest, grpc.ServerStreamingServer[DataChunk]) error
+	List(context.Context, *ListRequest) (*ListResponse, error)
 	mustEmbedUnimplementedMachineServiceServer()
 }
 
@@ -509,6 +619,27 @@ func (UnimplementedMachineServiceServer) UpgradeStatus(context.Context, *Upgrade
 }
 func (UnimplementedMachineServiceServer) Events(*EventsRequest, grpc.ServerStreamingServer[Event]) error {
 	return status.Error(codes.Unimplemented, "method Events not implemented")
+}
+func (UnimplementedMachineServiceServer) Processes(context.Context, *ProcessesRequest) (*ProcessesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Processes not implemented")
+}
+func (UnimplementedMachineServiceServer) Memory(context.Context, *MemoryRequest) (*MemoryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Memory not implemented")
+}
+func (UnimplementedMachineServiceServer) Mounts(context.Context, *MountsRequest) (*MountsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Mounts not implemented")
+}
+func (UnimplementedMachineServiceServer) Netstat(context.Context, *NetstatRequest) (*NetstatResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Netstat not implemented")
+}
+func (UnimplementedMachineServiceServer) Usage(context.Context, *UsageRequest) (*UsageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Usage not implemented")
+}
+func (UnimplementedMachineServiceServer) Read(*ReadRequest, grpc.ServerStreamingServer[DataChunk]) error {
+	return status.Error(codes.Unimplemented, "method Read not implemented")
+}
+func (UnimplementedMachineServiceServer) List(context.Context, *ListRequest) (*ListResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method List not implemented")
 }
 func (UnimplementedMachineServiceServer) mustEmbedUnimplementedMachineServiceServer() {}
 func (UnimplementedMachineServiceServer) testEmbeddedByValue()                        {}
@@ -877,6 +1008,125 @@ func _MachineService_Events_Handler(srv interface{}, stream grpc.ServerStream) e
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type MachineService_EventsServer = grpc.ServerStreamingServer[Event]
 
+func _MachineService_Processes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ProcessesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MachineServiceServer).Processes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MachineService_Processes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MachineServiceServer).Processes(ctx, req.(*ProcessesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MachineService_Memory_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MemoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MachineServiceServer).Memory(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MachineService_Memory_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MachineServiceServer).Memory(ctx, req.(*MemoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MachineService_Mounts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MountsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MachineServiceServer).Mounts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MachineService_Mounts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MachineServiceServer).Mounts(ctx, req.(*MountsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MachineService_Netstat_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NetstatRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MachineServiceServer).Netstat(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MachineService_Netstat_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MachineServiceServer).Netstat(ctx, req.(*NetstatRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MachineService_Usage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UsageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MachineServiceServer).Usage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MachineService_Usage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MachineServiceServer).Usage(ctx, req.(*UsageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MachineService_Read_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ReadRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(MachineServiceServer).Read(m, &grpc.GenericServerStream[ReadRequest, DataChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MachineService_ReadServer = grpc.ServerStreamingServer[DataChunk]
+
+func _MachineService_List_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MachineServiceServer).List(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MachineService_List_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MachineServiceServer).List(ctx, req.(*ListRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // MachineService_ServiceDesc is the grpc.ServiceDesc for MachineService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -952,6 +1202,30 @@ var MachineService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "UpgradeStatus",
 			Handler:    _MachineService_UpgradeStatus_Handler,
 		},
+		{
+			MethodName: "Processes",
+			Handler:    _MachineService_Processes_Handler,
+		},
+		{
+			MethodName: "Memory",
+			Handler:    _MachineService_Memory_Handler,
+		},
+		{
+			MethodName: "Mounts",
+			Handler:    _MachineService_Mounts_Handler,
+		},
+		{
+			MethodName: "Netstat",
+			Handler:    _MachineService_Netstat_Handler,
+		},
+		{
+			MethodName: "Usage",
+			Handler:    _MachineService_Usage_Handler,
+		},
+		{
+			MethodName: "List",
+			Handler:    _MachineService_List_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -973,6 +1247,11 @@ var MachineService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Events",
 			Handler:       _MachineService_Events_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Read",
+			Handler:       _MachineService_Read_Handler,
 			ServerStreams: true,
 		},
 	},

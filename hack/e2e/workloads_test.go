@@ -327,6 +327,10 @@ func TestKubernetesWorkloads(t *testing.T) {
 	t.Run("the support bundle holds every node's view and no secret", func(t *testing.T) {
 		testSupportBundle(t, c.on(t), append(slices.Clone(cpAddrs), w1.Address, w2.Address))
 	})
+
+	t.Run("node tools show a node's own processes, sockets, memory, mounts and usage; reads stay in the allow-list", func(t *testing.T) {
+		testNodeTools(t, c.on(t), w2.Address)
+	})
 }
 
 const webManifest = `apiVersion: apps/v1

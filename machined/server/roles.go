@@ -37,6 +37,13 @@ var methodRoles = map[string][]string{
 	machine.MachineService_Rollback_FullMethodName:           admins,
 	machine.MachineService_UpgradeStatus_FullMethodName:      readers,
 	machine.MachineService_Events_FullMethodName:             readers,
+	machine.MachineService_Processes_FullMethodName:          readers,
+	machine.MachineService_Memory_FullMethodName:             readers,
+	machine.MachineService_Mounts_FullMethodName:             readers,
+	machine.MachineService_Netstat_FullMethodName:            readers,
+	machine.MachineService_Usage_FullMethodName:              readers,
+	machine.MachineService_Read_FullMethodName:               changers,
+	machine.MachineService_List_FullMethodName:               changers,
 
 	machine.EtcdService_Bootstrap_FullMethodName:             admins,
 	machine.EtcdService_Recover_FullMethodName:               admins,

@@ -17,6 +17,7 @@ import (
 
 	"github.com/ballast-os/ballast/api/machine"
 	"github.com/ballast-os/ballast/machined/events"
+	"github.com/ballast-os/ballast/machined/nodetools"
 	"github.com/ballast-os/ballast/machined/logs"
 	"github.com/ballast-os/ballast/machined/supervisor"
 )
@@ -97,6 +98,9 @@ type Machine interface {
 	UpgradeStatus() (*machine.UpgradeStatusResponse, error)
 	// Events returns the node's machine events.
 	Events() *events.Ring
+	// Tools returns the node tools (processes, memory, mounts, sockets,
+	// usage, allow-listed reads).
+	Tools() nodetools.Tools
 }
 
 // Upgrade is a bundle being received into a slot.

@@ -106,6 +106,7 @@ worker's certificate is refused there.`,
 		newKubeconfigCmd(g), newContainersCmd(g), newUpgradeCmd(g), newRollbackCmd(g),
 		newUpgradeK8sCmd(g),
 	)
+	root.AddCommand(newNodeToolCmds(g)...)
 	root.InitDefaultCompletionCmd()
 	return root
 }
