@@ -17,8 +17,8 @@ import (
 
 	"github.com/ballast-os/ballast/api/machine"
 	"github.com/ballast-os/ballast/machined/events"
-	"github.com/ballast-os/ballast/machined/nodetools"
 	"github.com/ballast-os/ballast/machined/logs"
+	"github.com/ballast-os/ballast/machined/nodetools"
 	"github.com/ballast-os/ballast/machined/supervisor"
 )
 
