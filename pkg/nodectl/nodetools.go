@@ -215,16 +215,5 @@ func pidText(pid int32) string {
 	return fmt.Sprint(pid)
 }
 
-// bytesText renders a byte count with a binary unit.
-func bytesText(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+// bytesText is humanBytes of an unsigned count.
+func bytesText(n uint64) string { return humanBytes(int64(min(n, 1<<62))) }
