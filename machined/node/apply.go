@@ -177,7 +177,7 @@ func (n *Node) persistAndApply(cfg *config.Config, data []byte) error {
 func (n *Node) applyLive(cfg *config.Config, data []byte) error {
 	n.setActive(cfg, data)
 	n.log.Info("machine config applied live", "type", cfg.Machine.Type)
-	n.events.Publish(events.ConfigApplied, "config", "config applied live", "reboot", "")
+	n.events.Publish(events.ConfigApplied, "config", "config applied live", "mode", "live")
 	return nil
 }
 

@@ -11,10 +11,14 @@ import (
 // given n.events (config, VIP, etcd, upgrades).
 func (n *Node) Events() *events.Ring { return n.events }
 
-// publishServiceEvents turns every state change and health transition of a
-// service into a machine event until ctx ends.
+// publishServiceEvents subscribes to the supervisor at once and turns, in
+// the background, every state change and health transition of a service
+// into a machine event until ctx ends.
 func (n *Node) publishServiceEvents(ctx context.Context) {
-	for ev := range n.sup.Subscribe(ctx) {
-		n.events.Publish(events.Service, ev.ID, ev.Message, "state", string(ev.State))
-	}
+	sub := n.sup.Subscribe(ctx) // before any service starts: none is missed
+	go func() {
+		for ev := range sub {
+			n.events.Publish(events.Service, ev.ID, ev.Message, "state", string(ev.State))
+		}
+	}()
 }

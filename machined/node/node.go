@@ -209,7 +209,7 @@ func (n *Node) Run(ctx context.Context) (Action, error) {
 
 	evCtx, stopEvents := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopEvents() // after the services stopped: their last states are events too
-	go n.publishServiceEvents(evCtx)
+	n.publishServiceEvents(evCtx)
 	supCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	defer stop()
 	supDone := make(chan error, 1)
