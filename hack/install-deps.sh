@@ -9,7 +9,7 @@ set -euo pipefail
 
 declare -A groups=(
 	[protoc]="protobuf-compiler:protoc libprotobuf-dev:/usr/include/google/protobuf/duration.proto"
-	[test]="iproute2:ip etcd-client:etcdctl runc:runc util-linux:nsenter busybox-static:/bin/busybox nftables:/usr/sbin/nft containernetworking-plugins:/usr/lib/cni/bridge dnsmasq-base:/usr/sbin/dnsmasq chrony:/usr/sbin/chronyd faketime:faketime gdisk:sgdisk grub-common:grub-editenv prometheus:promtool"
+	[test]="iproute2:ip etcd-client:etcdctl runc:runc util-linux:nsenter busybox-static:/bin/busybox nftables:/usr/sbin/nft containernetworking-plugins:/usr/lib/cni/bridge dnsmasq-base:/usr/sbin/dnsmasq chrony:/usr/sbin/chronyd faketime:faketime gdisk:sgdisk grub-common:grub-editenv prometheus:promtool rsyslog:rsyslogd"
 	[image]="kmod:depmod xz-utils:xz cpio:cpio grub-pc-bin:/usr/lib/grub/i386-pc/boot.img grub-efi-amd64-bin:/usr/lib/grub/x86_64-efi/linux.mod grub-common:grub-mkimage xorriso:xorriso mtools:mcopy dosfstools:mkfs.vfat e2fsprogs:mkfs.ext4 gdisk:sgdisk qemu-utils:qemu-img"
 	[qemu]="qemu-system-x86:qemu-system-x86_64 ipxe-qemu:/usr/lib/ipxe/qemu/efi-virtio.rom ovmf:/usr/share/OVMF/OVMF_CODE.fd"
 	[bench]="keepalived:keepalived haproxy:haproxy nftables:nft etcd-server:etcd"

@@ -328,6 +328,10 @@ func TestKubernetesWorkloads(t *testing.T) {
 		testSupportBundle(t, c.on(t), append(slices.Clone(cpAddrs), w1.Address, w2.Address))
 	})
 
+	t.Run("every node ships its logs to a real receiver, added and removed live", func(t *testing.T) {
+		testLogShipping(t, c.on(t), append(slices.Clone(cpAddrs), w1.Address, w2.Address))
+	})
+
 	t.Run("node tools show a node's own processes, sockets, memory, mounts and usage; reads stay in the allow-list", func(t *testing.T) {
 		testNodeTools(t, c.on(t), w2.Address)
 	})

@@ -81,6 +81,12 @@ func (n *Node) registerServices() error {
 		Conditions:  []supervisor.Condition{{Name: "machine config applied", Wait: n.waitConfigured}},
 		Runner:      runner.Goroutine(lbService, n.runLB),
 		Restart:     supervisor.Always,
+	}, supervisor.Spec{
+		ID:          logShipService,
+		Description: "sends every service's log lines (and a machine's kernel log) to machine.logging.destinations as JSON lines",
+		Conditions:  []supervisor.Condition{{Name: "machine config applied", Wait: n.waitConfigured}},
+		Runner:      runner.Goroutine(logShipService, n.logShipper().Run),
+		Restart:     supervisor.Always,
 	})
 	for _, s := range specs {
 		if err := n.sup.Add(s); err != nil {

@@ -99,6 +99,12 @@ var badCases = []badCase{
 		path: "machine.time.servers[1]", at: "servers:", msg: "not a host name"},
 	{name: "time boot timeout out of range", edits: []edit{r("  type: controlplane\n", "  type: controlplane\n  time:\n    bootTimeout: 1h\n")},
 		path: "machine.time.bootTimeout", at: "bootTimeout:", msg: "out of range"},
+	{name: "log destination of another scheme", edits: []edit{r("  type: controlplane\n", "  type: controlplane\n  logging:\n    destinations:\n      - endpoint: http://10.5.0.1:5140\n")},
+		path: "machine.logging.destinations[0].endpoint", at: "endpoint:", msg: "is not tcp://HOST:PORT"},
+	{name: "log destination without a port", edits: []edit{r("  type: controlplane\n", "  type: controlplane\n  logging:\n    destinations:\n      - endpoint: udp://10.5.0.1\n")},
+		path: "machine.logging.destinations[0].endpoint", at: "endpoint:", msg: "needs a host and a port"},
+	{name: "log destination format", edits: []edit{r("  type: controlplane\n", "  type: controlplane\n  logging:\n    destinations:\n      - endpoint: tcp://10.5.0.1:5140\n        format: gelf\n")},
+		path: "machine.logging.destinations[0].format", at: "format:", msg: "is not a log format"},
 
 	// Validate: certificates and keys.
 	{name: "machine ca crt not base64", edits: []edit{r("crt: {{MACHINE_CA_CRT}}", "crt: not-base64!")},

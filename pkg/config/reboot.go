@@ -20,6 +20,7 @@ var livePaths = []string{
 	"cluster.kubernetesVersion",
 	"machine.time",
 	"machine.metrics",
+	"machine.logging",
 }
 
 // liveComponentFields are the fields of every cluster component

@@ -26,6 +26,9 @@ func TestRebootRequired(t *testing.T) {
 		{name: "kubernetes version", change: func(c *Config) { c.Cluster.KubernetesVersion = "v1.37.0" }},
 		{name: "kubelet version", change: func(c *Config) { c.Machine.Kubelet.Version = "v1.37.0" }},
 		{name: "apiServer image", change: func(c *Config) { c.Cluster.APIServer.Image = "registry.k8s.io/kube-apiserver:v1.36.4" }},
+		{name: "log destinations", change: func(c *Config) {
+			c.Machine.Logging.Destinations = []LogDestination{{Endpoint: "tcp://10.0.0.1:5140"}}
+		}},
 		{
 			name:   "install disk",
 			change: func(c *Config) { c.Machine.Install.Disk = "/dev/sdb" },

@@ -47,6 +47,23 @@ type Machine struct {
 	Kubelet  Kubelet  `yaml:"kubelet,omitempty" json:"kubelet,omitempty"`
 	Time     Time     `yaml:"time,omitempty" json:"time,omitempty"`
 	Metrics  Metrics  `yaml:"metrics,omitempty" json:"metrics,omitempty"`
+	Logging  Logging  `yaml:"logging,omitempty" json:"logging,omitempty"`
+}
+
+// Logging configures where the node sends its logs (docs/observability.md).
+type Logging struct {
+	// Destinations receive every service's log lines (and, on machines,
+	// the kernel's) as JSON lines. Live.
+	Destinations []LogDestination `yaml:"destinations,omitempty" json:"destinations,omitempty"`
+}
+
+// LogDestination is one log receiver.
+type LogDestination struct {
+	// Endpoint is tcp://HOST:PORT or udp://HOST:PORT.
+	Endpoint string `yaml:"endpoint" json:"endpoint"`
+	// Format is json_lines (the default and only one): one JSON object per
+	// line with time, node, service, level and msg.
+	Format string `yaml:"format,omitempty" json:"format,omitempty"`
 }
 
 // Metrics configures the node's Prometheus endpoint (port 50001 on the

@@ -97,6 +97,19 @@ func (v *validator) machine() {
 			v.addf(fmt.Sprintf("machine.time.servers[%d]", i), "%q is not a host name, IP address or host:port", s)
 		}
 	}
+	for i, d := range m.Logging.Destinations {
+		p := fmt.Sprintf("machine.logging.destinations[%d]", i)
+		u, err := url.Parse(d.Endpoint)
+		switch {
+		case err != nil || (u.Scheme != "tcp" && u.Scheme != "udp") || u.Host == "" || u.Path != "":
+			v.addf(p+".endpoint", "%q is not tcp://HOST:PORT or udp://HOST:PORT", d.Endpoint)
+		case u.Port() == "" || !isHost(u.Hostname()):
+			v.addf(p+".endpoint", "%q needs a host and a port (e.g. tcp://10.5.0.1:5140)", d.Endpoint)
+		}
+		if d.Format != "" && d.Format != "json_lines" {
+			v.addf(p+".format", "%q is not a log format (want json_lines)", d.Format)
+		}
+	}
 	if b := m.Time.BootTimeout; b < 0 || b > Duration(10*time.Minute) {
 		v.addf("machine.time.bootTimeout", "%s is out of range (0 to 10m)", b.Std())
 	}
