@@ -170,6 +170,145 @@ func (ApplyMode) EnumDescriptor() ([]byte, []int) {
 	return file_machine_machine_proto_rawDescGZIP(), []int{1}
 }
 
+type SystemStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SystemStatusRequest) Reset() {
+	*x = SystemStatusRequest{}
+	mi := &file_machine_machine_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SystemStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SystemStatusRequest) ProtoMessage() {}
+
+func (x *SystemStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SystemStatusRequest.ProtoReflect.Descriptor instead.
+func (*SystemStatusRequest) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{0}
+}
+
+type SystemStatusResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Load1  float64                `protobuf:"fixed64,1,opt,name=load1,proto3" json:"load1,omitempty"`
+	Load5  float64                `protobuf:"fixed64,2,opt,name=load5,proto3" json:"load5,omitempty"`
+	Load15 float64                `protobuf:"fixed64,3,opt,name=load15,proto3" json:"load15,omitempty"`
+	// cpus is the number of CPUs; cpu_busy_seconds and cpu_total_seconds are
+	// the CPU time since boot summed over them (two answers give the busy
+	// fraction in between).
+	Cpus            int32                  `protobuf:"varint,4,opt,name=cpus,proto3" json:"cpus,omitempty"`
+	CpuBusySeconds  float64                `protobuf:"fixed64,5,opt,name=cpu_busy_seconds,json=cpuBusySeconds,proto3" json:"cpu_busy_seconds,omitempty"`
+	CpuTotalSeconds float64                `protobuf:"fixed64,6,opt,name=cpu_total_seconds,json=cpuTotalSeconds,proto3" json:"cpu_total_seconds,omitempty"`
+	Memory          *MemoryResponse        `protobuf:"bytes,7,opt,name=memory,proto3" json:"memory,omitempty"`
+	Time            *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SystemStatusResponse) Reset() {
+	*x = SystemStatusResponse{}
+	mi := &file_machine_machine_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SystemStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SystemStatusResponse) ProtoMessage() {}
+
+func (x *SystemStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SystemStatusResponse.ProtoReflect.Descriptor instead.
+func (*SystemStatusResponse) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SystemStatusResponse) GetLoad1() float64 {
+	if x != nil {
+		return x.Load1
+	}
+	return 0
+}
+
+func (x *SystemStatusResponse) GetLoad5() float64 {
+	if x != nil {
+		return x.Load5
+	}
+	return 0
+}
+
+func (x *SystemStatusResponse) GetLoad15() float64 {
+	if x != nil {
+		return x.Load15
+	}
+	return 0
+}
+
+func (x *SystemStatusResponse) GetCpus() int32 {
+	if x != nil {
+		return x.Cpus
+	}
+	return 0
+}
+
+func (x *SystemStatusResponse) GetCpuBusySeconds() float64 {
+	if x != nil {
+		return x.CpuBusySeconds
+	}
+	return 0
+}
+
+func (x *SystemStatusResponse) GetCpuTotalSeconds() float64 {
+	if x != nil {
+		return x.CpuTotalSeconds
+	}
+	return 0
+}
+
+func (x *SystemStatusResponse) GetMemory() *MemoryResponse {
+	if x != nil {
+		return x.Memory
+	}
+	return nil
+}
+
+func (x *SystemStatusResponse) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
 type ProcessesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -178,7 +317,7 @@ type ProcessesRequest struct {
 
 func (x *ProcessesRequest) Reset() {
 	*x = ProcessesRequest{}
-	mi := &file_machine_machine_proto_msgTypes[0]
+	mi := &file_machine_machine_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -190,7 +329,7 @@ func (x *ProcessesRequest) String() string {
 func (*ProcessesRequest) ProtoMessage() {}
 
 func (x *ProcessesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[0]
+	mi := &file_machine_machine_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -203,7 +342,7 @@ func (x *ProcessesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessesRequest.ProtoReflect.Descriptor instead.
 func (*ProcessesRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{0}
+	return file_machine_machine_proto_rawDescGZIP(), []int{2}
 }
 
 type Process struct {
@@ -225,7 +364,7 @@ type Process struct {
 
 func (x *Process) Reset() {
 	*x = Process{}
-	mi := &file_machine_machine_proto_msgTypes[1]
+	mi := &file_machine_machine_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -237,7 +376,7 @@ func (x *Process) String() string {
 func (*Process) ProtoMessage() {}
 
 func (x *Process) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[1]
+	mi := &file_machine_machine_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -250,7 +389,7 @@ func (x *Process) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Process.ProtoReflect.Descriptor instead.
 func (*Process) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{1}
+	return file_machine_machine_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Process) GetPid() int32 {
@@ -332,7 +471,7 @@ type ProcessesResponse struct {
 
 func (x *ProcessesResponse) Reset() {
 	*x = ProcessesResponse{}
-	mi := &file_machine_machine_proto_msgTypes[2]
+	mi := &file_machine_machine_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -344,7 +483,7 @@ func (x *ProcessesResponse) String() string {
 func (*ProcessesResponse) ProtoMessage() {}
 
 func (x *ProcessesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[2]
+	mi := &file_machine_machine_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -357,7 +496,7 @@ func (x *ProcessesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessesResponse.ProtoReflect.Descriptor instead.
 func (*ProcessesResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{2}
+	return file_machine_machine_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ProcessesResponse) GetProcesses() []*Process {
@@ -375,7 +514,7 @@ type MemoryRequest struct {
 
 func (x *MemoryRequest) Reset() {
 	*x = MemoryRequest{}
-	mi := &file_machine_machine_proto_msgTypes[3]
+	mi := &file_machine_machine_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -387,7 +526,7 @@ func (x *MemoryRequest) String() string {
 func (*MemoryRequest) ProtoMessage() {}
 
 func (x *MemoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[3]
+	mi := &file_machine_machine_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -400,7 +539,7 @@ func (x *MemoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemoryRequest.ProtoReflect.Descriptor instead.
 func (*MemoryRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{3}
+	return file_machine_machine_proto_rawDescGZIP(), []int{5}
 }
 
 type MemoryResponse struct {
@@ -419,7 +558,7 @@ type MemoryResponse struct {
 
 func (x *MemoryResponse) Reset() {
 	*x = MemoryResponse{}
-	mi := &file_machine_machine_proto_msgTypes[4]
+	mi := &file_machine_machine_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -431,7 +570,7 @@ func (x *MemoryResponse) String() string {
 func (*MemoryResponse) ProtoMessage() {}
 
 func (x *MemoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[4]
+	mi := &file_machine_machine_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -444,7 +583,7 @@ func (x *MemoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemoryResponse.ProtoReflect.Descriptor instead.
 func (*MemoryResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{4}
+	return file_machine_machine_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *MemoryResponse) GetTotalBytes() uint64 {
@@ -511,7 +650,7 @@ type MountsRequest struct {
 
 func (x *MountsRequest) Reset() {
 	*x = MountsRequest{}
-	mi := &file_machine_machine_proto_msgTypes[5]
+	mi := &file_machine_machine_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -523,7 +662,7 @@ func (x *MountsRequest) String() string {
 func (*MountsRequest) ProtoMessage() {}
 
 func (x *MountsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[5]
+	mi := &file_machine_machine_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -536,7 +675,7 @@ func (x *MountsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountsRequest.ProtoReflect.Descriptor instead.
 func (*MountsRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{5}
+	return file_machine_machine_proto_rawDescGZIP(), []int{7}
 }
 
 type Mount struct {
@@ -556,7 +695,7 @@ type Mount struct {
 
 func (x *Mount) Reset() {
 	*x = Mount{}
-	mi := &file_machine_machine_proto_msgTypes[6]
+	mi := &file_machine_machine_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -568,7 +707,7 @@ func (x *Mount) String() string {
 func (*Mount) ProtoMessage() {}
 
 func (x *Mount) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[6]
+	mi := &file_machine_machine_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -581,7 +720,7 @@ func (x *Mount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mount.ProtoReflect.Descriptor instead.
 func (*Mount) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{6}
+	return file_machine_machine_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Mount) GetSource() string {
@@ -642,7 +781,7 @@ type MountsResponse struct {
 
 func (x *MountsResponse) Reset() {
 	*x = MountsResponse{}
-	mi := &file_machine_machine_proto_msgTypes[7]
+	mi := &file_machine_machine_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -654,7 +793,7 @@ func (x *MountsResponse) String() string {
 func (*MountsResponse) ProtoMessage() {}
 
 func (x *MountsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[7]
+	mi := &file_machine_machine_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -667,7 +806,7 @@ func (x *MountsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountsResponse.ProtoReflect.Descriptor instead.
 func (*MountsResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{7}
+	return file_machine_machine_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *MountsResponse) GetMounts() []*Mount {
@@ -687,7 +826,7 @@ type NetstatRequest struct {
 
 func (x *NetstatRequest) Reset() {
 	*x = NetstatRequest{}
-	mi := &file_machine_machine_proto_msgTypes[8]
+	mi := &file_machine_machine_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +838,7 @@ func (x *NetstatRequest) String() string {
 func (*NetstatRequest) ProtoMessage() {}
 
 func (x *NetstatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[8]
+	mi := &file_machine_machine_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +851,7 @@ func (x *NetstatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetstatRequest.ProtoReflect.Descriptor instead.
 func (*NetstatRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{8}
+	return file_machine_machine_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *NetstatRequest) GetListening() bool {
@@ -739,7 +878,7 @@ type Socket struct {
 
 func (x *Socket) Reset() {
 	*x = Socket{}
-	mi := &file_machine_machine_proto_msgTypes[9]
+	mi := &file_machine_machine_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -751,7 +890,7 @@ func (x *Socket) String() string {
 func (*Socket) ProtoMessage() {}
 
 func (x *Socket) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[9]
+	mi := &file_machine_machine_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -764,7 +903,7 @@ func (x *Socket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Socket.ProtoReflect.Descriptor instead.
 func (*Socket) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{9}
+	return file_machine_machine_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Socket) GetProtocol() string {
@@ -825,7 +964,7 @@ type NetstatResponse struct {
 
 func (x *NetstatResponse) Reset() {
 	*x = NetstatResponse{}
-	mi := &file_machine_machine_proto_msgTypes[10]
+	mi := &file_machine_machine_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -837,7 +976,7 @@ func (x *NetstatResponse) String() string {
 func (*NetstatResponse) ProtoMessage() {}
 
 func (x *NetstatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[10]
+	mi := &file_machine_machine_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -850,7 +989,7 @@ func (x *NetstatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetstatResponse.ProtoReflect.Descriptor instead.
 func (*NetstatResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{10}
+	return file_machine_machine_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *NetstatResponse) GetSockets() []*Socket {
@@ -868,7 +1007,7 @@ type UsageRequest struct {
 
 func (x *UsageRequest) Reset() {
 	*x = UsageRequest{}
-	mi := &file_machine_machine_proto_msgTypes[11]
+	mi := &file_machine_machine_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -880,7 +1019,7 @@ func (x *UsageRequest) String() string {
 func (*UsageRequest) ProtoMessage() {}
 
 func (x *UsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[11]
+	mi := &file_machine_machine_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -893,7 +1032,7 @@ func (x *UsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageRequest.ProtoReflect.Descriptor instead.
 func (*UsageRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{11}
+	return file_machine_machine_proto_rawDescGZIP(), []int{13}
 }
 
 type DirectoryUsage struct {
@@ -909,7 +1048,7 @@ type DirectoryUsage struct {
 
 func (x *DirectoryUsage) Reset() {
 	*x = DirectoryUsage{}
-	mi := &file_machine_machine_proto_msgTypes[12]
+	mi := &file_machine_machine_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -921,7 +1060,7 @@ func (x *DirectoryUsage) String() string {
 func (*DirectoryUsage) ProtoMessage() {}
 
 func (x *DirectoryUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[12]
+	mi := &file_machine_machine_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -934,7 +1073,7 @@ func (x *DirectoryUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirectoryUsage.ProtoReflect.Descriptor instead.
 func (*DirectoryUsage) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{12}
+	return file_machine_machine_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DirectoryUsage) GetName() string {
@@ -976,7 +1115,7 @@ type UsageResponse struct {
 
 func (x *UsageResponse) Reset() {
 	*x = UsageResponse{}
-	mi := &file_machine_machine_proto_msgTypes[13]
+	mi := &file_machine_machine_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -988,7 +1127,7 @@ func (x *UsageResponse) String() string {
 func (*UsageResponse) ProtoMessage() {}
 
 func (x *UsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[13]
+	mi := &file_machine_machine_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1001,7 +1140,7 @@ func (x *UsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageResponse.ProtoReflect.Descriptor instead.
 func (*UsageResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{13}
+	return file_machine_machine_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UsageResponse) GetFilesystems() []*Mount {
@@ -1027,7 +1166,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_machine_machine_proto_msgTypes[14]
+	mi := &file_machine_machine_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1039,7 +1178,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[14]
+	mi := &file_machine_machine_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1052,7 +1191,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{14}
+	return file_machine_machine_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ReadRequest) GetPath() string {
@@ -1071,7 +1210,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_machine_machine_proto_msgTypes[15]
+	mi := &file_machine_machine_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1083,7 +1222,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[15]
+	mi := &file_machine_machine_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1096,7 +1235,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{15}
+	return file_machine_machine_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListRequest) GetPath() string {
@@ -1119,7 +1258,7 @@ type FileInfo struct {
 
 func (x *FileInfo) Reset() {
 	*x = FileInfo{}
-	mi := &file_machine_machine_proto_msgTypes[16]
+	mi := &file_machine_machine_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1131,7 +1270,7 @@ func (x *FileInfo) String() string {
 func (*FileInfo) ProtoMessage() {}
 
 func (x *FileInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[16]
+	mi := &file_machine_machine_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1144,7 +1283,7 @@ func (x *FileInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileInfo.ProtoReflect.Descriptor instead.
 func (*FileInfo) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{16}
+	return file_machine_machine_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *FileInfo) GetName() string {
@@ -1191,7 +1330,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_machine_machine_proto_msgTypes[17]
+	mi := &file_machine_machine_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1203,7 +1342,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[17]
+	mi := &file_machine_machine_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1216,7 +1355,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{17}
+	return file_machine_machine_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListResponse) GetFiles() []*FileInfo {
@@ -1240,7 +1379,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_machine_machine_proto_msgTypes[18]
+	mi := &file_machine_machine_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1252,7 +1391,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[18]
+	mi := &file_machine_machine_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1265,7 +1404,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{18}
+	return file_machine_machine_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *EventsRequest) GetFollow() bool {
@@ -1305,7 +1444,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_machine_machine_proto_msgTypes[19]
+	mi := &file_machine_machine_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1317,7 +1456,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[19]
+	mi := &file_machine_machine_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1330,7 +1469,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{19}
+	return file_machine_machine_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Event) GetId() uint64 {
@@ -1388,7 +1527,7 @@ type UpgradeRequest struct {
 
 func (x *UpgradeRequest) Reset() {
 	*x = UpgradeRequest{}
-	mi := &file_machine_machine_proto_msgTypes[20]
+	mi := &file_machine_machine_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1400,7 +1539,7 @@ func (x *UpgradeRequest) String() string {
 func (*UpgradeRequest) ProtoMessage() {}
 
 func (x *UpgradeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[20]
+	mi := &file_machine_machine_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1413,7 +1552,7 @@ func (x *UpgradeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpgradeRequest.ProtoReflect.Descriptor instead.
 func (*UpgradeRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{20}
+	return file_machine_machine_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UpgradeRequest) GetMsg() isUpgradeRequest_Msg {
@@ -1479,7 +1618,7 @@ type UpgradeStart struct {
 
 func (x *UpgradeStart) Reset() {
 	*x = UpgradeStart{}
-	mi := &file_machine_machine_proto_msgTypes[21]
+	mi := &file_machine_machine_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1491,7 +1630,7 @@ func (x *UpgradeStart) String() string {
 func (*UpgradeStart) ProtoMessage() {}
 
 func (x *UpgradeStart) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[21]
+	mi := &file_machine_machine_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1504,7 +1643,7 @@ func (x *UpgradeStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpgradeStart.ProtoReflect.Descriptor instead.
 func (*UpgradeStart) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{21}
+	return file_machine_machine_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *UpgradeStart) GetManifest() []byte {
@@ -1554,7 +1693,7 @@ type UpgradeChunk struct {
 
 func (x *UpgradeChunk) Reset() {
 	*x = UpgradeChunk{}
-	mi := &file_machine_machine_proto_msgTypes[22]
+	mi := &file_machine_machine_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1566,7 +1705,7 @@ func (x *UpgradeChunk) String() string {
 func (*UpgradeChunk) ProtoMessage() {}
 
 func (x *UpgradeChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[22]
+	mi := &file_machine_machine_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1579,7 +1718,7 @@ func (x *UpgradeChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpgradeChunk.ProtoReflect.Descriptor instead.
 func (*UpgradeChunk) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{22}
+	return file_machine_machine_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UpgradeChunk) GetPart() string {
@@ -1612,7 +1751,7 @@ type UpgradeResponse struct {
 
 func (x *UpgradeResponse) Reset() {
 	*x = UpgradeResponse{}
-	mi := &file_machine_machine_proto_msgTypes[23]
+	mi := &file_machine_machine_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1624,7 +1763,7 @@ func (x *UpgradeResponse) String() string {
 func (*UpgradeResponse) ProtoMessage() {}
 
 func (x *UpgradeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[23]
+	mi := &file_machine_machine_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1637,7 +1776,7 @@ func (x *UpgradeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpgradeResponse.ProtoReflect.Descriptor instead.
 func (*UpgradeResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{23}
+	return file_machine_machine_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *UpgradeResponse) GetWanted() []string {
@@ -1679,7 +1818,7 @@ type RollbackRequest struct {
 
 func (x *RollbackRequest) Reset() {
 	*x = RollbackRequest{}
-	mi := &file_machine_machine_proto_msgTypes[24]
+	mi := &file_machine_machine_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1691,7 +1830,7 @@ func (x *RollbackRequest) String() string {
 func (*RollbackRequest) ProtoMessage() {}
 
 func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[24]
+	mi := &file_machine_machine_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1704,7 +1843,7 @@ func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{24}
+	return file_machine_machine_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RollbackRequest) GetStage() bool {
@@ -1732,7 +1871,7 @@ type RollbackResponse struct {
 
 func (x *RollbackResponse) Reset() {
 	*x = RollbackResponse{}
-	mi := &file_machine_machine_proto_msgTypes[25]
+	mi := &file_machine_machine_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1744,7 +1883,7 @@ func (x *RollbackResponse) String() string {
 func (*RollbackResponse) ProtoMessage() {}
 
 func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[25]
+	mi := &file_machine_machine_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1757,7 +1896,7 @@ func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackResponse.ProtoReflect.Descriptor instead.
 func (*RollbackResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{25}
+	return file_machine_machine_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RollbackResponse) GetSlot() string {
@@ -1789,7 +1928,7 @@ type UpgradeStatusRequest struct {
 
 func (x *UpgradeStatusRequest) Reset() {
 	*x = UpgradeStatusRequest{}
-	mi := &file_machine_machine_proto_msgTypes[26]
+	mi := &file_machine_machine_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1801,7 +1940,7 @@ func (x *UpgradeStatusRequest) String() string {
 func (*UpgradeStatusRequest) ProtoMessage() {}
 
 func (x *UpgradeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[26]
+	mi := &file_machine_machine_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1814,7 +1953,7 @@ func (x *UpgradeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpgradeStatusRequest.ProtoReflect.Descriptor instead.
 func (*UpgradeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{26}
+	return file_machine_machine_proto_rawDescGZIP(), []int{28}
 }
 
 type SlotInfo struct {
@@ -1834,7 +1973,7 @@ type SlotInfo struct {
 
 func (x *SlotInfo) Reset() {
 	*x = SlotInfo{}
-	mi := &file_machine_machine_proto_msgTypes[27]
+	mi := &file_machine_machine_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1846,7 +1985,7 @@ func (x *SlotInfo) String() string {
 func (*SlotInfo) ProtoMessage() {}
 
 func (x *SlotInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[27]
+	mi := &file_machine_machine_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1859,7 +1998,7 @@ func (x *SlotInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotInfo.ProtoReflect.Descriptor instead.
 func (*SlotInfo) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{27}
+	return file_machine_machine_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SlotInfo) GetName() string {
@@ -1923,7 +2062,7 @@ type UpgradeAttempt struct {
 
 func (x *UpgradeAttempt) Reset() {
 	*x = UpgradeAttempt{}
-	mi := &file_machine_machine_proto_msgTypes[28]
+	mi := &file_machine_machine_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1935,7 +2074,7 @@ func (x *UpgradeAttempt) String() string {
 func (*UpgradeAttempt) ProtoMessage() {}
 
 func (x *UpgradeAttempt) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[28]
+	mi := &file_machine_machine_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1948,7 +2087,7 @@ func (x *UpgradeAttempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpgradeAttempt.ProtoReflect.Descriptor instead.
 func (*UpgradeAttempt) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{28}
+	return file_machine_machine_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *UpgradeAttempt) GetKind() string {
@@ -2031,7 +2170,7 @@ type UpgradeStatusResponse struct {
 
 func (x *UpgradeStatusResponse) Reset() {
 	*x = UpgradeStatusResponse{}
-	mi := &file_machine_machine_proto_msgTypes[29]
+	mi := &file_machine_machine_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2043,7 +2182,7 @@ func (x *UpgradeStatusResponse) String() string {
 func (*UpgradeStatusResponse) ProtoMessage() {}
 
 func (x *UpgradeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[29]
+	mi := &file_machine_machine_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2056,7 +2195,7 @@ func (x *UpgradeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpgradeStatusResponse.ProtoReflect.Descriptor instead.
 func (*UpgradeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{29}
+	return file_machine_machine_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *UpgradeStatusResponse) GetSlot() string {
@@ -2109,7 +2248,7 @@ type TimeStatusRequest struct {
 
 func (x *TimeStatusRequest) Reset() {
 	*x = TimeStatusRequest{}
-	mi := &file_machine_machine_proto_msgTypes[30]
+	mi := &file_machine_machine_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2121,7 +2260,7 @@ func (x *TimeStatusRequest) String() string {
 func (*TimeStatusRequest) ProtoMessage() {}
 
 func (x *TimeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[30]
+	mi := &file_machine_machine_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2134,7 +2273,7 @@ func (x *TimeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeStatusRequest.ProtoReflect.Descriptor instead.
 func (*TimeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{30}
+	return file_machine_machine_proto_rawDescGZIP(), []int{32}
 }
 
 type TimeStatusResponse struct {
@@ -2160,7 +2299,7 @@ type TimeStatusResponse struct {
 
 func (x *TimeStatusResponse) Reset() {
 	*x = TimeStatusResponse{}
-	mi := &file_machine_machine_proto_msgTypes[31]
+	mi := &file_machine_machine_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2172,7 +2311,7 @@ func (x *TimeStatusResponse) String() string {
 func (*TimeStatusResponse) ProtoMessage() {}
 
 func (x *TimeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[31]
+	mi := &file_machine_machine_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2185,7 +2324,7 @@ func (x *TimeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeStatusResponse.ProtoReflect.Descriptor instead.
 func (*TimeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{31}
+	return file_machine_machine_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *TimeStatusResponse) GetSynced() bool {
@@ -2266,7 +2405,7 @@ type NetworkStatusRequest struct {
 
 func (x *NetworkStatusRequest) Reset() {
 	*x = NetworkStatusRequest{}
-	mi := &file_machine_machine_proto_msgTypes[32]
+	mi := &file_machine_machine_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2278,7 +2417,7 @@ func (x *NetworkStatusRequest) String() string {
 func (*NetworkStatusRequest) ProtoMessage() {}
 
 func (x *NetworkStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[32]
+	mi := &file_machine_machine_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2291,7 +2430,7 @@ func (x *NetworkStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkStatusRequest.ProtoReflect.Descriptor instead.
 func (*NetworkStatusRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{32}
+	return file_machine_machine_proto_rawDescGZIP(), []int{34}
 }
 
 type NetworkLink struct {
@@ -2309,7 +2448,7 @@ type NetworkLink struct {
 
 func (x *NetworkLink) Reset() {
 	*x = NetworkLink{}
-	mi := &file_machine_machine_proto_msgTypes[33]
+	mi := &file_machine_machine_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2321,7 +2460,7 @@ func (x *NetworkLink) String() string {
 func (*NetworkLink) ProtoMessage() {}
 
 func (x *NetworkLink) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[33]
+	mi := &file_machine_machine_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2334,7 +2473,7 @@ func (x *NetworkLink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkLink.ProtoReflect.Descriptor instead.
 func (*NetworkLink) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{33}
+	return file_machine_machine_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *NetworkLink) GetName() string {
@@ -2394,7 +2533,7 @@ type NetworkAddress struct {
 
 func (x *NetworkAddress) Reset() {
 	*x = NetworkAddress{}
-	mi := &file_machine_machine_proto_msgTypes[34]
+	mi := &file_machine_machine_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2406,7 +2545,7 @@ func (x *NetworkAddress) String() string {
 func (*NetworkAddress) ProtoMessage() {}
 
 func (x *NetworkAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[34]
+	mi := &file_machine_machine_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2419,7 +2558,7 @@ func (x *NetworkAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkAddress.ProtoReflect.Descriptor instead.
 func (*NetworkAddress) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{34}
+	return file_machine_machine_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *NetworkAddress) GetLink() string {
@@ -2465,7 +2604,7 @@ type NetworkRoute struct {
 
 func (x *NetworkRoute) Reset() {
 	*x = NetworkRoute{}
-	mi := &file_machine_machine_proto_msgTypes[35]
+	mi := &file_machine_machine_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2477,7 +2616,7 @@ func (x *NetworkRoute) String() string {
 func (*NetworkRoute) ProtoMessage() {}
 
 func (x *NetworkRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[35]
+	mi := &file_machine_machine_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2490,7 +2629,7 @@ func (x *NetworkRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkRoute.ProtoReflect.Descriptor instead.
 func (*NetworkRoute) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{35}
+	return file_machine_machine_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *NetworkRoute) GetDestination() string {
@@ -2547,7 +2686,7 @@ type DHCPLease struct {
 
 func (x *DHCPLease) Reset() {
 	*x = DHCPLease{}
-	mi := &file_machine_machine_proto_msgTypes[36]
+	mi := &file_machine_machine_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2559,7 +2698,7 @@ func (x *DHCPLease) String() string {
 func (*DHCPLease) ProtoMessage() {}
 
 func (x *DHCPLease) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[36]
+	mi := &file_machine_machine_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2572,7 +2711,7 @@ func (x *DHCPLease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DHCPLease.ProtoReflect.Descriptor instead.
 func (*DHCPLease) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{36}
+	return file_machine_machine_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *DHCPLease) GetLink() string {
@@ -2660,7 +2799,7 @@ type NetworkStatusResponse struct {
 
 func (x *NetworkStatusResponse) Reset() {
 	*x = NetworkStatusResponse{}
-	mi := &file_machine_machine_proto_msgTypes[37]
+	mi := &file_machine_machine_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2672,7 +2811,7 @@ func (x *NetworkStatusResponse) String() string {
 func (*NetworkStatusResponse) ProtoMessage() {}
 
 func (x *NetworkStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[37]
+	mi := &file_machine_machine_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2685,7 +2824,7 @@ func (x *NetworkStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkStatusResponse.ProtoReflect.Descriptor instead.
 func (*NetworkStatusResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{37}
+	return file_machine_machine_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *NetworkStatusResponse) GetLinks() []*NetworkLink {
@@ -2738,7 +2877,7 @@ type VersionRequest struct {
 
 func (x *VersionRequest) Reset() {
 	*x = VersionRequest{}
-	mi := &file_machine_machine_proto_msgTypes[38]
+	mi := &file_machine_machine_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2750,7 +2889,7 @@ func (x *VersionRequest) String() string {
 func (*VersionRequest) ProtoMessage() {}
 
 func (x *VersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[38]
+	mi := &file_machine_machine_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2763,7 +2902,7 @@ func (x *VersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionRequest.ProtoReflect.Descriptor instead.
 func (*VersionRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{38}
+	return file_machine_machine_proto_rawDescGZIP(), []int{40}
 }
 
 type VersionResponse struct {
@@ -2790,7 +2929,7 @@ type VersionResponse struct {
 
 func (x *VersionResponse) Reset() {
 	*x = VersionResponse{}
-	mi := &file_machine_machine_proto_msgTypes[39]
+	mi := &file_machine_machine_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2802,7 +2941,7 @@ func (x *VersionResponse) String() string {
 func (*VersionResponse) ProtoMessage() {}
 
 func (x *VersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[39]
+	mi := &file_machine_machine_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2815,7 +2954,7 @@ func (x *VersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionResponse.ProtoReflect.Descriptor instead.
 func (*VersionResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{39}
+	return file_machine_machine_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *VersionResponse) GetVersion() string {
@@ -2904,7 +3043,7 @@ type ApplyConfigurationRequest struct {
 
 func (x *ApplyConfigurationRequest) Reset() {
 	*x = ApplyConfigurationRequest{}
-	mi := &file_machine_machine_proto_msgTypes[40]
+	mi := &file_machine_machine_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2916,7 +3055,7 @@ func (x *ApplyConfigurationRequest) String() string {
 func (*ApplyConfigurationRequest) ProtoMessage() {}
 
 func (x *ApplyConfigurationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[40]
+	mi := &file_machine_machine_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2929,7 +3068,7 @@ func (x *ApplyConfigurationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyConfigurationRequest.ProtoReflect.Descriptor instead.
 func (*ApplyConfigurationRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{40}
+	return file_machine_machine_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ApplyConfigurationRequest) GetData() []byte {
@@ -2975,7 +3114,7 @@ type ApplyConfigurationResponse struct {
 
 func (x *ApplyConfigurationResponse) Reset() {
 	*x = ApplyConfigurationResponse{}
-	mi := &file_machine_machine_proto_msgTypes[41]
+	mi := &file_machine_machine_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2987,7 +3126,7 @@ func (x *ApplyConfigurationResponse) String() string {
 func (*ApplyConfigurationResponse) ProtoMessage() {}
 
 func (x *ApplyConfigurationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[41]
+	mi := &file_machine_machine_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3000,7 +3139,7 @@ func (x *ApplyConfigurationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyConfigurationResponse.ProtoReflect.Descriptor instead.
 func (*ApplyConfigurationResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{41}
+	return file_machine_machine_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ApplyConfigurationResponse) GetMode() ApplyMode {
@@ -3039,7 +3178,7 @@ type GetConfigurationRequest struct {
 
 func (x *GetConfigurationRequest) Reset() {
 	*x = GetConfigurationRequest{}
-	mi := &file_machine_machine_proto_msgTypes[42]
+	mi := &file_machine_machine_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3051,7 +3190,7 @@ func (x *GetConfigurationRequest) String() string {
 func (*GetConfigurationRequest) ProtoMessage() {}
 
 func (x *GetConfigurationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[42]
+	mi := &file_machine_machine_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3064,7 +3203,7 @@ func (x *GetConfigurationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigurationRequest.ProtoReflect.Descriptor instead.
 func (*GetConfigurationRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{42}
+	return file_machine_machine_proto_rawDescGZIP(), []int{44}
 }
 
 type GetConfigurationResponse struct {
@@ -3079,7 +3218,7 @@ type GetConfigurationResponse struct {
 
 func (x *GetConfigurationResponse) Reset() {
 	*x = GetConfigurationResponse{}
-	mi := &file_machine_machine_proto_msgTypes[43]
+	mi := &file_machine_machine_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3091,7 +3230,7 @@ func (x *GetConfigurationResponse) String() string {
 func (*GetConfigurationResponse) ProtoMessage() {}
 
 func (x *GetConfigurationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[43]
+	mi := &file_machine_machine_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3104,7 +3243,7 @@ func (x *GetConfigurationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigurationResponse.ProtoReflect.Descriptor instead.
 func (*GetConfigurationResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{43}
+	return file_machine_machine_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *GetConfigurationResponse) GetData() []byte {
@@ -3136,7 +3275,7 @@ type ServiceListRequest struct {
 
 func (x *ServiceListRequest) Reset() {
 	*x = ServiceListRequest{}
-	mi := &file_machine_machine_proto_msgTypes[44]
+	mi := &file_machine_machine_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3148,7 +3287,7 @@ func (x *ServiceListRequest) String() string {
 func (*ServiceListRequest) ProtoMessage() {}
 
 func (x *ServiceListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[44]
+	mi := &file_machine_machine_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3161,7 +3300,7 @@ func (x *ServiceListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceListRequest.ProtoReflect.Descriptor instead.
 func (*ServiceListRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{44}
+	return file_machine_machine_proto_rawDescGZIP(), []int{46}
 }
 
 type ServiceEvent struct {
@@ -3175,7 +3314,7 @@ type ServiceEvent struct {
 
 func (x *ServiceEvent) Reset() {
 	*x = ServiceEvent{}
-	mi := &file_machine_machine_proto_msgTypes[45]
+	mi := &file_machine_machine_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3187,7 +3326,7 @@ func (x *ServiceEvent) String() string {
 func (*ServiceEvent) ProtoMessage() {}
 
 func (x *ServiceEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[45]
+	mi := &file_machine_machine_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3200,7 +3339,7 @@ func (x *ServiceEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceEvent.ProtoReflect.Descriptor instead.
 func (*ServiceEvent) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{45}
+	return file_machine_machine_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ServiceEvent) GetTime() *timestamppb.Timestamp {
@@ -3236,7 +3375,7 @@ type ServiceHealth struct {
 
 func (x *ServiceHealth) Reset() {
 	*x = ServiceHealth{}
-	mi := &file_machine_machine_proto_msgTypes[46]
+	mi := &file_machine_machine_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3248,7 +3387,7 @@ func (x *ServiceHealth) String() string {
 func (*ServiceHealth) ProtoMessage() {}
 
 func (x *ServiceHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[46]
+	mi := &file_machine_machine_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3261,7 +3400,7 @@ func (x *ServiceHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceHealth.ProtoReflect.Descriptor instead.
 func (*ServiceHealth) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{46}
+	return file_machine_machine_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ServiceHealth) GetUnknown() bool {
@@ -3300,7 +3439,7 @@ type ServiceInfo struct {
 
 func (x *ServiceInfo) Reset() {
 	*x = ServiceInfo{}
-	mi := &file_machine_machine_proto_msgTypes[47]
+	mi := &file_machine_machine_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3312,7 +3451,7 @@ func (x *ServiceInfo) String() string {
 func (*ServiceInfo) ProtoMessage() {}
 
 func (x *ServiceInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[47]
+	mi := &file_machine_machine_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3325,7 +3464,7 @@ func (x *ServiceInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceInfo.ProtoReflect.Descriptor instead.
 func (*ServiceInfo) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{47}
+	return file_machine_machine_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ServiceInfo) GetId() string {
@@ -3386,7 +3525,7 @@ type ServiceListResponse struct {
 
 func (x *ServiceListResponse) Reset() {
 	*x = ServiceListResponse{}
-	mi := &file_machine_machine_proto_msgTypes[48]
+	mi := &file_machine_machine_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3398,7 +3537,7 @@ func (x *ServiceListResponse) String() string {
 func (*ServiceListResponse) ProtoMessage() {}
 
 func (x *ServiceListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[48]
+	mi := &file_machine_machine_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3411,7 +3550,7 @@ func (x *ServiceListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceListResponse.ProtoReflect.Descriptor instead.
 func (*ServiceListResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{48}
+	return file_machine_machine_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ServiceListResponse) GetServices() []*ServiceInfo {
@@ -3430,7 +3569,7 @@ type ServiceActionRequest struct {
 
 func (x *ServiceActionRequest) Reset() {
 	*x = ServiceActionRequest{}
-	mi := &file_machine_machine_proto_msgTypes[49]
+	mi := &file_machine_machine_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3442,7 +3581,7 @@ func (x *ServiceActionRequest) String() string {
 func (*ServiceActionRequest) ProtoMessage() {}
 
 func (x *ServiceActionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[49]
+	mi := &file_machine_machine_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3455,7 +3594,7 @@ func (x *ServiceActionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceActionRequest.ProtoReflect.Descriptor instead.
 func (*ServiceActionRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{49}
+	return file_machine_machine_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ServiceActionRequest) GetId() string {
@@ -3474,7 +3613,7 @@ type ServiceActionResponse struct {
 
 func (x *ServiceActionResponse) Reset() {
 	*x = ServiceActionResponse{}
-	mi := &file_machine_machine_proto_msgTypes[50]
+	mi := &file_machine_machine_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3486,7 +3625,7 @@ func (x *ServiceActionResponse) String() string {
 func (*ServiceActionResponse) ProtoMessage() {}
 
 func (x *ServiceActionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[50]
+	mi := &file_machine_machine_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3499,7 +3638,7 @@ func (x *ServiceActionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceActionResponse.ProtoReflect.Descriptor instead.
 func (*ServiceActionResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{50}
+	return file_machine_machine_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ServiceActionResponse) GetMessage() string {
@@ -3521,7 +3660,7 @@ type LogsRequest struct {
 
 func (x *LogsRequest) Reset() {
 	*x = LogsRequest{}
-	mi := &file_machine_machine_proto_msgTypes[51]
+	mi := &file_machine_machine_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3533,7 +3672,7 @@ func (x *LogsRequest) String() string {
 func (*LogsRequest) ProtoMessage() {}
 
 func (x *LogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[51]
+	mi := &file_machine_machine_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3546,7 +3685,7 @@ func (x *LogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsRequest.ProtoReflect.Descriptor instead.
 func (*LogsRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{51}
+	return file_machine_machine_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *LogsRequest) GetId() string {
@@ -3579,7 +3718,7 @@ type LogLine struct {
 
 func (x *LogLine) Reset() {
 	*x = LogLine{}
-	mi := &file_machine_machine_proto_msgTypes[52]
+	mi := &file_machine_machine_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3591,7 +3730,7 @@ func (x *LogLine) String() string {
 func (*LogLine) ProtoMessage() {}
 
 func (x *LogLine) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[52]
+	mi := &file_machine_machine_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3604,7 +3743,7 @@ func (x *LogLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogLine.ProtoReflect.Descriptor instead.
 func (*LogLine) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{52}
+	return file_machine_machine_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *LogLine) GetLine() string {
@@ -3624,7 +3763,7 @@ type DmesgRequest struct {
 
 func (x *DmesgRequest) Reset() {
 	*x = DmesgRequest{}
-	mi := &file_machine_machine_proto_msgTypes[53]
+	mi := &file_machine_machine_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3636,7 +3775,7 @@ func (x *DmesgRequest) String() string {
 func (*DmesgRequest) ProtoMessage() {}
 
 func (x *DmesgRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[53]
+	mi := &file_machine_machine_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3649,7 +3788,7 @@ func (x *DmesgRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DmesgRequest.ProtoReflect.Descriptor instead.
 func (*DmesgRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{53}
+	return file_machine_machine_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *DmesgRequest) GetFollow() bool {
@@ -3667,7 +3806,7 @@ type RebootRequest struct {
 
 func (x *RebootRequest) Reset() {
 	*x = RebootRequest{}
-	mi := &file_machine_machine_proto_msgTypes[54]
+	mi := &file_machine_machine_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3679,7 +3818,7 @@ func (x *RebootRequest) String() string {
 func (*RebootRequest) ProtoMessage() {}
 
 func (x *RebootRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[54]
+	mi := &file_machine_machine_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3692,7 +3831,7 @@ func (x *RebootRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebootRequest.ProtoReflect.Descriptor instead.
 func (*RebootRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{54}
+	return file_machine_machine_proto_rawDescGZIP(), []int{56}
 }
 
 type RebootResponse struct {
@@ -3703,7 +3842,7 @@ type RebootResponse struct {
 
 func (x *RebootResponse) Reset() {
 	*x = RebootResponse{}
-	mi := &file_machine_machine_proto_msgTypes[55]
+	mi := &file_machine_machine_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3715,7 +3854,7 @@ func (x *RebootResponse) String() string {
 func (*RebootResponse) ProtoMessage() {}
 
 func (x *RebootResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[55]
+	mi := &file_machine_machine_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3728,7 +3867,7 @@ func (x *RebootResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebootResponse.ProtoReflect.Descriptor instead.
 func (*RebootResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{55}
+	return file_machine_machine_proto_rawDescGZIP(), []int{57}
 }
 
 type ShutdownRequest struct {
@@ -3739,7 +3878,7 @@ type ShutdownRequest struct {
 
 func (x *ShutdownRequest) Reset() {
 	*x = ShutdownRequest{}
-	mi := &file_machine_machine_proto_msgTypes[56]
+	mi := &file_machine_machine_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3751,7 +3890,7 @@ func (x *ShutdownRequest) String() string {
 func (*ShutdownRequest) ProtoMessage() {}
 
 func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[56]
+	mi := &file_machine_machine_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3764,7 +3903,7 @@ func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownRequest.ProtoReflect.Descriptor instead.
 func (*ShutdownRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{56}
+	return file_machine_machine_proto_rawDescGZIP(), []int{58}
 }
 
 type ShutdownResponse struct {
@@ -3775,7 +3914,7 @@ type ShutdownResponse struct {
 
 func (x *ShutdownResponse) Reset() {
 	*x = ShutdownResponse{}
-	mi := &file_machine_machine_proto_msgTypes[57]
+	mi := &file_machine_machine_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3787,7 +3926,7 @@ func (x *ShutdownResponse) String() string {
 func (*ShutdownResponse) ProtoMessage() {}
 
 func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[57]
+	mi := &file_machine_machine_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3800,7 +3939,7 @@ func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownResponse.ProtoReflect.Descriptor instead.
 func (*ShutdownResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{57}
+	return file_machine_machine_proto_rawDescGZIP(), []int{59}
 }
 
 type ResetRequest struct {
@@ -3815,7 +3954,7 @@ type ResetRequest struct {
 
 func (x *ResetRequest) Reset() {
 	*x = ResetRequest{}
-	mi := &file_machine_machine_proto_msgTypes[58]
+	mi := &file_machine_machine_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3827,7 +3966,7 @@ func (x *ResetRequest) String() string {
 func (*ResetRequest) ProtoMessage() {}
 
 func (x *ResetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[58]
+	mi := &file_machine_machine_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3840,7 +3979,7 @@ func (x *ResetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetRequest.ProtoReflect.Descriptor instead.
 func (*ResetRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{58}
+	return file_machine_machine_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ResetRequest) GetGraceful() bool {
@@ -3865,7 +4004,7 @@ type ResetResponse struct {
 
 func (x *ResetResponse) Reset() {
 	*x = ResetResponse{}
-	mi := &file_machine_machine_proto_msgTypes[59]
+	mi := &file_machine_machine_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3877,7 +4016,7 @@ func (x *ResetResponse) String() string {
 func (*ResetResponse) ProtoMessage() {}
 
 func (x *ResetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[59]
+	mi := &file_machine_machine_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3890,7 +4029,7 @@ func (x *ResetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetResponse.ProtoReflect.Descriptor instead.
 func (*ResetResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{59}
+	return file_machine_machine_proto_rawDescGZIP(), []int{61}
 }
 
 type VIPStatusRequest struct {
@@ -3901,7 +4040,7 @@ type VIPStatusRequest struct {
 
 func (x *VIPStatusRequest) Reset() {
 	*x = VIPStatusRequest{}
-	mi := &file_machine_machine_proto_msgTypes[60]
+	mi := &file_machine_machine_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3913,7 +4052,7 @@ func (x *VIPStatusRequest) String() string {
 func (*VIPStatusRequest) ProtoMessage() {}
 
 func (x *VIPStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[60]
+	mi := &file_machine_machine_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3926,7 +4065,7 @@ func (x *VIPStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VIPStatusRequest.ProtoReflect.Descriptor instead.
 func (*VIPStatusRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{60}
+	return file_machine_machine_proto_rawDescGZIP(), []int{62}
 }
 
 type VIPStatusResponse struct {
@@ -3949,7 +4088,7 @@ type VIPStatusResponse struct {
 
 func (x *VIPStatusResponse) Reset() {
 	*x = VIPStatusResponse{}
-	mi := &file_machine_machine_proto_msgTypes[61]
+	mi := &file_machine_machine_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3961,7 +4100,7 @@ func (x *VIPStatusResponse) String() string {
 func (*VIPStatusResponse) ProtoMessage() {}
 
 func (x *VIPStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[61]
+	mi := &file_machine_machine_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3974,7 +4113,7 @@ func (x *VIPStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VIPStatusResponse.ProtoReflect.Descriptor instead.
 func (*VIPStatusResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{61}
+	return file_machine_machine_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *VIPStatusResponse) GetIp() string {
@@ -4034,7 +4173,7 @@ type KubeconfigRequest struct {
 
 func (x *KubeconfigRequest) Reset() {
 	*x = KubeconfigRequest{}
-	mi := &file_machine_machine_proto_msgTypes[62]
+	mi := &file_machine_machine_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4046,7 +4185,7 @@ func (x *KubeconfigRequest) String() string {
 func (*KubeconfigRequest) ProtoMessage() {}
 
 func (x *KubeconfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[62]
+	mi := &file_machine_machine_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4059,7 +4198,7 @@ func (x *KubeconfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubeconfigRequest.ProtoReflect.Descriptor instead.
 func (*KubeconfigRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{62}
+	return file_machine_machine_proto_rawDescGZIP(), []int{64}
 }
 
 type KubeconfigResponse struct {
@@ -4075,7 +4214,7 @@ type KubeconfigResponse struct {
 
 func (x *KubeconfigResponse) Reset() {
 	*x = KubeconfigResponse{}
-	mi := &file_machine_machine_proto_msgTypes[63]
+	mi := &file_machine_machine_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4087,7 +4226,7 @@ func (x *KubeconfigResponse) String() string {
 func (*KubeconfigResponse) ProtoMessage() {}
 
 func (x *KubeconfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[63]
+	mi := &file_machine_machine_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4100,7 +4239,7 @@ func (x *KubeconfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubeconfigResponse.ProtoReflect.Descriptor instead.
 func (*KubeconfigResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{63}
+	return file_machine_machine_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *KubeconfigResponse) GetKubeconfig() []byte {
@@ -4132,7 +4271,7 @@ type ContainersRequest struct {
 
 func (x *ContainersRequest) Reset() {
 	*x = ContainersRequest{}
-	mi := &file_machine_machine_proto_msgTypes[64]
+	mi := &file_machine_machine_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4144,7 +4283,7 @@ func (x *ContainersRequest) String() string {
 func (*ContainersRequest) ProtoMessage() {}
 
 func (x *ContainersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[64]
+	mi := &file_machine_machine_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4157,7 +4296,7 @@ func (x *ContainersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainersRequest.ProtoReflect.Descriptor instead.
 func (*ContainersRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{64}
+	return file_machine_machine_proto_rawDescGZIP(), []int{66}
 }
 
 type Container struct {
@@ -4177,7 +4316,7 @@ type Container struct {
 
 func (x *Container) Reset() {
 	*x = Container{}
-	mi := &file_machine_machine_proto_msgTypes[65]
+	mi := &file_machine_machine_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4189,7 +4328,7 @@ func (x *Container) String() string {
 func (*Container) ProtoMessage() {}
 
 func (x *Container) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[65]
+	mi := &file_machine_machine_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4202,7 +4341,7 @@ func (x *Container) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Container.ProtoReflect.Descriptor instead.
 func (*Container) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{65}
+	return file_machine_machine_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *Container) GetNamespace() string {
@@ -4256,7 +4395,7 @@ type ContainersResponse struct {
 
 func (x *ContainersResponse) Reset() {
 	*x = ContainersResponse{}
-	mi := &file_machine_machine_proto_msgTypes[66]
+	mi := &file_machine_machine_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4268,7 +4407,7 @@ func (x *ContainersResponse) String() string {
 func (*ContainersResponse) ProtoMessage() {}
 
 func (x *ContainersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[66]
+	mi := &file_machine_machine_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4281,7 +4420,7 @@ func (x *ContainersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainersResponse.ProtoReflect.Descriptor instead.
 func (*ContainersResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{66}
+	return file_machine_machine_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ContainersResponse) GetContainers() []*Container {
@@ -4295,7 +4434,17 @@ var File_machine_machine_proto protoreflect.FileDescriptor
 
 const file_machine_machine_proto_rawDesc = "" +
 	"\n" +
-	"\x15machine/machine.proto\x12\x18ballast.machine.v1alpha1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12machine/etcd.proto\"\x12\n" +
+	"\x15machine/machine.proto\x12\x18ballast.machine.v1alpha1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12machine/etcd.proto\"\x15\n" +
+	"\x13SystemStatusRequest\"\xb6\x02\n" +
+	"\x14SystemStatusResponse\x12\x14\n" +
+	"\x05load1\x18\x01 \x01(\x01R\x05load1\x12\x14\n" +
+	"\x05load5\x18\x02 \x01(\x01R\x05load5\x12\x16\n" +
+	"\x06load15\x18\x03 \x01(\x01R\x06load15\x12\x12\n" +
+	"\x04cpus\x18\x04 \x01(\x05R\x04cpus\x12(\n" +
+	"\x10cpu_busy_seconds\x18\x05 \x01(\x01R\x0ecpuBusySeconds\x12*\n" +
+	"\x11cpu_total_seconds\x18\x06 \x01(\x01R\x0fcpuTotalSeconds\x12@\n" +
+	"\x06memory\x18\a \x01(\v2(.ballast.machine.v1alpha1.MemoryResponseR\x06memory\x12.\n" +
+	"\x04time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\x12\n" +
 	"\x10ProcessesRequest\"\xb0\x02\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x12\n" +
@@ -4606,7 +4755,7 @@ const file_machine_machine_proto_rawDesc = "" +
 	"\tNO_REBOOT\x10\x01\x12\n" +
 	"\n" +
 	"\x06STAGED\x10\x02\x12\a\n" +
-	"\x03TRY\x10\x032\x99\x16\n" +
+	"\x03TRY\x10\x032\x88\x17\n" +
 	"\x0eMachineService\x12^\n" +
 	"\aVersion\x12(.ballast.machine.v1alpha1.VersionRequest\x1a).ballast.machine.v1alpha1.VersionResponse\x12\x7f\n" +
 	"\x12ApplyConfiguration\x123.ballast.machine.v1alpha1.ApplyConfigurationRequest\x1a4.ballast.machine.v1alpha1.ApplyConfigurationResponse\x12y\n" +
@@ -4638,7 +4787,8 @@ const file_machine_machine_proto_rawDesc = "" +
 	"\aNetstat\x12(.ballast.machine.v1alpha1.NetstatRequest\x1a).ballast.machine.v1alpha1.NetstatResponse\x12X\n" +
 	"\x05Usage\x12&.ballast.machine.v1alpha1.UsageRequest\x1a'.ballast.machine.v1alpha1.UsageResponse\x12T\n" +
 	"\x04Read\x12%.ballast.machine.v1alpha1.ReadRequest\x1a#.ballast.machine.v1alpha1.DataChunk0\x01\x12U\n" +
-	"\x04List\x12%.ballast.machine.v1alpha1.ListRequest\x1a&.ballast.machine.v1alpha1.ListResponseB3Z1github.com/ballast-os/ballast/api/machine;machineb\x06proto3"
+	"\x04List\x12%.ballast.machine.v1alpha1.ListRequest\x1a&.ballast.machine.v1alpha1.ListResponse\x12m\n" +
+	"\fSystemStatus\x12-.ballast.machine.v1alpha1.SystemStatusRequest\x1a..ballast.machine.v1alpha1.SystemStatusResponseB3Z1github.com/ballast-os/ballast/api/machine;machineb\x06proto3"
 
 var (
 	file_machine_machine_proto_rawDescOnce sync.Once
@@ -4653,190 +4803,196 @@ func file_machine_machine_proto_rawDescGZIP() []byte {
 }
 
 var file_machine_machine_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_machine_machine_proto_msgTypes = make([]protoimpl.MessageInfo, 68)
+var file_machine_machine_proto_msgTypes = make([]protoimpl.MessageInfo, 70)
 var file_machine_machine_proto_goTypes = []any{
 	(EventKind)(0),                     // 0: ballast.machine.v1alpha1.EventKind
 	(ApplyMode)(0),                     // 1: ballast.machine.v1alpha1.ApplyMode
-	(*ProcessesRequest)(nil),           // 2: ballast.machine.v1alpha1.ProcessesRequest
-	(*Process)(nil),                    // 3: ballast.machine.v1alpha1.Process
-	(*ProcessesResponse)(nil),          // 4: ballast.machine.v1alpha1.ProcessesResponse
-	(*MemoryRequest)(nil),              // 5: ballast.machine.v1alpha1.MemoryRequest
-	(*MemoryResponse)(nil),             // 6: ballast.machine.v1alpha1.MemoryResponse
-	(*MountsRequest)(nil),              // 7: ballast.machine.v1alpha1.MountsRequest
-	(*Mount)(nil),                      // 8: ballast.machine.v1alpha1.Mount
-	(*MountsResponse)(nil),             // 9: ballast.machine.v1alpha1.MountsResponse
-	(*NetstatRequest)(nil),             // 10: ballast.machine.v1alpha1.NetstatRequest
-	(*Socket)(nil),                     // 11: ballast.machine.v1alpha1.Socket
-	(*NetstatResponse)(nil),            // 12: ballast.machine.v1alpha1.NetstatResponse
-	(*UsageRequest)(nil),               // 13: ballast.machine.v1alpha1.UsageRequest
-	(*DirectoryUsage)(nil),             // 14: ballast.machine.v1alpha1.DirectoryUsage
-	(*UsageResponse)(nil),              // 15: ballast.machine.v1alpha1.UsageResponse
-	(*ReadRequest)(nil),                // 16: ballast.machine.v1alpha1.ReadRequest
-	(*ListRequest)(nil),                // 17: ballast.machine.v1alpha1.ListRequest
-	(*FileInfo)(nil),                   // 18: ballast.machine.v1alpha1.FileInfo
-	(*ListResponse)(nil),               // 19: ballast.machine.v1alpha1.ListResponse
-	(*EventsRequest)(nil),              // 20: ballast.machine.v1alpha1.EventsRequest
-	(*Event)(nil),                      // 21: ballast.machine.v1alpha1.Event
-	(*UpgradeRequest)(nil),             // 22: ballast.machine.v1alpha1.UpgradeRequest
-	(*UpgradeStart)(nil),               // 23: ballast.machine.v1alpha1.UpgradeStart
-	(*UpgradeChunk)(nil),               // 24: ballast.machine.v1alpha1.UpgradeChunk
-	(*UpgradeResponse)(nil),            // 25: ballast.machine.v1alpha1.UpgradeResponse
-	(*RollbackRequest)(nil),            // 26: ballast.machine.v1alpha1.RollbackRequest
-	(*RollbackResponse)(nil),           // 27: ballast.machine.v1alpha1.RollbackResponse
-	(*UpgradeStatusRequest)(nil),       // 28: ballast.machine.v1alpha1.UpgradeStatusRequest
-	(*SlotInfo)(nil),                   // 29: ballast.machine.v1alpha1.SlotInfo
-	(*UpgradeAttempt)(nil),             // 30: ballast.machine.v1alpha1.UpgradeAttempt
-	(*UpgradeStatusResponse)(nil),      // 31: ballast.machine.v1alpha1.UpgradeStatusResponse
-	(*TimeStatusRequest)(nil),          // 32: ballast.machine.v1alpha1.TimeStatusRequest
-	(*TimeStatusResponse)(nil),         // 33: ballast.machine.v1alpha1.TimeStatusResponse
-	(*NetworkStatusRequest)(nil),       // 34: ballast.machine.v1alpha1.NetworkStatusRequest
-	(*NetworkLink)(nil),                // 35: ballast.machine.v1alpha1.NetworkLink
-	(*NetworkAddress)(nil),             // 36: ballast.machine.v1alpha1.NetworkAddress
-	(*NetworkRoute)(nil),               // 37: ballast.machine.v1alpha1.NetworkRoute
-	(*DHCPLease)(nil),                  // 38: ballast.machine.v1alpha1.DHCPLease
-	(*NetworkStatusResponse)(nil),      // 39: ballast.machine.v1alpha1.NetworkStatusResponse
-	(*VersionRequest)(nil),             // 40: ballast.machine.v1alpha1.VersionRequest
-	(*VersionResponse)(nil),            // 41: ballast.machine.v1alpha1.VersionResponse
-	(*ApplyConfigurationRequest)(nil),  // 42: ballast.machine.v1alpha1.ApplyConfigurationRequest
-	(*ApplyConfigurationResponse)(nil), // 43: ballast.machine.v1alpha1.ApplyConfigurationResponse
-	(*GetConfigurationRequest)(nil),    // 44: ballast.machine.v1alpha1.GetConfigurationRequest
-	(*GetConfigurationResponse)(nil),   // 45: ballast.machine.v1alpha1.GetConfigurationResponse
-	(*ServiceListRequest)(nil),         // 46: ballast.machine.v1alpha1.ServiceListRequest
-	(*ServiceEvent)(nil),               // 47: ballast.machine.v1alpha1.ServiceEvent
-	(*ServiceHealth)(nil),              // 48: ballast.machine.v1alpha1.ServiceHealth
-	(*ServiceInfo)(nil),                // 49: ballast.machine.v1alpha1.ServiceInfo
-	(*ServiceListResponse)(nil),        // 50: ballast.machine.v1alpha1.ServiceListResponse
-	(*ServiceActionRequest)(nil),       // 51: ballast.machine.v1alpha1.ServiceActionRequest
-	(*ServiceActionResponse)(nil),      // 52: ballast.machine.v1alpha1.ServiceActionResponse
-	(*LogsRequest)(nil),                // 53: ballast.machine.v1alpha1.LogsRequest
-	(*LogLine)(nil),                    // 54: ballast.machine.v1alpha1.LogLine
-	(*DmesgRequest)(nil),               // 55: ballast.machine.v1alpha1.DmesgRequest
-	(*RebootRequest)(nil),              // 56: ballast.machine.v1alpha1.RebootRequest
-	(*RebootResponse)(nil),             // 57: ballast.machine.v1alpha1.RebootResponse
-	(*ShutdownRequest)(nil),            // 58: ballast.machine.v1alpha1.ShutdownRequest
-	(*ShutdownResponse)(nil),           // 59: ballast.machine.v1alpha1.ShutdownResponse
-	(*ResetRequest)(nil),               // 60: ballast.machine.v1alpha1.ResetRequest
-	(*ResetResponse)(nil),              // 61: ballast.machine.v1alpha1.ResetResponse
-	(*VIPStatusRequest)(nil),           // 62: ballast.machine.v1alpha1.VIPStatusRequest
-	(*VIPStatusResponse)(nil),          // 63: ballast.machine.v1alpha1.VIPStatusResponse
-	(*KubeconfigRequest)(nil),          // 64: ballast.machine.v1alpha1.KubeconfigRequest
-	(*KubeconfigResponse)(nil),         // 65: ballast.machine.v1alpha1.KubeconfigResponse
-	(*ContainersRequest)(nil),          // 66: ballast.machine.v1alpha1.ContainersRequest
-	(*Container)(nil),                  // 67: ballast.machine.v1alpha1.Container
-	(*ContainersResponse)(nil),         // 68: ballast.machine.v1alpha1.ContainersResponse
-	nil,                                // 69: ballast.machine.v1alpha1.Event.FieldsEntry
-	(*timestamppb.Timestamp)(nil),      // 70: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 71: google.protobuf.Duration
-	(*DataChunk)(nil),                  // 72: ballast.machine.v1alpha1.DataChunk
+	(*SystemStatusRequest)(nil),        // 2: ballast.machine.v1alpha1.SystemStatusRequest
+	(*SystemStatusResponse)(nil),       // 3: ballast.machine.v1alpha1.SystemStatusResponse
+	(*ProcessesRequest)(nil),           // 4: ballast.machine.v1alpha1.ProcessesRequest
+	(*Process)(nil),                    // 5: ballast.machine.v1alpha1.Process
+	(*ProcessesResponse)(nil),          // 6: ballast.machine.v1alpha1.ProcessesResponse
+	(*MemoryRequest)(nil),              // 7: ballast.machine.v1alpha1.MemoryRequest
+	(*MemoryResponse)(nil),             // 8: ballast.machine.v1alpha1.MemoryResponse
+	(*MountsRequest)(nil),              // 9: ballast.machine.v1alpha1.MountsRequest
+	(*Mount)(nil),                      // 10: ballast.machine.v1alpha1.Mount
+	(*MountsResponse)(nil),             // 11: ballast.machine.v1alpha1.MountsResponse
+	(*NetstatRequest)(nil),             // 12: ballast.machine.v1alpha1.NetstatRequest
+	(*Socket)(nil),                     // 13: ballast.machine.v1alpha1.Socket
+	(*NetstatResponse)(nil),            // 14: ballast.machine.v1alpha1.NetstatResponse
+	(*UsageRequest)(nil),               // 15: ballast.machine.v1alpha1.UsageRequest
+	(*DirectoryUsage)(nil),             // 16: ballast.machine.v1alpha1.DirectoryUsage
+	(*UsageResponse)(nil),              // 17: ballast.machine.v1alpha1.UsageResponse
+	(*ReadRequest)(nil),                // 18: ballast.machine.v1alpha1.ReadRequest
+	(*ListRequest)(nil),                // 19: ballast.machine.v1alpha1.ListRequest
+	(*FileInfo)(nil),                   // 20: ballast.machine.v1alpha1.FileInfo
+	(*ListResponse)(nil),               // 21: ballast.machine.v1alpha1.ListResponse
+	(*EventsRequest)(nil),              // 22: ballast.machine.v1alpha1.EventsRequest
+	(*Event)(nil),                      // 23: ballast.machine.v1alpha1.Event
+	(*UpgradeRequest)(nil),             // 24: ballast.machine.v1alpha1.UpgradeRequest
+	(*UpgradeStart)(nil),               // 25: ballast.machine.v1alpha1.UpgradeStart
+	(*UpgradeChunk)(nil),               // 26: ballast.machine.v1alpha1.UpgradeChunk
+	(*UpgradeResponse)(nil),            // 27: ballast.machine.v1alpha1.UpgradeResponse
+	(*RollbackRequest)(nil),            // 28: ballast.machine.v1alpha1.RollbackRequest
+	(*RollbackResponse)(nil),           // 29: ballast.machine.v1alpha1.RollbackResponse
+	(*UpgradeStatusRequest)(nil),       // 30: ballast.machine.v1alpha1.UpgradeStatusRequest
+	(*SlotInfo)(nil),                   // 31: ballast.machine.v1alpha1.SlotInfo
+	(*UpgradeAttempt)(nil),             // 32: ballast.machine.v1alpha1.UpgradeAttempt
+	(*UpgradeStatusResponse)(nil),      // 33: ballast.machine.v1alpha1.UpgradeStatusResponse
+	(*TimeStatusRequest)(nil),          // 34: ballast.machine.v1alpha1.TimeStatusRequest
+	(*TimeStatusResponse)(nil),         // 35: ballast.machine.v1alpha1.TimeStatusResponse
+	(*NetworkStatusRequest)(nil),       // 36: ballast.machine.v1alpha1.NetworkStatusRequest
+	(*NetworkLink)(nil),                // 37: ballast.machine.v1alpha1.NetworkLink
+	(*NetworkAddress)(nil),             // 38: ballast.machine.v1alpha1.NetworkAddress
+	(*NetworkRoute)(nil),               // 39: ballast.machine.v1alpha1.NetworkRoute
+	(*DHCPLease)(nil),                  // 40: ballast.machine.v1alpha1.DHCPLease
+	(*NetworkStatusResponse)(nil),      // 41: ballast.machine.v1alpha1.NetworkStatusResponse
+	(*VersionRequest)(nil),             // 42: ballast.machine.v1alpha1.VersionRequest
+	(*VersionResponse)(nil),            // 43: ballast.machine.v1alpha1.VersionResponse
+	(*ApplyConfigurationRequest)(nil),  // 44: ballast.machine.v1alpha1.ApplyConfigurationRequest
+	(*ApplyConfigurationResponse)(nil), // 45: ballast.machine.v1alpha1.ApplyConfigurationResponse
+	(*GetConfigurationRequest)(nil),    // 46: ballast.machine.v1alpha1.GetConfigurationRequest
+	(*GetConfigurationResponse)(nil),   // 47: ballast.machine.v1alpha1.GetConfigurationResponse
+	(*ServiceListRequest)(nil),         // 48: ballast.machine.v1alpha1.ServiceListRequest
+	(*ServiceEvent)(nil),               // 49: ballast.machine.v1alpha1.ServiceEvent
+	(*ServiceHealth)(nil),              // 50: ballast.machine.v1alpha1.ServiceHealth
+	(*ServiceInfo)(nil),                // 51: ballast.machine.v1alpha1.ServiceInfo
+	(*ServiceListResponse)(nil),        // 52: ballast.machine.v1alpha1.ServiceListResponse
+	(*ServiceActionRequest)(nil),       // 53: ballast.machine.v1alpha1.ServiceActionRequest
+	(*ServiceActionResponse)(nil),      // 54: ballast.machine.v1alpha1.ServiceActionResponse
+	(*LogsRequest)(nil),                // 55: ballast.machine.v1alpha1.LogsRequest
+	(*LogLine)(nil),                    // 56: ballast.machine.v1alpha1.LogLine
+	(*DmesgRequest)(nil),               // 57: ballast.machine.v1alpha1.DmesgRequest
+	(*RebootRequest)(nil),              // 58: ballast.machine.v1alpha1.RebootRequest
+	(*RebootResponse)(nil),             // 59: ballast.machine.v1alpha1.RebootResponse
+	(*ShutdownRequest)(nil),            // 60: ballast.machine.v1alpha1.ShutdownRequest
+	(*ShutdownResponse)(nil),           // 61: ballast.machine.v1alpha1.ShutdownResponse
+	(*ResetRequest)(nil),               // 62: ballast.machine.v1alpha1.ResetRequest
+	(*ResetResponse)(nil),              // 63: ballast.machine.v1alpha1.ResetResponse
+	(*VIPStatusRequest)(nil),           // 64: ballast.machine.v1alpha1.VIPStatusRequest
+	(*VIPStatusResponse)(nil),          // 65: ballast.machine.v1alpha1.VIPStatusResponse
+	(*KubeconfigRequest)(nil),          // 66: ballast.machine.v1alpha1.KubeconfigRequest
+	(*KubeconfigResponse)(nil),         // 67: ballast.machine.v1alpha1.KubeconfigResponse
+	(*ContainersRequest)(nil),          // 68: ballast.machine.v1alpha1.ContainersRequest
+	(*Container)(nil),                  // 69: ballast.machine.v1alpha1.Container
+	(*ContainersResponse)(nil),         // 70: ballast.machine.v1alpha1.ContainersResponse
+	nil,                                // 71: ballast.machine.v1alpha1.Event.FieldsEntry
+	(*timestamppb.Timestamp)(nil),      // 72: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 73: google.protobuf.Duration
+	(*DataChunk)(nil),                  // 74: ballast.machine.v1alpha1.DataChunk
 }
 var file_machine_machine_proto_depIdxs = []int32{
-	70, // 0: ballast.machine.v1alpha1.Process.started:type_name -> google.protobuf.Timestamp
-	3,  // 1: ballast.machine.v1alpha1.ProcessesResponse.processes:type_name -> ballast.machine.v1alpha1.Process
-	8,  // 2: ballast.machine.v1alpha1.MountsResponse.mounts:type_name -> ballast.machine.v1alpha1.Mount
-	11, // 3: ballast.machine.v1alpha1.NetstatResponse.sockets:type_name -> ballast.machine.v1alpha1.Socket
-	8,  // 4: ballast.machine.v1alpha1.UsageResponse.filesystems:type_name -> ballast.machine.v1alpha1.Mount
-	14, // 5: ballast.machine.v1alpha1.UsageResponse.directories:type_name -> ballast.machine.v1alpha1.DirectoryUsage
-	70, // 6: ballast.machine.v1alpha1.FileInfo.modified:type_name -> google.protobuf.Timestamp
-	18, // 7: ballast.machine.v1alpha1.ListResponse.files:type_name -> ballast.machine.v1alpha1.FileInfo
-	70, // 8: ballast.machine.v1alpha1.EventsRequest.since:type_name -> google.protobuf.Timestamp
-	70, // 9: ballast.machine.v1alpha1.Event.time:type_name -> google.protobuf.Timestamp
-	0,  // 10: ballast.machine.v1alpha1.Event.kind:type_name -> ballast.machine.v1alpha1.EventKind
-	69, // 11: ballast.machine.v1alpha1.Event.fields:type_name -> ballast.machine.v1alpha1.Event.FieldsEntry
-	23, // 12: ballast.machine.v1alpha1.UpgradeRequest.start:type_name -> ballast.machine.v1alpha1.UpgradeStart
-	24, // 13: ballast.machine.v1alpha1.UpgradeRequest.chunk:type_name -> ballast.machine.v1alpha1.UpgradeChunk
-	71, // 14: ballast.machine.v1alpha1.UpgradeStart.health_timeout:type_name -> google.protobuf.Duration
-	71, // 15: ballast.machine.v1alpha1.RollbackRequest.health_timeout:type_name -> google.protobuf.Duration
-	70, // 16: ballast.machine.v1alpha1.SlotInfo.written:type_name -> google.protobuf.Timestamp
-	70, // 17: ballast.machine.v1alpha1.UpgradeAttempt.started:type_name -> google.protobuf.Timestamp
-	70, // 18: ballast.machine.v1alpha1.UpgradeAttempt.finished:type_name -> google.protobuf.Timestamp
-	71, // 19: ballast.machine.v1alpha1.UpgradeAttempt.health_timeout:type_name -> google.protobuf.Duration
-	29, // 20: ballast.machine.v1alpha1.UpgradeStatusResponse.slots:type_name -> ballast.machine.v1alpha1.SlotInfo
-	30, // 21: ballast.machine.v1alpha1.UpgradeStatusResponse.last:type_name -> ballast.machine.v1alpha1.UpgradeAttempt
-	71, // 22: ballast.machine.v1alpha1.TimeStatusResponse.offset:type_name -> google.protobuf.Duration
-	71, // 23: ballast.machine.v1alpha1.TimeStatusResponse.rtt:type_name -> google.protobuf.Duration
-	70, // 24: ballast.machine.v1alpha1.TimeStatusResponse.last_sync:type_name -> google.protobuf.Timestamp
-	71, // 25: ballast.machine.v1alpha1.TimeStatusResponse.stepped:type_name -> google.protobuf.Duration
-	70, // 26: ballast.machine.v1alpha1.TimeStatusResponse.now:type_name -> google.protobuf.Timestamp
-	70, // 27: ballast.machine.v1alpha1.DHCPLease.obtained:type_name -> google.protobuf.Timestamp
-	70, // 28: ballast.machine.v1alpha1.DHCPLease.renew_at:type_name -> google.protobuf.Timestamp
-	70, // 29: ballast.machine.v1alpha1.DHCPLease.expires:type_name -> google.protobuf.Timestamp
-	35, // 30: ballast.machine.v1alpha1.NetworkStatusResponse.links:type_name -> ballast.machine.v1alpha1.NetworkLink
-	36, // 31: ballast.machine.v1alpha1.NetworkStatusResponse.addresses:type_name -> ballast.machine.v1alpha1.NetworkAddress
-	37, // 32: ballast.machine.v1alpha1.NetworkStatusResponse.routes:type_name -> ballast.machine.v1alpha1.NetworkRoute
-	38, // 33: ballast.machine.v1alpha1.NetworkStatusResponse.leases:type_name -> ballast.machine.v1alpha1.DHCPLease
-	1,  // 34: ballast.machine.v1alpha1.ApplyConfigurationRequest.mode:type_name -> ballast.machine.v1alpha1.ApplyMode
-	71, // 35: ballast.machine.v1alpha1.ApplyConfigurationRequest.try_timeout:type_name -> google.protobuf.Duration
-	1,  // 36: ballast.machine.v1alpha1.ApplyConfigurationResponse.mode:type_name -> ballast.machine.v1alpha1.ApplyMode
-	70, // 37: ballast.machine.v1alpha1.ServiceEvent.time:type_name -> google.protobuf.Timestamp
-	48, // 38: ballast.machine.v1alpha1.ServiceInfo.health:type_name -> ballast.machine.v1alpha1.ServiceHealth
-	47, // 39: ballast.machine.v1alpha1.ServiceInfo.events:type_name -> ballast.machine.v1alpha1.ServiceEvent
-	70, // 40: ballast.machine.v1alpha1.ServiceInfo.since:type_name -> google.protobuf.Timestamp
-	49, // 41: ballast.machine.v1alpha1.ServiceListResponse.services:type_name -> ballast.machine.v1alpha1.ServiceInfo
-	70, // 42: ballast.machine.v1alpha1.VIPStatusResponse.since:type_name -> google.protobuf.Timestamp
-	70, // 43: ballast.machine.v1alpha1.KubeconfigResponse.expires:type_name -> google.protobuf.Timestamp
-	70, // 44: ballast.machine.v1alpha1.Container.created:type_name -> google.protobuf.Timestamp
-	67, // 45: ballast.machine.v1alpha1.ContainersResponse.containers:type_name -> ballast.machine.v1alpha1.Container
-	40, // 46: ballast.machine.v1alpha1.MachineService.Version:input_type -> ballast.machine.v1alpha1.VersionRequest
-	42, // 47: ballast.machine.v1alpha1.MachineService.ApplyConfiguration:input_type -> ballast.machine.v1alpha1.ApplyConfigurationRequest
-	44, // 48: ballast.machine.v1alpha1.MachineService.GetConfiguration:input_type -> ballast.machine.v1alpha1.GetConfigurationRequest
-	46, // 49: ballast.machine.v1alpha1.MachineService.ServiceList:input_type -> ballast.machine.v1alpha1.ServiceListRequest
-	51, // 50: ballast.machine.v1alpha1.MachineService.ServiceStart:input_type -> ballast.machine.v1alpha1.ServiceActionRequest
-	51, // 51: ballast.machine.v1alpha1.MachineService.ServiceStop:input_type -> ballast.machine.v1alpha1.ServiceActionRequest
-	51, // 52: ballast.machine.v1alpha1.MachineService.ServiceRestart:input_type -> ballast.machine.v1alpha1.ServiceActionRequest
-	53, // 53: ballast.machine.v1alpha1.MachineService.Logs:input_type -> ballast.machine.v1alpha1.LogsRequest
-	55, // 54: ballast.machine.v1alpha1.MachineService.Dmesg:input_type -> ballast.machine.v1alpha1.DmesgRequest
-	56, // 55: ballast.machine.v1alpha1.MachineService.Reboot:input_type -> ballast.machine.v1alpha1.RebootRequest
-	58, // 56: ballast.machine.v1alpha1.MachineService.Shutdown:input_type -> ballast.machine.v1alpha1.ShutdownRequest
-	60, // 57: ballast.machine.v1alpha1.MachineService.Reset:input_type -> ballast.machine.v1alpha1.ResetRequest
-	62, // 58: ballast.machine.v1alpha1.MachineService.VIPStatus:input_type -> ballast.machine.v1alpha1.VIPStatusRequest
-	64, // 59: ballast.machine.v1alpha1.MachineService.Kubeconfig:input_type -> ballast.machine.v1alpha1.KubeconfigRequest
-	66, // 60: ballast.machine.v1alpha1.MachineService.Containers:input_type -> ballast.machine.v1alpha1.ContainersRequest
-	34, // 61: ballast.machine.v1alpha1.MachineService.NetworkStatus:input_type -> ballast.machine.v1alpha1.NetworkStatusRequest
-	32, // 62: ballast.machine.v1alpha1.MachineService.TimeStatus:input_type -> ballast.machine.v1alpha1.TimeStatusRequest
-	22, // 63: ballast.machine.v1alpha1.MachineService.Upgrade:input_type -> ballast.machine.v1alpha1.UpgradeRequest
-	26, // 64: ballast.machine.v1alpha1.MachineService.Rollback:input_type -> ballast.machine.v1alpha1.RollbackRequest
-	28, // 65: ballast.machine.v1alpha1.MachineService.UpgradeStatus:input_type -> ballast.machine.v1alpha1.UpgradeStatusRequest
-	20, // 66: ballast.machine.v1alpha1.MachineService.Events:input_type -> ballast.machine.v1alpha1.EventsRequest
-	2,  // 67: ballast.machine.v1alpha1.MachineService.Processes:input_type -> ballast.machine.v1alpha1.ProcessesRequest
-	5,  // 68: ballast.machine.v1alpha1.MachineService.Memory:input_type -> ballast.machine.v1alpha1.MemoryRequest
-	7,  // 69: ballast.machine.v1alpha1.MachineService.Mounts:input_type -> ballast.machine.v1alpha1.MountsRequest
-	10, // 70: ballast.machine.v1alpha1.MachineService.Netstat:input_type -> ballast.machine.v1alpha1.NetstatRequest
-	13, // 71: ballast.machine.v1alpha1.MachineService.Usage:input_type -> ballast.machine.v1alpha1.UsageRequest
-	16, // 72: ballast.machine.v1alpha1.MachineService.Read:input_type -> ballast.machine.v1alpha1.ReadRequest
-	17, // 73: ballast.machine.v1alpha1.MachineService.List:input_type -> ballast.machine.v1alpha1.ListRequest
-	41, // 74: ballast.machine.v1alpha1.MachineService.Version:output_type -> ballast.machine.v1alpha1.VersionResponse
-	43, // 75: ballast.machine.v1alpha1.MachineService.ApplyConfiguration:output_type -> ballast.machine.v1alpha1.ApplyConfigurationResponse
-	45, // 76: ballast.machine.v1alpha1.MachineService.GetConfiguration:output_type -> ballast.machine.v1alpha1.GetConfigurationResponse
-	50, // 77: ballast.machine.v1alpha1.MachineService.ServiceList:output_type -> ballast.machine.v1alpha1.ServiceListResponse
-	52, // 78: ballast.machine.v1alpha1.MachineService.ServiceStart:output_type -> ballast.machine.v1alpha1.ServiceActionResponse
-	52, // 79: ballast.machine.v1alpha1.MachineService.ServiceStop:output_type -> ballast.machine.v1alpha1.ServiceActionResponse
-	52, // 80: ballast.machine.v1alpha1.MachineService.ServiceRestart:output_type -> ballast.machine.v1alpha1.ServiceActionResponse
-	54, // 81: ballast.machine.v1alpha1.MachineService.Logs:output_type -> ballast.machine.v1alpha1.LogLine
-	54, // 82: ballast.machine.v1alpha1.MachineService.Dmesg:output_type -> ballast.machine.v1alpha1.LogLine
-	57, // 83: ballast.machine.v1alpha1.MachineService.Reboot:output_type -> ballast.machine.v1alpha1.RebootResponse
-	59, // 84: ballast.machine.v1alpha1.MachineService.Shutdown:output_type -> ballast.machine.v1alpha1.ShutdownResponse
-	61, // 85: ballast.machine.v1alpha1.MachineService.Reset:output_type -> ballast.machine.v1alpha1.ResetResponse
-	63, // 86: ballast.machine.v1alpha1.MachineService.VIPStatus:output_type -> ballast.machine.v1alpha1.VIPStatusResponse
-	65, // 87: ballast.machine.v1alpha1.MachineService.Kubeconfig:output_type -> ballast.machine.v1alpha1.KubeconfigResponse
-	68, // 88: ballast.machine.v1alpha1.MachineService.Containers:output_type -> ballast.machine.v1alpha1.ContainersResponse
-	39, // 89: ballast.machine.v1alpha1.MachineService.NetworkStatus:output_type -> ballast.machine.v1alpha1.NetworkStatusResponse
-	33, // 90: ballast.machine.v1alpha1.MachineService.TimeStatus:output_type -> ballast.machine.v1alpha1.TimeStatusResponse
-	25, // 91: ballast.machine.v1alpha1.MachineService.Upgrade:output_type -> ballast.machine.v1alpha1.UpgradeResponse
-	27, // 92: ballast.machine.v1alpha1.MachineService.Rollback:output_type -> ballast.machine.v1alpha1.RollbackResponse
-	31, // 93: ballast.machine.v1alpha1.MachineService.UpgradeStatus:output_type -> ballast.machine.v1alpha1.UpgradeStatusResponse
-	21, // 94: ballast.machine.v1alpha1.MachineService.Events:output_type -> ballast.machine.v1alpha1.Event
-	4,  // 95: ballast.machine.v1alpha1.MachineService.Processes:output_type -> ballast.machine.v1alpha1.ProcessesResponse
-	6,  // 96: ballast.machine.v1alpha1.MachineService.Memory:output_type -> ballast.machine.v1alpha1.MemoryResponse
-	9,  // 97: ballast.machine.v1alpha1.MachineService.Mounts:output_type -> ballast.machine.v1alpha1.MountsResponse
-	12, // 98: ballast.machine.v1alpha1.MachineService.Netstat:output_type -> ballast.machine.v1alpha1.NetstatResponse
-	15, // 99: ballast.machine.v1alpha1.MachineService.Usage:output_type -> ballast.machine.v1alpha1.UsageResponse
-	72, // 100: ballast.machine.v1alpha1.MachineService.Read:output_type -> ballast.machine.v1alpha1.DataChunk
-	19, // 101: ballast.machine.v1alpha1.MachineService.List:output_type -> ballast.machine.v1alpha1.ListResponse
-	74, // [74:102] is the sub-list for method output_type
-	46, // [46:74] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	8,  // 0: ballast.machine.v1alpha1.SystemStatusResponse.memory:type_name -> ballast.machine.v1alpha1.MemoryResponse
+	72, // 1: ballast.machine.v1alpha1.SystemStatusResponse.time:type_name -> google.protobuf.Timestamp
+	72, // 2: ballast.machine.v1alpha1.Process.started:type_name -> google.protobuf.Timestamp
+	5,  // 3: ballast.machine.v1alpha1.ProcessesResponse.processes:type_name -> ballast.machine.v1alpha1.Process
+	10, // 4: ballast.machine.v1alpha1.MountsResponse.mounts:type_name -> ballast.machine.v1alpha1.Mount
+	13, // 5: ballast.machine.v1alpha1.NetstatResponse.sockets:type_name -> ballast.machine.v1alpha1.Socket
+	10, // 6: ballast.machine.v1alpha1.UsageResponse.filesystems:type_name -> ballast.machine.v1alpha1.Mount
+	16, // 7: ballast.machine.v1alpha1.UsageResponse.directories:type_name -> ballast.machine.v1alpha1.DirectoryUsage
+	72, // 8: ballast.machine.v1alpha1.FileInfo.modified:type_name -> google.protobuf.Timestamp
+	20, // 9: ballast.machine.v1alpha1.ListResponse.files:type_name -> ballast.machine.v1alpha1.FileInfo
+	72, // 10: ballast.machine.v1alpha1.EventsRequest.since:type_name -> google.protobuf.Timestamp
+	72, // 11: ballast.machine.v1alpha1.Event.time:type_name -> google.protobuf.Timestamp
+	0,  // 12: ballast.machine.v1alpha1.Event.kind:type_name -> ballast.machine.v1alpha1.EventKind
+	71, // 13: ballast.machine.v1alpha1.Event.fields:type_name -> ballast.machine.v1alpha1.Event.FieldsEntry
+	25, // 14: ballast.machine.v1alpha1.UpgradeRequest.start:type_name -> ballast.machine.v1alpha1.UpgradeStart
+	26, // 15: ballast.machine.v1alpha1.UpgradeRequest.chunk:type_name -> ballast.machine.v1alpha1.UpgradeChunk
+	73, // 16: ballast.machine.v1alpha1.UpgradeStart.health_timeout:type_name -> google.protobuf.Duration
+	73, // 17: ballast.machine.v1alpha1.RollbackRequest.health_timeout:type_name -> google.protobuf.Duration
+	72, // 18: ballast.machine.v1alpha1.SlotInfo.written:type_name -> google.protobuf.Timestamp
+	72, // 19: ballast.machine.v1alpha1.UpgradeAttempt.started:type_name -> google.protobuf.Timestamp
+	72, // 20: ballast.machine.v1alpha1.UpgradeAttempt.finished:type_name -> google.protobuf.Timestamp
+	73, // 21: ballast.machine.v1alpha1.UpgradeAttempt.health_timeout:type_name -> google.protobuf.Duration
+	31, // 22: ballast.machine.v1alpha1.UpgradeStatusResponse.slots:type_name -> ballast.machine.v1alpha1.SlotInfo
+	32, // 23: ballast.machine.v1alpha1.UpgradeStatusResponse.last:type_name -> ballast.machine.v1alpha1.UpgradeAttempt
+	73, // 24: ballast.machine.v1alpha1.TimeStatusResponse.offset:type_name -> google.protobuf.Duration
+	73, // 25: ballast.machine.v1alpha1.TimeStatusResponse.rtt:type_name -> google.protobuf.Duration
+	72, // 26: ballast.machine.v1alpha1.TimeStatusResponse.last_sync:type_name -> google.protobuf.Timestamp
+	73, // 27: ballast.machine.v1alpha1.TimeStatusResponse.stepped:type_name -> google.protobuf.Duration
+	72, // 28: ballast.machine.v1alpha1.TimeStatusResponse.now:type_name -> google.protobuf.Timestamp
+	72, // 29: ballast.machine.v1alpha1.DHCPLease.obtained:type_name -> google.protobuf.Timestamp
+	72, // 30: ballast.machine.v1alpha1.DHCPLease.renew_at:type_name -> google.protobuf.Timestamp
+	72, // 31: ballast.machine.v1alpha1.DHCPLease.expires:type_name -> google.protobuf.Timestamp
+	37, // 32: ballast.machine.v1alpha1.NetworkStatusResponse.links:type_name -> ballast.machine.v1alpha1.NetworkLink
+	38, // 33: ballast.machine.v1alpha1.NetworkStatusResponse.addresses:type_name -> ballast.machine.v1alpha1.NetworkAddress
+	39, // 34: ballast.machine.v1alpha1.NetworkStatusResponse.routes:type_name -> ballast.machine.v1alpha1.NetworkRoute
+	40, // 35: ballast.machine.v1alpha1.NetworkStatusResponse.leases:type_name -> ballast.machine.v1alpha1.DHCPLease
+	1,  // 36: ballast.machine.v1alpha1.ApplyConfigurationRequest.mode:type_name -> ballast.machine.v1alpha1.ApplyMode
+	73, // 37: ballast.machine.v1alpha1.ApplyConfigurationRequest.try_timeout:type_name -> google.protobuf.Duration
+	1,  // 38: ballast.machine.v1alpha1.ApplyConfigurationResponse.mode:type_name -> ballast.machine.v1alpha1.ApplyMode
+	72, // 39: ballast.machine.v1alpha1.ServiceEvent.time:type_name -> google.protobuf.Timestamp
+	50, // 40: ballast.machine.v1alpha1.ServiceInfo.health:type_name -> ballast.machine.v1alpha1.ServiceHealth
+	49, // 41: ballast.machine.v1alpha1.ServiceInfo.events:type_name -> ballast.machine.v1alpha1.ServiceEvent
+	72, // 42: ballast.machine.v1alpha1.ServiceInfo.since:type_name -> google.protobuf.Timestamp
+	51, // 43: ballast.machine.v1alpha1.ServiceListResponse.services:type_name -> ballast.machine.v1alpha1.ServiceInfo
+	72, // 44: ballast.machine.v1alpha1.VIPStatusResponse.since:type_name -> google.protobuf.Timestamp
+	72, // 45: ballast.machine.v1alpha1.KubeconfigResponse.expires:type_name -> google.protobuf.Timestamp
+	72, // 46: ballast.machine.v1alpha1.Container.created:type_name -> google.protobuf.Timestamp
+	69, // 47: ballast.machine.v1alpha1.ContainersResponse.containers:type_name -> ballast.machine.v1alpha1.Container
+	42, // 48: ballast.machine.v1alpha1.MachineService.Version:input_type -> ballast.machine.v1alpha1.VersionRequest
+	44, // 49: ballast.machine.v1alpha1.MachineService.ApplyConfiguration:input_type -> ballast.machine.v1alpha1.ApplyConfigurationRequest
+	46, // 50: ballast.machine.v1alpha1.MachineService.GetConfiguration:input_type -> ballast.machine.v1alpha1.GetConfigurationRequest
+	48, // 51: ballast.machine.v1alpha1.MachineService.ServiceList:input_type -> ballast.machine.v1alpha1.ServiceListRequest
+	53, // 52: ballast.machine.v1alpha1.MachineService.ServiceStart:input_type -> ballast.machine.v1alpha1.ServiceActionRequest
+	53, // 53: ballast.machine.v1alpha1.MachineService.ServiceStop:input_type -> ballast.machine.v1alpha1.ServiceActionRequest
+	53, // 54: ballast.machine.v1alpha1.MachineService.ServiceRestart:input_type -> ballast.machine.v1alpha1.ServiceActionRequest
+	55, // 55: ballast.machine.v1alpha1.MachineService.Logs:input_type -> ballast.machine.v1alpha1.LogsRequest
+	57, // 56: ballast.machine.v1alpha1.MachineService.Dmesg:input_type -> ballast.machine.v1alpha1.DmesgRequest
+	58, // 57: ballast.machine.v1alpha1.MachineService.Reboot:input_type -> ballast.machine.v1alpha1.RebootRequest
+	60, // 58: ballast.machine.v1alpha1.MachineService.Shutdown:input_type -> ballast.machine.v1alpha1.ShutdownRequest
+	62, // 59: ballast.machine.v1alpha1.MachineService.Reset:input_type -> ballast.machine.v1alpha1.ResetRequest
+	64, // 60: ballast.machine.v1alpha1.MachineService.VIPStatus:input_type -> ballast.machine.v1alpha1.VIPStatusRequest
+	66, // 61: ballast.machine.v1alpha1.MachineService.Kubeconfig:input_type -> ballast.machine.v1alpha1.KubeconfigRequest
+	68, // 62: ballast.machine.v1alpha1.MachineService.Containers:input_type -> ballast.machine.v1alpha1.ContainersRequest
+	36, // 63: ballast.machine.v1alpha1.MachineService.NetworkStatus:input_type -> ballast.machine.v1alpha1.NetworkStatusRequest
+	34, // 64: ballast.machine.v1alpha1.MachineService.TimeStatus:input_type -> ballast.machine.v1alpha1.TimeStatusRequest
+	24, // 65: ballast.machine.v1alpha1.MachineService.Upgrade:input_type -> ballast.machine.v1alpha1.UpgradeRequest
+	28, // 66: ballast.machine.v1alpha1.MachineService.Rollback:input_type -> ballast.machine.v1alpha1.RollbackRequest
+	30, // 67: ballast.machine.v1alpha1.MachineService.UpgradeStatus:input_type -> ballast.machine.v1alpha1.UpgradeStatusRequest
+	22, // 68: ballast.machine.v1alpha1.MachineService.Events:input_type -> ballast.machine.v1alpha1.EventsRequest
+	4,  // 69: ballast.machine.v1alpha1.MachineService.Processes:input_type -> ballast.machine.v1alpha1.ProcessesRequest
+	7,  // 70: ballast.machine.v1alpha1.MachineService.Memory:input_type -> ballast.machine.v1alpha1.MemoryRequest
+	9,  // 71: ballast.machine.v1alpha1.MachineService.Mounts:input_type -> ballast.machine.v1alpha1.MountsRequest
+	12, // 72: ballast.machine.v1alpha1.MachineService.Netstat:input_type -> ballast.machine.v1alpha1.NetstatRequest
+	15, // 73: ballast.machine.v1alpha1.MachineService.Usage:input_type -> ballast.machine.v1alpha1.UsageRequest
+	18, // 74: ballast.machine.v1alpha1.MachineService.Read:input_type -> ballast.machine.v1alpha1.ReadRequest
+	19, // 75: ballast.machine.v1alpha1.MachineService.List:input_type -> ballast.machine.v1alpha1.ListRequest
+	2,  // 76: ballast.machine.v1alpha1.MachineService.SystemStatus:input_type -> ballast.machine.v1alpha1.SystemStatusRequest
+	43, // 77: ballast.machine.v1alpha1.MachineService.Version:output_type -> ballast.machine.v1alpha1.VersionResponse
+	45, // 78: ballast.machine.v1alpha1.MachineService.ApplyConfiguration:output_type -> ballast.machine.v1alpha1.ApplyConfigurationResponse
+	47, // 79: ballast.machine.v1alpha1.MachineService.GetConfiguration:output_type -> ballast.machine.v1alpha1.GetConfigurationResponse
+	52, // 80: ballast.machine.v1alpha1.MachineService.ServiceList:output_type -> ballast.machine.v1alpha1.ServiceListResponse
+	54, // 81: ballast.machine.v1alpha1.MachineService.ServiceStart:output_type -> ballast.machine.v1alpha1.ServiceActionResponse
+	54, // 82: ballast.machine.v1alpha1.MachineService.ServiceStop:output_type -> ballast.machine.v1alpha1.ServiceActionResponse
+	54, // 83: ballast.machine.v1alpha1.MachineService.ServiceRestart:output_type -> ballast.machine.v1alpha1.ServiceActionResponse
+	56, // 84: ballast.machine.v1alpha1.MachineService.Logs:output_type -> ballast.machine.v1alpha1.LogLine
+	56, // 85: ballast.machine.v1alpha1.MachineService.Dmesg:output_type -> ballast.machine.v1alpha1.LogLine
+	59, // 86: ballast.machine.v1alpha1.MachineService.Reboot:output_type -> ballast.machine.v1alpha1.RebootResponse
+	61, // 87: ballast.machine.v1alpha1.MachineService.Shutdown:output_type -> ballast.machine.v1alpha1.ShutdownResponse
+	63, // 88: ballast.machine.v1alpha1.MachineService.Reset:output_type -> ballast.machine.v1alpha1.ResetResponse
+	65, // 89: ballast.machine.v1alpha1.MachineService.VIPStatus:output_type -> ballast.machine.v1alpha1.VIPStatusResponse
+	67, // 90: ballast.machine.v1alpha1.MachineService.Kubeconfig:output_type -> ballast.machine.v1alpha1.KubeconfigResponse
+	70, // 91: ballast.machine.v1alpha1.MachineService.Containers:output_type -> ballast.machine.v1alpha1.ContainersResponse
+	41, // 92: ballast.machine.v1alpha1.MachineService.NetworkStatus:output_type -> ballast.machine.v1alpha1.NetworkStatusResponse
+	35, // 93: ballast.machine.v1alpha1.MachineService.TimeStatus:output_type -> ballast.machine.v1alpha1.TimeStatusResponse
+	27, // 94: ballast.machine.v1alpha1.MachineService.Upgrade:output_type -> ballast.machine.v1alpha1.UpgradeResponse
+	29, // 95: ballast.machine.v1alpha1.MachineService.Rollback:output_type -> ballast.machine.v1alpha1.RollbackResponse
+	33, // 96: ballast.machine.v1alpha1.MachineService.UpgradeStatus:output_type -> ballast.machine.v1alpha1.UpgradeStatusResponse
+	23, // 97: ballast.machine.v1alpha1.MachineService.Events:output_type -> ballast.machine.v1alpha1.Event
+	6,  // 98: ballast.machine.v1alpha1.MachineService.Processes:output_type -> ballast.machine.v1alpha1.ProcessesResponse
+	8,  // 99: ballast.machine.v1alpha1.MachineService.Memory:output_type -> ballast.machine.v1alpha1.MemoryResponse
+	11, // 100: ballast.machine.v1alpha1.MachineService.Mounts:output_type -> ballast.machine.v1alpha1.MountsResponse
+	14, // 101: ballast.machine.v1alpha1.MachineService.Netstat:output_type -> ballast.machine.v1alpha1.NetstatResponse
+	17, // 102: ballast.machine.v1alpha1.MachineService.Usage:output_type -> ballast.machine.v1alpha1.UsageResponse
+	74, // 103: ballast.machine.v1alpha1.MachineService.Read:output_type -> ballast.machine.v1alpha1.DataChunk
+	21, // 104: ballast.machine.v1alpha1.MachineService.List:output_type -> ballast.machine.v1alpha1.ListResponse
+	3,  // 105: ballast.machine.v1alpha1.MachineService.SystemStatus:output_type -> ballast.machine.v1alpha1.SystemStatusResponse
+	77, // [77:106] is the sub-list for method output_type
+	48, // [48:77] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_machine_machine_proto_init() }
@@ -4845,7 +5001,7 @@ func file_machine_machine_proto_init() {
 		return
 	}
 	file_machine_etcd_proto_init()
-	file_machine_machine_proto_msgTypes[20].OneofWrappers = []any{
+	file_machine_machine_proto_msgTypes[22].OneofWrappers = []any{
 		(*UpgradeRequest_Start)(nil),
 		(*UpgradeRequest_Chunk)(nil),
 	}
@@ -4855,7 +5011,7 @@ func file_machine_machine_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_machine_machine_proto_rawDesc), len(file_machine_machine_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   68,
+			NumMessages:   70,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

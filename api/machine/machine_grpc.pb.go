@@ -54,6 +54,7 @@ const (
 	MachineService_Usage_FullMethodName              = "/ballast.machine.v1alpha1.MachineService/Usage"
 	MachineService_Read_FullMethodName               = "/ballast.machine.v1alpha1.MachineService/Read"
 	MachineService_List_FullMethodName               = "/ballast.machine.v1alpha1.MachineService/List"
+	MachineService_SystemStatus_FullMethodName       = "/ballast.machine.v1alpha1.MachineService/SystemStatus"
 )
 
 // MachineServiceClient is the client API for MachineService service.
@@ -137,6 +138,9 @@ type MachineServiceClient interface {
 	Usage(ctx context.Context, in *UsageRequest, opts ...grpc.CallOption) (*UsageResponse, error)
 	Read(ctx context.Context, in *ReadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DataChunk], error)
 	List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListResponse, error)
+	// SystemStatus reports load, CPU time and memory, for the dashboard.
+	// Roles: os:admin, os:operator, os:reader.
+	SystemStatus(ctx context.Context, in *SystemStatusRequest, opts ...grpc.CallOption) (*SystemStatusResponse, error)
 }
 
 type machineServiceClient struct {
@@ -466,6 +470,16 @@ func (c *machineServiceClient) List(ctx context.Context, in *ListRequest, opts .
 	return out, nil
 }
 
+func (c *machineServiceClient) SystemStatus(ctx context.Context, in *SystemStatusRequest, opts ...grpc.CallOption) (*SystemStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SystemStatusResponse)
+	err := c.cc.Invoke(ctx, MachineService_SystemStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MachineServiceServer is the server API for MachineService service.
 // All implementations must embed UnimplementedMachineServiceServer
 // for forward compatibility.
@@ -547,6 +561,9 @@ type MachineServiceServer interface {
 	Usage(context.Context, *UsageRequest) (*UsageResponse, error)
 	Read(*ReadRequest, grpc.ServerStreamingServer[DataChunk]) error
 	List(context.Context, *ListRequest) (*ListResponse, error)
+	// SystemStatus reports load, CPU time and memory, for the dashboard.
+	// Roles: os:admin, os:operator, os:reader.
+	SystemStatus(context.Context, *SystemStatusRequest) (*SystemStatusResponse, error)
 	mustEmbedUnimplementedMachineServiceServer()
 }
 
@@ -640,6 +657,9 @@ func (UnimplementedMachineServiceServer) Read(*ReadRequest, grpc.ServerStreaming
 }
 func (UnimplementedMachineServiceServer) List(context.Context, *ListRequest) (*ListResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method List not implemented")
+}
+func (UnimplementedMachineServiceServer) SystemStatus(context.Context, *SystemStatusRequest) (*SystemStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SystemStatus not implemented")
 }
 func (UnimplementedMachineServiceServer) mustEmbedUnimplementedMachineServiceServer() {}
 func (UnimplementedMachineServiceServer) testEmbeddedByValue()                        {}
@@ -1127,6 +1147,24 @@ func _MachineService_List_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MachineService_SystemStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SystemStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MachineServiceServer).SystemStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MachineService_SystemStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MachineServiceServer).SystemStatus(ctx, req.(*SystemStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // MachineService_ServiceDesc is the grpc.ServiceDesc for MachineService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1225,6 +1263,10 @@ var MachineService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "List",
 			Handler:    _MachineService_List_Handler,
+		},
+		{
+			MethodName: "SystemStatus",
+			Handler:    _MachineService_SystemStatus_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

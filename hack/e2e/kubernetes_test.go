@@ -207,6 +207,14 @@ func TestKubernetesControlPlane(t *testing.T) {
 		}
 	})
 
+	t.Run("nodectl dashboard draws every node and shows a service stopping", func(t *testing.T) {
+		var addrs []string
+		for _, n := range show.Nodes {
+			addrs = append(addrs, n.Address)
+		}
+		testDashboard(t, c.on(t), addrs)
+	})
+
 	t.Run("Debian's Prometheus scrapes every node with the config nodectl writes", func(t *testing.T) {
 		var addrs []string
 		for _, n := range show.Nodes {

@@ -304,3 +304,28 @@ func du(dir string) (bytes, files uint64) {
 	})
 	return bytes, files
 }
+
+// SystemStatus reads the load, the CPU time and the memory.
+func (t Tools) SystemStatus() (*machine.SystemStatusResponse, error) {
+	fs, err := t.fs()
+	if err != nil {
+		return nil, err
+	}
+	load, err := fs.LoadAvg()
+	if err != nil {
+		return nil, fmt.Errorf("read loadavg: %w", err)
+	}
+	st, err := fs.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read stat: %w", err)
+	}
+	mem, err := t.Memory()
+	if err != nil {
+		return nil, err
+	}
+	c := st.CPUTotal
+	idle := c.Idle + c.Iowait
+	total := c.User + c.Nice + c.System + c.Idle + c.Iowait + c.IRQ + c.SoftIRQ + c.Steal
+	return &machine.SystemStatusResponse{Load1: load.Load1, Load5: load.Load5, Load15: load.Load15, Cpus: int32(len(st.CPU)),
+		CpuBusySeconds: total - idle, CpuTotalSeconds: total, Memory: mem, Time: timestamppb.Now()}, nil
+}

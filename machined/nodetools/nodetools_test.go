@@ -47,6 +47,10 @@ func TestMemoryAndMounts(t *testing.T) {
 	if err != nil || m.GetTotalBytes() == 0 || m.GetAvailableBytes() > m.GetTotalBytes() {
 		t.Fatalf("memory %+v %v", m, err)
 	}
+	ss, err := Tools{}.SystemStatus()
+	if err != nil || ss.GetCpus() < 1 || ss.GetCpuTotalSeconds() <= ss.GetCpuBusySeconds() || ss.GetMemory().GetTotalBytes() == 0 {
+		t.Fatalf("system status %+v %v", ss, err)
+	}
 	ms, err := Tools{}.Mounts()
 	if err != nil {
 		t.Fatal(err)

@@ -81,3 +81,8 @@ func toolError(err error) error {
 	}
 	return err
 }
+
+// SystemStatus implements the RPC.
+func (s *Server) SystemStatus(context.Context, *machine.SystemStatusRequest) (*machine.SystemStatusResponse, error) {
+	return s.node.Tools().SystemStatus()
+}

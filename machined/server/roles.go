@@ -42,6 +42,7 @@ var methodRoles = map[string][]string{
 	machine.MachineService_Mounts_FullMethodName:             readers,
 	machine.MachineService_Netstat_FullMethodName:            readers,
 	machine.MachineService_Usage_FullMethodName:              readers,
+	machine.MachineService_SystemStatus_FullMethodName:       readers,
 	machine.MachineService_Read_FullMethodName:               changers,
 	machine.MachineService_List_FullMethodName:               changers,
 

@@ -100,7 +100,7 @@ worker's certificate is refused there.`,
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table, json or yaml")
 	root.AddCommand(
 		newGenCmd(g), newApplyConfigCmd(g), newVersionCmd(g), newGetCmd(g),
-		newServicesCmd(g), newServiceCmd(g), newLogsCmd(g), newDmesgCmd(g), newEventsCmd(g), newSupportCmd(g),
+		newServicesCmd(g), newServiceCmd(g), newLogsCmd(g), newDmesgCmd(g), newEventsCmd(g), newSupportCmd(g), newDashboardCmd(g),
 		newRebootCmd(g), newShutdownCmd(g), newResetCmd(g), newConfigCmd(g),
 		newBootstrapCmd(g), newEtcdCmd(g), newHealthCmd(g), newClusterCmd(g),
 		newKubeconfigCmd(g), newContainersCmd(g), newUpgradeCmd(g), newRollbackCmd(g),
