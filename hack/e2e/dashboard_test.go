@@ -124,6 +124,13 @@ func testDashboard(t *testing.T, c *localCluster, nodes []string) {
 		}
 		return nil
 	})
+	if status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid)); err == nil {
+		for _, l := range strings.Split(string(status), "\n") {
+			if strings.HasPrefix(l, "VmRSS:") {
+				t.Logf("dashboard of %d nodes refreshing every 500ms: %s", len(nodes), strings.Join(strings.Fields(l), " "))
+			}
+		}
+	}
 	target := nodes[1]
 	before := rows[target]
 	t.Logf("row before: %s", s.lastLine(target+" "))
