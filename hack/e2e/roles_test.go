@@ -99,6 +99,48 @@ func TestRoleMatrix(t *testing.T) {
 			_, err = s.Recv()
 			return err
 		}},
+		{"Events", func(ctx context.Context, c *client.Client) error {
+			s, err := c.Events(ctx, &machine.EventsRequest{Tail: 5})
+			if err != nil {
+				return err
+			}
+			return drain(s.Recv)
+		}},
+		{"Processes", func(ctx context.Context, c *client.Client) error {
+			_, err := c.Processes(ctx, &machine.ProcessesRequest{})
+			return err
+		}},
+		{"Memory", func(ctx context.Context, c *client.Client) error {
+			_, err := c.Memory(ctx, &machine.MemoryRequest{})
+			return err
+		}},
+		{"Mounts", func(ctx context.Context, c *client.Client) error {
+			_, err := c.Mounts(ctx, &machine.MountsRequest{})
+			return err
+		}},
+		{"Netstat", func(ctx context.Context, c *client.Client) error {
+			_, err := c.Netstat(ctx, &machine.NetstatRequest{})
+			return err
+		}},
+		{"Usage", func(ctx context.Context, c *client.Client) error {
+			_, err := c.Usage(ctx, &machine.UsageRequest{})
+			return err
+		}},
+		{"SystemStatus", func(ctx context.Context, c *client.Client) error {
+			_, err := c.SystemStatus(ctx, &machine.SystemStatusRequest{})
+			return err
+		}},
+		{"Read", func(ctx context.Context, c *client.Client) error {
+			s, err := c.Read(ctx, &machine.ReadRequest{Path: "/proc/loadavg"})
+			if err != nil {
+				return err
+			}
+			return drain(s.Recv)
+		}},
+		{"List", func(ctx context.Context, c *client.Client) error {
+			_, err := c.List(ctx, &machine.ListRequest{Path: "/proc/self"})
+			return err
+		}},
 	}
 	// Destructive RPCs: only denials are exercised here (the allowed calls
 	// are covered by TestRebootResetShutdown).
@@ -256,10 +298,13 @@ func TestRoleMatrix(t *testing.T) {
 		pki.RoleReader:     {"EtcdMembers", "EtcdStatus", "EtcdAlarmList"},
 		pki.RoleEtcdBackup: {"EtcdSnapshot"},
 	}
+	tools := []string{"Events", "Processes", "Memory", "Mounts", "Netstat", "Usage", "SystemStatus"}
 	allowed := map[string][]string{
-		pki.RoleAdmin:      {"Version", "ApplyConfiguration", "GetConfiguration", "ServiceList", "ServiceStop", "ServiceStart", "ServiceRestart", "Logs", "Reboot", "Shutdown", "Reset"},
-		pki.RoleOperator:   {"Version", "GetConfiguration", "ServiceList", "ServiceStop", "ServiceStart", "ServiceRestart", "Logs", "Reboot", "Shutdown"},
-		pki.RoleReader:     {"Version", "GetConfiguration", "ServiceList", "Logs"},
+		pki.RoleAdmin: append([]string{"Version", "ApplyConfiguration", "GetConfiguration", "ServiceList", "ServiceStop", "ServiceStart",
+			"ServiceRestart", "Logs", "Reboot", "Shutdown", "Reset", "Read", "List"}, tools...),
+		pki.RoleOperator: append([]string{"Version", "GetConfiguration", "ServiceList", "ServiceStop", "ServiceStart", "ServiceRestart",
+			"Logs", "Reboot", "Shutdown", "Read", "List"}, tools...),
+		pki.RoleReader:     append([]string{"Version", "GetConfiguration", "ServiceList", "Logs"}, tools...),
 		pki.RoleEtcdBackup: {"Version"},
 	}
 	if n := len(machine.EtcdService_ServiceDesc.Methods) + len(machine.EtcdService_ServiceDesc.Streams); n != len(etcdCalls) {
@@ -460,4 +505,15 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// drain reads a server stream to its end (nil at EOF).
+func drain[T any](recv func() (T, error)) error {
+	for {
+		if _, err := recv(); errors.Is(err, io.EOF) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+	}
 }
