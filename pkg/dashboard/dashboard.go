@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ballast-os/ballast/pkg/units"
 	tea "github.com/charmbracelet/bubbletea"
 )
 
@@ -133,7 +134,7 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 func (m Model) View() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Ballast dashboard — %d node(s), every %s — ←/→ select a node, q quits\n\n", len(m.nodes), m.interval)
-	fmt.Fprintf(&b, "  %-22s %6s %-19s %6s %-12s %-16s %s\n", "NODE", "CPU", "MEMORY", "LOAD", "SERVICES", "ETCD", "VIP")
+	fmt.Fprintf(&b, "  %-22s %6s %-19s %6s %-12s %-18s %s\n", "NODE", "CPU", "MEMORY", "LOAD", "SERVICES", "ETCD", "VIP")
 	for i, n := range m.nodes {
 		mark := "  "
 		if i == m.sel {
@@ -174,7 +175,7 @@ func (m Model) View() string {
 					vip += " (here)"
 				}
 			}
-			fmt.Fprintf(&b, "%s%-22s %6s %-19s %6.2f %-12s %-16s %s\n", mark, n, cpu,
+			fmt.Fprintf(&b, "%s%-22s %6s %-19s %6.2f %-12s %-18s %s\n", mark, n, cpu,
 				size(v.MemUsed)+" / "+size(v.MemTotal), v.Load1, services, etcd, vip)
 		}
 	}
@@ -213,16 +214,5 @@ func clip(s string, n int) string {
 	return s
 }
 
-// size renders bytes with a binary unit, short.
-func size(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%dB", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f%ci", float64(n)/float64(div), "KMGTPE"[exp])
-}
+// size renders bytes with a binary unit.
+func size(n uint64) string { return units.Bytes(n) }

@@ -32,7 +32,7 @@ func TestDashboardRowsSelectionAndUpdates(t *testing.T) {
 	m := New(context.Background(), fakeSource{}, []string{"10.5.0.2", "10.5.0.5"}, time.Second)
 	m = run(m, viewMsg(cp1), viewMsg(w1))
 	out := m.View()
-	for _, want := range []string{"> 10.5.0.2", "2/2 up", "leader 20.0Mi", "cp1 (here)", "3.0Gi / 8.0Gi", "10.5.0.5", "DOWN: cannot reach"} {
+	for _, want := range []string{"> 10.5.0.2", "2/2 up", "leader 20.0 MiB", "cp1 (here)", "3.0 GiB / 8.0 GiB", "10.5.0.5", "DOWN: cannot reach"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("view lacks %q:\n%s", want, out)
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/ballast-os/ballast/api/machine"
 	"github.com/ballast-os/ballast/pkg/atomicfile"
 	"github.com/ballast-os/ballast/pkg/client"
+	"github.com/ballast-os/ballast/pkg/units"
 )
 
 func etcdClient(c *client.Client) machine.EtcdServiceClient {
@@ -342,18 +343,7 @@ func newClientCertCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+func humanBytes(n int64) string { return units.Bytes(uint64(max(n, 0))) }
 
 // uploadSnapshot streams the snapshot file at path to a node's Recover RPC
 // in 1 MiB chunks, never holding the whole file in memory.

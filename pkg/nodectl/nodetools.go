@@ -14,6 +14,7 @@ import (
 
 	"github.com/ballast-os/ballast/api/machine"
 	"github.com/ballast-os/ballast/pkg/client"
+	"github.com/ballast-os/ballast/pkg/units"
 )
 
 // newNodeToolCmds are the node tools: processes, memory, mounts, netstat,
@@ -215,5 +216,5 @@ func pidText(pid int32) string {
 	return fmt.Sprint(pid)
 }
 
-// bytesText is humanBytes of an unsigned count.
-func bytesText(n uint64) string { return humanBytes(int64(min(n, 1<<62))) }
+// bytesText renders a byte count.
+func bytesText(n uint64) string { return units.Bytes(n) }
