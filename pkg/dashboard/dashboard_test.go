@@ -14,7 +14,7 @@ import (
 type fakeSource map[string]NodeView
 
 func (f fakeSource) Snapshot(_ context.Context, node string) NodeView { return f[node] }
-func (f fakeSource) Events(context.Context, func(node, line string)) {}
+func (f fakeSource) Events(context.Context, func(node, line string))  {}
 
 func run(m Model, msgs ...tea.Msg) Model {
 	for _, msg := range msgs {
@@ -27,7 +27,7 @@ func run(m Model, msgs ...tea.Msg) Model {
 func TestDashboardRowsSelectionAndUpdates(t *testing.T) {
 	cp1 := NodeView{Node: "10.5.0.2", CPUBusy: 100, CPUTotal: 1000, CPUs: 2, MemUsed: 3 << 30, MemTotal: 8 << 30, Load1: 0.5,
 		Services: []Service{{ID: "etcd", State: "Running", Health: "healthy"}, {ID: "kubelet", State: "Running"}},
-		Etcd: "leader", EtcdDB: 20 << 20, VIP: "cp1", VIPLocal: true}
+		Etcd:     "leader", EtcdDB: 20 << 20, VIP: "cp1", VIPLocal: true}
 	w1 := NodeView{Node: "10.5.0.5", Err: "cannot reach the machine API"}
 	m := New(context.Background(), fakeSource{}, []string{"10.5.0.2", "10.5.0.5"}, time.Second)
 	m = run(m, viewMsg(cp1), viewMsg(w1))
