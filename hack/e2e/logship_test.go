@@ -21,7 +21,8 @@ type shippedLine struct {
 
 // testLogShipping runs Debian's rsyslogd on the cluster bridge's gateway,
 // adds it live as a TCP destination on every node, and waits for JSON
-// lines from each node's agent and kubelet; then removes it live and
+// lines from each node's agent (a service restarted makes it log) and from
+// the services (etcd, kube-apiserver or kubelet); then removes it live and
 // checks the nodes stop sending.
 func testLogShipping(t *testing.T, c *localCluster, nodes []string) {
 	st, err := cluster.Load(c.root, c.name)
@@ -39,9 +40,21 @@ func testLogShipping(t *testing.T, c *localCluster, nodes []string) {
 			c.liveApply(t, n, `{"machine":{"logging":null}}`)
 		}
 	})
+	// Lines are shipped from the moment a node follows the destination:
+	// once every node's log-ship service says it does, make every agent
+	// log (a service restarted).
+	for _, n := range nodes {
+		waitFor(t, n+" shipping", 30*time.Second, func() error {
+			if out := c.must("-n", n, "logs", "log-ship").stdout; !strings.Contains(out, "shipping logs to "+rs.TCP()) {
+				return fmt.Errorf("log-ship says: %q", tail(out, 3))
+			}
+			return nil
+		})
+		c.must("-n", n, "service", "timesync", "restart")
+	}
 	start := time.Now()
 	var recs []shippedLine
-	waitFor(t, "JSON lines from every node's agent and kubelet", 90*time.Second, func() error {
+	waitFor(t, "JSON lines from every node's agent, and from services", 90*time.Second, func() error {
 		recs = rsyslogtest.Records[shippedLine](rs)
 		from := map[string]map[string]bool{}
 		for _, r := range recs {
@@ -56,10 +69,17 @@ func testLogShipping(t *testing.T, c *localCluster, nodes []string) {
 		if len(from) < len(nodes) {
 			return fmt.Errorf("lines from %d nodes of %d: %v", len(from), len(nodes), keys(from))
 		}
+		services := map[string]bool{}
 		for node, svcs := range from {
-			if !svcs["machined"] || !svcs["kubelet"] {
-				return fmt.Errorf("%s sent no machined or kubelet lines yet: %v", node, keys(svcs))
+			if !svcs["machined"] {
+				return fmt.Errorf("%s sent no machined lines yet: %v", node, keys(svcs))
 			}
+			for s := range svcs {
+				services[s] = true
+			}
+		}
+		if !services["etcd"] && !services["kube-apiserver"] && !services["kubelet"] {
+			return fmt.Errorf("no etcd, kube-apiserver or kubelet lines yet: %v", keys(services))
 		}
 		return nil
 	})
@@ -68,7 +88,15 @@ func testLogShipping(t *testing.T, c *localCluster, nodes []string) {
 	for _, n := range nodes {
 		c.liveApply(t, n, `{"machine":{"logging":null}}`)
 	}
-	time.Sleep(3 * time.Second) // lines already queued may still arrive
+	for _, n := range nodes {
+		waitFor(t, n+" stopped shipping", 30*time.Second, func() error {
+			if out := c.must("-n", n, "logs", "log-ship").stdout; !strings.Contains(out, "stopped shipping logs to "+rs.TCP()) {
+				return fmt.Errorf("log-ship says: %q", tail(out, 3))
+			}
+			return nil
+		})
+	}
+	time.Sleep(time.Second) // what rsyslogd received before may still be written out
 	before := len(rsyslogtest.Records[shippedLine](rs))
 	// Lines every node logs: a service restarted (its agent logs the
 	// state changes).

@@ -14,7 +14,7 @@ import (
 // machined, memory, mounts and usage answer, read works inside the
 // allow-list and not outside it, and a reader may list processes but not
 // read files.
-func testNodeTools(t *testing.T, c *localCluster, node string) {
+func testNodeTools(t *testing.T, c *localCluster, node, cp string) {
 	var ps struct {
 		Result []struct {
 			Node  string `json:"node"`
@@ -73,7 +73,7 @@ func testNodeTools(t *testing.T, c *localCluster, node string) {
 	// os:reader: the tables yes, files no.
 	reader := filepath.Join(t.TempDir(), "reader.nodeconfig")
 	c.must("gen", "nodeconfig", "--with-secrets", filepath.Join(c.root, c.name, "secrets.yaml"), "--roles", "os:reader",
-		"--output", reader, "-e", node)
+		"--output", reader, "-e", cp) // endpoints must be control planes
 	rc := *c
 	rc.nodeconfig = reader
 	rc.must("-n", node, "processes")

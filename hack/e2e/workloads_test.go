@@ -333,7 +333,7 @@ func TestKubernetesWorkloads(t *testing.T) {
 	})
 
 	t.Run("node tools show a node's own processes, sockets, memory, mounts and usage; reads stay in the allow-list", func(t *testing.T) {
-		testNodeTools(t, c.on(t), w2.Address)
+		testNodeTools(t, c.on(t), w2.Address, cpAddrs[0])
 	})
 }
 
