@@ -83,7 +83,7 @@ func testLogShipping(t *testing.T, c *localCluster, nodes []string) {
 		}
 		return nil
 	})
-	t.Logf("%d lines from %d nodes within %s of the config", len(recs), len(nodes), time.Since(start).Round(100*time.Millisecond))
+	t.Logf("%d lines from %d nodes, the last node's %s after its agent was made to log", len(recs), len(nodes), time.Since(start).Round(100*time.Millisecond))
 
 	for _, n := range nodes {
 		c.liveApply(t, n, `{"machine":{"logging":null}}`)
