@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"os"
@@ -33,6 +35,24 @@ func testPrometheus(t *testing.T, c *localCluster, cps []string) {
 	t.Logf("%s", strings.TrimSpace(r.stdout))
 	if st, err := os.Stat(filepath.Join(dir, "ballast-reader.key")); err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("Prometheus's client key: %v %v, want mode 0600", st, err)
+	}
+	// What Prometheus holds can read metrics and the reader's tables, no
+	// more: its certificate carries os:reader only (the role matrix shows
+	// what that role can not call).
+	crtPEM, err := os.ReadFile(filepath.Join(dir, "ballast-reader.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(crtPEM)
+	if blk == nil {
+		t.Fatal("ballast-reader.crt holds no PEM certificate")
+	}
+	crt, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if org := crt.Subject.Organization; len(org) != 1 || org[0] != "os:reader" {
+		t.Fatalf("Prometheus's certificate carries roles %v, want only os:reader", org)
 	}
 	if out, err := exec.Command("promtool", "check", "config", filepath.Join(dir, "prometheus.yml")).CombinedOutput(); err != nil {
 		t.Fatalf("promtool check config: %v\n%s", err, out)

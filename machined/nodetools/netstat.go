@@ -42,12 +42,13 @@ func (t Tools) Netstat(listening bool) ([]*machine.Socket, error) {
 	var out []*machine.Socket
 	for _, src := range []struct {
 		proto string
-		read  func() ([]*socketLine, error)
+		read  func() (procfs.NetTCP, error)
 	}{
-		{"tcp", func() ([]*socketLine, error) { return lines(fs.NetTCP()) }},
-		{"tcp6", func() ([]*socketLine, error) { return lines(fs.NetTCP6()) }},
-		{"udp", func() ([]*socketLine, error) { return udpLines(fs.NetUDP()) }},
-		{"udp6", func() ([]*socketLine, error) { return udpLines(fs.NetUDP6()) }},
+		{"tcp", fs.NetTCP},
+		{"tcp6", fs.NetTCP6},
+		// /proc/net/udp has the same lines (NetUDP's element type is NetTCP's).
+		{"udp", func() (procfs.NetTCP, error) { u, err := fs.NetUDP(); return procfs.NetTCP(u), err }},
+		{"udp6", func() (procfs.NetTCP, error) { u, err := fs.NetUDP6(); return procfs.NetTCP(u), err }},
 	} {
 		ls, err := src.read()
 		if err != nil {
@@ -56,8 +57,8 @@ func (t Tools) Netstat(listening bool) ([]*machine.Socket, error) {
 			}
 			return nil, fmt.Errorf("read %s sockets: %w", src.proto, err)
 		}
+		udp := strings.HasPrefix(src.proto, "udp")
 		for _, l := range ls {
-			udp := strings.HasPrefix(src.proto, "udp")
 			if listening && ((!udp && l.St != tcpListen) || (udp && l.RemPort != 0)) {
 				continue
 			}
@@ -78,35 +79,6 @@ func (t Tools) Netstat(listening bool) ([]*machine.Socket, error) {
 		}
 		return out[i].Local < out[j].Local
 	})
-	return out, nil
-}
-
-// socketLine is the part of a /proc/net line Netstat shows.
-type socketLine struct {
-	LocalAddr, RemAddr net.IP
-	LocalPort, RemPort uint64
-	St, Inode          uint64
-}
-
-func lines(tcp procfs.NetTCP, err error) ([]*socketLine, error) {
-	if err != nil {
-		return nil, err
-	}
-	var out []*socketLine
-	for _, l := range tcp {
-		out = append(out, &socketLine{l.LocalAddr, l.RemAddr, l.LocalPort, l.RemPort, l.St, l.Inode})
-	}
-	return out, nil
-}
-
-func udpLines(udp procfs.NetUDP, err error) ([]*socketLine, error) {
-	if err != nil {
-		return nil, err
-	}
-	var out []*socketLine
-	for _, l := range udp {
-		out = append(out, &socketLine{l.LocalAddr, l.RemAddr, l.LocalPort, l.RemPort, l.St, l.Inode})
-	}
 	return out, nil
 }
 

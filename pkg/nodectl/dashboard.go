@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 
 	tea "github.com/charmbracelet/bubbletea"
@@ -33,7 +32,7 @@ Keys: ←/→ (or tab, h/l, j/k) select a node, q quits. Needs a terminal.`,
 			if interval < 200*time.Millisecond {
 				return fmt.Errorf("--interval %s: want at least 200ms", interval)
 			}
-			src, err := newDashboardSource(g)
+			src, err := newDashboardSource(cmd, g)
 			if err != nil {
 				return err
 			}
@@ -55,24 +54,18 @@ Keys: ←/→ (or tab, h/l, j/k) select a node, q quits. Needs a terminal.`,
 
 // dashboardSource reads the nodes over the machine API, one client each.
 type dashboardSource struct {
-	g       *globals
 	nodes   []string
-	mu      sync.Mutex
 	clients map[string]*client.Client
 }
 
-func newDashboardSource(g *globals) (*dashboardSource, error) {
-	nctx, err := g.loadContext()
+func newDashboardSource(cmd *cobra.Command, g *globals) (*dashboardSource, error) {
+	nodes, opts, err := g.dialTargets(cmd)
 	if err != nil {
 		return nil, err
 	}
-	nodes, err := g.targets(nctx)
-	if err != nil {
-		return nil, err
-	}
-	s := &dashboardSource{g: g, nodes: nodes, clients: map[string]*client.Client{}}
+	s := &dashboardSource{nodes: nodes, clients: map[string]*client.Client{}}
 	for _, n := range nodes {
-		o, err := client.FromContext(nctx, n)
+		o, err := opts(n)
 		if err != nil {
 			s.close()
 			return nil, err

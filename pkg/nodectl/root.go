@@ -167,13 +167,23 @@ type result[T any] struct {
 // fanOut dials every target with the nodeconfig's credentials and calls fn
 // concurrently; results keep the order of the targets.
 func fanOut[T any](cmd *cobra.Command, g *globals, fn func(ctx context.Context, c *client.Client) (T, error)) ([]result[T], error) {
-	nctx, err := g.loadContext()
+	nodes, opts, err := g.dialTargets(cmd)
 	if err != nil {
 		return nil, err
 	}
+	return callAll(cmd.Context(), nodes, opts, fn), nil
+}
+
+// dialTargets returns the targets and how to dial each with the
+// nodeconfig's credentials.
+func (g *globals) dialTargets(cmd *cobra.Command) ([]string, func(node string) (client.Options, error), error) {
+	nctx, err := g.loadContext()
+	if err != nil {
+		return nil, nil, err
+	}
 	nodes, err := g.targets(nctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	endpoints := g.endpoints
 	if len(endpoints) == 0 {
@@ -188,7 +198,7 @@ func fanOut[T any](cmd *cobra.Command, g *globals, fn func(ctx context.Context, 
 		o.RequireControlPlane = cpOnly || isEndpoint(endpoints, node)
 		return o, err
 	}
-	return callAll(cmd.Context(), nodes, opts, fn), nil
+	return nodes, opts, nil
 }
 
 // annotationControlPlane marks commands that act on control-plane nodes only.

@@ -210,21 +210,29 @@ func streamLines(cmd *cobra.Command, g *globals, open func(context.Context, *cli
 }
 
 func printLines(ctx context.Context, g *globals, node string, stream lineStream) error {
+	err := eachLine(stream, func(line string) {
+		if len(g.nodes) > 1 {
+			fmt.Fprintf(g.stdout, "%s: %s\n", node, line)
+		} else {
+			fmt.Fprintln(g.stdout, line)
+		}
+	})
+	if err != nil && ctx.Err() != nil {
+		return nil // interrupted while following
+	}
+	return err
+}
+
+// eachLine calls fn with every line of stream until it ends (nil) or fails.
+func eachLine(stream lineStream, fn func(line string)) error {
 	for {
 		line, err := stream.Recv()
 		if err == io.EOF {
 			return nil
 		}
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil // interrupted while following
-			}
 			return err
 		}
-		if len(g.nodes) > 1 {
-			fmt.Fprintf(g.stdout, "%s: %s\n", node, line.GetLine())
-		} else {
-			fmt.Fprintln(g.stdout, line.GetLine())
-		}
+		fn(line.GetLine())
 	}
 }

@@ -206,17 +206,8 @@ func readLines(open func() (lineStream, error)) ([]byte, error) {
 		return nil, err
 	}
 	var b bytes.Buffer
-	for {
-		line, err := stream.Recv()
-		if err == io.EOF {
-			return b.Bytes(), nil
-		}
-		if err != nil {
-			return b.Bytes(), err
-		}
-		b.WriteString(line.GetLine())
-		b.WriteByte('\n')
-	}
+	err = eachLine(stream, func(line string) { b.WriteString(line + "\n") })
+	return b.Bytes(), err
 }
 
 // readEvents reads the node's kept events as JSON lines.
